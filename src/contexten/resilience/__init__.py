@@ -1,0 +1,5 @@
+"""Resilience: retry policies, circuit breakers, rate limiters, bulkheads, supervision."""
+
+from contexten.resilience.retry import RetryPolicy, is_retryable
+
+__all__ = ["RetryPolicy", "is_retryable"]

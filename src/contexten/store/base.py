@@ -1,0 +1,294 @@
+"""The event-store port: append-only streams plus one gapless global log.
+
+The event store is Contexten's only source of truth. Everything else (dispatch checkpoints
+aside, which are tracking records) is derived from it and can be rebuilt.
+
+Semantics every backend must keep (checked by ``contexten.testing.conformance``):
+
+* **Streams and versions.** A stream's version is the number of events in it (0: no stream).
+  An append states what it expects: an exact version, :attr:`StreamState.NO_STREAM`,
+  :attr:`StreamState.STREAM_EXISTS` or :attr:`StreamState.ANY`. A wrong expectation raises
+  :class:`~contexten.exceptions.WrongExpectedVersion` and writes nothing of the commit.
+* **Atomic commits.** :meth:`EventStore.commit` writes several streams' appends, a dedup key
+  and a checkpoint in ONE transaction: all of it or none of it.
+* **The global log.** Every event gets a position; positions are gapless (1, 2, 3...) and follow
+  commit order, so a reader tailing with :meth:`read_all` never skips an event.
+* **Dedup.** A commit carrying a ``dedup_key`` that was committed before writes nothing and
+  returns the original results with ``deduplicated=True``.
+* **Waiting.** :meth:`wait_for_new` returns as soon as the log grows past a position: at once
+  after a commit in this process, within ~100 ms after a commit in another process.
+* **As of.** Reads take ``as_of`` to see the stream or log as it was at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from contexten.events.envelope import Event
+
+__all__ = [
+    "Append",
+    "AppendResult",
+    "EventStore",
+    "ExpectedVersion",
+    "HeadNotifier",
+    "RecordedEvent",
+    "StreamInfo",
+    "StreamState",
+    "check_expected_version",
+]
+
+
+class StreamState(enum.Enum):
+    """Expectations about a stream that are not an exact version."""
+
+    ANY = "any"
+    """Append whatever the stream's version."""
+    NO_STREAM = "no_stream"
+    """The stream must not exist yet (version 0)."""
+    STREAM_EXISTS = "stream_exists"
+    """The stream must already hold at least one event."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ExpectedVersion = int | StreamState
+"""An exact stream version (0 means no stream) or a :class:`StreamState`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Events to add to one stream, with the caller's expectation of that stream."""
+
+    stream: str
+    events: Sequence[Event]
+    expected_version: ExpectedVersion = StreamState.ANY
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an append landed.
+
+    ``version`` is the stream's version after the append; ``first_position`` and
+    ``last_position`` span the appended events in the global log (both 0 for an empty append).
+    """
+
+    stream: str
+    version: int
+    first_position: int
+    last_position: int
+    deduplicated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: the domain event plus where and when the store put it."""
+
+    position: int
+    stream: str
+    version: int
+    recorded_at: datetime
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream's name and current version."""
+
+    stream: str
+    version: int
+
+
+def check_expected_version(stream: str, expected: ExpectedVersion, actual: int) -> None:
+    """Raise :class:`WrongExpectedVersion` unless ``actual`` satisfies ``expected``."""
+    from contexten.exceptions import WrongExpectedVersion
+
+    if expected is StreamState.ANY:
+        return
+    if expected is StreamState.NO_STREAM:
+        ok = actual == 0
+    elif expected is StreamState.STREAM_EXISTS:
+        ok = actual > 0
+    elif isinstance(expected, int) and not isinstance(expected, bool):
+        if expected < 0:
+            raise ValueError(f"expected_version must be >= 0, got {expected}")
+        ok = actual == expected
+    else:
+        raise TypeError(f"expected_version must be an int or StreamState, got {expected!r}")
+    if not ok:
+        raise WrongExpectedVersion(stream, expected, actual)
+
+
+@dataclass(eq=False)
+class HeadNotifier:
+    """Wakes waiters when the log's head moves; shared helper for backends.
+
+    Backends call :meth:`advance` after each commit they make (and when they notice another
+    process's commits); readers await :meth:`wait` instead of polling.
+    """
+
+    head: int = 0
+    _waiters: list[asyncio.Future[int]] = field(default_factory=list)
+
+    def advance(self, head: int) -> None:
+        """Record that the log reaches ``head`` and wake everyone waiting below it."""
+        if head <= self.head:
+            return
+        self.head = head
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(head)
+
+    async def wait(self, after: int, timeout: float | None) -> int:
+        """Wait until the head passes ``after`` or ``timeout`` elapses; return the head."""
+        if self.head > after:
+            return self.head
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            return self.head
+        finally:
+            if not fut.done():
+                fut.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+
+    @property
+    def has_waiters(self) -> bool:
+        """Whether anyone is waiting (backends poll other processes only then)."""
+        return bool(self._waiters)
+
+
+class EventStore(ABC):
+    """The port every event-store backend implements. Use it as an async context manager.
+
+    Choose a backend by URL with :func:`contexten.store.open_store`; core code never imports
+    a backend module.
+    """
+
+    url: str
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, create or migrate the schema. Idempotent."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release resources. Idempotent."""
+
+    @abstractmethod
+    async def commit(
+        self,
+        appends: Sequence[Append],
+        *,
+        dedup_key: str | None = None,
+        checkpoint: tuple[str, int] | None = None,
+    ) -> list[AppendResult]:
+        """Write ``appends``, the ``dedup_key`` and a ``(name, position)`` checkpoint atomically.
+
+        Returns one :class:`AppendResult` per append, in order. If ``dedup_key`` was committed
+        before, nothing is written and the original results come back marked
+        ``deduplicated=True``. Raises ``WrongExpectedVersion`` (nothing written) when an
+        expectation fails and ``StoreUnavailable`` when the write could not be made durable.
+        """
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        expected_version: ExpectedVersion = StreamState.ANY,
+        dedup_key: str | None = None,
+        checkpoint: tuple[str, int] | None = None,
+    ) -> AppendResult:
+        """Append ``events`` to one ``stream`` atomically; see :meth:`commit`."""
+        results = await self.commit(
+            [Append(stream, list(events), expected_version)],
+            dedup_key=dedup_key,
+            checkpoint=checkpoint,
+        )
+        return results[0]
+
+    @abstractmethod
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int = 1,
+        limit: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of ``stream`` from version ``from_version`` on, oldest first."""
+
+    @abstractmethod
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        as_of: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events of the global log with positions above ``after``."""
+
+    @abstractmethod
+    async def read_all_backwards(
+        self, *, before: int | None = None, limit: int = 100
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events below ``before`` (default: the head), newest first."""
+
+    @abstractmethod
+    async def get_event(self, event_id: str) -> RecordedEvent | None:
+        """The stored event with id ``event_id``, or None."""
+
+    @abstractmethod
+    async def stream_version(self, stream: str) -> int:
+        """The stream's current version (0: no stream)."""
+
+    @abstractmethod
+    async def list_streams(self, prefix: str = "", *, limit: int = 10_000) -> list[StreamInfo]:
+        """Streams whose name starts with ``prefix``, in name order."""
+
+    @abstractmethod
+    async def head(self) -> int:
+        """The position of the last committed event (0: empty log)."""
+
+    @abstractmethod
+    async def wait_for_new(self, after: int, timeout: float | None = None) -> int:
+        """Wait until the log's head passes ``after`` (or ``timeout``); return the head."""
+
+    @abstractmethod
+    async def get_checkpoint(self, name: str) -> int | None:
+        """The saved position of consumer ``name``, or None if it never saved one."""
+
+    @abstractmethod
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save consumer ``name``'s position (durably, on its own)."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""

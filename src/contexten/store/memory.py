@@ -1,0 +1,157 @@
+"""The in-memory event store (``memory://``): the reference backend and the test double.
+
+Same semantics as the durable backends, minus durability. Every commit is applied under one
+lock in the event loop, so positions are gapless and in commit order trivially.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+from contexten.events.envelope import utcnow
+from contexten.exceptions import InvalidEvent, StoreClosed
+from contexten.store.base import (
+    Append,
+    AppendResult,
+    EventStore,
+    HeadNotifier,
+    RecordedEvent,
+    StreamInfo,
+    check_expected_version,
+)
+
+__all__ = ["MemoryEventStore"]
+
+
+class MemoryEventStore(EventStore):
+    """Keeps everything in process memory; lost when the process ends."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._log: list[RecordedEvent] = []
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._by_id: dict[str, RecordedEvent] = {}
+        self._dedup: dict[str, list[AppendResult]] = {}
+        self._checkpoints: dict[str, int] = {}
+        self._notifier = HeadNotifier()
+        self._closed = False
+
+    async def open(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"{self.url} is closed")
+
+    async def commit(
+        self,
+        appends: Sequence[Append],
+        *,
+        dedup_key: str | None = None,
+        checkpoint: tuple[str, int] | None = None,
+    ) -> list[AppendResult]:
+        self._check_open()
+        # Runs without an await between check and write, so it is atomic in the event loop.
+        if dedup_key is not None and dedup_key in self._dedup:
+            return [_deduplicated(r) for r in self._dedup[dedup_key]]
+        pending: dict[str, int] = {}
+        seen_ids: set[str] = set()
+        for a in appends:
+            actual = pending.get(a.stream, len(self._streams.get(a.stream, ())))
+            check_expected_version(a.stream, a.expected_version, actual)
+            pending[a.stream] = actual + len(a.events)
+            for e in a.events:
+                if e.id in self._by_id or e.id in seen_ids:
+                    raise InvalidEvent(f"event id {e.id} is already stored")
+                seen_ids.add(e.id)
+        now = utcnow()
+        results = []
+        for a in appends:
+            stream = self._streams.setdefault(a.stream, [])
+            first = len(self._log) + 1
+            for e in a.events:
+                rec = RecordedEvent(len(self._log) + 1, a.stream, len(stream) + 1, now, e)
+                self._log.append(rec)
+                stream.append(rec)
+                self._by_id[e.id] = rec
+            last = len(self._log) if a.events else 0
+            results.append(AppendResult(a.stream, len(stream), first if a.events else 0, last))
+        if dedup_key is not None:
+            self._dedup[dedup_key] = results
+        if checkpoint is not None:
+            self._checkpoints[checkpoint[0]] = checkpoint[1]
+        self._notifier.advance(len(self._log))
+        return results
+
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int = 1,
+        limit: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        recs = self._streams.get(stream, [])[max(from_version, 1) - 1 :]
+        if as_of is not None:
+            recs = [r for r in recs if r.recorded_at <= as_of]
+        return recs[:limit] if limit is not None else list(recs)
+
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, as_of: datetime | None = None
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        recs = self._log[max(after, 0) : max(after, 0) + limit]
+        if as_of is not None:
+            recs = [r for r in recs if r.recorded_at <= as_of]
+        return recs
+
+    async def read_all_backwards(
+        self, *, before: int | None = None, limit: int = 100
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        end = len(self._log) if before is None else min(before - 1, len(self._log))
+        start = max(end - limit, 0)
+        return list(reversed(self._log[start:end]))
+
+    async def get_event(self, event_id: str) -> RecordedEvent | None:
+        self._check_open()
+        return self._by_id.get(event_id)
+
+    async def stream_version(self, stream: str) -> int:
+        self._check_open()
+        return len(self._streams.get(stream, ()))
+
+    async def list_streams(self, prefix: str = "", *, limit: int = 10_000) -> list[StreamInfo]:
+        self._check_open()
+        names = sorted(n for n in self._streams if n.startswith(prefix))
+        return [StreamInfo(n, len(self._streams[n])) for n in names[:limit]]
+
+    async def head(self) -> int:
+        self._check_open()
+        return len(self._log)
+
+    async def wait_for_new(self, after: int, timeout: float | None = None) -> int:
+        self._check_open()
+        return await self._notifier.wait(after, timeout)
+
+    async def get_checkpoint(self, name: str) -> int | None:
+        self._check_open()
+        return self._checkpoints.get(name)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        self._check_open()
+        self._checkpoints[name] = position
+
+    async def ping(self) -> None:
+        self._check_open()
+        await asyncio.sleep(0)
+
+
+def _deduplicated(r: AppendResult) -> AppendResult:
+    return AppendResult(r.stream, r.version, r.first_position, r.last_position, True)
