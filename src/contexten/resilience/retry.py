@@ -93,6 +93,10 @@ def is_retryable(
         return False
     for cls in type(error).__mro__:
         for item in non_retryable:
-            if item is cls or item == cls.__name__ or item == f"{cls.__module__}.{cls.__qualname__}":
+            if (
+                item is cls
+                or item == cls.__name__
+                or item == f"{cls.__module__}.{cls.__qualname__}"
+            ):
                 return False
     return True

@@ -1,0 +1,1 @@
+"""Conformance suites: one per port; every backend's tests subclass the port's suite."""
