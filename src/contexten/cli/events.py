@@ -1,0 +1,89 @@
+"""``contexten events``: browse the event store."""
+
+from __future__ import annotations
+
+import click
+import msgspec
+
+from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.events.patterns import compile_pattern
+from contexten.store import EventStore, RecordedEvent
+
+__all__ = ["events", "recorded_to_dict"]
+
+
+def recorded_to_dict(rec: RecordedEvent, *, with_data: bool = True) -> dict[str, object]:
+    """The JSON form of a stored event: its envelope plus where the store put it."""
+    out: dict[str, object] = {
+        "position": rec.position,
+        "stream": rec.stream,
+        "version": rec.version,
+        "recorded_at": rec.recorded_at.isoformat(),
+    }
+    envelope = msgspec.to_builtins(rec.event)
+    if not with_data:
+        envelope.pop("data", None)
+    out.update(envelope)
+    return out
+
+
+@click.group()
+def events() -> None:
+    """Browse stored events."""
+
+
+@events.command("list")
+@store_option
+@click.option("--type", "type_pattern", default=None, help="Type pattern, e.g. 'github.**'.")
+@click.option("--limit", default=50, show_default=True, help="How many events at most.")
+@click.option("--system", is_flag=True, help="Include system streams ($wf-..., $dlq-...).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@run_async
+async def list_events(
+    store_url: str | None, type_pattern: str | None, limit: int, system: bool, as_json: bool
+) -> None:
+    """List the newest events, newest first."""
+    pattern = compile_pattern(type_pattern) if type_pattern else None
+
+    async def body(store: EventStore) -> list[RecordedEvent]:
+        found: list[RecordedEvent] = []
+        before: int | None = None
+        while len(found) < limit:
+            page = await store.read_all_backwards(before=before, limit=500)
+            if not page:
+                break
+            for rec in page:
+                if not system and rec.stream.startswith("$"):
+                    continue
+                if pattern is None or pattern.matches(rec.event.type):
+                    found.append(rec)
+                    if len(found) >= limit:
+                        break
+            before = page[-1].position
+        return found
+
+    for rec in await with_store(store_url, body):
+        if as_json:
+            echo_json(recorded_to_dict(rec, with_data=False))
+        else:
+            e = rec.event
+            click.echo(
+                f"{rec.position:>8}  {rec.recorded_at:%Y-%m-%d %H:%M:%S}  {e.type:40} "
+                f"{e.subject or '-':30} {e.id}"
+            )
+
+
+@events.command("show")
+@store_option
+@click.argument("event_id")
+@run_async
+async def show_event(store_url: str | None, event_id: str) -> None:
+    """Show one event, with its data, as JSON."""
+
+    async def body(store: EventStore) -> RecordedEvent | None:
+        return await store.get_event(event_id)
+
+    rec = await with_store(store_url, body)
+    if rec is None:
+        fail(f"no event with id {event_id}")
+    echo_json(recorded_to_dict(rec))
