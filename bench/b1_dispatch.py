@@ -1,0 +1,319 @@
+"""B1 dispatch: events published -> stored -> dispatched to one trivial async handler.
+
+Side by side in one run:
+
+* the limits: a raw ``asyncio.Queue`` producer/consumer (no storage), and raw SQLite inserts
+  group-committed at ``synchronous=FULL`` (storage, no dispatch);
+* the peers: the in-process emitters ``pyee`` and ``blinker`` (no durability);
+* Contexten on ``memory://`` and on ``sqlite://`` (durable, ``synchronous=FULL``).
+
+Throughput runs publish N events from 100 concurrent publishers (each awaits its publish, as a
+webhook request would) and time until the handler has seen them all. Latency runs offer a
+steady 1,000 events/s and measure publish -> handler start.
+
+Run: ``.venv/bin/python bench/b1_dispatch.py [--events 100000] [--rate 1000 --seconds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from contexten import App, Event
+
+PUBLISHERS = 100
+
+
+@dataclass
+class Result:
+    name: str
+    events: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000
+
+
+async def fan_out(n: int, publish: Callable[[int], Awaitable[None]]) -> None:
+    """Publish ``n`` items from PUBLISHERS concurrent publishers."""
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            await publish(i)
+
+    await asyncio.gather(*(worker() for _ in range(PUBLISHERS)))
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+async def raw_queue(n: int) -> Result:
+    queue: asyncio.Queue[float] = asyncio.Queue()
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def consumer() -> None:
+        seen = 0
+        while seen < n:
+            t = await queue.get()
+            latencies.append(time.perf_counter() - t)
+            seen += 1
+        done.set()
+
+    task = asyncio.create_task(consumer())
+    start = time.perf_counter()
+
+    async def publish(_: int) -> None:
+        await queue.put(time.perf_counter())
+
+    await fan_out(n, publish)
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    await task
+    return Result("raw asyncio.Queue (limit)", n, elapsed, latencies)
+
+
+class _GroupCommitWriter:
+    """A minimal group-commit writer: one thread, one transaction per batch, fsync'd."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS events (position INTEGER PRIMARY KEY, body BLOB)"
+        )
+        self.pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self.cv = threading.Condition()
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self.cv:
+                while not self.pending and not self.stop:
+                    self.cv.wait()
+                if self.stop and not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT INTO events(body) VALUES (?)", [(b,) for b, _ in batch])
+            self.conn.execute("COMMIT")
+            for _, fut in batch:
+                fut.get_loop().call_soon_threadsafe(fut.set_result, None)
+
+    async def insert(self, body: bytes) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        with self.cv:
+            self.pending.append((body, fut))
+            self.cv.notify()
+        await fut
+
+    def close(self) -> None:
+        with self.cv:
+            self.stop = True
+            self.cv.notify()
+        self.thread.join()
+        self.conn.close()
+
+
+async def raw_sqlite(n: int, tmp: Path) -> Result:
+    writer = _GroupCommitWriter(tmp / "raw.db")
+    body = b'{"type":"bench.tick","data":{"i":0}}' * 4
+    start = time.perf_counter()
+
+    async def publish(_: int) -> None:
+        await writer.insert(body)
+
+    await fan_out(n, publish)
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return Result("raw SQLite group commit, FULL (limit)", n, elapsed, [])
+
+
+# --- peers -------------------------------------------------------------------------------------
+
+
+async def pyee_emitter(n: int) -> Result | None:
+    try:
+        from pyee.asyncio import AsyncIOEventEmitter
+    except ImportError:
+        return None
+    emitter = AsyncIOEventEmitter()
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def handler(t: float) -> None:
+        latencies.append(time.perf_counter() - t)
+        if len(latencies) == n:
+            done.set()
+
+    emitter.on("tick", handler)
+    start = time.perf_counter()
+
+    async def publish(_: int) -> None:
+        emitter.emit("tick", time.perf_counter())
+
+    await fan_out(n, publish)
+    await done.wait()
+    return Result("pyee AsyncIOEventEmitter (peer)", n, time.perf_counter() - start, latencies)
+
+
+async def blinker_signal(n: int) -> Result | None:
+    try:
+        from blinker import Signal
+    except ImportError:
+        return None
+    signal = Signal()
+    latencies: list[float] = []
+
+    async def handler(sender: object, t: float) -> None:
+        latencies.append(time.perf_counter() - t)
+
+    signal.connect(handler)
+    start = time.perf_counter()
+
+    async def publish(_: int) -> None:
+        await signal.send_async(None, t=time.perf_counter())
+
+    await fan_out(n, publish)
+    return Result("blinker send_async (peer)", n, time.perf_counter() - start, latencies)
+
+
+# --- contexten ---------------------------------------------------------------------------------
+
+
+async def contexten(n: int, url: str, name: str) -> Result:
+    app = App(store=url)
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    @app.on("bench.tick", name="bench")
+    async def handler(event: Event, ctx: object) -> None:
+        latencies.append(time.perf_counter() - event.data["t"])
+        if len(latencies) == n:
+            done.set()
+
+    async with app:
+        start = time.perf_counter()
+
+        async def publish(i: int) -> None:
+            await app.publish(
+                Event(type="bench.tick", data={"t": time.perf_counter()}, subject=f"k{i % 64}")
+            )
+
+        await fan_out(n, publish)
+        await done.wait()
+        elapsed = time.perf_counter() - start
+    return Result(name, n, elapsed, latencies)
+
+
+async def contexten_latency(url: str, rate: float, seconds: float, name: str) -> Result:
+    """Offer ``rate`` events/s for ``seconds`` and measure publish -> handler start."""
+    app = App(store=url)
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    done = asyncio.Event()
+
+    @app.on("bench.tick", name="bench-latency")
+    async def handler(event: Event, ctx: object) -> None:
+        latencies.append(time.perf_counter() - event.data["t"])
+        if len(latencies) == total:
+            done.set()
+
+    async with app:
+        start = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(
+                asyncio.create_task(
+                    app.publish(
+                        Event(
+                            type="bench.tick", data={"t": time.perf_counter()}, subject=f"k{i % 64}"
+                        )
+                    )
+                )
+            )
+        await asyncio.gather(*tasks)
+        await asyncio.wait_for(done.wait(), timeout=seconds + 30)
+        elapsed = time.perf_counter() - start
+    return Result(name, total, elapsed, latencies)
+
+
+def print_table(title: str, rows: list[Result]) -> None:
+    print(f"\n{title}")
+    print(f"{'':44} {'events':>8} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in rows:
+        print(f"{r.name:44} {r.events:>8} {r.rate:>11,.0f} {r.pct(0.5):>8.2f} {r.pct(0.99):>8.2f}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    n = args.events
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        rows = [await raw_queue(n)]
+        for peer in (pyee_emitter, blinker_signal):
+            r = await peer(n)
+            if r is not None:
+                rows.append(r)
+        rows.append(await contexten(n, "memory://", "contexten memory://"))
+        raw = await raw_sqlite(n, tmp)
+        rows.append(raw)
+        durable = await contexten(n, f"sqlite:///{tmp / 'b1.db'}", "contexten sqlite:// (FULL)")
+        rows.append(durable)
+        print_table(
+            f"B1 throughput: {n:,} events, {PUBLISHERS} concurrent publishers, "
+            f"{os.cpu_count()} cores",
+            rows,
+        )
+        mem = next(r for r in rows if r.name == "contexten memory://")
+        print(f"\nmemory path vs raw queue: {rows[0].rate / mem.rate:.1f}x slower (target <= 5x)")
+        print(
+            f"sqlite durable vs raw group commit: {100 * durable.rate / raw.rate:.0f}% "
+            f"(target >= 40%), {durable.rate:,.0f} events/s (target >= 10,000)"
+        )
+        lat = [
+            await contexten_latency("memory://", args.rate, args.seconds, "contexten memory://"),
+            await contexten_latency(
+                f"sqlite:///{tmp / 'b1-lat.db'}",
+                args.rate,
+                args.seconds,
+                "contexten sqlite:// (FULL)",
+            ),
+        ]
+        print_table(
+            f"B1 latency: {args.rate:,.0f} events/s offered for {args.seconds:g} s "
+            "(publish -> handler start; target p99 < 10 ms)",
+            lat,
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
