@@ -21,6 +21,15 @@ The tree::
     ├── DispatchError
     │   └── HandlerTimeout          a handler ran past its timeout
     ├── NonRetryableError           raised by user code: fail now, do not retry
+    ├── PlatformError               an outbound call to GitHub, Linear, Slack or Codegen failed
+    │   ├── PlatformRequestError    the platform refused the request (4xx, ``ok: false``, GraphQL
+    │   │   │                       errors): non-retryable, carries the platform's message
+    │   │   └── PlatformNotFound    the object does not exist (404, ``not_found``...)
+    │   ├── RateLimited             throttled, and waiting would pass the caller's deadline
+    │   ├── PlatformUnavailable     transient: connect error, timeout, reset, 5xx
+    │   │   └── CircuitOpen         the breaker is open: failing fast without calling
+    │   └── SSRFBlocked             the target host or address is not allowed: nothing was sent
+    ├── BulkheadFull                too many callers already queued for a bounded resource
     └── DeadLetterError
         └── DeadLetterNotFound
 """
@@ -28,6 +37,8 @@ The tree::
 from __future__ import annotations
 
 __all__ = [
+    "BulkheadFull",
+    "CircuitOpen",
     "ConfigurationError",
     "ContextenError",
     "DeadLetterError",
@@ -38,6 +49,12 @@ __all__ = [
     "InvalidEvent",
     "InvalidPattern",
     "NonRetryableError",
+    "PlatformError",
+    "PlatformNotFound",
+    "PlatformRequestError",
+    "PlatformUnavailable",
+    "RateLimited",
+    "SSRFBlocked",
     "SchemaVersionError",
     "StoreClosed",
     "StoreCorrupted",
@@ -119,6 +136,92 @@ class NonRetryableError(ContextenError):
     """
 
     non_retryable = True
+
+
+class PlatformError(ContextenError):
+    """An outbound call to a platform (GitHub, Linear, Slack, Codegen) failed.
+
+    Attributes:
+        platform: ``"github"``, ``"linear"``, ``"slack"`` or ``"codegen"``.
+        status: the HTTP status when there was a response, else ``None``.
+        code: the platform's machine-readable error code when it gave one
+            (Slack's ``error``, Linear's ``extensions.code``), else ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        platform: str = "",
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(f"{platform}: {message}" if platform else message)
+        self.message = message
+        self.platform = platform
+        self.status = status
+        self.code = code
+
+
+class PlatformRequestError(PlatformError):
+    """The platform refused the request as invalid; retrying the same request cannot help."""
+
+    non_retryable = True
+
+
+class PlatformNotFound(PlatformRequestError):
+    """The object the request names does not exist (or the credential cannot see it)."""
+
+
+class RateLimited(PlatformError):
+    """The platform throttles this credential and the caller cannot wait long enough.
+
+    Attributes:
+        retry_after: seconds after which a new attempt may succeed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        platform: str = "",
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, platform=platform, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class PlatformUnavailable(PlatformError):
+    """A transient failure: the platform could not be reached or answered 5xx."""
+
+
+class CircuitOpen(PlatformUnavailable):
+    """The circuit breaker is open: the call failed fast, nothing was sent.
+
+    Attributes:
+        breaker: the breaker's name.
+        retry_after: seconds until the breaker lets a trial call through.
+    """
+
+    def __init__(self, breaker: str, retry_after: float, *, platform: str = "") -> None:
+        super().__init__(
+            f"circuit {breaker!r} is open; next trial call in {retry_after:.1f}s",
+            platform=platform,
+        )
+        self.breaker = breaker
+        self.retry_after = retry_after
+
+
+class SSRFBlocked(PlatformError):
+    """The request's target is not an allowed API host or resolves to a refused address."""
+
+    non_retryable = True
+
+
+class BulkheadFull(ContextenError):
+    """A bulkhead's concurrency and queue are both full; the caller was not admitted."""
 
 
 class DeadLetterError(ContextenError):
