@@ -30,6 +30,16 @@ The tree::
     │   │   └── CircuitOpen         the breaker is open: failing fast without calling
     │   └── SSRFBlocked             the target host or address is not allowed: nothing was sent
     ├── BulkheadFull                too many callers already queued for a bounded resource
+    ├── WorkflowError
+    │   ├── WorkflowNotFound        no workflow instance has that id
+    │   ├── WorkflowNotRegistered   no workflow or state machine is registered under that name
+    │   ├── WorkflowAlreadyStarted  start asked to raise, and an instance with that id exists
+    │   ├── NondeterminismError     a replay diverged from the recorded history: instance parked
+    │   ├── WorkflowTimeoutError    a ``wf.wait_for`` deadline passed (also a ``TimeoutError``)
+    │   ├── WorkflowCancelled       raised inside a workflow that is being cancelled
+    │   ├── StepFailedError         a step failed after its retries (recorded type and message)
+    │   ├── ChildWorkflowError      a child workflow ended without completing
+    │   └── WorkflowFailedError     ``handle.result()``: the instance ended without completing
     └── DeadLetterError
         └── DeadLetterNotFound
 """
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 __all__ = [
     "BulkheadFull",
+    "ChildWorkflowError",
     "CircuitOpen",
     "ConfigurationError",
     "ContextenError",
@@ -49,6 +60,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidPattern",
     "NonRetryableError",
+    "NondeterminismError",
     "PlatformError",
     "PlatformNotFound",
     "PlatformRequestError",
@@ -56,10 +68,18 @@ __all__ = [
     "RateLimited",
     "SSRFBlocked",
     "SchemaVersionError",
+    "StepFailedError",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
+    "WorkflowAlreadyStarted",
+    "WorkflowCancelled",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowNotFound",
+    "WorkflowNotRegistered",
+    "WorkflowTimeoutError",
     "WrongExpectedVersion",
 ]
 
@@ -146,7 +166,12 @@ class PlatformError(ContextenError):
         status: the HTTP status when there was a response, else ``None``.
         code: the platform's machine-readable error code when it gave one
             (Slack's ``error``, Linear's ``extensions.code``), else ``None``.
+        maybe_applied: the request may have reached the platform and taken effect before
+            the failure (a reset after sending, a 5xx): retrying a create is only safe with
+            an idempotency key.
     """
+
+    maybe_applied: bool = False
 
     def __init__(
         self,
@@ -230,3 +255,114 @@ class DeadLetterError(ContextenError):
 
 class DeadLetterNotFound(DeadLetterError):
     """No dead letter has that id."""
+
+
+class WorkflowError(ContextenError):
+    """Base of workflow-engine errors."""
+
+
+class WorkflowNotFound(WorkflowError):
+    """No workflow instance has that id."""
+
+
+class WorkflowNotRegistered(WorkflowError):
+    """No workflow (or state machine) is registered under that name in this engine."""
+
+
+class WorkflowAlreadyStarted(WorkflowError):
+    """A start asked to raise (``if_exists="raise"``) found an instance with that id.
+
+    Attributes:
+        workflow_id: the id that is taken.
+    """
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} was already started")
+        self.workflow_id = workflow_id
+
+
+class NondeterminismError(WorkflowError):
+    """Replaying a workflow diverged from its recorded history.
+
+    The workflow code asked for something (a step, timer, wait...) other than what the history
+    recorded at the same position, usually because the code changed under an in-flight
+    instance. The engine parks the instance (status ``failed``) instead of corrupting it.
+
+    Attributes:
+        workflow_id: the instance.
+        seq: the position (durable-call number) where replay diverged.
+    """
+
+    def __init__(self, workflow_id: str, seq: int, message: str) -> None:
+        super().__init__(f"workflow {workflow_id!r}, call #{seq}: {message}")
+        self.workflow_id = workflow_id
+        self.seq = seq
+
+
+class WorkflowTimeoutError(WorkflowError, TimeoutError):
+    """A ``wf.wait_for`` reached its deadline before a matching event came.
+
+    Raised inside the workflow, which may catch it and carry on.
+    """
+
+
+class WorkflowCancelled(WorkflowError):
+    """Raised at a durable call of a workflow whose cancellation was requested.
+
+    Catching it does not stop the cancellation: the engine still compensates and ends the
+    instance ``cancelled``.
+    """
+
+
+class StepFailedError(WorkflowError):
+    """A workflow step failed after its retries, as recorded in the history.
+
+    The same error is raised live and on replay, so workflow code sees one type either way.
+
+    Attributes:
+        step: the step's name.
+        error_type: qualified class name of the step's last exception.
+        error_message: its message.
+        attempts: how many attempts were made.
+    """
+
+    def __init__(self, step: str, error_type: str, error_message: str, attempts: int) -> None:
+        super().__init__(
+            f"step {step!r} failed after {attempts} attempt(s): {error_type}: {error_message}"
+        )
+        self.step = step
+        self.error_type = error_type
+        self.error_message = error_message
+        self.attempts = attempts
+
+
+class ChildWorkflowError(WorkflowError):
+    """A child workflow ended ``failed``, ``compensated`` or ``cancelled``.
+
+    Attributes:
+        workflow_id: the child's id.
+        status: how it ended.
+        error: the recorded error, if any.
+    """
+
+    def __init__(self, workflow_id: str, status: str, error: object) -> None:
+        super().__init__(f"child workflow {workflow_id!r} ended {status}: {error}")
+        self.workflow_id = workflow_id
+        self.status = status
+        self.error = error
+
+
+class WorkflowFailedError(WorkflowError):
+    """The workflow instance ended without completing (failed, compensated or cancelled).
+
+    Attributes:
+        workflow_id: the instance.
+        status: ``failed``, ``compensated`` or ``cancelled``.
+        error: the recorded error (a dict with ``type`` and ``message``), if any.
+    """
+
+    def __init__(self, workflow_id: str, status: str, error: object) -> None:
+        super().__init__(f"workflow {workflow_id!r} ended {status}: {error}")
+        self.workflow_id = workflow_id
+        self.status = status
+        self.error = error
