@@ -19,7 +19,9 @@ The tree::
     │   │                           said it was; nothing of the batch was written
     │   └── StoreClosed             used after close()
     ├── DispatchError
-    │   └── HandlerTimeout          a handler ran past its timeout
+    │   ├── HandlerTimeout          a handler ran past its timeout
+    │   └── HandlerCancelled        a handler was cancelled (not by shutdown)
+    ├── AppNotRunning               App used before start (or after stop)
     ├── NonRetryableError           raised by user code: fail now, do not retry
     ├── PlatformError               an outbound call to GitHub, Linear, Slack or Codegen failed
     │   ├── PlatformRequestError    the platform refused the request (4xx, ``ok: false``, GraphQL
@@ -47,6 +49,7 @@ The tree::
 from __future__ import annotations
 
 __all__ = [
+    "AppNotRunning",
     "BulkheadFull",
     "ChildWorkflowError",
     "CircuitOpen",
@@ -56,6 +59,7 @@ __all__ = [
     "DeadLetterNotFound",
     "DispatchError",
     "EventError",
+    "HandlerCancelled",
     "HandlerTimeout",
     "InvalidEvent",
     "InvalidPattern",
@@ -146,6 +150,14 @@ class DispatchError(ContextenError):
 
 class HandlerTimeout(DispatchError):
     """A handler ran longer than its subscription's timeout and was cancelled."""
+
+
+class HandlerCancelled(DispatchError):
+    """A handler's attempt ended in cancellation that did not come from shutdown."""
+
+
+class AppNotRunning(ContextenError):
+    """The App was used in a way that needs it started (``async with app:``) first."""
 
 
 class NonRetryableError(ContextenError):
