@@ -1,0 +1,90 @@
+"""Idempotency helpers: make a retried create find what the first attempt made.
+
+Platforms that honour an ``Idempotency-Key`` header get one. The others get a
+check-before-create: the key travels with the object (a hidden marker in a GitHub comment or
+PR body, Slack message metadata, a client-chosen id for Linear objects, Codegen run metadata),
+and a create first looks for an object carrying its key. :class:`RecentResults` remembers the
+last results in-process, so a retry in the same process does not even need the lookup.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+__all__ = [
+    "MARKER_PREFIX",
+    "RecentResults",
+    "find_marker",
+    "id_for_key",
+    "with_marker",
+]
+
+MARKER_PREFIX = "contexten:idempotency-key="
+_MARKER_RE = re.compile(r"<!-- contexten:idempotency-key=([^\s>]+) -->")
+_NAMESPACE = uuid.UUID("6f1b7c1e-5d0b-4f8e-9a55-2c4f3e0c9a10")
+
+
+def _clean(key: str) -> str:
+    if not key or any(c.isspace() for c in key) or ">" in key or "<" in key:
+        raise ValueError(f"idempotency key {key!r} must be non-empty, without spaces or <>")
+    return key
+
+
+def with_marker(body: str, key: str | None) -> str:
+    """``body`` with the hidden marker for ``key`` appended (unchanged if ``key`` is None).
+
+    The marker is an HTML comment, which GitHub's Markdown renderer does not show.
+    """
+    if key is None:
+        return body
+    marker = f"<!-- {MARKER_PREFIX}{_clean(key)} -->"
+    if marker in body:
+        return body
+    return f"{body}\n\n{marker}" if body else marker
+
+
+def find_marker(body: str | None) -> str | None:
+    """The idempotency key marked in ``body``, or ``None``."""
+    if not body:
+        return None
+    match = _MARKER_RE.search(body)
+    return match.group(1) if match else None
+
+
+def id_for_key(key: str, scope: str = "") -> str:
+    """A stable UUID (v5) for ``key``: the client-chosen id of the object it creates."""
+    return str(uuid.uuid5(_NAMESPACE, f"{scope}\x00{_clean(key)}"))
+
+
+class RecentResults:
+    """A bounded in-process memory of ``(scope, key) -> result`` for recent creates."""
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self._maxsize = maxsize
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def get(self, scope: str, key: str | None) -> Any:
+        """The remembered result, or ``None``."""
+        if key is None:
+            return None
+        value = self._items.get((scope, key))
+        if value is not None:
+            self._items.move_to_end((scope, key))
+        return value
+
+    def put(self, scope: str, key: str | None, result: Any) -> None:
+        """Remember ``result`` for ``key`` (no-op without a key)."""
+        if key is None:
+            return
+        self._items[(scope, key)] = result
+        self._items.move_to_end((scope, key))
+        while len(self._items) > self._maxsize:
+            self._items.popitem(last=False)
+
+    def forget(self, scope: str, key: str | None) -> None:
+        """Drop ``key`` (after its object was deleted by a compensation)."""
+        if key is not None:
+            self._items.pop((scope, key), None)
