@@ -166,6 +166,13 @@ class HeadNotifier:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(fut)
 
+    def fail(self, error: BaseException) -> None:
+        """Wake everyone waiting by raising ``error`` in them (e.g. the store was closed)."""
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
+
     @property
     def has_waiters(self) -> bool:
         """Whether anyone is waiting (backends poll other processes only then)."""

@@ -43,6 +43,7 @@ class MemoryEventStore(EventStore):
 
     async def close(self) -> None:
         self._closed = True
+        self._notifier.fail(StoreClosed(f"{self.url} was closed"))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -72,6 +73,10 @@ class MemoryEventStore(EventStore):
         now = utcnow()
         results = []
         for a in appends:
+            if not a.events:  # an empty append changes nothing (and creates no stream)
+                version = len(self._streams.get(a.stream, ()))
+                results.append(AppendResult(a.stream, version, 0, 0))
+                continue
             stream = self._streams.setdefault(a.stream, [])
             first = len(self._log) + 1
             for e in a.events:
@@ -79,8 +84,7 @@ class MemoryEventStore(EventStore):
                 self._log.append(rec)
                 stream.append(rec)
                 self._by_id[e.id] = rec
-            last = len(self._log) if a.events else 0
-            results.append(AppendResult(a.stream, len(stream), first if a.events else 0, last))
+            results.append(AppendResult(a.stream, len(stream), first, len(self._log)))
         if dedup_key is not None:
             self._dedup[dedup_key] = results
         if checkpoint is not None:
@@ -115,7 +119,7 @@ class MemoryEventStore(EventStore):
         self, *, before: int | None = None, limit: int = 100
     ) -> list[RecordedEvent]:
         self._check_open()
-        end = len(self._log) if before is None else min(before - 1, len(self._log))
+        end = len(self._log) if before is None else max(min(before - 1, len(self._log)), 0)
         start = max(end - limit, 0)
         return list(reversed(self._log[start:end]))
 

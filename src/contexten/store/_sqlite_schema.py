@@ -1,0 +1,198 @@
+"""The SQLite event store's file: connections, schema, migrations and error translation.
+
+Kept apart from :mod:`contexten.store.sqlite` so the store module is about behaviour and this
+one about the file on disk.
+
+A Contexten store file carries ``PRAGMA application_id`` = :data:`APPLICATION_ID` and
+``PRAGMA user_version`` = the schema version. Opening a file:
+
+* a file that is not SQLite (or is damaged) raises :class:`StoreCorrupted`;
+* a SQLite database of some other application (foreign ``application_id``, or tables but no
+  Contexten schema) raises :class:`StoreCorrupted` and is left untouched;
+* a newer schema version raises :class:`SchemaVersionError`;
+* an older one is migrated, one step at a time, in ONE transaction (all steps or none).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from contexten.exceptions import (
+    SchemaVersionError,
+    StoreCorrupted,
+    StoreError,
+    StoreUnavailable,
+)
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "Migration",
+    "connect",
+    "prepare_schema",
+    "translate_error",
+]
+
+APPLICATION_ID: Final = 0x43545854
+"""``PRAGMA application_id`` of a Contexten store file ("CTXT")."""
+
+Migration = Callable[[sqlite3.Connection], None]
+"""One schema step: brings a version-``n - 1`` file to version ``n`` inside a transaction."""
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    # positions are INTEGER PRIMARY KEY without AUTOINCREMENT: the writer assigns them as
+    # head + 1 inside its transaction, so a rolled-back commit never leaves a hole.
+    # recorded_at is integer microseconds since the epoch (sorts, compares cheaply).
+    conn.execute(
+        """CREATE TABLE events (
+            position    INTEGER PRIMARY KEY,
+            stream      TEXT    NOT NULL,
+            version     INTEGER NOT NULL,
+            event_id    TEXT    NOT NULL UNIQUE,
+            type        TEXT    NOT NULL,
+            recorded_at INTEGER NOT NULL,
+            body        BLOB    NOT NULL,
+            UNIQUE (stream, version)
+        )"""
+    )
+    conn.execute("CREATE TABLE streams (name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+    conn.execute("CREATE TABLE dedup (key TEXT PRIMARY KEY, results BLOB NOT NULL)")
+    conn.execute("CREATE TABLE checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
+"""``MIGRATIONS[n - 1]`` brings a file to schema version ``n``; the current version is the
+length. Append new steps; never edit a released one."""
+
+_CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def translate_error(error: sqlite3.Error, path: str, doing: str) -> StoreError:
+    """Map a ``sqlite3`` error to the store's exception tree (the one place that does)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _CORRUPT_CODES:
+        return StoreCorrupted(
+            f"the SQLite event store {path!r} is damaged or is not a SQLite database "
+            f"({error}); restore it from a backup or point the store URL elsewhere"
+        )
+    return StoreUnavailable(f"the SQLite event store {path!r}: {doing} failed: {error}")
+
+
+def connect(path: str, *, busy_timeout: float, read_only: bool = False) -> sqlite3.Connection:
+    """Open one connection to ``path`` with the store's pragmas (WAL is set by the writer).
+
+    Raises:
+        StoreUnavailable: the directory is missing, or the file cannot be opened.
+    """
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        problem = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise StoreUnavailable(f"cannot open the SQLite event store {path!r}: {parent!r} {problem}")
+    if os.path.isdir(path):
+        raise StoreUnavailable(f"cannot open the SQLite event store {path!r}: it is a directory")
+    try:
+        conn = sqlite3.connect(
+            path,
+            timeout=busy_timeout,
+            isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
+            check_same_thread=False,  # each connection is used by one thread at a time
+            cached_statements=128,
+        )
+    except sqlite3.Error as e:
+        raise StoreUnavailable(f"cannot open the SQLite event store {path!r}: {e}") from e
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        conn.execute("PRAGMA synchronous = FULL")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as e:
+        conn.close()
+        raise translate_error(e, path, "configuring the connection") from e
+    return conn
+
+
+def prepare_schema(
+    conn: sqlite3.Connection, path: str, migrations: Sequence[Migration] = MIGRATIONS
+) -> None:
+    """Check that ``conn``'s file is a Contexten store, switch it to WAL, migrate it.
+
+    Raises:
+        StoreCorrupted: not a SQLite file, damaged, or another application's database.
+        SchemaVersionError: written by a newer schema, or a migration failed.
+        StoreUnavailable: the file cannot be read or written.
+    """
+    try:
+        _check_identity(conn, path, len(migrations))
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.Error as e:
+        raise translate_error(e, path, "opening") from e
+    if str(mode).lower() != "wal":
+        raise StoreUnavailable(
+            f"the SQLite event store {path!r} cannot use write-ahead logging "
+            f"(journal_mode is {mode!r}); is it on a network file system?"
+        )
+    try:
+        _migrate(conn, path, migrations)
+    except sqlite3.Error as e:
+        raise translate_error(e, path, "migrating the schema") from e
+
+
+def _check_identity(conn: sqlite3.Connection, path: str, current: int) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID):
+        raise StoreCorrupted(
+            f"{path!r} is a SQLite database of another application "
+            f"(application_id {app_id:#x}), not a Contexten event store"
+        )
+    if app_id == 0 and version == 0:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        if tables:
+            raise StoreCorrupted(
+                f"{path!r} is a SQLite database with tables {', '.join(tables)} but no "
+                "Contexten schema; refusing to use it as an event store"
+            )
+    if version > current:
+        raise SchemaVersionError(
+            f"the SQLite event store {path!r} has schema version {version}, newer than "
+            f"this Contexten's {current}; upgrade Contexten to open it"
+        )
+
+
+def _migrate(conn: sqlite3.Connection, path: str, migrations: Sequence[Migration]) -> None:
+    current = len(migrations)
+    if conn.execute("PRAGMA user_version").fetchone()[0] == current:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated between the check above and the lock.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > current:
+            raise SchemaVersionError(
+                f"the SQLite event store {path!r} has schema version {version}, newer than "
+                f"this Contexten's {current}; upgrade Contexten to open it"
+            )
+        for target in range(version + 1, current + 1):
+            try:
+                migrations[target - 1](conn)
+            except sqlite3.Error as e:
+                raise SchemaVersionError(
+                    f"migrating the SQLite event store {path!r} from schema version "
+                    f"{target - 1} to {target} failed: {e}; the file was left unchanged"
+                ) from e
+        conn.execute(f"PRAGMA user_version = {current}")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,395 @@
+"""The SQLite event store's single writer: one thread, one connection, group commit.
+
+Callers (on the event loop) encode their events and queue a :class:`CommitRequest`. The
+writer thread takes everything queued, writes it in ONE transaction (``BEGIN IMMEDIATE`` ...
+``COMMIT``, one fsync for the whole batch at ``synchronous=FULL``), then resolves each
+caller's future on its loop. Nothing is acknowledged before ``COMMIT`` returned.
+
+Inside the transaction each commit is checked in Python (dedup key, expected versions, ids
+repeated within the batch) against state read once per batch, and the rows of all good
+commits are inserted with a few ``executemany`` calls. If the database rejects the rows (an
+event id stored earlier), the batch is redone commit by commit, each under its own
+``SAVEPOINT``, so only the offending commit fails. Positions are assigned in Python as
+head + 1, ... under the write lock, so they are gapless and follow commit order, also across
+processes (``BEGIN IMMEDIATE`` serialises every writer of the file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from contexten.events.codec import decode_json, encode_json
+from contexten.exceptions import InvalidEvent, StoreError, StoreUnavailable, WrongExpectedVersion
+from contexten.store._sqlite_schema import translate_error
+from contexten.store.base import AppendResult, ExpectedVersion, check_expected_version
+
+__all__ = ["CommitRequest", "PreparedAppend", "SqliteWriter"]
+
+_log = logging.getLogger(__name__)
+
+MAX_BATCH: Final = 2000
+"""Most commits written in one transaction (bounds the latency of the batch's last one)."""
+
+_IN_CHUNK: Final = 500  # names per "IN (...)" lookup, well under SQLite's variable limit
+
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (position, stream, version, event_id, type, recorded_at, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_STREAM: Final = (
+    "INSERT INTO streams (name, version) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET version = excluded.version"
+)
+_INSERT_DEDUP: Final = "INSERT INTO dedup (key, results) VALUES (?, ?)"
+_UPSERT_CHECKPOINT: Final = (
+    "INSERT INTO checkpoints (name, position) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+)
+
+EventRow = tuple[str, str, bytes]
+"""An event ready to store: ``(event id, type, encoded body)``."""
+
+Outcome = list[AppendResult] | BaseException
+
+
+@dataclass(slots=True)
+class PreparedAppend:
+    """One append with its events already encoded (on the caller's side of the queue)."""
+
+    stream: str
+    expected: ExpectedVersion
+    rows: list[EventRow]
+
+
+@dataclass(slots=True)
+class CommitRequest:
+    """A commit waiting for the writer, and the future its caller awaits."""
+
+    appends: list[PreparedAppend]
+    dedup_key: str | None
+    checkpoint: tuple[str, int] | None
+    future: asyncio.Future[list[AppendResult]]
+
+
+class _Stop:
+    """Queued by :meth:`SqliteWriter.stop`: finish what is queued before it, then exit."""
+
+
+class _Rejected(Exception):
+    """The database refused the batch's rows (a constraint); redo commit by commit."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Rows and outcomes built in Python for one pass over a batch of commits."""
+
+    outcomes: list[Outcome]
+    events: list[tuple[int, str, int, str, str, int, bytes]]
+    streams: dict[str, int]
+    dedup: list[tuple[str, bytes]]
+    checkpoints: list[tuple[str, int]]
+    head: int
+
+
+class SqliteWriter:
+    """Owns the write connection and the thread that group-commits queued requests.
+
+    Args:
+        conn: the write connection (schema prepared); the writer closes it when it stops.
+        path: the file, for error messages.
+        on_committed: called on the loop after each batch with the new head, so the store
+            can wake its waiters.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        loop: asyncio.AbstractEventLoop,
+        on_committed: Callable[[int], None],
+    ) -> None:
+        self._conn = conn
+        self._path = path
+        self._loop = loop
+        self._on_committed = on_committed
+        self._queue: queue.SimpleQueue[CommitRequest | _Stop] = queue.SimpleQueue()
+        self._stopped: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, name=f"contexten-sqlite-writer:{path}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, request: CommitRequest) -> None:
+        """Queue ``request``; its future resolves after the batch holding it committed."""
+        self._queue.put(request)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread is running."""
+        return self._thread.is_alive()
+
+    async def stop(self) -> None:
+        """Write everything queued so far, close the connection, end the thread."""
+        if self._thread.is_alive():
+            self._queue.put(_Stop())
+            await asyncio.shield(self._stopped)
+        self._thread.join()
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                batch: list[CommitRequest] = []
+                item = self._queue.get()
+                while True:
+                    if isinstance(item, _Stop):
+                        stop = True
+                        break
+                    batch.append(item)
+                    if len(batch) >= MAX_BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._write(batch)
+        finally:
+            self._conn.close()
+            self._call_soon(self._set_stopped)
+
+    def _set_stopped(self) -> None:
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _call_soon(self, callback: Callable[..., None], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: nobody is left to tell
+            _log.warning("event loop closed before the SQLite writer could report")
+
+    def _write(self, batch: list[CommitRequest]) -> None:
+        try:
+            outcomes, head = self._transaction(batch)
+        except StoreError as e:
+            outcomes, head = [_copy_error(e) for _ in batch], None
+        except Exception as e:  # a bug must not kill the writer and hang every caller
+            _log.exception("SQLite writer failed on a batch")
+            err = StoreUnavailable(f"the SQLite event store {self._path!r} failed: {e!r}")
+            outcomes, head = [_copy_error(err) for _ in batch], None
+        self._call_soon(self._deliver, batch, outcomes, head)
+
+    def _deliver(
+        self, batch: list[CommitRequest], outcomes: list[Outcome], head: int | None
+    ) -> None:
+        for request, outcome in zip(batch, outcomes, strict=True):
+            fut = request.future
+            if fut.done():  # the caller gave up (cancelled); the outcome stands regardless
+                continue
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+        if head is not None:
+            self._on_committed(head)
+
+    def _transaction(self, batch: list[CommitRequest]) -> tuple[list[Outcome], int]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise translate_error(e, self._path, "starting a write") from e
+        try:
+            row = conn.execute(
+                "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+            head, last_recorded = (row[0], row[1]) if row else (0, 0)
+            # recorded_at never goes backwards along the log, so as-of reads see a prefix.
+            now = max(time.time_ns() // 1000, last_recorded)
+            try:
+                conn.execute("SAVEPOINT batch")
+                result = self._apply(batch, head, now)
+                conn.execute("RELEASE batch")
+                outcomes, head = result.outcomes, result.head
+            except _Rejected:
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+                outcomes, head = self._apply_one_by_one(batch, head, now)
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise translate_error(e, self._path, "writing") from e
+        except BaseException:
+            self._rollback()
+            raise
+        return outcomes, head
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            _log.warning("ROLLBACK failed on %s", self._path, exc_info=True)
+
+    def _apply_one_by_one(
+        self, batch: list[CommitRequest], head: int, now: int
+    ) -> tuple[list[Outcome], int]:
+        outcomes: list[Outcome] = []
+        for request in batch:
+            self._conn.execute("SAVEPOINT one")
+            try:
+                result = self._apply([request], head, now)
+            except _Rejected as e:
+                self._conn.execute("ROLLBACK TO one")
+                outcomes.append(InvalidEvent(self._explain(request, e)))
+            else:
+                outcomes.append(result.outcomes[0])
+                head = result.head
+            self._conn.execute("RELEASE one")
+        return outcomes, head
+
+    def _explain(self, request: CommitRequest, rejected: _Rejected) -> str:
+        ids = [row[0] for a in request.appends for row in a.rows]
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            row = self._conn.execute(
+                f"SELECT event_id FROM events WHERE event_id IN ({marks}) LIMIT 1", chunk
+            ).fetchone()
+            if row is not None:
+                return f"event id {row[0]} is already stored"
+        return str(rejected)
+
+    def _apply(self, batch: Sequence[CommitRequest], head: int, now: int) -> _Batch:
+        """Check ``batch`` in Python, then insert the good commits' rows.
+
+        Raises:
+            _Rejected: the database refused a row (an event id that is already stored).
+        """
+        plan = self._plan(batch, head, now)
+        conn = self._conn
+        try:
+            if plan.events:
+                conn.executemany(_INSERT_EVENT, plan.events)
+            if plan.streams:
+                conn.executemany(_UPSERT_STREAM, plan.streams.items())
+            if plan.dedup:
+                conn.executemany(_INSERT_DEDUP, plan.dedup)
+        except sqlite3.IntegrityError as e:
+            raise _Rejected(f"the commit breaks a store constraint: {e}") from e
+        if plan.checkpoints:
+            conn.executemany(_UPSERT_CHECKPOINT, plan.checkpoints)
+        return plan
+
+    def _plan(self, batch: Sequence[CommitRequest], head: int, now: int) -> _Batch:
+        versions = self._stream_versions({a.stream for r in batch for a in r.appends})
+        stored = self._stored_dedup({r.dedup_key for r in batch if r.dedup_key is not None})
+        plan = _Batch([], [], {}, [], [], head)
+        ids: set[str] = set()
+        for request in batch:
+            key = request.dedup_key
+            if key is not None and key in stored:
+                plan.outcomes.append([_deduplicated(r) for r in stored[key]])
+                continue
+            problem = _check(request, versions, ids)
+            if problem is not None:
+                plan.outcomes.append(problem)
+                continue
+            results = []
+            for a in request.appends:
+                version = versions.get(a.stream, 0)
+                first = plan.head + 1
+                for event_id, event_type, body in a.rows:
+                    plan.head += 1
+                    version += 1
+                    plan.events.append(
+                        (plan.head, a.stream, version, event_id, event_type, now, body)
+                    )
+                versions[a.stream] = version
+                if a.rows:
+                    plan.streams[a.stream] = version
+                    results.append(AppendResult(a.stream, version, first, plan.head))
+                else:
+                    results.append(AppendResult(a.stream, version, 0, 0))
+            if key is not None:
+                stored[key] = results
+                plan.dedup.append((key, _encode_results(results)))
+            if request.checkpoint is not None:
+                plan.checkpoints.append(request.checkpoint)
+            plan.outcomes.append(results)
+        return plan
+
+    def _stream_versions(self, names: set[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        listed = list(names)
+        for i in range(0, len(listed), _IN_CHUNK):
+            chunk = listed[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self._conn.execute(
+                    f"SELECT name, version FROM streams WHERE name IN ({marks})", chunk
+                ).fetchall()
+            )
+        return found
+
+    def _stored_dedup(self, keys: set[str]) -> dict[str, list[AppendResult]]:
+        found: dict[str, list[AppendResult]] = {}
+        listed = list(keys)
+        for i in range(0, len(listed), _IN_CHUNK):
+            chunk = listed[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for key, raw in self._conn.execute(
+                f"SELECT key, results FROM dedup WHERE key IN ({marks})", chunk
+            ):
+                found[key] = [AppendResult(*r) for r in decode_json(raw)]
+        return found
+
+
+def _check(request: CommitRequest, versions: dict[str, int], ids: set[str]) -> Outcome | None:
+    """The error that rejects ``request`` before any write, or None; claims its ids."""
+    pending: dict[str, int] = {}
+    mine: set[str] = set()
+    for a in request.appends:
+        actual = pending.get(a.stream, versions.get(a.stream, 0))
+        try:
+            check_expected_version(a.stream, a.expected, actual)
+        except WrongExpectedVersion as e:
+            return e
+        pending[a.stream] = actual + len(a.rows)
+        for event_id, _, _ in a.rows:
+            if event_id in ids or event_id in mine:
+                return InvalidEvent(f"event id {event_id} is already stored")
+            mine.add(event_id)
+    ids |= mine
+    return None
+
+
+def _encode_results(results: list[AppendResult]) -> bytes:
+    return encode_json([[r.stream, r.version, r.first_position, r.last_position] for r in results])
+
+
+def _deduplicated(r: AppendResult) -> AppendResult:
+    return AppendResult(r.stream, r.version, r.first_position, r.last_position, True)
+
+
+def _copy_error(error: StoreError) -> StoreError:
+    """A fresh instance per caller, so concurrent raises don't share one traceback."""
+    try:
+        copy = type(error)(*error.args)
+    except TypeError:
+        return error
+    copy.__cause__ = error.__cause__
+    return copy
