@@ -120,8 +120,18 @@ def use_recorder(recorder: ActionRecorder | None) -> Iterator[None]:
         _recorder.reset(token)
 
 
-_SUMMARY_KEYS = ("id", "node_id", "number", "identifier", "html_url", "url", "ts", "channel",
-                 "status", "web_url")
+_SUMMARY_KEYS = (
+    "id",
+    "node_id",
+    "number",
+    "identifier",
+    "html_url",
+    "url",
+    "ts",
+    "channel",
+    "status",
+    "web_url",
+)
 
 
 def summarize(result: Any) -> dict[str, Any]:

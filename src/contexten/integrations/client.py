@@ -22,14 +22,14 @@ import contextvars
 import dataclasses
 import os
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import httpx
 
 from contexten.clock import Clock
-from contexten.exceptions import ConfigurationError
+from contexten.exceptions import ConfigurationError, PlatformError
 from contexten.integrations.http import HTTPSettings, PlatformAdapter, PlatformHealth, PlatformHTTP
 from contexten.integrations.idempotency import RecentResults
 from contexten.integrations.ssrf import Resolver
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 C = TypeVar("C", bound="PlatformClient")
+T = TypeVar("T")
 
 
 class PlatformClient:
@@ -100,8 +101,52 @@ class PlatformClient:
     def _adapter(self) -> PlatformAdapter:
         raise NotImplementedError
 
+    async def create_once(
+        self,
+        scope: str,
+        idempotency_key: str | None,
+        lookup: Callable[[], Awaitable[T | None]],
+        create: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Create an object at most once per idempotency key.
+
+        With a key: return what this process made for the key recently, else what ``lookup``
+        finds on the platform, else ``create`` it. A create whose outcome is unknown (the
+        response was lost: the error is ``maybe_applied``) is retried under the client's
+        retry policy, looking up again first, so it never makes a second object. Without a
+        key the create runs once, and an unknown outcome is raised.
+        """
+        if idempotency_key is not None:
+            known = self.recent.get(scope, idempotency_key)
+            if known is not None:
+                return cast(T, known)
+        policy = self.settings.retry
+        attempt = 0
+        while True:
+            if idempotency_key is not None:
+                found = await lookup()
+                if found is not None:
+                    self.recent.put(scope, idempotency_key, found)
+                    return found
+            try:
+                result = await create()
+            except PlatformError as error:
+                attempt += 1
+                if (
+                    idempotency_key is None
+                    or not error.maybe_applied
+                    or not policy.should_retry(attempt, error)
+                ):
+                    raise
+                await self.http.clock.sleep(policy.delay(attempt))
+                continue
+            self.recent.put(scope, idempotency_key, result)
+            return result
+
     @classmethod
-    def settings_from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    def settings_from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
         """Constructor keywords read from the environment (base URL and credential)."""
         env = os.environ if env is None else env
         prefix = f"CONTEXTEN_{cls.platform.upper()}"

@@ -1,0 +1,46 @@
+"""GitHub: the REST client and its actions (and, beside them, webhook verification)."""
+
+from contexten.integrations.github.actions import (
+    add_labels,
+    close_issue,
+    close_pull_request,
+    create_check_run,
+    create_commit_status,
+    create_issue_comment,
+    create_pull_request,
+    delete_issue_comment,
+    get_pull_request,
+    list_pull_request_files,
+    merge_pull_request,
+    remove_label,
+    reopen_issue,
+    reopen_pull_request,
+    request_reviewers,
+    update_check_run,
+    update_issue_comment,
+    update_pull_request,
+)
+from contexten.integrations.github.client import GitHubAdapter, GitHubClient
+
+__all__ = [
+    "GitHubAdapter",
+    "GitHubClient",
+    "add_labels",
+    "close_issue",
+    "close_pull_request",
+    "create_check_run",
+    "create_commit_status",
+    "create_issue_comment",
+    "create_pull_request",
+    "delete_issue_comment",
+    "get_pull_request",
+    "list_pull_request_files",
+    "merge_pull_request",
+    "remove_label",
+    "reopen_issue",
+    "reopen_pull_request",
+    "request_reviewers",
+    "update_check_run",
+    "update_issue_comment",
+    "update_pull_request",
+]
