@@ -34,6 +34,7 @@ def _url(directory: Path, query: str = "") -> str:
 
 class TestSqliteEventStore(EventStoreConformance):
     supports_reopen = True
+    stateful_examples = 40
 
     def make_store(self, directory: Path) -> EventStore:
         return SqliteEventStore(_url(directory))

@@ -245,6 +245,8 @@ class SqliteEventStore(EventStore):
         with the same ``dedup_key`` to find out safely.
         """
         writer = self._require_writer()
+        if not writer.alive:
+            raise StoreUnavailable(f"the SQLite event store {self.path!r}: its writer stopped")
         prepared = [_prepare(a) for a in appends]
         if checkpoint is not None:
             name, position = checkpoint
@@ -357,7 +359,7 @@ class SqliteEventStore(EventStore):
         """Raise ``StoreUnavailable`` unless the writer runs and the file answers a read."""
         writer = self._require_writer()
         if not writer.alive:
-            raise StoreUnavailable(f"the SQLite event store {self.path!r}: writer stopped")
+            raise StoreUnavailable(f"the SQLite event store {self.path!r}: its writer stopped")
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     # -- waiting -----------------------------------------------------------------------------
