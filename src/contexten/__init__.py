@@ -1,6 +1,17 @@
 """Contexten: a durable, event-driven orchestrator for engineering-team automation."""
 
+from contexten.app import App
+from contexten.bus import HandlerContext, Subscription
 from contexten.events import Event
-from contexten.exceptions import ContextenError
+from contexten.exceptions import ContextenError, NonRetryableError
+from contexten.resilience.retry import RetryPolicy
 
-__all__ = ["ContextenError", "Event"]
+__all__ = [
+    "App",
+    "ContextenError",
+    "Event",
+    "HandlerContext",
+    "NonRetryableError",
+    "RetryPolicy",
+    "Subscription",
+]

@@ -1,0 +1,356 @@
+"""The App: wires the store, the dispatcher, the dead-letter queue and supervision together.
+
+::
+
+    app = App()   # store from CONTEXTEN_STORE_URL, default sqlite:///contexten.db
+
+    @app.on("github.pull_request.opened")
+    async def announce(event: Event, ctx: HandlerContext) -> None:
+        await ctx.emit("contexten.announcement.requested", {"pr": event.subject})
+
+    async with app:                      # open the store, start dispatching
+        await app.publish(Event(type="github.pull_request.opened", source="github"))
+
+    app.run()                            # or: block until SIGINT/SIGTERM (scripts)
+
+Extensions (the workflow engine, integrations) plug in through :meth:`App.add_subscription`,
+:meth:`App.on_startup` / :meth:`App.on_shutdown`, the shared :attr:`App.supervisor` for their
+background loops, and :attr:`App.extensions` to keep their state; this module does not import
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from types import MappingProxyType, TracebackType
+from typing import Any, Self, TypeVar
+
+import structlog
+
+from contexten.bus.dead_letters import DeadLetterQueue
+from contexten.bus.dispatcher import Dispatcher
+from contexten.bus.health import HealthReport, check_health, redact_url
+from contexten.bus.streams import default_stream
+from contexten.bus.subscription import (
+    KeyFunction,
+    Predicate,
+    StartFrom,
+    Subscription,
+    default_key,
+)
+from contexten.clock import Clock, WallClock
+from contexten.events.envelope import Event
+from contexten.exceptions import AppNotRunning
+from contexten.observability.logging import configure_logging, get_logger
+from contexten.resilience.retry import RetryPolicy
+from contexten.resilience.supervisor import Supervisor
+from contexten.store import EventStore, create_store
+from contexten.store.base import AppendResult, ExpectedVersion, StreamState
+
+__all__ = ["App", "Hook"]
+
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+Hook = Callable[[], Awaitable[None]]
+"""A startup or shutdown hook: ``async def hook() -> None``."""
+
+
+class App:
+    """A Contexten application: handlers, the store they read from, and their lifecycle.
+
+    Args:
+        store: a store URL (``sqlite:///path.db``, ``memory://``...) or an :class:`EventStore`.
+            Default: ``CONTEXTEN_STORE_URL``, else ``sqlite:///contexten.db``. A store built
+            from a URL is owned (opened and closed) by the app; a store instance passed in is
+            opened by the app but left open for its owner to close.
+        clock: where time comes from (retry backoff, dead-letter timestamps); tests pass a
+            virtual clock.
+        shutdown_grace: seconds in-flight handlers get to finish when the app stops; the
+            rest are cancelled and redelivered at the next start.
+        checkpoint_interval: seconds between checkpoint saves, at most.
+        batch_size: log entries each subscription reads per query.
+
+    Raises:
+        ConfigurationError: the store URL's scheme is unknown or its driver is missing.
+    """
+
+    def __init__(
+        self,
+        store: str | EventStore | None = None,
+        *,
+        clock: Clock | None = None,
+        shutdown_grace: float = 10.0,
+        checkpoint_interval: float = 0.05,
+        batch_size: int = 500,
+    ) -> None:
+        if isinstance(store, EventStore):
+            self._store, self._owns_store = store, False
+        else:
+            self._store, self._owns_store = create_store(store), True
+        self.clock: Clock = clock or WallClock()
+        self.shutdown_grace = shutdown_grace
+        self.supervisor = Supervisor(clock=self.clock)
+        """Runs background loops and restarts them when they crash; extensions may use it."""
+        self.agents: dict[str, Any] = {}
+        """Platform agents by name, seen by handlers as ``ctx.agents``."""
+        self.extensions: dict[str, Any] = {}
+        """Where extensions (the workflow engine...) keep their per-app state."""
+        self.dead_letters = DeadLetterQueue(self._store, clock=self.clock)
+        """List, redrive and discard parked events."""
+        self._dispatcher = Dispatcher(
+            self._store,
+            clock=self.clock,
+            supervisor=self.supervisor,
+            publish=self._store_event,
+            app=self,
+            agents=MappingProxyType(self.agents),
+            batch_size=batch_size,
+            checkpoint_interval=checkpoint_interval,
+        )
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._running = False
+        self._log = get_logger("contexten.app")
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @property
+    def store(self) -> EventStore:
+        """The event store (open while the app runs)."""
+        return self._store
+
+    @property
+    def running(self) -> bool:
+        """Whether the app is started and not stopped."""
+        return self._running
+
+    @property
+    def subscriptions(self) -> Mapping[str, Subscription]:
+        """Every registered subscription by name."""
+        return self._dispatcher.subscriptions
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher (its consumers' status, drain)."""
+        return self._dispatcher
+
+    def on(
+        self,
+        patterns: str | Sequence[str],
+        *,
+        where: Predicate | None = None,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 100,
+        timeout: float | timedelta | None = 60.0,
+        name: str | None = None,
+        key: KeyFunction = default_key,
+        start: StartFrom = "beginning",
+        include_system: bool = False,
+    ) -> Callable[[H], H]:
+        """Decorator: deliver events matching ``patterns`` to the decorated handler.
+
+        The handler is returned unchanged (still callable directly in tests). Its subscription
+        is named ``name``, by default the handler's ``module.qualname``; the name is durable
+        (the checkpoint is stored under it). See :class:`Subscription` for the options.
+
+        Raises:
+            ConfigurationError: bad options, a non-async handler, or a name already in use.
+        """
+
+        def register(handler: H) -> H:
+            self.add_subscription(
+                Subscription(
+                    name=name or f"{handler.__module__}.{handler.__qualname__}",
+                    patterns=patterns,
+                    handler=handler,
+                    where=where,
+                    retry=retry if retry is not None else RetryPolicy(),
+                    concurrency=concurrency,
+                    timeout=timeout,
+                    key=key,
+                    start=start,
+                    include_system=include_system,
+                )
+            )
+            return handler
+
+        return register
+
+    def add_subscription(self, subscription: Subscription) -> None:
+        """Register a subscription (what ``@app.on`` does); allowed while running too.
+
+        Raises:
+            ConfigurationError: another subscription has the same name.
+        """
+        self._dispatcher.add(subscription)
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run ``await hook()`` at start, after the store opens and before dispatching."""
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``await hook()`` at stop, after dispatching stops and before the store closes
+        (in reverse order of registration)."""
+        self._shutdown.append(hook)
+        return hook
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        event: Event,
+        *,
+        stream: str | None = None,
+        dedup_key: str | None = None,
+        expected_version: ExpectedVersion = StreamState.ANY,
+    ) -> AppendResult:
+        """Store ``event``; it is dispatched once the store has it.
+
+        Args:
+            event: the event.
+            stream: the stream to append to (default: ``{source}-{subject or type}``, see
+                :func:`contexten.bus.streams.default_stream`).
+            dedup_key: a key that makes repeats of this publish store nothing (and return
+                the original position with ``deduplicated=True``).
+            expected_version: the stream's expected version (optimistic concurrency).
+
+        Returns:
+            Where the event was stored. When this returns, the event is durable (as durable
+            as the store is); if it raises, nothing was stored.
+
+        Raises:
+            AppNotRunning: the app is not started.
+            StoreError: the store could not write it (``StoreUnavailable``), or the expected
+                version did not hold (``WrongExpectedVersion``).
+        """
+        if not self._running:
+            raise AppNotRunning("start the app (async with app: ...) before publishing")
+        if not isinstance(event, Event):
+            raise TypeError(f"publish() takes an Event, not {type(event).__name__}")
+        return await self._store.append(
+            stream or default_stream(event),
+            [event],
+            expected_version=expected_version,
+            dedup_key=dedup_key,
+        )
+
+    async def _store_event(
+        self, event: Event, stream: str | None, dedup_key: str | None
+    ) -> AppendResult:
+        # Handlers emit through here; it works during the shutdown grace period too.
+        return await self._store.append(
+            stream or default_stream(event), [event], dedup_key=dedup_key
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, run the startup hooks, start dispatching. Idempotent."""
+        if self._running:
+            return
+        await self._store.open()
+        try:
+            for hook in self._startup:
+                await hook()
+            self._running = True
+            await self._dispatcher.start()
+        except BaseException:
+            self._running = True  # so that stop() undoes whatever was started
+            await self.stop()
+            raise
+        self._log.info(
+            "app started", store=redact_url(self._store.url), subscriptions=len(self.subscriptions)
+        )
+
+    async def stop(self) -> None:
+        """Stop cleanly: stop reading, let in-flight handlers finish within
+        ``shutdown_grace`` (cancel and leave the rest for redelivery), save checkpoints, run
+        the shutdown hooks, stop supervised tasks, close the store (if the app owns it)."""
+        if not self._running:
+            return
+        self._running = False
+        try:
+            await self._dispatcher.stop(self.shutdown_grace)
+            for hook in reversed(self._shutdown):
+                try:
+                    await hook()
+                except Exception as e:
+                    self._log.error("shutdown hook failed", hook=_name_of(hook), exc_info=e)
+            await self.supervisor.stop()
+        finally:
+            if self._owns_store:
+                await self._store.close()
+        self._log.info("app stopped")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until every subscription has handled (or parked) every event stored so far,
+        including events its handlers emit meanwhile, and save the checkpoints.
+
+        Raises:
+            AppNotRunning: the app is not running.
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        async with asyncio.timeout(timeout):
+            await self._dispatcher.drain()
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set, or SIGINT/SIGTERM arrives (when it can listen for them)."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or no signal support on this platform
+        try:
+            async with self:
+                await stop.wait()
+                self._log.info("stopping")
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def run(self) -> None:
+        """Run the app until SIGINT or SIGTERM, then stop cleanly (for scripts).
+
+        Configures logging (JSON lines unless on a terminal) if nobody has.
+        """
+        if not structlog.is_configured():
+            configure_logging()
+        asyncio.run(self.serve())
+
+    async def health(self) -> HealthReport:
+        """How each part is: store reachability, each subscription's lag and state, the
+        dead-letter queue's size, supervisor restarts."""
+        return await check_health(
+            store=self._store,
+            dispatcher=self._dispatcher,
+            dead_letters=self.dead_letters,
+            supervisor=self.supervisor,
+            running=self._running,
+        )
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"App(store={redact_url(self._store.url)!r}, {state})"
+
+
+def _name_of(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or repr(fn))

@@ -1,0 +1,174 @@
+"""Health of a running app: is the store reachable, are subscriptions keeping up.
+
+:func:`check_health` builds a :class:`HealthReport` from the parts; ``App.health()`` calls it
+and ``/readyz`` will serve its :meth:`HealthReport.to_dict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from contexten.bus.consumer import ConsumerState, ConsumerStatus
+from contexten.bus.dead_letters import DeadLetterQueue
+from contexten.bus.dispatcher import Dispatcher
+from contexten.resilience.supervisor import Supervisor
+from contexten.store.base import EventStore
+
+__all__ = [
+    "HealthReport",
+    "StoreHealth",
+    "SubscriptionHealth",
+    "check_health",
+    "redact_url",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether the store answered, its head position, and the error if it did not."""
+
+    url: str
+    reachable: bool
+    head: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionHealth:
+    """One subscription's progress: ``lag`` is how many log entries it has still to do."""
+
+    name: str
+    state: str
+    position: int
+    checkpoint: int
+    lag: int | None
+    pending: int
+    handled: int
+    failed_attempts: int
+    parked: int
+    restarts: int
+
+    @classmethod
+    def from_status(cls, status: ConsumerStatus, head: int | None) -> SubscriptionHealth:
+        """Combine a consumer's snapshot with the log's head."""
+        return cls(
+            name=status.name,
+            state=status.state.value,
+            position=status.position,
+            checkpoint=status.checkpoint,
+            lag=None if head is None else max(head - status.position, 0),
+            pending=status.pending,
+            handled=status.handled,
+            failed_attempts=status.failed_attempts,
+            parked=status.parked,
+            restarts=status.restarts,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """Every part's health at one moment.
+
+    Attributes:
+        running: the app is started.
+        store: the store's reachability and head.
+        subscriptions: each subscription's state and lag.
+        dead_letters: letters waiting in the dead-letter queue (None: could not count).
+        supervisor_restarts: how often each supervised background task was restarted.
+    """
+
+    running: bool
+    store: StoreHealth
+    subscriptions: tuple[SubscriptionHealth, ...] = ()
+    dead_letters: int | None = None
+    supervisor_restarts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Ready to work: running, store reachable, every subscription running."""
+        return (
+            self.running
+            and self.store.reachable
+            and all(s.state == ConsumerState.RUNNING.value for s in self.subscriptions)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "ok": self.ok,
+            "running": self.running,
+            "store": {
+                "url": self.store.url,
+                "reachable": self.store.reachable,
+                "head": self.store.head,
+                "error": self.store.error,
+            },
+            "subscriptions": [
+                {
+                    "name": s.name,
+                    "state": s.state,
+                    "position": s.position,
+                    "checkpoint": s.checkpoint,
+                    "lag": s.lag,
+                    "pending": s.pending,
+                    "handled": s.handled,
+                    "failed_attempts": s.failed_attempts,
+                    "parked": s.parked,
+                    "restarts": s.restarts,
+                }
+                for s in self.subscriptions
+            ],
+            "dead_letters": self.dead_letters,
+            "supervisor_restarts": dict(self.supervisor_restarts),
+        }
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``postgresql://app:***@db/contexten``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("@")[-1]
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+async def check_health(
+    *,
+    store: EventStore,
+    dispatcher: Dispatcher,
+    dead_letters: DeadLetterQueue,
+    supervisor: Supervisor,
+    running: bool,
+) -> HealthReport:
+    """Ask each part how it is; never raises for an unreachable store (it reports it)."""
+    url = redact_url(store.url)
+    head: int | None = None
+    parked: int | None = None
+    if running:
+        try:
+            await store.ping()
+            head = await store.head()
+            store_health = StoreHealth(url, True, head)
+        except Exception as e:
+            store_health = StoreHealth(url, False, error=f"{type(e).__name__}: {e}")
+        if store_health.reachable:
+            try:
+                parked = await dead_letters.count()
+            except Exception:
+                parked = None
+    else:
+        store_health = StoreHealth(url, False, error="the app is not running")
+    return HealthReport(
+        running=running,
+        store=store_health,
+        subscriptions=tuple(SubscriptionHealth.from_status(s, head) for s in dispatcher.statuses()),
+        dead_letters=parked,
+        supervisor_restarts=dict(supervisor.restarts),
+    )

@@ -1,0 +1,155 @@
+"""Subscriptions: which events a handler gets, and how they are delivered to it.
+
+A :class:`Subscription` is data: a durable name (its checkpoint is stored under it), the type
+patterns and optional ``where`` predicate that select events, the handler, and the delivery
+settings (retry policy, concurrency, per-handler timeout, ordering key, where to start).
+The dispatcher reads it; ``@app.on(...)`` builds one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+from contexten.events.envelope import Event
+from contexten.events.patterns import Pattern, compile_pattern
+from contexten.exceptions import ConfigurationError
+from contexten.resilience.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from contexten.bus.context import HandlerContext
+
+__all__ = [
+    "SYSTEM_STREAM_PREFIX",
+    "Handler",
+    "KeyFunction",
+    "Predicate",
+    "StartFrom",
+    "Subscription",
+    "default_key",
+    "is_system_stream",
+]
+
+SYSTEM_STREAM_PREFIX = "$"
+"""Streams whose name starts with this hold Contexten's own bookkeeping (dead letters,
+workflow internals); subscriptions skip them unless they set ``include_system=True``."""
+
+Handler: TypeAlias = "Callable[[Event, HandlerContext], Awaitable[None]]"
+"""``async def handler(event, ctx) -> None``; raising means the attempt failed."""
+
+Predicate: TypeAlias = Callable[[Event], bool]
+"""A ``where`` filter: True to deliver the event."""
+
+KeyFunction: TypeAlias = Callable[[Event], "str | None"]
+"""The ordering key of an event; events with equal keys are handled one at a time, in log
+order. None: no ordering constraint for that event."""
+
+StartFrom: TypeAlias = Literal["beginning", "now"]
+
+
+def default_key(event: Event) -> str | None:
+    """Order by the event's correlation id, else its subject (``Event.ordering_key``)."""
+    return event.correlation_id or event.subject
+
+
+def is_system_stream(stream: str) -> bool:
+    """Whether ``stream`` is one of Contexten's own (``$``-prefixed) streams."""
+    return stream.startswith(SYSTEM_STREAM_PREFIX)
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _build_matcher(patterns: tuple[Pattern, ...]) -> Callable[[str], bool]:
+    """The cheapest test for "does this type match any of the patterns"."""
+    if all(p.is_exact for p in patterns):
+        exact = frozenset(p.text for p in patterns)
+        if len(exact) == 1:
+            (only,) = exact
+            return only.__eq__
+        return exact.__contains__
+    if len(patterns) == 1:
+        return patterns[0].matches
+    return lambda event_type: any(p.matches(event_type) for p in patterns)
+
+
+@dataclass(frozen=True, eq=False)
+class Subscription:
+    """A named, durable interest in events, and how to deliver them.
+
+    Attributes:
+        name: unique and stable: the checkpoint is stored as ``sub:{name}``, and renaming a
+            subscription makes it start over.
+        patterns: one type pattern or several (``"github.pull_request.*"``, ``"linear.**"``).
+        handler: ``async def handler(event, ctx)``.
+        where: optional predicate; events for which it returns False count as handled. If it
+            raises, the event is delivered and the predicate re-evaluated as part of each
+            attempt, so its error is retried and dead-lettered like a handler's.
+        retry: the retry policy for failing attempts; after the last, the event is parked in
+            the dead-letter queue.
+        concurrency: at most this many events are handled at once.
+        timeout: seconds (or a timedelta) one attempt may run before it is cancelled and
+            counted as failed with :class:`~contexten.exceptions.HandlerTimeout`; None: no limit.
+        key: the ordering key (default: correlation id, else subject). Events with the same
+            key are handled one after another in log order; different keys run in parallel.
+        start: where a subscription seen for the first time starts: ``"beginning"`` of the
+            log (nothing stored is missed) or ``"now"`` (only events stored from now on).
+        include_system: also deliver events of ``$``-prefixed system streams.
+    """
+
+    name: str
+    patterns: str | Sequence[str]
+    handler: Handler
+    where: Predicate | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: int = 100
+    timeout: float | timedelta | None = 60.0
+    key: KeyFunction = default_key
+    start: StartFrom = "beginning"
+    include_system: bool = False
+    compiled: tuple[Pattern, ...] = field(init=False, repr=False)
+    type_matches: Callable[[str], bool] = field(init=False, repr=False)
+    """Whether an event type matches the patterns (compiled once)."""
+    timeout_seconds: float | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigurationError("a subscription needs a non-empty name")
+        texts = [self.patterns] if isinstance(self.patterns, str) else list(self.patterns)
+        if not texts:
+            raise ConfigurationError(f"subscription {self.name!r}: no pattern given")
+        compiled = tuple(compile_pattern(t) for t in texts)
+        if not callable(self.handler):
+            raise ConfigurationError(f"subscription {self.name!r}: the handler is not callable")
+        if not inspect.iscoroutinefunction(self.handler) and not inspect.iscoroutinefunction(
+            getattr(self.handler, "__call__", None)  # noqa: B004 - async callable objects
+        ):
+            raise ConfigurationError(
+                f"subscription {self.name!r}: the handler must be an async function "
+                "(async def handler(event, ctx))"
+            )
+        if self.where is not None and not callable(self.where):
+            raise ConfigurationError(f"subscription {self.name!r}: where= must be callable")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigurationError(f"subscription {self.name!r}: concurrency must be >= 1")
+        seconds = _seconds(self.timeout)
+        if seconds is not None and seconds <= 0:
+            raise ConfigurationError(f"subscription {self.name!r}: timeout must be > 0")
+        if self.start not in ("beginning", "now"):
+            raise ConfigurationError(
+                f"subscription {self.name!r}: start must be 'beginning' or 'now'"
+            )
+        object.__setattr__(self, "compiled", compiled)
+        object.__setattr__(self, "type_matches", _build_matcher(compiled))
+        object.__setattr__(self, "timeout_seconds", seconds)
+
+    @property
+    def checkpoint_name(self) -> str:
+        """The name this subscription's position is saved under in the store."""
+        return f"sub:{self.name}"
