@@ -2,5 +2,16 @@
 
 from contexten.testing.app import TestApp, create_test_app
 from contexten.testing.capture import EventCapture
+from contexten.testing.clock import VirtualClock
+from contexten.testing.replay import Replayer, export_history, load_history, save_history
 
-__all__ = ["EventCapture", "TestApp", "create_test_app"]
+__all__ = [
+    "EventCapture",
+    "Replayer",
+    "TestApp",
+    "VirtualClock",
+    "create_test_app",
+    "export_history",
+    "load_history",
+    "save_history",
+]

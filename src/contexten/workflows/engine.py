@@ -1,0 +1,648 @@
+"""The workflow engine: registers workflows and state machines, runs and recovers instances.
+
+The engine is a self-contained consumer of the event store. It tails the global log (from its
+checkpoint) to start workflows on matching events, feed state machines and resume
+``wait_for`` calls; it keeps each running instance as an asyncio task; and on
+:meth:`WorkflowEngine.start` it finds every unfinished instance in the store and resumes it.
+All state lives in the instance streams (``$wf-{id}``), so any number of restarts, or a
+second engine on the same store, leave each instance consistent.
+
+Use it standalone (tests, scripts) or through :class:`contexten.App`, which wires one::
+
+    engine = WorkflowEngine(store)
+
+    @engine.workflow("greet")
+    async def greet(wf, name):
+        return await wf.step(say_hello, name)
+
+    async with engine:
+        handle = await engine.start_workflow("greet", "Ada", workflow_id="greet-ada")
+        print(await handle.result())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import msgspec
+
+from contexten.clock import Clock, WallClock
+from contexten.events.envelope import Event
+from contexten.events.patterns import Pattern, compile_pattern
+from contexten.exceptions import (
+    ConfigurationError,
+    StoreClosed,
+    StoreError,
+    WorkflowAlreadyStarted,
+    WorkflowFailedError,
+    WorkflowNotFound,
+    WorkflowNotRegistered,
+    WrongExpectedVersion,
+)
+from contexten.resilience.retry import RetryPolicy
+from contexten.store.base import EventStore, RecordedEvent, StreamState
+from contexten.workflows import admin
+from contexten.workflows._instance import WorkflowInstance
+from contexten.workflows._limits import Limiter
+from contexten.workflows._machine import MachineInstance
+from contexten.workflows._waits import WaitIndex
+from contexten.workflows.admin import WorkflowInfo
+from contexten.workflows.history import (
+    CANCEL_REQUESTED,
+    REDRIVEN,
+    STREAM_PREFIX,
+    WorkflowState,
+    WorkflowStatus,
+    fold,
+    history_event,
+    stream_name,
+    workflow_id_of,
+)
+from contexten.workflows.state_machine import StateMachine
+from contexten.workflows.steps import to_json_value
+
+__all__ = ["WorkflowDefinition", "WorkflowEngine", "WorkflowFn", "WorkflowHandle"]
+
+_log = logging.getLogger("contexten.workflows")
+
+WorkflowFn = Callable[[Any, Any], Awaitable[Any]]
+"""A workflow function: ``async def fn(wf, input) -> result``."""
+
+F = TypeVar("F", bound=WorkflowFn)
+
+_RECOVERY_CHUNK = 256
+_CHECKPOINT_EVERY = 1.0  # seconds between checkpoint saves when nothing forced one
+
+
+@dataclass(eq=False)
+class WorkflowDefinition:
+    """A registered function workflow: the function, its trigger and its limits."""
+
+    name: str
+    fn: WorkflowFn
+    version: str = "1"
+    on: Pattern | None = None
+    where: Callable[[Event], bool] | None = None
+    key: Callable[[Event], Any] | None = None
+    limiter: Limiter = field(default_factory=Limiter)
+    concurrency_key: Callable[[Any], Any] | None = None
+
+    def triggered_by(self, event: Event) -> bool:
+        """Whether ``event`` starts an instance of this workflow."""
+        if self.on is None or not self.on.matches(event.type):
+            return False
+        return self.where is None or bool(self.where(event))
+
+    def instance_id(self, event: Event) -> str:
+        """The instance id for a trigger event: ``"{name}:{key}"`` (key defaults to the id)."""
+        value = self.key(event) if self.key is not None else None
+        return f"{self.name}:{value if value is not None else event.id}"
+
+    def slot_key(self, state: WorkflowState) -> str | None:
+        """The concurrency key of an instance (None when there is no per-key limit)."""
+        if self.limiter.max_per_key is None:
+            return None
+        source = self.concurrency_key
+        value = source(state.input_value()) if source is not None else state.workflow_id
+        return None if value is None else str(value)
+
+
+class WorkflowHandle:
+    """A reference to one workflow instance, returned by ``start_workflow``."""
+
+    def __init__(self, engine: WorkflowEngine, workflow_id: str) -> None:
+        self.engine = engine
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    async def info(self) -> WorkflowInfo:
+        """The instance's current snapshot (see :meth:`WorkflowEngine.get_workflow`)."""
+        return await self.engine.get_workflow(self.workflow_id)
+
+    async def cancel(self) -> bool:
+        """Ask for cancellation (see :meth:`WorkflowEngine.cancel_workflow`)."""
+        return await self.engine.cancel_workflow(self.workflow_id)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the instance to end and return its result.
+
+        Args:
+            timeout: real seconds to wait at most (None: no limit).
+
+        Raises:
+            WorkflowFailedError: it ended failed, compensated or cancelled.
+            TimeoutError: ``timeout`` passed first.
+        """
+        async with asyncio.timeout(timeout):
+            state = await self.engine._wait_terminal(self.workflow_id)
+        if state.status is WorkflowStatus.COMPLETED:
+            return state.result
+        raise WorkflowFailedError(self.workflow_id, str(state.status), state.error)
+
+
+class WorkflowEngine:
+    """Runs durable function workflows and state machines on an event store.
+
+    Args:
+        store: the event store (opened and closed by the caller).
+        clock: where time comes from (default: the wall clock; tests pass a VirtualClock).
+        default_retry: the retry policy of steps and actions that name none.
+        checkpoint: the name of the engine's tail checkpoint in the store.
+        start_from: where the tail starts when it has no checkpoint yet: ``"beginning"``
+            (every stored event may trigger workflows) or ``"end"`` (only new ones).
+        buffer_size: how many recent events are kept in memory for ``wait_for`` look-back.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        clock: Clock | None = None,
+        default_retry: RetryPolicy | None = None,
+        checkpoint: str = "wf-engine",
+        start_from: Literal["beginning", "end"] = "beginning",
+        buffer_size: int = 10_000,
+        batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        self.clock: Clock = clock or WallClock()
+        self.default_retry = default_retry or RetryPolicy(maximum_attempts=3)
+        self.checkpoint = checkpoint
+        self.start_from = start_from
+        self.batch_size = batch_size
+        self.waits = WaitIndex(store, buffer_size)
+        self._definitions: dict[str, WorkflowDefinition] = {}
+        self._machines: dict[str, StateMachine] = {}
+        self._live: dict[str, WorkflowInstance] = {}
+        self._sm_live: dict[str, MachineInstance] = {}
+        self._tail_task: asyncio.Task[None] | None = None
+        self._running = False
+        self._background: set[asyncio.Future[None]] = set()
+
+    # -- registration ------------------------------------------------------------------------
+
+    def workflow(
+        self,
+        name: str | None = None,
+        *,
+        on: str | None = None,
+        where: Callable[[Event], bool] | None = None,
+        key: Callable[[Event], Any] | None = None,
+        version: str = "1",
+        max_concurrent: int | None = None,
+        max_per_key: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a function workflow (decorator); returns the function unchanged.
+
+        Args:
+            name: the workflow's name (default: the function's name).
+            on: start an instance for each stored event of this type pattern...
+            where: ...that also satisfies this predicate.
+            key: instance key of a trigger event: the id is ``"{name}:{key(event)}"``, so a
+                second event with the same key does not start a second instance (default:
+                the event id).
+            version: recorded in each instance's history.
+            max_concurrent: at most this many instances running at once (parked ones do not
+                count).
+            max_per_key: at most this many running per ``concurrency_key(input)`` (default
+                key: the instance id).
+            concurrency_key: the per-key limit's key, from the workflow's input.
+        """
+
+        def register(fn: F) -> F:
+            self.register(
+                fn,
+                name=name or getattr(fn, "__name__", None),
+                on=on,
+                where=where,
+                key=key,
+                version=version,
+                max_concurrent=max_concurrent,
+                max_per_key=max_per_key,
+                concurrency_key=concurrency_key,
+            )
+            return fn
+
+        return register
+
+    def register(
+        self,
+        fn: WorkflowFn,
+        *,
+        name: str | None = None,
+        on: str | None = None,
+        where: Callable[[Event], bool] | None = None,
+        key: Callable[[Event], Any] | None = None,
+        version: str = "1",
+        max_concurrent: int | None = None,
+        max_per_key: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+    ) -> WorkflowDefinition:
+        """Register ``fn`` as a workflow (the non-decorator form of :meth:`workflow`)."""
+        wf_name = name or getattr(fn, "__name__", None)
+        if not wf_name:
+            raise ConfigurationError("a workflow needs a name")
+        if wf_name in self._definitions or wf_name in self._machines:
+            raise ConfigurationError(f"a workflow named {wf_name!r} is already registered")
+        definition = WorkflowDefinition(
+            name=wf_name,
+            fn=fn,
+            version=str(version),
+            on=compile_pattern(on) if on else None,
+            where=where,
+            key=key,
+            limiter=Limiter(max_concurrent, max_per_key),
+            concurrency_key=concurrency_key,
+        )
+        self._definitions[wf_name] = definition
+        return definition
+
+    def add(self, machine: StateMachine) -> StateMachine:
+        """Register a state machine; its instances are driven by the events it listens to."""
+        if machine.name in self._definitions or machine.name in self._machines:
+            raise ConfigurationError(f"a workflow named {machine.name!r} is already registered")
+        self._machines[machine.name] = machine
+        return machine
+
+    @property
+    def definitions(self) -> dict[str, WorkflowDefinition]:
+        """The registered function workflows by name."""
+        return dict(self._definitions)
+
+    @property
+    def machines(self) -> dict[str, StateMachine]:
+        """The registered state machines by name."""
+        return dict(self._machines)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`start` ran and :meth:`stop` did not."""
+        return self._running
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Resume every unfinished instance in the store, then tail the log. Idempotent."""
+        if self._running:
+            return
+        self._running = True
+        checkpoint = await self.store.get_checkpoint(self.checkpoint)
+        if checkpoint is None:
+            checkpoint = 0 if self.start_from == "beginning" else await self.store.head()
+        try:
+            await self._recover(checkpoint)
+        except BaseException:
+            await self.stop()
+            raise
+        self._tail_task = asyncio.create_task(self._tail(checkpoint), name="wf-engine-tail")
+
+    async def stop(self) -> None:
+        """Stop the tail and every live instance (their progress is in the store). Idempotent."""
+        self._running = False
+        tasks: list[asyncio.Task[Any]] = []
+        if self._tail_task is not None:
+            tasks.append(self._tail_task)
+            self._tail_task = None
+        tasks.extend(i.task for i in self._live.values() if i.task is not None)
+        tasks.extend(m._worker for m in self._sm_live.values() if m._worker is not None)
+        tasks.extend(t for t in self._background if isinstance(t, asyncio.Task))
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._live.clear()
+        self._sm_live.clear()
+
+    async def _recover(self, checkpoint: int) -> None:
+        streams = await self.store.list_streams(STREAM_PREFIX, limit=10**9)
+        states: list[WorkflowState] = []
+        for i in range(0, len(streams), _RECOVERY_CHUNK):
+            chunk = streams[i : i + _RECOVERY_CHUNK]
+            batches = await asyncio.gather(*(self.store.read_stream(s.stream) for s in chunk))
+            for info, records in zip(chunk, batches, strict=True):
+                state = fold(records, workflow_id_of(info.stream))
+                if state.exists and not state.terminal:
+                    states.append(state)
+        floor = min((s.after for s in states if s.kind == "function"), default=checkpoint)
+        await self._prefill(min(floor, checkpoint), checkpoint)
+        for state in states:
+            self._resume(state)
+
+    async def _prefill(self, start: int, end: int) -> None:
+        """Buffer the events in ``(start, end]`` so resumed waits look back in memory."""
+        self.waits.reset(start)
+        position = start
+        while position < end:
+            page = await self.store.read_all(after=position, limit=min(1000, end - position))
+            if not page:
+                break
+            for rec in page:
+                if rec.position > end:
+                    break
+                if rec.stream.startswith("$"):
+                    self.waits.advance(rec.position)
+                else:
+                    self.waits.observe(rec)
+            position = page[-1].position
+        self.waits.advance(end)
+
+    def _resume(self, state: WorkflowState) -> None:
+        if state.kind == "state_machine":
+            machine = self._machines.get(state.name)
+            if machine is None:
+                _log.warning("no state machine %r registered for %s", state.name, state.workflow_id)
+                return
+            inst = self._machine_instance(machine, state.workflow_id, state)
+            inst.resume()
+            return
+        definition = self._definitions.get(state.name)
+        if definition is None:
+            _log.warning("no workflow %r registered for instance %s", state.name, state.workflow_id)
+            return
+        self._launch(definition, state)
+
+    def _launch(self, definition: WorkflowDefinition, state: WorkflowState) -> WorkflowInstance:
+        existing = self._live.get(state.workflow_id)
+        if existing is not None:
+            return existing
+        inst = WorkflowInstance(self, definition, state)
+        self._live[state.workflow_id] = inst
+        inst.task = asyncio.create_task(inst.run(), name=f"wf:{state.workflow_id}")
+        return inst
+
+    def _forget(self, inst: WorkflowInstance) -> None:
+        if self._live.get(inst.workflow_id) is inst:
+            del self._live[inst.workflow_id]
+
+    def _machine_instance(
+        self, machine: StateMachine, workflow_id: str, state: WorkflowState | None
+    ) -> MachineInstance:
+        inst = self._sm_live.get(workflow_id)
+        if inst is None:
+            inst = self._sm_live[workflow_id] = MachineInstance(self, machine, workflow_id, state)
+        return inst
+
+    def _machine_idle(self, inst: MachineInstance) -> None:
+        if inst.idle and len(self._sm_live) > 10_000:
+            self._sm_live.pop(inst.workflow_id, None)
+
+    # -- the tail ----------------------------------------------------------------------------
+
+    async def _tail(self, position: int) -> None:
+        last_save = time.monotonic()
+        saved = position
+        while self._running:
+            try:
+                batch = await self.store.read_all(after=position, limit=self.batch_size)
+                if not batch:
+                    if saved != position:
+                        await self.store.save_checkpoint(self.checkpoint, position)
+                        saved = position
+                    await self.store.wait_for_new(position, timeout=1.0)
+                    continue
+                forced = await self._process(batch)
+                position = batch[-1].position
+                if forced or time.monotonic() - last_save > _CHECKPOINT_EVERY:
+                    await self.store.save_checkpoint(self.checkpoint, position)
+                    saved, last_save = position, time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except StoreClosed:
+                return
+            except StoreError as e:
+                _log.warning("workflow engine tail: store error, retrying: %s", e)
+                await asyncio.sleep(0.5)
+
+    async def _process(self, batch: list[RecordedEvent]) -> bool:
+        """Hand a batch of the log to waits, triggers and machines; True if it started work."""
+        starts: list[tuple[WorkflowDefinition, RecordedEvent]] = []
+        machine_events: dict[str, tuple[StateMachine, list[RecordedEvent]]] = {}
+        for rec in batch:
+            if rec.stream.startswith("$"):
+                self.waits.advance(rec.position)
+                if rec.event.type in (CANCEL_REQUESTED, REDRIVEN):
+                    self._on_control(rec)
+                continue
+            self.waits.observe(rec)
+            event = rec.event
+            for definition in self._definitions.values():
+                try:
+                    if definition.triggered_by(event):
+                        starts.append((definition, rec))
+                except Exception:
+                    _log.exception("where= of workflow %r raised on %s", definition.name, event.id)
+            for machine in self._machines.values():
+                if not machine.listens_to(event.type):
+                    continue
+                try:
+                    key = machine.key_of(event)
+                except Exception:
+                    _log.exception("key= of state machine %r raised on %s", machine.name, event.id)
+                    continue
+                if key is None:
+                    continue
+                wid = machine.instance_id(key)
+                machine_events.setdefault(wid, (machine, []))[1].append(rec)
+        if not starts and not machine_events:
+            return False
+        jobs = [self._trigger(d, rec) for d, rec in starts]
+        jobs.extend(
+            self._machine_instance(m, wid, None).deliver(recs)
+            for wid, (m, recs) in machine_events.items()
+        )
+        await asyncio.gather(*jobs)
+        return True
+
+    async def _trigger(self, definition: WorkflowDefinition, rec: RecordedEvent) -> None:
+        try:
+            wid = definition.instance_id(rec.event)
+        except Exception:
+            _log.exception("key= of workflow %r raised on %s", definition.name, rec.event.id)
+            return
+        await self.start_workflow(definition.name, rec.event, wid, _trigger=rec)
+
+    def _on_control(self, rec: RecordedEvent) -> None:
+        wid = workflow_id_of(rec.stream)
+        if wid is None:
+            return
+        if rec.event.type == CANCEL_REQUESTED:
+            inst = self._live.get(wid)
+            if inst is not None:
+                inst.request_cancel()
+        elif wid not in self._live:
+            task = asyncio.ensure_future(self._redrive_local(wid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _redrive_local(self, workflow_id: str) -> None:
+        state = await admin.load_state(self.store, workflow_id)
+        if state is not None and not state.terminal and self._running:
+            self._resume(state)
+
+    # -- starting and querying -----------------------------------------------------------------
+
+    async def start_workflow(
+        self,
+        name: str,
+        input: Any = None,
+        workflow_id: str | None = None,
+        *,
+        if_exists: Literal["return", "raise"] = "return",
+        parent_id: str | None = None,
+        _trigger: RecordedEvent | None = None,
+    ) -> WorkflowHandle:
+        """Start an instance of workflow ``name`` (idempotently) and return its handle.
+
+        Starting is appending the instance's first event on the condition that its stream
+        does not exist, so concurrent starts of one id (from any number of processes) make
+        exactly one instance.
+
+        Args:
+            name: a registered workflow.
+            input: the workflow's input: an :class:`Event` or any JSON value.
+            workflow_id: the instance id (default: a new UUIDv7).
+            if_exists: when the id exists, ``"return"`` its handle or ``"raise"``.
+            parent_id: the parent instance (set by ``wf.run_child``).
+
+        Raises:
+            WorkflowNotRegistered: no workflow ``name``.
+            WorkflowAlreadyStarted: the id exists and ``if_exists="raise"``.
+        """
+        definition = self._definitions.get(name)
+        if definition is None:
+            raise WorkflowNotRegistered(f"no workflow named {name!r} is registered")
+        from contexten.events.ids import new_id
+
+        wid = workflow_id or new_id()
+        is_event = isinstance(input, Event)
+        data: dict[str, Any] = {
+            "workflow_id": wid,
+            "name": name,
+            "version": definition.version,
+            "kind": "function",
+            "input": msgspec.to_builtins(input) if is_event else to_json_value(input),
+            "input_is_event": is_event,
+        }
+        if _trigger is not None:
+            data["trigger_event_id"] = _trigger.event.id
+            data["after"] = _trigger.position
+        elif is_event:
+            data["trigger_event_id"] = input.id
+        if parent_id is not None:
+            data["parent_id"] = parent_id
+        started = history_event("started", data, wid)
+        stream = stream_name(wid)
+        try:
+            result = await self.store.append(
+                stream, [started], expected_version=StreamState.NO_STREAM
+            )
+        except WrongExpectedVersion:
+            if if_exists == "raise":
+                raise WorkflowAlreadyStarted(wid) from None
+            return WorkflowHandle(self, wid)
+        if self._running:
+            rec = RecordedEvent(result.first_position, stream, 1, self.clock.now(), started)
+            self._launch(definition, fold([rec], wid))
+        return WorkflowHandle(self, wid)
+
+    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+        """A handle on an existing instance (not checked)."""
+        return WorkflowHandle(self, workflow_id)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowInfo:
+        """The snapshot of instance ``workflow_id``: status, result or error, step, history.
+
+        Raises:
+            WorkflowNotFound: no such instance.
+        """
+        state = await admin.load_state(self.store, workflow_id)
+        if state is None:
+            raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
+        inst = self._live.get(workflow_id)
+        return WorkflowInfo.from_state(state, current=inst.current if inst is not None else None)
+
+    async def list_workflows(
+        self, status: WorkflowStatus | str | None = None, *, name: str | None = None
+    ) -> list[WorkflowInfo]:
+        """Snapshots of the instances (optionally with ``status`` / ``name``)."""
+        return await admin.list_workflows(self.store, status, name=name)
+
+    async def cancel_workflow(self, workflow_id: str) -> bool:
+        """Cancel an instance: compensate its completed steps, then end it ``cancelled``.
+
+        A sleep or wait is interrupted at once; a running step finishes (and is recorded, so
+        it is compensated) first. Returns False if the instance had already ended.
+
+        Raises:
+            WorkflowNotFound: no such instance.
+        """
+        inst = self._live.get(workflow_id)
+        if inst is not None and not inst.state.terminal:
+            inst.request_cancel()
+            return True
+        state = await admin.load_state(self.store, workflow_id)
+        if state is None:
+            raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
+        if state.kind == "state_machine":
+            machine = self._machines.get(state.name)
+            if machine is None:
+                raise WorkflowNotRegistered(f"no state machine named {state.name!r}")
+            return await self._machine_instance(machine, workflow_id, state).cancel()
+        return await admin.request_cancel(self.store, workflow_id)
+
+    async def retry_workflow(self, workflow_id: str) -> WorkflowHandle:
+        """Redrive a ``failed`` instance (see :func:`~contexten.workflows.request_redrive`).
+
+        Raises:
+            WorkflowNotFound: no such instance.
+            WorkflowError: the instance is not ``failed``.
+        """
+        if not await admin.request_redrive(self.store, workflow_id):
+            from contexten.exceptions import WorkflowError
+
+            raise WorkflowError(f"workflow {workflow_id!r} is not failed; nothing to redrive")
+        if self._running:
+            state = await admin.load_state(self.store, workflow_id)
+            if state is not None and not state.terminal:
+                self._resume(state)
+        return WorkflowHandle(self, workflow_id)
+
+    async def _wait_terminal(self, workflow_id: str) -> WorkflowState:
+        while True:
+            inst = self._live.get(workflow_id)
+            if inst is not None and inst.task is not None:
+                waiting: set[asyncio.Future[Any]] = {inst.done, inst.task}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if inst.done.done():
+                    return inst.done.result()
+                continue
+            head = await self.store.head()
+            state = await admin.load_state(self.store, workflow_id)
+            if state is None:
+                raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
+            if state.terminal:
+                return state
+            with contextlib.suppress(TimeoutError):
+                await self.store.wait_for_new(head, timeout=1.0)
