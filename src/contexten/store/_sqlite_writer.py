@@ -7,9 +7,9 @@ caller's future on its loop. Nothing is acknowledged before ``COMMIT`` returned.
 
 Inside the transaction each commit is checked in Python (dedup key, expected versions, ids
 repeated within the batch) against state read once per batch, and the rows of all good
-commits are inserted with a few ``executemany`` calls. If the database rejects the rows (an
-event id stored earlier), the batch is redone commit by commit, each under its own
-``SAVEPOINT``, so only the offending commit fails. Positions are assigned in Python as
+commits are inserted with a few multi-row ``INSERT`` statements. If the database rejects
+the rows (an event id stored earlier), the batch is redone commit by commit, each under its
+own ``SAVEPOINT``, so only the offending commit fails. Positions are assigned in Python as
 head + 1, ... under the write lock, so they are gapless and follow commit order, also across
 processes (``BEGIN IMMEDIATE`` serialises every writer of the file).
 """
@@ -17,6 +17,7 @@ processes (``BEGIN IMMEDIATE`` serialises every writer of the file).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import sqlite3
@@ -24,12 +25,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from contexten.events.codec import decode_json, encode_json
 from contexten.exceptions import InvalidEvent, StoreError, StoreUnavailable, WrongExpectedVersion
 from contexten.store._sqlite_schema import translate_error
-from contexten.store.base import AppendResult, ExpectedVersion, check_expected_version
+from contexten.store.base import (
+    AppendResult,
+    ExpectedVersion,
+    StreamState,
+    check_expected_version,
+)
 
 __all__ = ["CommitRequest", "PreparedAppend", "SqliteWriter"]
 
@@ -40,19 +46,47 @@ MAX_BATCH: Final = 2000
 
 _IN_CHUNK: Final = 500  # names per "IN (...)" lookup, well under SQLite's variable limit
 
+# Rows go in as multi-row INSERTs: every statement step releases and re-takes the GIL, and
+# one step per row would let a busy event loop stall the writer once per row.
 _INSERT_EVENT: Final = (
-    "INSERT INTO events (position, stream, version, event_id, type, recorded_at, body) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (position, stream, version, event_id, type, recorded_at, body) VALUES ",
+    7,
+    "",
 )
 _UPSERT_STREAM: Final = (
-    "INSERT INTO streams (name, version) VALUES (?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET version = excluded.version"
+    "INSERT INTO streams (name, version) VALUES ",
+    2,
+    " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
 )
-_INSERT_DEDUP: Final = "INSERT INTO dedup (key, results) VALUES (?, ?)"
+_INSERT_DEDUP: Final = ("INSERT INTO dedup (key, results) VALUES ", 2, "")
 _UPSERT_CHECKPOINT: Final = (
-    "INSERT INTO checkpoints (name, position) VALUES (?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+    "INSERT INTO checkpoints (name, position) VALUES ",
+    2,
+    " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
 )
+_MAX_ROWS: Final = 256  # rows per statement (7 * 256 variables, under every SQLite's limit)
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row_sql(head: str, width: int, rows: int, tail: str) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return head + ",".join([one] * rows) + tail
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, statement: tuple[str, int, str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` in few statements: chunks of 256, the rest by powers of two."""
+    head, width, tail = statement
+    done, total = 0, len(rows)
+    while done < total:
+        size = min(_MAX_ROWS, 1 << ((total - done).bit_length() - 1))
+        chunk = rows[done : done + size]
+        conn.execute(
+            _multi_row_sql(head, width, size, tail), [value for row in chunk for value in row]
+        )
+        done += size
+
 
 EventRow = tuple[str, str, bytes]
 """An event ready to store: ``(event id, type, encoded body)``."""
@@ -95,7 +129,7 @@ class _Batch:
     events: list[tuple[int, str, int, str, str, int, bytes]]
     streams: dict[str, int]
     dedup: list[tuple[str, bytes]]
-    checkpoints: list[tuple[str, int]]
+    checkpoints: dict[str, int]  # the last position per name wins, as it would in order
     head: int
 
 
@@ -282,22 +316,18 @@ class SqliteWriter:
         plan = self._plan(batch, head, now)
         conn = self._conn
         try:
-            if plan.events:
-                conn.executemany(_INSERT_EVENT, plan.events)
-            if plan.streams:
-                conn.executemany(_UPSERT_STREAM, plan.streams.items())
-            if plan.dedup:
-                conn.executemany(_INSERT_DEDUP, plan.dedup)
+            _insert_rows(conn, _INSERT_EVENT, plan.events)
+            _insert_rows(conn, _UPSERT_STREAM, list(plan.streams.items()))
+            _insert_rows(conn, _INSERT_DEDUP, plan.dedup)
         except sqlite3.IntegrityError as e:
             raise _Rejected(f"the commit breaks a store constraint: {e}") from e
-        if plan.checkpoints:
-            conn.executemany(_UPSERT_CHECKPOINT, plan.checkpoints)
+        _insert_rows(conn, _UPSERT_CHECKPOINT, list(plan.checkpoints.items()))
         return plan
 
     def _plan(self, batch: Sequence[CommitRequest], head: int, now: int) -> _Batch:
         versions = self._stream_versions({a.stream for r in batch for a in r.appends})
         stored = self._stored_dedup({r.dedup_key for r in batch if r.dedup_key is not None})
-        plan = _Batch([], [], {}, [], [], head)
+        plan = _Batch([], [], {}, [], {}, head)
         ids: set[str] = set()
         for request in batch:
             key = request.dedup_key
@@ -328,7 +358,9 @@ class SqliteWriter:
                 stored[key] = results
                 plan.dedup.append((key, _encode_results(results)))
             if request.checkpoint is not None:
-                plan.checkpoints.append(request.checkpoint)
+                name, position = request.checkpoint
+                plan.checkpoints.pop(name, None)
+                plan.checkpoints[name] = position
             plan.outcomes.append(results)
         return plan
 
@@ -360,16 +392,24 @@ class SqliteWriter:
 
 def _check(request: CommitRequest, versions: dict[str, int], ids: set[str]) -> Outcome | None:
     """The error that rejects ``request`` before any write, or None; claims its ids."""
-    pending: dict[str, int] = {}
+    appends = request.appends
+    pending: dict[str, int] | None = {} if len(appends) > 1 else None
     mine: set[str] = set()
-    for a in request.appends:
-        actual = pending.get(a.stream, versions.get(a.stream, 0))
-        try:
-            check_expected_version(a.stream, a.expected, actual)
-        except WrongExpectedVersion as e:
-            return e
-        pending[a.stream] = actual + len(a.rows)
-        for event_id, _, _ in a.rows:
+    for a in appends:
+        actual = (
+            versions.get(a.stream, 0)
+            if pending is None
+            else pending.get(a.stream, versions.get(a.stream, 0))
+        )
+        if a.expected is not StreamState.ANY:
+            try:
+                check_expected_version(a.stream, a.expected, actual)
+            except WrongExpectedVersion as e:
+                return e
+        if pending is not None:
+            pending[a.stream] = actual + len(a.rows)
+        for row in a.rows:
+            event_id = row[0]
             if event_id in ids or event_id in mine:
                 return InvalidEvent(f"event id {event_id} is already stored")
             mine.add(event_id)
