@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from contexten.cli.dlq import dlq
 from contexten.cli.events import events
 
 __all__ = ["cli", "main"]
@@ -16,6 +17,7 @@ def cli() -> None:
 
 
 cli.add_command(events)
+cli.add_command(dlq)
 
 
 def main() -> None:

@@ -1,0 +1,94 @@
+"""``contexten dlq``: inspect, redrive and discard dead letters."""
+
+from __future__ import annotations
+
+import click
+
+from contexten.bus.dead_letters import DeadLetter, DeadLetterQueue
+from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.store import EventStore
+
+__all__ = ["dlq"]
+
+_STATUSES = ["parked", "redriven", "discarded", "resolved", "all"]
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters: events a handler kept failing on."""
+
+
+@dlq.command("list")
+@store_option
+@click.option("--subscription", default=None, help="Only this subscription's letters.")
+@click.option(
+    "--status",
+    type=click.Choice(_STATUSES),
+    default="parked",
+    show_default=True,
+    help="Which letters to list.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@run_async
+async def list_letters(
+    store_url: str | None, subscription: str | None, status: str, as_json: bool
+) -> None:
+    """List dead letters, oldest first."""
+
+    async def body(store: EventStore) -> list[DeadLetter]:
+        queue = DeadLetterQueue(store)
+        return await queue.list(subscription, None if status == "all" else status)
+
+    letters = await with_store(store_url, body)
+    for letter in letters:
+        if as_json:
+            echo_json(letter.to_dict())
+        else:
+            click.echo(
+                f"{letter.id}  {letter.status.value:9} {letter.subscription:30} "
+                f"{letter.event_type:32} attempts={letter.attempts} "
+                f"{letter.error_type}: {letter.error_message[:80]}"
+            )
+    if not as_json and not letters:
+        click.echo("no dead letters", err=True)
+
+
+@dlq.command("redrive")
+@store_option
+@click.argument("letter_id", required=False)
+@click.option("--all", "redrive_all", is_flag=True, help="Redrive every parked letter.")
+@click.option("--subscription", default=None, help="With --all: only this subscription's.")
+@run_async
+async def redrive(
+    store_url: str | None, letter_id: str | None, redrive_all: bool, subscription: str | None
+) -> None:
+    """Send a parked letter's event back to its subscription (once)."""
+    if bool(letter_id) == redrive_all:
+        fail("give either a letter id or --all")
+
+    async def body(store: EventStore) -> int:
+        queue = DeadLetterQueue(store)
+        if redrive_all:
+            return await queue.redrive_all(subscription)
+        assert letter_id is not None
+        return 1 if await queue.redrive(letter_id) else 0
+
+    done = await with_store(store_url, body)
+    if letter_id and not done:
+        fail(f"dead letter {letter_id} is not parked (already redriven, discarded or resolved)")
+    click.echo(f"redriven: {done}")
+
+
+@dlq.command("discard")
+@store_option
+@click.argument("letter_id")
+@run_async
+async def discard(store_url: str | None, letter_id: str) -> None:
+    """Give up on a parked letter; it stays in the store, marked discarded."""
+
+    async def body(store: EventStore) -> bool:
+        return await DeadLetterQueue(store).discard(letter_id)
+
+    if not await with_store(store_url, body):
+        fail(f"dead letter {letter_id} is not parked (already redriven, discarded or resolved)")
+    click.echo(f"discarded: {letter_id}")
