@@ -158,6 +158,7 @@ class SqliteEventStore(EventStore):
         self._conns_lock = threading.Lock()
         self._notifier = HeadNotifier()
         self._watcher: asyncio.Task[None] | None = None
+        self._open_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"SqliteEventStore({self.url!r})"
@@ -172,19 +173,20 @@ class SqliteEventStore(EventStore):
             SchemaVersionError: the file has a newer schema, or migrating it failed.
             StoreUnavailable: the file or its directory cannot be opened.
         """
-        if self._writer is not None:
-            return
-        loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(self.readers, thread_name_prefix="contexten-sqlite-read")
-        try:
-            conn, head = await loop.run_in_executor(executor, self._open_writer_connection)
-        except BaseException:
-            executor.shutdown(wait=True)
-            raise
-        self._executor = executor
-        self._notifier = HeadNotifier(head=head)
-        self._writer = SqliteWriter(conn, self.path, loop, self._notifier.advance)
-        self._writer.start()
+        async with self._open_lock:
+            if self._writer is not None:
+                return
+            loop = asyncio.get_running_loop()
+            executor = ThreadPoolExecutor(self.readers, thread_name_prefix="contexten-sqlite-read")
+            try:
+                conn, head = await loop.run_in_executor(executor, self._open_writer_connection)
+            except BaseException:
+                executor.shutdown(wait=True)
+                raise
+            self._executor = executor
+            self._notifier = HeadNotifier(head=head)
+            self._writer = SqliteWriter(conn, self.path, loop, self._notifier.advance)
+            self._writer.start()
 
     def _open_writer_connection(self) -> tuple[sqlite3.Connection, int]:
         conn = connect(self.path, busy_timeout=self.busy_timeout)

@@ -396,6 +396,21 @@ class EventStoreConformance:
         with pytest.raises(StoreClosed):
             await waiter
 
+    async def test_open_is_idempotent(self, tmp_path: Path) -> None:
+        store = self.make_store(tmp_path)
+        await asyncio.gather(store.open(), store.open())
+        try:
+            await store.open()
+            assert await store.append("s", [_event()]) == AppendResult("s", 1, 1, 1)
+        finally:
+            await store.close()
+        await store.open()  # the same object opens again after close
+        try:
+            assert await store.read_all(limit=0) == []
+            await store.ping()
+        finally:
+            await store.close()
+
     async def test_closed_store_refuses_work(self, tmp_path: Path) -> None:
         store = self.make_store(tmp_path)
         async with store:
