@@ -213,3 +213,22 @@ async def test_full_disk_fails_the_batch_and_acknowledges_nothing_unstored(
         assert stored == acknowledged
         for event in batch:
             assert await store.get_event(event.id) is None
+
+
+class _OldSqliteLimitsStore(SqliteEventStore):
+    """A store on a SQLite build that allows 999 variables per statement (before 3.32)."""
+
+    def _prepare_write_connection(self, conn: sqlite3.Connection) -> None:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+
+async def test_large_batches_fit_older_sqlite_variable_limits(tmp_path: Path) -> None:
+    async with _OldSqliteLimitsStore(_url(tmp_path)) as store:
+        results = await asyncio.gather(
+            *(
+                store.commit([Append(f"s{i % 600}", [_event(i=i)])], dedup_key=f"k{i}")
+                for i in range(3000)
+            )
+        )
+        assert sorted(r[0].last_position for r in results) == list(range(1, 3001))
+        assert len(await store.list_streams()) == 600

@@ -64,7 +64,7 @@ _UPSERT_CHECKPOINT: Final = (
     2,
     " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
 )
-_MAX_ROWS: Final = 256  # rows per statement (7 * 256 variables, under every SQLite's limit)
+_MAX_ROWS: Final = 256  # rows per statement, fewer if SQLite allows fewer variables
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,11 +76,14 @@ def _multi_row_sql(head: str, width: int, rows: int, tail: str) -> str:
 def _insert_rows(
     conn: sqlite3.Connection, statement: tuple[str, int, str], rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    """Insert ``rows`` in few statements: chunks of 256, the rest by powers of two."""
+    """Insert ``rows`` in few statements: full chunks, then the rest by powers of two."""
     head, width, tail = statement
+    # Older SQLite builds allow only 999 variables per statement.
+    most = min(_MAX_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    most = 1 << (most.bit_length() - 1)
     done, total = 0, len(rows)
     while done < total:
-        size = min(_MAX_ROWS, 1 << ((total - done).bit_length() - 1))
+        size = min(most, 1 << ((total - done).bit_length() - 1))
         chunk = rows[done : done + size]
         conn.execute(
             _multi_row_sql(head, width, size, tail), [value for row in chunk for value in row]
