@@ -153,7 +153,8 @@ class LinearAdapter(PlatformAdapter):
             )
             error.maybe_applied = True
             return error
-        if "not found" in message.lower() or code == "ENTITY_NOT_FOUND":
+        raw = f"{first.get('message', '')} {message}".lower()
+        if "not found" in raw or "could not find" in raw or code == "ENTITY_NOT_FOUND":
             return PlatformNotFound(message, platform="linear", status=status, code=code)
         return PlatformRequestError(message, platform="linear", status=status, code=code)
 

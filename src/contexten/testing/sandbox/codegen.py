@@ -1,0 +1,260 @@
+"""The sandbox's Codegen agent API: runs that progress on their own.
+
+A run goes ``queued`` → ``running`` (after ``agent_run_start_after`` s) → ``completed`` (after
+``agent_run_duration`` s more), or ``failed`` when its prompt contains ``[sandbox:fail]`` or
+its metadata says ``{"sandbox_outcome": "failed"}``. A completed run whose metadata names a
+``repo`` (``"owner/name"``) opens a pull request there in the GitHub emulator, like the real
+agent does; the branch and title carry the Linear identifier found in the prompt, so the
+pull-request webhook correlates. Every status change is sent as a signed Codegen webhook.
+
+``Idempotency-Key`` is honoured: a second create with the same key returns the first run.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from contexten.testing.sandbox.core import Core, Emulator, bearer, iso, json_response
+from contexten.testing.sandbox.faults import Fault
+from contexten.testing.sandbox.github import GitHubEmulator
+
+__all__ = ["CodegenEmulator"]
+
+JSON = dict[str, Any]
+_IDENTIFIER_RE = re.compile(r"\b([A-Z][A-Z0-9]{1,9}-\d+)\b")
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class CodegenEmulator(Emulator):
+    """Codegen's agent API, in memory, with self-progressing runs."""
+
+    platform = "codegen"
+
+    def __init__(self, core: Core, github: GitHubEmulator) -> None:
+        super().__init__(core)
+        self.github = github
+        self.reset()
+
+    def reset(self) -> None:
+        self.runs: dict[int, JSON] = {}
+        self._due: dict[int, float] = {}
+        self._keys: dict[str, int] = {}
+
+    def routes(self) -> list[Route]:
+        """The Starlette routes, mounted under ``/codegen``."""
+        base = "/v1/organizations/{org_id:int}"
+        return [
+            Route(f"{base}/agent/run", self.create, methods=["POST"]),
+            Route(f"{base}/agent/runs", self.list, methods=["GET"]),
+            Route(f"{base}/agent/run/ban", self.ban, methods=["POST"]),
+            Route(f"{base}/agent/run/resume", self.resume, methods=["POST"]),
+            Route(f"{base}/agent/run/{{run_id:int}}", self.get, methods=["GET"]),
+        ]
+
+    def fault_response(self, fault: Fault) -> Response:
+        if fault.kind == "rate_limit":
+            return json_response(
+                {"message": "Rate limit exceeded. Please try again later.", "status_code": 429},
+                429,
+                {"Retry-After": str(int(fault.retry_after))},
+            )
+        return json_response(
+            {"message": "Internal Server Error", "status_code": fault.status}, fault.status
+        )
+
+    def _check(self, request: Request) -> Response | None:
+        if bearer(request) is None and self.core.config.require_auth:
+            return json_response({"detail": "Not authenticated"}, 401)
+        if request.path_params["org_id"] != self.core.config.codegen_org_id:
+            return json_response(
+                {"message": "You do not have access to this organization.", "status_code": 403}, 403
+            )
+        return None
+
+    def public(self, run: JSON) -> JSON:
+        """A run as the API returns it."""
+        return {k: v for k, v in run.items() if not k.startswith("_")}
+
+    async def create(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        key = request.headers.get("idempotency-key")
+        if key and key in self._keys:
+            return json_response(self.public(self.runs[self._keys[key]]))
+        body = await request.json()
+        if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
+            return json_response(
+                {
+                    "detail": [
+                        {"loc": ["body", "prompt"], "msg": "Field required", "type": "missing"}
+                    ]
+                },
+                422,
+            )
+        run = self.start_run(body["prompt"], body.get("metadata") or {})
+        if key:
+            self._keys[key] = run["id"]
+        return json_response(self.public(run))
+
+    def start_run(self, prompt: str, metadata: JSON) -> JSON:
+        """Create a run (also used by the control API)."""
+        rid = self.core.next_id()
+        run: JSON = {
+            "id": rid,
+            "organization_id": self.core.config.codegen_org_id,
+            "status": "queued",
+            "created_at": iso(),
+            "web_url": f"https://codegen.com/agent/trace/{rid}",
+            "result": None,
+            "summary": None,
+            "source_type": "API",
+            "github_pull_requests": [],
+            "metadata": metadata,
+            "_prompt": prompt,
+        }
+        self.runs[rid] = run
+        self._due[rid] = time.monotonic() + self.core.config.agent_run_start_after
+        self._webhook(run)
+        return run
+
+    async def get(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        run = self.runs.get(request.path_params["run_id"])
+        if run is None:
+            return json_response({"message": "Agent run not found.", "status_code": 404}, 404)
+        return json_response(self.public(run))
+
+    async def list(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        skip = int(request.query_params.get("skip", 0))
+        limit = int(request.query_params.get("limit", 100))
+        runs = sorted(self.runs.values(), key=lambda r: r["id"], reverse=True)
+        page = [self.public(r) for r in runs[skip : skip + limit]]
+        return json_response(
+            {
+                "items": page,
+                "total": len(runs),
+                "page": skip // max(limit, 1) + 1,
+                "size": limit,
+                "pages": (len(runs) + limit - 1) // max(limit, 1),
+            }
+        )
+
+    async def ban(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        body = await request.json()
+        run = self.runs.get(int(body.get("agent_run_id", 0)))
+        if run is None:
+            return json_response({"message": "Agent run not found.", "status_code": 404}, 404)
+        if run["status"] not in _TERMINAL:
+            self._set(run, "cancelled")
+        return json_response({"message": "Agent run banned and stopped.", "status_code": 200})
+
+    async def resume(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        body = await request.json()
+        run = self.runs.get(int(body.get("agent_run_id", 0)))
+        if run is None:
+            return json_response({"message": "Agent run not found.", "status_code": 404}, 404)
+        run["_prompt"] += "\n" + str(body.get("prompt", ""))
+        self._set(run, "running")
+        self._due[run["id"]] = time.monotonic() + self.core.config.agent_run_duration
+        return json_response(self.public(run))
+
+    # -- progression ----------------------------------------------------------------------------
+
+    def advance(self, *, force: bool = False) -> int:
+        """Move every run whose time has come one status on (``force``: all of them, now).
+
+        Returns how many runs changed.
+        """
+        now = time.monotonic()
+        changed = 0
+        for rid, due in list(self._due.items()):
+            if not force and due > now:
+                continue
+            run = self.runs[rid]
+            if run["status"] == "queued":
+                self._set(run, "running")
+                self._due[rid] = now + self.core.config.agent_run_duration
+            elif run["status"] == "running":
+                self._finish(run)
+                self._due.pop(rid, None)
+            else:
+                self._due.pop(rid, None)
+            changed += 1
+        return changed
+
+    def finish_all(self) -> None:
+        """Run every unfinished run to its end now (tests, scripted demos)."""
+        while self._due:
+            self.advance(force=True)
+
+    def _finish(self, run: JSON) -> None:
+        prompt = str(run["_prompt"])
+        if "[sandbox:fail]" in prompt or run["metadata"].get("sandbox_outcome") == "failed":
+            run["result"] = "The agent could not complete the task: tests kept failing."
+            self._set(run, "failed")
+            return
+        repo = run["metadata"].get("repo")
+        if repo:
+            identifier = run["metadata"].get("correlation_id") or _find_identifier(prompt)
+            title_line = prompt.strip().splitlines()[0][:72]
+            slug = re.sub(r"[^a-z0-9]+", "-", title_line.lower()).strip("-")[:40]
+            branch = f"codegen-bot/{(identifier or str(run['id'])).lower()}-{slug}"
+            title = (
+                f"{identifier}: {title_line}"
+                if identifier and identifier not in title_line
+                else title_line
+            )
+            status, pr = self.github.create_pull(
+                self.github.repo(repo),
+                {
+                    "title": title,
+                    "head": branch,
+                    "base": "main",
+                    "body": f"Implements {identifier or 'the task'}.\n\n"
+                    f"Agent run: {run['web_url']}",
+                },
+                author="codegen-sh[bot]",
+            )
+            if status == 201:
+                run["github_pull_requests"] = [
+                    {
+                        "id": pr["id"],
+                        "title": pr["title"],
+                        "url": pr["html_url"],
+                        "created_at": pr["created_at"],
+                        "head_branch_name": branch,
+                    }
+                ]
+        run["result"] = "Implemented the change and opened a pull request."
+        run["summary"] = "Done."
+        self._set(run, "completed")
+
+    def _set(self, run: JSON, status: str) -> None:
+        run["status"] = status
+        if status in _TERMINAL:
+            self._due.pop(run["id"], None)
+        self._webhook(run)
+
+    def _webhook(self, run: JSON) -> None:
+        self.core.webhooks.codegen(
+            "agent_run.status_changed",
+            {"event": "agent_run.status_changed", "agent_run": self.public(run)},
+        )
+
+
+def _find_identifier(text: str) -> str | None:
+    match = _IDENTIFIER_RE.search(text)
+    return match.group(1) if match else None
