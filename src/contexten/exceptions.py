@@ -32,6 +32,9 @@ The tree::
     │   │   └── CircuitOpen         the breaker is open: failing fast without calling
     │   └── SSRFBlocked             the target host or address is not allowed: nothing was sent
     ├── BulkheadFull                too many callers already queued for a bounded resource
+    ├── AgentError
+    │   ├── AgentNotFound           no agent is registered under that name
+    │   └── NoAgentAvailable        no registered agent can take the task now
     ├── WorkflowError
     │   ├── WorkflowNotFound        no workflow instance has that id
     │   ├── WorkflowNotRegistered   no workflow or state machine is registered under that name
@@ -49,6 +52,8 @@ The tree::
 from __future__ import annotations
 
 __all__ = [
+    "AgentError",
+    "AgentNotFound",
     "AppNotRunning",
     "BulkheadFull",
     "ChildWorkflowError",
@@ -63,6 +68,7 @@ __all__ = [
     "HandlerTimeout",
     "InvalidEvent",
     "InvalidPattern",
+    "NoAgentAvailable",
     "NonRetryableError",
     "NondeterminismError",
     "PlatformError",
@@ -267,6 +273,22 @@ class DeadLetterError(ContextenError):
 
 class DeadLetterNotFound(DeadLetterError):
     """No dead letter has that id."""
+
+
+class AgentError(ContextenError):
+    """Base of agent manager and routing errors."""
+
+
+class AgentNotFound(AgentError, KeyError):
+    """No agent is registered under that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "agent not found"
+
+
+class NoAgentAvailable(AgentError):
+    """No registered agent offers the task's capability, or every one that does is unhealthy
+    (its circuit breaker is open); retryable: an agent may recover."""
 
 
 class WorkflowError(ContextenError):
