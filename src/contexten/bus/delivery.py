@@ -159,9 +159,9 @@ class Deliverer:
                 attempt=attempt,
                 retry_in=round(delay, 3),
                 error_type=type(error).__name__,
-                error=str(error)[:_MAX_LOGGED_ERROR],
                 **event_fields(event),
             )
+            self._log_traceback(event, error)
             await self.pause(delay)
 
     async def _attempt(
@@ -263,7 +263,7 @@ class Deliverer:
                     "could not park a failed event; will try again",
                     retry_in=delay,
                     error_type=type(e).__name__,
-                    error=str(e)[:_MAX_LOGGED_ERROR],
+                    error=str(e)[:_MAX_LOGGED_ERROR],  # the store's own error, not user data
                     **event_fields(event),
                 )
                 await self.pause(delay)
@@ -274,9 +274,14 @@ class Deliverer:
             letter_id=letter_id,
             attempts=attempts,
             error_type=type(error).__name__,
-            error=str(error)[:_MAX_LOGGED_ERROR],
             **event_fields(event),
         )
+        self._log_traceback(event, error)
+
+    def _log_traceback(self, event: Event, error: BaseException) -> None:
+        # Error messages and tracebacks may quote payloads or secrets, so they go to the DLQ
+        # (which already holds the payload) and to DEBUG logs only, never to INFO and above.
+        self._log.debug("handler error", exc_info=error, **event_fields(event))
 
     async def _resolve(self, letter_id: str) -> None:
         try:

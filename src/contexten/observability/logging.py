@@ -30,6 +30,7 @@ from contexten.events.envelope import Event
 __all__ = [
     "REDACTED",
     "add_event_context",
+    "add_logger_name",
     "bind_event",
     "configure_logging",
     "event_context",
@@ -101,6 +102,14 @@ def add_event_context(logger: WrappedLogger, method_name: str, event_dict: Event
     return event_dict
 
 
+def add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: add the name the logger was created with, as ``logger``."""
+    name = getattr(logger, "name", None)
+    if name:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
 def _is_sensitive(key: str) -> bool:
     lowered = key.lower()
     return lowered in _PAYLOAD_KEYS or any(part in lowered for part in _SECRET_PARTS)
@@ -118,6 +127,7 @@ def shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         add_event_context,
+        add_logger_name,
         redact_sensitive,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -131,8 +141,9 @@ class _StreamLogger:
     ``sys.stderr`` after logging was configured.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, name: str | None = None) -> None:
         self._stream = stream
+        self.name = name
 
     def msg(self, message: str) -> None:
         stream = self._stream or sys.stderr
@@ -168,11 +179,15 @@ def configure_logging(
         processors=[*shared_processors(), *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         context_class=dict,
-        logger_factory=lambda *args: _StreamLogger(stream),
+        logger_factory=lambda *args: _StreamLogger(stream, str(args[0]) if args else None),
         cache_logger_on_first_use=False,
     )
 
 
 def get_logger(name: str = "contexten", **initial: Any) -> Any:
-    """A structlog logger named ``name`` with ``initial`` fields bound."""
-    return structlog.get_logger(name).bind(logger=name, **initial)
+    """A structlog logger named ``name`` with ``initial`` fields bound.
+
+    The logger is lazy: it follows the configuration current when it logs, so loggers made
+    before :func:`configure_logging` (at import or construction time) still obey it.
+    """
+    return structlog.get_logger(name, **initial)
