@@ -114,18 +114,18 @@ def event_fingerprints(event: Event) -> set[str]:
     found: set[str] = set()
     if platform == "github":
         kind = event.type.split(".")[1] if "." in event.type else ""
-        obj = data.get(_GITHUB_OBJECTS.get(kind, ""))
-        if isinstance(obj, Mapping) and obj.get("node_id"):
-            found.add(f"github:{obj['node_id']}")
+        subject = data.get(_GITHUB_OBJECTS.get(kind, ""))
+        if isinstance(subject, Mapping) and subject.get("node_id"):
+            found.add(f"github:{subject['node_id']}")
     elif platform == "linear":
-        inner = data.get("data")
-        obj: Mapping[str, Any] = inner if isinstance(inner, Mapping) else data
+        nested = data.get("data")
+        obj: Mapping[str, Any] = nested if isinstance(nested, Mapping) else data
         if obj.get("id"):
             found.add(f"linear:{obj['id']}")
     elif platform == "slack":
-        inner = _slack_event(data)
-        channel = inner.get("channel")
-        ts = inner.get("ts") or (inner.get("message") or {}).get("ts")
+        message = _slack_event(data)
+        channel = message.get("channel")
+        ts = message.get("ts") or (message.get("message") or {}).get("ts")
         if isinstance(channel, str) and ts:
             found.add(f"slack:{channel}:{ts}")
     return found
