@@ -31,6 +31,11 @@ The tree::
     │   ├── PlatformUnavailable     transient: connect error, timeout, reset, 5xx
     │   │   └── CircuitOpen         the breaker is open: failing fast without calling
     │   └── SSRFBlocked             the target host or address is not allowed: nothing was sent
+    ├── IngressError                a webhook request refused at the door: nothing is stored
+    │   ├── SignatureInvalid        missing, wrong or stale signature or timestamp (401)
+    │   ├── PayloadTooLarge         the body passes its route's size cap (413)
+    │   ├── MalformedPayload        not JSON, not UTF-8, too deep, huge numbers, not an object (400)
+    │   └── BodyTimeout             the body did not arrive in time (408)
     ├── BulkheadFull                too many callers already queued for a bounded resource
     ├── AgentError
     │   ├── AgentNotFound           no agent is registered under that name
@@ -55,6 +60,7 @@ __all__ = [
     "AgentError",
     "AgentNotFound",
     "AppNotRunning",
+    "BodyTimeout",
     "BulkheadFull",
     "ChildWorkflowError",
     "CircuitOpen",
@@ -66,11 +72,14 @@ __all__ = [
     "EventError",
     "HandlerCancelled",
     "HandlerTimeout",
+    "IngressError",
     "InvalidEvent",
     "InvalidPattern",
+    "MalformedPayload",
     "NoAgentAvailable",
     "NonRetryableError",
     "NondeterminismError",
+    "PayloadTooLarge",
     "PlatformError",
     "PlatformNotFound",
     "PlatformRequestError",
@@ -78,6 +87,7 @@ __all__ = [
     "RateLimited",
     "SSRFBlocked",
     "SchemaVersionError",
+    "SignatureInvalid",
     "StepFailedError",
     "StoreClosed",
     "StoreCorrupted",
@@ -261,6 +271,44 @@ class SSRFBlocked(PlatformError):
     """The request's target is not an allowed API host or resolves to a refused address."""
 
     non_retryable = True
+
+
+class IngressError(ContextenError):
+    """A webhook request refused at the front door; nothing of it is stored.
+
+    Attributes:
+        status_code: the HTTP status the ingress answers with.
+    """
+
+    status_code: int = 400
+
+
+class SignatureInvalid(IngressError):
+    """The request's signature (or its signed timestamp) is missing, wrong or stale.
+
+    The message names the reason for the log; it never carries a signature or a secret, and
+    the client only ever sees a bare 401.
+    """
+
+    status_code = 401
+
+
+class PayloadTooLarge(IngressError):
+    """The body is bigger than its route allows (announced or while streaming)."""
+
+    status_code = 413
+
+
+class MalformedPayload(IngressError):
+    """The body is not acceptable JSON (or form) for its platform."""
+
+    status_code = 400
+
+
+class BodyTimeout(IngressError):
+    """The client did not send the whole body within the read deadline."""
+
+    status_code = 408
 
 
 class BulkheadFull(ContextenError):
