@@ -153,7 +153,7 @@ class MachineInstance:
             events.append(history_event("transition_rejected", data, wid))
             await self._commit(events)
             return
-        seq = st.max_seq + 1
+        seq = max(st.max_seq, st.reserved_seq) + 1
         action = getattr(t.action, "__qualname__", None) or ("action" if t.action else None)
         data = {**base, "seq": seq, "source": source, "to": t.to, "transition": t.label}
         data["action"] = action

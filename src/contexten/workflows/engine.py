@@ -135,6 +135,9 @@ class WorkflowHandle:
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the instance to end and return its result.
 
+        An instance that does not exist yet is waited for too (an event-triggered workflow
+        whose id is known before its event is processed).
+
         Args:
             timeout: real seconds to wait at most (None: no limit).
 
@@ -375,6 +378,8 @@ class WorkflowEngine:
                 _log.warning("no state machine %r registered for %s", state.name, state.workflow_id)
                 return
             inst = self._machine_instance(machine, state.workflow_id, state)
+            if state.stream_version > inst.state.stream_version:
+                inst.state = state
             inst.resume()
             return
         definition = self._definitions.get(state.name)
@@ -640,9 +645,7 @@ class WorkflowEngine:
                 continue
             head = await self.store.head()
             state = await admin.load_state(self.store, workflow_id)
-            if state is None:
-                raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
-            if state.terminal:
+            if state is not None and state.terminal:
                 return state
             with contextlib.suppress(TimeoutError):
                 await self.store.wait_for_new(head, timeout=1.0)

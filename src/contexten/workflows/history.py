@@ -223,6 +223,7 @@ class WorkflowState:
     compensation_failures: dict[int, dict[str, Any]] = field(default_factory=dict)
     failed_seq: int | None = None
     sm_state: str | None = None
+    reserved_seq: int = 0
     last_position: int = 0
     stream_version: int = 0
     created_at: datetime | None = None
@@ -418,6 +419,8 @@ def _transitioned(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> No
     op = s.ops.setdefault(seq, Op("transition", d.get("to", "")))
     op.done, op.result, op.position = True, d.get("to"), int(d.get("position", 0))
     s.sm_state = d.get("to")
+    if d.get("action"):
+        s.reserved_seq = max(s.reserved_seq, seq + 1)  # the action's call number
     s.last_position = max(s.last_position, op.position)
     s.status = WorkflowStatus.RUNNING if d.get("action") else WorkflowStatus.WAITING
 
