@@ -353,6 +353,7 @@ class PlatformHTTP:
                 if error.status is None or throttled >= _MAX_THROTTLED_ATTEMPTS:
                     raise
                 throttled += 1
+                self.limiter.update(RateLimitUpdate(bucket=budget, retry_after=error.retry_after))
             except PlatformError as error:
                 attempt += 1
                 if not self._should_retry(error, attempt, policy, safe):
