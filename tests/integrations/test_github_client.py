@@ -17,7 +17,7 @@ from contexten.integrations.http import deadline
 from contexten.integrations.idempotency import find_marker
 from contexten.resilience.circuit_breaker import BreakerConfig, BreakerState
 from contexten.testing import VirtualClock
-from contexten.testing.sandbox import Fault, Sandbox
+from contexten.testing.sandbox import Sandbox
 
 from .conftest import replay, settings
 
@@ -92,9 +92,7 @@ async def test_create_without_key_is_not_blindly_retried(
     assert len(sandbox.github.repo(REPO).comments) == 1
 
 
-async def test_transient_errors_are_retried(
-    gh: GitHubClient, sandbox: Sandbox, issue: int
-) -> None:
+async def test_transient_errors_are_retried(gh: GitHubClient, sandbox: Sandbox, issue: int) -> None:
     fault = sandbox.inject("status", platform="github", status=502, times=2)
     labels = await gh.add_labels(REPO, issue, ["agent"])
     assert [label["name"] for label in labels] == ["agent"]
@@ -193,7 +191,9 @@ async def test_actions_and_compensations(clients: ClientRegistry, sandbox: Sandb
 # -- recorded GitHub responses ---------------------------------------------------------------
 
 
-async def test_recorded_comment_is_returned_as_github_sent_it(recording_clock: VirtualClock) -> None:
+async def test_recorded_comment_is_returned_as_github_sent_it(
+    recording_clock: VirtualClock,
+) -> None:
     transport = replay("github_issue_comment_created")
     async with GitHubClient(
         settings("https://api.github.com"), transport=transport, clock=recording_clock
