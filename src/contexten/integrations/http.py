@@ -387,23 +387,23 @@ class PlatformHTTP:
         raise PlatformUnavailable("too many redirects", platform=self.platform)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
-        self.breaker.allow()
+        permit = self.breaker.allow()
         try:
             response = await self._client.send(request)
         except httpx.HTTPError as exc:
             error = translate_httpx_error(exc, platform=self.platform)
-            self.breaker.record_failure(error)
+            self.breaker.record_failure(error, permit)
             raise error from exc
         except BaseException:
-            self.breaker.release()
+            self.breaker.release(permit)
             raise
         for update in self.adapter.rate_limit_updates(response):
             self.limiter.update(update)
         refusal = self.adapter.error_for(response)
         if refusal is None:
-            self.breaker.record_success()
+            self.breaker.record_success(permit)
             return response
-        self.breaker.record_failure(refusal)
+        self.breaker.record_failure(refusal, permit)
         raise refusal
 
     def _redirected(self, request: httpx.Request, response: httpx.Response) -> httpx.Request:

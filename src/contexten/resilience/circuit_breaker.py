@@ -129,6 +129,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._opened = 0
         self._rejected = 0
+        self._generation = 0
         self._listeners: list[Callable[[BreakerState, BreakerState], None]] = []
 
     @property
@@ -158,26 +159,33 @@ class CircuitBreaker:
             rejected=self._rejected,
         )
 
-    def allow(self) -> None:
+    def allow(self) -> int:
         """Take a permit for one call, or raise :class:`CircuitOpen`.
 
-        Every permit must be settled with :meth:`record_success`, :meth:`record_failure` or
-        :meth:`release`.
+        Returns the permit, to hand back to :meth:`record_success`, :meth:`record_failure` or
+        :meth:`release` (each permit must be settled once). A permit taken before the breaker
+        last changed state is stale: its outcome is ignored, so a slow call started before an
+        outage cannot count as a half-open trial.
         """
         state = self.state
         if state is BreakerState.CLOSED:
-            return
+            return self._generation
         if (
             state is BreakerState.HALF_OPEN
             and self._in_flight_trials < self.config.half_open_max_calls
         ):
             self._in_flight_trials += 1
-            return
+            return self._generation
         self._rejected += 1
         raise CircuitOpen(self.name, self.health().retry_after, platform=self._platform)
 
-    def record_success(self) -> None:
+    def _stale(self, permit: int | None) -> bool:
+        return permit is not None and permit != self._generation
+
+    def record_success(self, permit: int | None = None) -> None:
         """Settle a permit whose call succeeded."""
+        if self._stale(permit):
+            return
         if self._state is BreakerState.HALF_OPEN:
             self._in_flight_trials = max(self._in_flight_trials - 1, 0)
             self._successes += 1
@@ -186,11 +194,13 @@ class CircuitBreaker:
         else:
             self._failures = 0
 
-    def record_failure(self, error: BaseException | None = None) -> None:
-        """Settle a permit whose call failed; ``error`` not counted by ``is_failure`` is a
-        success as far as the platform's health goes (the platform answered)."""
+    def record_failure(self, error: BaseException | None = None, permit: int | None = None) -> None:
+        """Settle a permit whose call failed. An ``error`` that ``is_failure`` does not count
+        (a 4xx: the platform answered) settles it without a verdict."""
+        if self._stale(permit):
+            return
         if error is not None and not self._is_failure(error):
-            self.release()
+            self.release(permit)
             return
         if self._state is BreakerState.HALF_OPEN:
             self._in_flight_trials = max(self._in_flight_trials - 1, 0)
@@ -201,24 +211,26 @@ class CircuitBreaker:
             if self._failures >= self.config.failure_threshold:
                 self._open()
 
-    def release(self) -> None:
+    def release(self, permit: int | None = None) -> None:
         """Settle a permit without a verdict (the call was cancelled, or said nothing about
         the platform's health)."""
+        if self._stale(permit):
+            return
         if self._state is BreakerState.HALF_OPEN:
             self._in_flight_trials = max(self._in_flight_trials - 1, 0)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` through the breaker: fail fast while open, record the outcome."""
-        self.allow()
+        permit = self.allow()
         try:
             result = await fn()
         except Exception as error:
-            self.record_failure(error)
+            self.record_failure(error, permit)
             raise
         except BaseException:
-            self.release()
+            self.release(permit)
             raise
-        self.record_success()
+        self.record_success(permit)
         return result
 
     def reset(self) -> None:
@@ -240,6 +252,7 @@ class CircuitBreaker:
     def _transition(self, new: BreakerState) -> None:
         old = self._state
         self._state = new
+        self._generation += 1
         self._successes = 0
         self._in_flight_trials = 0
         if new is BreakerState.CLOSED:
