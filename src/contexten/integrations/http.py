@@ -343,6 +343,7 @@ class PlatformHTTP:
         budget = bucket or self.adapter.bucket(method, request.url)
         attempt = 0
         throttled = 0
+        last: PlatformError | None = None
         while True:
             try:
                 return await self._attempt(request, budget)
@@ -355,7 +356,11 @@ class PlatformHTTP:
                 throttled += 1
                 self.limiter.update(RateLimitUpdate(bucket=budget, retry_after=error.retry_after))
             except PlatformError as error:
+                if isinstance(error, CircuitOpen) and last is not None:
+                    # Our own retries opened the breaker: say what the platform said.
+                    raise error from last
                 attempt += 1
+                last = error
                 if not self._should_retry(error, attempt, policy, safe):
                     raise
                 await self._backoff(error, policy.delay(attempt, self._rng))
