@@ -114,7 +114,7 @@ async def test_divergent_code_parks_the_instance_and_a_fix_redrives_it(env: Env)
     assert "'renamed-first'" in info.error["message"]
     assert "'first'" in info.error["message"]
     recorded = [h.kind for h in info.history]
-    assert recorded == ["started", "step_completed", "wait_started", "failed"]
+    assert recorded == ["started", "step_completed", "wait_started", "claimed", "failed"]
 
     engine = await env.restart(engine, _v1)  # the fix is deployed: redrive
     assert (await engine.get_workflow("ev1")).status is WorkflowStatus.FAILED  # stays parked

@@ -52,6 +52,7 @@ from contexten.workflows import admin
 from contexten.workflows._instance import WorkflowInstance
 from contexten.workflows._limits import Limiter
 from contexten.workflows._machine import MachineInstance
+from contexten.workflows._ownership import Ownership, new_owner_id
 from contexten.workflows._waits import WaitIndex
 from contexten.workflows.admin import WorkflowInfo
 from contexten.workflows.history import (
@@ -163,6 +164,13 @@ class WorkflowEngine:
         start_from: where the tail starts when it has no checkpoint yet: ``"beginning"``
             (every stored event may trigger workflows) or ``"end"`` (only new ones).
         buffer_size: how many recent events are kept in memory for ``wait_for`` look-back.
+        batch_size: log entries the tail reads per query.
+        owner: this engine's owner id (default: ``host/pid/random``; see
+            :mod:`contexten.workflows._ownership`).
+        lease: seconds without a heartbeat after which an engine on another host is taken
+            for dead and its unfinished instances are adopted.
+        adopt_interval: seconds between scans for instances whose engine died (0: only when
+            starting).
     """
 
     def __init__(
@@ -175,6 +183,9 @@ class WorkflowEngine:
         start_from: Literal["beginning", "end"] = "beginning",
         buffer_size: int = 10_000,
         batch_size: int = 500,
+        owner: str | None = None,
+        lease: float = 15.0,
+        adopt_interval: float = 30.0,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or WallClock()
@@ -183,6 +194,9 @@ class WorkflowEngine:
         self.start_from = start_from
         self.batch_size = batch_size
         self.waits = WaitIndex(store, buffer_size)
+        self.ownership = Ownership(store, owner or new_owner_id(), lease)
+        self.adopt_interval = adopt_interval
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._definitions: dict[str, WorkflowDefinition] = {}
         self._machines: dict[str, StateMachine] = {}
         self._live: dict[str, WorkflowInstance] = {}
@@ -311,6 +325,7 @@ class WorkflowEngine:
         if self._running:
             return
         self._running = True
+        await self.ownership.beat()
         checkpoint = await self.store.get_checkpoint(self.checkpoint)
         if checkpoint is None:
             checkpoint = 0 if self.start_from == "beginning" else await self.store.head()
@@ -320,14 +335,16 @@ class WorkflowEngine:
             await self.stop()
             raise
         self._tail_task = asyncio.create_task(self._tail(checkpoint), name="wf-engine-tail")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="wf-engine-heartbeat")
 
     async def stop(self) -> None:
         """Stop the tail and every live instance (their progress is in the store). Idempotent."""
         self._running = False
         tasks: list[asyncio.Task[Any]] = []
-        if self._tail_task is not None:
-            tasks.append(self._tail_task)
-            self._tail_task = None
+        for background in (self._tail_task, self._heartbeat_task):
+            if background is not None:
+                tasks.append(background)
+        self._tail_task = self._heartbeat_task = None
         tasks.extend(i.task for i in self._live.values() if i.task is not None)
         tasks.extend(m._worker for m in self._sm_live.values() if m._worker is not None)
         tasks.extend(t for t in self._background if isinstance(t, asyncio.Task))
@@ -337,21 +354,67 @@ class WorkflowEngine:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._live.clear()
         self._sm_live.clear()
+        await self.ownership.release()
 
-    async def _recover(self, checkpoint: int) -> None:
+    async def _unfinished(self) -> list[WorkflowState]:
         streams = await self.store.list_streams(STREAM_PREFIX, limit=10**9)
         states: list[WorkflowState] = []
         for i in range(0, len(streams), _RECOVERY_CHUNK):
-            chunk = streams[i : i + _RECOVERY_CHUNK]
+            chunk = [
+                s
+                for s in streams[i : i + _RECOVERY_CHUNK]
+                if workflow_id_of(s.stream) not in self._live
+            ]
             batches = await asyncio.gather(*(self.store.read_stream(s.stream) for s in chunk))
             for info, records in zip(chunk, batches, strict=True):
                 state = fold(records, workflow_id_of(info.stream))
                 if state.exists and not state.terminal:
                     states.append(state)
+        return states
+
+    async def _recover(self, checkpoint: int) -> None:
+        states = await self._unfinished()
         floor = min((s.after for s in states if s.kind == "function"), default=checkpoint)
         await self._prefill(min(floor, checkpoint), checkpoint)
         for state in states:
-            self._resume(state)
+            await self._resume(state)
+
+    async def _heartbeat(self) -> None:
+        interval = max(self.ownership.lease / 3, 0.05)
+        last_adopt = time.monotonic()
+        while self._running:
+            await asyncio.sleep(interval)
+            try:
+                await self.ownership.beat()
+                due = self.adopt_interval and time.monotonic() - last_adopt >= self.adopt_interval
+                if due:
+                    last_adopt = time.monotonic()
+                    for state in await self._unfinished():
+                        if state.kind == "function":
+                            await self._resume(state)
+            except asyncio.CancelledError:
+                raise
+            except StoreClosed:
+                return
+            except StoreError as e:
+                _log.warning("workflow engine heartbeat: store error: %s", e)
+
+    async def _claim(self, state: WorkflowState, *, force: bool = False) -> bool:
+        """Take ``state``'s instance over unless a live engine owns it; True if ours."""
+        if state.owner == self.ownership.owner:
+            return True
+        if not force and not await self.ownership.gone(state.owner):
+            return False
+        event = history_event("claimed", {"owner": self.ownership.owner}, state.workflow_id)
+        try:
+            result = await self.store.append(
+                stream_name(state.workflow_id), [event], expected_version=state.stream_version
+            )
+        except WrongExpectedVersion:
+            return False  # another engine moved it first; it runs it
+        state.owner = self.ownership.owner
+        state.stream_version = result.version
+        return True
 
     async def _prefill(self, start: int, end: int) -> None:
         """Buffer the events in ``(start, end]`` so resumed waits look back in memory."""
@@ -371,7 +434,7 @@ class WorkflowEngine:
             position = page[-1].position
         self.waits.advance(end)
 
-    def _resume(self, state: WorkflowState) -> None:
+    async def _resume(self, state: WorkflowState, *, force: bool = False) -> None:
         if state.kind == "state_machine":
             machine = self._machines.get(state.name)
             if machine is None:
@@ -385,6 +448,8 @@ class WorkflowEngine:
         definition = self._definitions.get(state.name)
         if definition is None:
             _log.warning("no workflow %r registered for instance %s", state.name, state.workflow_id)
+            return
+        if state.workflow_id in self._live or not await self._claim(state, force=force):
             return
         self._launch(definition, state)
 
@@ -504,7 +569,7 @@ class WorkflowEngine:
     async def _redrive_local(self, workflow_id: str) -> None:
         state = await admin.load_state(self.store, workflow_id)
         if state is not None and not state.terminal and self._running:
-            self._resume(state)
+            await self._resume(state)
 
     # -- starting and querying -----------------------------------------------------------------
 
@@ -549,6 +614,7 @@ class WorkflowEngine:
             "kind": "function",
             "input": msgspec.to_builtins(input) if is_event else to_json_value(input),
             "input_is_event": is_event,
+            "owner": self.ownership.owner,
         }
         if _trigger is not None:
             data["trigger_event_id"] = _trigger.event.id
@@ -631,7 +697,7 @@ class WorkflowEngine:
         if self._running:
             state = await admin.load_state(self.store, workflow_id)
             if state is not None and not state.terminal:
-                self._resume(state)
+                await self._resume(state, force=True)
         return WorkflowHandle(self, workflow_id)
 
     async def _wait_terminal(self, workflow_id: str) -> WorkflowState:

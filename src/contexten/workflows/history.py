@@ -28,6 +28,7 @@ The event types, all under ``contexten.workflow.``:
 ``transition_rejected``     state machines: event_id, event_type, position, state, reason
 ``completed`` / ``failed`` / ``compensated`` / ``cancelled``   terminal
 ``redriven``                an operator asked a failed instance to try again
+``claimed``                 owner: another engine took the instance over (its owner died)
 =========================== ==============================================================
 """
 
@@ -89,6 +90,7 @@ FAILED: Final = PREFIX + "failed"
 COMPENSATED: Final = PREFIX + "compensated"
 CANCELLED: Final = PREFIX + "cancelled"
 REDRIVEN: Final = PREFIX + "redriven"
+CLAIMED: Final = PREFIX + "claimed"
 
 
 class WorkflowStatus(enum.StrEnum):
@@ -224,6 +226,7 @@ class WorkflowState:
     failed_seq: int | None = None
     sm_state: str | None = None
     reserved_seq: int = 0
+    owner: str | None = None
     last_position: int = 0
     stream_version: int = 0
     created_at: datetime | None = None
@@ -302,6 +305,7 @@ def _started(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
     s.after = int(after) if after is not None else rec.position
     s.created_at = rec.recorded_at
     s.sm_state = d.get("initial")
+    s.owner = d.get("owner")
     if s.kind == "state_machine":
         s.status = WorkflowStatus.WAITING
 
@@ -456,6 +460,10 @@ def _redriven(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
     s.status = WorkflowStatus.COMPENSATING if s.compensating else WorkflowStatus.RUNNING
 
 
+def _claimed(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
+    s.owner = d.get("owner")
+
+
 def _running(s: WorkflowState) -> None:
     if not s.terminal:
         s.status = WorkflowStatus.COMPENSATING if s.compensating else WorkflowStatus.RUNNING
@@ -485,4 +493,5 @@ _APPLY: Final = {
     COMPENSATED: _terminal,
     CANCELLED: _terminal,
     REDRIVEN: _redriven,
+    CLAIMED: _claimed,
 }
