@@ -50,8 +50,8 @@ async def test_list_show_and_json_forms(env: Env) -> None:
     ]
     assert [i.workflow_id for i in await list_workflows(store, "failed")] == ["q2"]
     assert [i.workflow_id for i in await list_workflows(store, name="slow")] == ["s1"]
-    with pytest.raises(ValueError):
-        await list_workflows(store, "sleepy")
+    with pytest.raises(ValueError, match="sleepy"):
+        await list_workflows(store, "sleepy")  # not a status
 
     shown = await get_workflow_info(store, "s1")
     line = json.dumps(shown.to_dict(with_history=True))

@@ -26,8 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -35,13 +34,12 @@ import msgspec
 
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
-from contexten.events.patterns import Pattern, compile_pattern
+from contexten.events.patterns import compile_pattern
 from contexten.exceptions import (
     ConfigurationError,
     StoreClosed,
     StoreError,
     WorkflowAlreadyStarted,
-    WorkflowFailedError,
     WorkflowNotFound,
     WorkflowNotRegistered,
     WrongExpectedVersion,
@@ -53,11 +51,11 @@ from contexten.workflows._instance import WorkflowInstance
 from contexten.workflows._limits import Limiter
 from contexten.workflows._machine import MachineInstance
 from contexten.workflows._ownership import Ownership, new_owner_id
+from contexten.workflows._tail import prefill, run_tail
 from contexten.workflows._waits import WaitIndex
 from contexten.workflows.admin import WorkflowInfo
+from contexten.workflows.definition import WorkflowDefinition, WorkflowFn, WorkflowHandle
 from contexten.workflows.history import (
-    CANCEL_REQUESTED,
-    REDRIVEN,
     STREAM_PREFIX,
     WorkflowState,
     WorkflowStatus,
@@ -73,84 +71,9 @@ __all__ = ["WorkflowDefinition", "WorkflowEngine", "WorkflowFn", "WorkflowHandle
 
 _log = logging.getLogger("contexten.workflows")
 
-WorkflowFn = Callable[[Any, Any], Awaitable[Any]]
-"""A workflow function: ``async def fn(wf, input) -> result``."""
-
 F = TypeVar("F", bound=WorkflowFn)
 
 _RECOVERY_CHUNK = 256
-_CHECKPOINT_EVERY = 1.0  # seconds between checkpoint saves when nothing forced one
-
-
-@dataclass(eq=False)
-class WorkflowDefinition:
-    """A registered function workflow: the function, its trigger and its limits."""
-
-    name: str
-    fn: WorkflowFn
-    version: str = "1"
-    on: Pattern | None = None
-    where: Callable[[Event], bool] | None = None
-    key: Callable[[Event], Any] | None = None
-    limiter: Limiter = field(default_factory=Limiter)
-    concurrency_key: Callable[[Any], Any] | None = None
-
-    def triggered_by(self, event: Event) -> bool:
-        """Whether ``event`` starts an instance of this workflow."""
-        if self.on is None or not self.on.matches(event.type):
-            return False
-        return self.where is None or bool(self.where(event))
-
-    def instance_id(self, event: Event) -> str:
-        """The instance id for a trigger event: ``"{name}:{key}"`` (key defaults to the id)."""
-        value = self.key(event) if self.key is not None else None
-        return f"{self.name}:{value if value is not None else event.id}"
-
-    def slot_key(self, state: WorkflowState) -> str | None:
-        """The concurrency key of an instance (None when there is no per-key limit)."""
-        if self.limiter.max_per_key is None:
-            return None
-        source = self.concurrency_key
-        value = source(state.input_value()) if source is not None else state.workflow_id
-        return None if value is None else str(value)
-
-
-class WorkflowHandle:
-    """A reference to one workflow instance, returned by ``start_workflow``."""
-
-    def __init__(self, engine: WorkflowEngine, workflow_id: str) -> None:
-        self.engine = engine
-        self.workflow_id = workflow_id
-
-    def __repr__(self) -> str:
-        return f"WorkflowHandle({self.workflow_id!r})"
-
-    async def info(self) -> WorkflowInfo:
-        """The instance's current snapshot (see :meth:`WorkflowEngine.get_workflow`)."""
-        return await self.engine.get_workflow(self.workflow_id)
-
-    async def cancel(self) -> bool:
-        """Ask for cancellation (see :meth:`WorkflowEngine.cancel_workflow`)."""
-        return await self.engine.cancel_workflow(self.workflow_id)
-
-    async def result(self, timeout: float | None = None) -> Any:
-        """Wait for the instance to end and return its result.
-
-        An instance that does not exist yet is waited for too (an event-triggered workflow
-        whose id is known before its event is processed).
-
-        Args:
-            timeout: real seconds to wait at most (None: no limit).
-
-        Raises:
-            WorkflowFailedError: it ended failed, compensated or cancelled.
-            TimeoutError: ``timeout`` passed first.
-        """
-        async with asyncio.timeout(timeout):
-            state = await self.engine._wait_terminal(self.workflow_id)
-        if state.status is WorkflowStatus.COMPLETED:
-            return state.result
-        raise WorkflowFailedError(self.workflow_id, str(state.status), state.error)
 
 
 class WorkflowEngine:
@@ -334,7 +257,7 @@ class WorkflowEngine:
         except BaseException:
             await self.stop()
             raise
-        self._tail_task = asyncio.create_task(self._tail(checkpoint), name="wf-engine-tail")
+        self._tail_task = asyncio.create_task(run_tail(self, checkpoint), name="wf-engine-tail")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="wf-engine-heartbeat")
 
     async def stop(self) -> None:
@@ -375,7 +298,7 @@ class WorkflowEngine:
     async def _recover(self, checkpoint: int) -> None:
         states = await self._unfinished()
         floor = min((s.after for s in states if s.kind == "function"), default=checkpoint)
-        await self._prefill(min(floor, checkpoint), checkpoint)
+        await prefill(self, min(floor, checkpoint), checkpoint)
         for state in states:
             await self._resume(state)
 
@@ -415,24 +338,6 @@ class WorkflowEngine:
         state.owner = self.ownership.owner
         state.stream_version = result.version
         return True
-
-    async def _prefill(self, start: int, end: int) -> None:
-        """Buffer the events in ``(start, end]`` so resumed waits look back in memory."""
-        self.waits.reset(start)
-        position = start
-        while position < end:
-            page = await self.store.read_all(after=position, limit=min(1000, end - position))
-            if not page:
-                break
-            for rec in page:
-                if rec.position > end:
-                    break
-                if rec.stream.startswith("$"):
-                    self.waits.advance(rec.position)
-                else:
-                    self.waits.observe(rec)
-            position = page[-1].position
-        self.waits.advance(end)
 
     async def _resume(self, state: WorkflowState, *, force: bool = False) -> None:
         if state.kind == "state_machine":
@@ -477,99 +382,6 @@ class WorkflowEngine:
     def _machine_idle(self, inst: MachineInstance) -> None:
         if inst.idle and len(self._sm_live) > 10_000:
             self._sm_live.pop(inst.workflow_id, None)
-
-    # -- the tail ----------------------------------------------------------------------------
-
-    async def _tail(self, position: int) -> None:
-        last_save = time.monotonic()
-        saved = position
-        while self._running:
-            try:
-                batch = await self.store.read_all(after=position, limit=self.batch_size)
-                if not batch:
-                    if saved != position:
-                        await self.store.save_checkpoint(self.checkpoint, position)
-                        saved = position
-                    await self.store.wait_for_new(position, timeout=1.0)
-                    continue
-                forced = await self._process(batch)
-                position = batch[-1].position
-                if forced or time.monotonic() - last_save > _CHECKPOINT_EVERY:
-                    await self.store.save_checkpoint(self.checkpoint, position)
-                    saved, last_save = position, time.monotonic()
-            except asyncio.CancelledError:
-                raise
-            except StoreClosed:
-                return
-            except StoreError as e:
-                _log.warning("workflow engine tail: store error, retrying: %s", e)
-                await asyncio.sleep(0.5)
-
-    async def _process(self, batch: list[RecordedEvent]) -> bool:
-        """Hand a batch of the log to waits, triggers and machines; True if it started work."""
-        starts: list[tuple[WorkflowDefinition, RecordedEvent]] = []
-        machine_events: dict[str, tuple[StateMachine, list[RecordedEvent]]] = {}
-        for rec in batch:
-            if rec.stream.startswith("$"):
-                self.waits.advance(rec.position)
-                if rec.event.type in (CANCEL_REQUESTED, REDRIVEN):
-                    self._on_control(rec)
-                continue
-            self.waits.observe(rec)
-            event = rec.event
-            for definition in self._definitions.values():
-                try:
-                    if definition.triggered_by(event):
-                        starts.append((definition, rec))
-                except Exception:
-                    _log.exception("where= of workflow %r raised on %s", definition.name, event.id)
-            for machine in self._machines.values():
-                if not machine.listens_to(event.type):
-                    continue
-                try:
-                    key = machine.key_of(event)
-                except Exception:
-                    _log.exception("key= of state machine %r raised on %s", machine.name, event.id)
-                    continue
-                if key is None:
-                    continue
-                wid = machine.instance_id(key)
-                machine_events.setdefault(wid, (machine, []))[1].append(rec)
-        if not starts and not machine_events:
-            return False
-        jobs = [self._trigger(d, rec) for d, rec in starts]
-        jobs.extend(
-            self._machine_instance(m, wid, None).deliver(recs)
-            for wid, (m, recs) in machine_events.items()
-        )
-        await asyncio.gather(*jobs)
-        return True
-
-    async def _trigger(self, definition: WorkflowDefinition, rec: RecordedEvent) -> None:
-        try:
-            wid = definition.instance_id(rec.event)
-        except Exception:
-            _log.exception("key= of workflow %r raised on %s", definition.name, rec.event.id)
-            return
-        await self.start_workflow(definition.name, rec.event, wid, _trigger=rec)
-
-    def _on_control(self, rec: RecordedEvent) -> None:
-        wid = workflow_id_of(rec.stream)
-        if wid is None:
-            return
-        if rec.event.type == CANCEL_REQUESTED:
-            inst = self._live.get(wid)
-            if inst is not None:
-                inst.request_cancel()
-        elif wid not in self._live:
-            task = asyncio.ensure_future(self._redrive_local(wid))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _redrive_local(self, workflow_id: str) -> None:
-        state = await admin.load_state(self.store, workflow_id)
-        if state is not None and not state.terminal and self._running:
-            await self._resume(state)
 
     # -- starting and querying -----------------------------------------------------------------
 
