@@ -1,0 +1,254 @@
+"""The ingress ASGI application: webhooks in, events stored; health, readiness, metrics, API.
+
+:func:`create_ingress_app` builds a Starlette app over an :class:`EventStore`. It needs
+nothing else, so it can be served on its own (a store and secrets are enough) or mounted by
+the :class:`~contexten.App`, which passes its store, its health check and its metrics.
+
+A webhook request goes through, in order (each step refuses fast and stores nothing):
+
+1. no secret configured for the platform: 401 before reading the body;
+2. the body, read under the platform's cap and a deadline (413, 408);
+3. the signature on the raw bytes (401, no detail), the JSON with hostile-input limits (400),
+   the platform's post-signature checks (401), normalisation (400);
+4. ONE ``store.commit`` of the event with its dedup key; only then 202. A duplicate answers
+   200 and changes nothing. Any store failure answers 503: never a 2xx for an event that is
+   not stored.
+
+Handlers never run inside the request: the dispatcher picks the event up from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from contexten.bus.streams import default_stream
+from contexten.events.envelope import Event
+from contexten.exceptions import IngressError, SignatureInvalid
+from contexten.ingress.api import EventsAPI
+from contexten.ingress.body import read_body
+from contexten.ingress.config import IngressConfig, Platform
+from contexten.ingress.openapi import openapi_spec
+from contexten.ingress.receivers import RECEIVERS, Accepted
+from contexten.observability.logging import get_logger
+from contexten.observability.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from contexten.store.base import Append, EventStore
+
+__all__ = ["HealthLike", "Readiness", "create_ingress_app"]
+
+_log = get_logger("contexten.ingress")
+
+_OUTCOMES: Final[Mapping[int, str]] = {
+    401: "unauthorized",
+    400: "malformed",
+    408: "timeout",
+    413: "too_large",
+}
+_ERRORS: Final[Mapping[int, str]] = {
+    400: "malformed payload",
+    408: "body not received in time",
+    413: "payload too large",
+}
+
+
+class HealthLike(Protocol):
+    """What a readiness check returns: ``App.health()``'s report fits."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the app is ready to take traffic."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The details, JSON-ready."""
+
+
+Readiness = Callable[[], Awaitable[HealthLike]]
+"""An async callable answering whether the app is ready (``/readyz``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreReadiness:
+    ok: bool
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "store": {"reachable": self.ok, "error": self.error}}
+
+
+class _Ingress:
+    """The request handlers, bound to one store, configuration and metrics."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        config: IngressConfig,
+        metrics: Metrics,
+        readiness: Readiness | None,
+        stream_for: Callable[[Event], str],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.readiness = readiness or self._store_readiness
+        self.stream_for = stream_for
+
+    async def _store_readiness(self) -> HealthLike:
+        try:
+            await self.store.ping()
+        except Exception as e:
+            return _StoreReadiness(False, type(e).__name__)
+        return _StoreReadiness(True)
+
+    def webhook_endpoint(self, platform: Platform) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self.webhook(request, platform)
+
+        endpoint.__name__ = f"{platform}_webhook"
+        return endpoint
+
+    async def webhook(self, request: Request, platform: Platform) -> Response:
+        """Verify, normalise and durably store one webhook delivery (module docstring)."""
+        started = time.perf_counter()
+        counter = self.metrics.webhooks
+        try:
+            accepted = await self._accept(request, platform)
+        except IngressError as e:
+            status = e.status_code
+            counter.labels(platform, _OUTCOMES.get(status, "malformed")).inc()
+            _log.info("webhook refused", platform=platform, status=status, reason=str(e))
+            if status == 401:
+                return Response(status_code=401)
+            return JSONResponse(
+                {"error": _ERRORS.get(status, "bad request"), "detail": str(e)}, status
+            )
+        if accepted.reply is not None or accepted.event is None:
+            counter.labels(platform, "answered").inc()
+            return JSONResponse(accepted.reply or {}, 200)
+        event = accepted.event
+        try:
+            results = await self.store.commit(
+                [Append(self.stream_for(event), [event])], dedup_key=accepted.dedup_key
+            )
+        except Exception as e:  # whatever broke, the event is not stored: never a 2xx
+            counter.labels(platform, "unavailable").inc()
+            _log.error(
+                "webhook not stored: store failed",
+                platform=platform,
+                event_type=event.type,
+                delivery_id=event.delivery_id,
+                error=type(e).__name__,
+            )
+            return JSONResponse({"error": "store unavailable"}, 503, headers={"Retry-After": "1"})
+        self.metrics.ingest_latency.labels(platform).observe(time.perf_counter() - started)
+        if results[0].deduplicated:
+            counter.labels(platform, "duplicate").inc()
+            return JSONResponse({"status": "duplicate"}, 200)
+        counter.labels(platform, "stored").inc()
+        self.metrics.events_stored.labels(event.source).inc()
+        return JSONResponse(
+            {"status": "accepted", "id": event.id, "position": results[0].last_position}, 202
+        )
+
+    async def _accept(self, request: Request, platform: Platform) -> Accepted:
+        config = self.config
+        receiver = RECEIVERS[platform]
+        if not config.secrets(platform):  # refuse before reading anything
+            raise SignatureInvalid(f"{platform}: no secret configured")
+        body = await read_body(
+            request, limit=config.max_body(platform), timeout=config.body_timeout
+        )
+        if len(body) > config.offload_threshold:
+            return await asyncio.to_thread(receiver, request.headers, body, config)
+        return receiver(request.headers, body, config)
+
+    async def healthz(self, request: Request) -> Response:
+        """The process is alive and serving."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """200 when ready (store reachable, dispatcher running when an App is wired), else 503."""
+        try:
+            report = await self.readiness()
+            ok, details = report.ok, report.to_dict()
+        except Exception as e:
+            ok, details = False, {"ok": False, "error": type(e).__name__}
+        return JSONResponse(details, 200 if ok else 503)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """Prometheus text exposition of this app's registry."""
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        """The OpenAPI 3.1 description of this app's HTTP API."""
+        return JSONResponse(openapi_spec())
+
+
+def create_ingress_app(
+    store: EventStore,
+    config: IngressConfig | None = None,
+    *,
+    readiness: Readiness | None = None,
+    metrics: Metrics | None = None,
+    stream_for: Callable[[Event], str] = default_stream,
+    extra_routes: Sequence[BaseRoute] = (),
+    manage_store: bool = False,
+) -> Starlette:
+    """Build the ingress ASGI app over ``store``.
+
+    Args:
+        store: where webhooks are committed and the events API reads from.
+        config: secrets, caps and tolerances (default: :meth:`IngressConfig.from_env`).
+        readiness: what ``/readyz`` asks (default: the store answers a ping). An App passes
+            its ``health`` method, which also checks the dispatcher.
+        metrics: the metrics to feed and serve at ``/metrics`` (default: a fresh registry).
+        stream_for: the stream each webhook event is appended to (default:
+            ``{source}-{subject}``, as ``App.publish`` does).
+        extra_routes: more routes to serve (a dashboard...).
+        manage_store: open the store at startup and close it at shutdown (when the app is
+            served on its own rather than by an App that owns the store).
+
+    Returns:
+        The Starlette application; ``app.state.metrics`` and ``app.state.config`` hold what it
+        uses.
+    """
+    config = config if config is not None else IngressConfig.from_env()
+    metrics = metrics if metrics is not None else Metrics()
+    ingress = _Ingress(store, config, metrics, readiness, stream_for)
+    api = EventsAPI(store)
+    routes: list[BaseRoute] = [
+        *(
+            Route(f"/webhooks/{p}", ingress.webhook_endpoint(p), methods=["POST"])
+            for p in RECEIVERS
+        ),
+        Route("/healthz", ingress.healthz, methods=["GET"]),
+        Route("/readyz", ingress.readyz, methods=["GET"]),
+        Route("/metrics", ingress.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", ingress.openapi, methods=["GET"]),
+        *api.routes(),
+        *extra_routes,
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_store:
+            await store.open()
+        try:
+            yield
+        finally:
+            if manage_store:
+                await store.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+    app.state.config = config
+    return app

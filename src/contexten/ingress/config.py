@@ -1,0 +1,136 @@
+"""The ingress's configuration: webhook secrets (rotatable), body caps, tolerances, deadlines.
+
+Secrets come from the environment:
+
+=====================================  ==========================================
+variable                               secret
+=====================================  ==========================================
+``CONTEXTEN_GITHUB_WEBHOOK_SECRET``    GitHub webhook secret
+``CONTEXTEN_LINEAR_WEBHOOK_SECRET``    Linear webhook signing secret
+``CONTEXTEN_SLACK_SIGNING_SECRET``     Slack app signing secret
+``CONTEXTEN_LINEAR_TEAM_KEYS``         (not a secret) Linear team keys, for correlation
+=====================================  ==========================================
+
+Each secret variable may hold two secrets separated by a comma, so a secret can be rotated
+without downtime: add the new one beside the old, change it on the platform, remove the old.
+A platform with no secret refuses every request (it never accepts unsigned input).
+
+Secrets are kept as bytes, out of ``repr()`` and out of every error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from contexten.clock import Clock, WallClock
+from contexten.exceptions import ConfigurationError
+from contexten.ingress.body import MiB
+
+__all__ = ["ENV_SECRETS", "IngressConfig", "Platform", "parse_secrets"]
+
+Platform = Literal["github", "linear", "slack"]
+
+ENV_SECRETS: Final[Mapping[Platform, str]] = {
+    "github": "CONTEXTEN_GITHUB_WEBHOOK_SECRET",
+    "linear": "CONTEXTEN_LINEAR_WEBHOOK_SECRET",
+    "slack": "CONTEXTEN_SLACK_SIGNING_SECRET",
+}
+_ENV_TEAM_KEYS: Final = "CONTEXTEN_LINEAR_TEAM_KEYS"
+_MAX_SECRETS: Final = 2
+
+
+def parse_secrets(value: str | None, *, name: str = "secret") -> tuple[bytes, ...]:
+    """Split a comma-separated secret variable into at most two secrets (blanks dropped).
+
+    Raises:
+        ConfigurationError: more than two secrets (the message never shows them).
+    """
+    if not value:
+        return ()
+    secrets = tuple(part.strip().encode("utf-8") for part in value.split(",") if part.strip())
+    if len(secrets) > _MAX_SECRETS:
+        raise ConfigurationError(
+            f"{name} holds {len(secrets)} comma-separated secrets; at most {_MAX_SECRETS} "
+            "(the current one and the one being rotated out)"
+        )
+    return secrets
+
+
+@dataclass(frozen=True, slots=True)
+class IngressConfig:
+    """How the ingress verifies and bounds webhook requests.
+
+    Attributes:
+        github_secrets: GitHub webhook secrets (one, or two while rotating).
+        linear_secrets: Linear signing secrets.
+        slack_secrets: Slack signing secrets.
+        github_max_body: GitHub body cap in bytes (GitHub caps its payloads at 25 MB).
+        linear_max_body: Linear body cap.
+        slack_max_body: Slack body cap.
+        slack_tolerance: seconds a Slack request timestamp may be from now.
+        linear_tolerance: seconds a Linear ``webhookTimestamp`` may be from now.
+        body_timeout: seconds a client gets to send the whole body.
+        clock: where "now" comes from for the timestamp checks.
+        team_keys: Linear team keys; when set, only they count as work-item identifiers.
+        offload_threshold: bodies larger than this are verified and parsed in a worker thread,
+            so the event loop keeps answering other requests meanwhile.
+    """
+
+    github_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    linear_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    slack_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    github_max_body: int = 25 * MiB
+    linear_max_body: int = 1 * MiB
+    slack_max_body: int = 1 * MiB
+    slack_tolerance: float = 300.0
+    linear_tolerance: float = 60.0
+    body_timeout: float = 30.0
+    clock: Clock = field(default_factory=WallClock)
+    team_keys: frozenset[str] = frozenset()
+    offload_threshold: int = 1 * MiB
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> IngressConfig:
+        """Read the secrets and team keys from ``env`` (default: ``os.environ``).
+
+        Keyword ``overrides`` set any other attribute (``clock=...``, ``body_timeout=...``).
+
+        Raises:
+            ConfigurationError: a variable holds more than two secrets.
+        """
+        env = os.environ if env is None else env
+        secrets = {
+            f"{platform}_secrets": parse_secrets(env.get(var), name=var)
+            for platform, var in ENV_SECRETS.items()
+        }
+        team_keys = frozenset(
+            k.strip().upper() for k in env.get(_ENV_TEAM_KEYS, "").split(",") if k.strip()
+        )
+        return cls(**{**secrets, "team_keys": team_keys, **overrides})  # type: ignore[arg-type]
+
+    def secrets(self, platform: Platform) -> tuple[bytes, ...]:
+        """The secrets configured for ``platform`` (empty: it refuses everything)."""
+        return {
+            "github": self.github_secrets,
+            "linear": self.linear_secrets,
+            "slack": self.slack_secrets,
+        }[platform]
+
+    def max_body(self, platform: Platform) -> int:
+        """The body cap of ``platform``'s webhook route, in bytes."""
+        return {
+            "github": self.github_max_body,
+            "linear": self.linear_max_body,
+            "slack": self.slack_max_body,
+        }[platform]
+
+    def __repr__(self) -> str:
+        configured = [p for p in ENV_SECRETS if self.secrets(p)]
+        return (
+            f"IngressConfig(secrets configured for {configured}, "
+            f"caps github={self.github_max_body} linear={self.linear_max_body} "
+            f"slack={self.slack_max_body})"
+        )

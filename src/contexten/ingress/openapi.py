@@ -1,0 +1,233 @@
+"""The OpenAPI 3.1 description of the ingress's HTTP API, served at ``/openapi.json``.
+
+Written by hand (it is small, and a generator would need docstring YAML): a test checks that
+every route the app serves is described here and that the answers match their schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Final
+
+from contexten.ingress.api import DEFAULT_LIMIT, MAX_LIMIT
+
+__all__ = ["openapi_spec"]
+
+_ERROR: Final = {"$ref": "#/components/schemas/Error"}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _webhook(platform: str, summary: str, headers: list[tuple[str, bool]], form: bool) -> Any:
+    content: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
+    if form:
+        content["application/x-www-form-urlencoded"] = {"schema": {"type": "object"}}
+    return {
+        "post": {
+            "operationId": f"{platform}Webhook",
+            "summary": summary,
+            "tags": ["webhooks"],
+            "parameters": [
+                {"name": name, "in": "header", "required": required, "schema": {"type": "string"}}
+                for name, required in headers
+            ],
+            "requestBody": {"required": True, "content": content},
+            "responses": {
+                "200": _json_response(
+                    "A duplicate (nothing changed), or Slack's url_verification challenge.",
+                    {"type": "object"},
+                ),
+                "202": _json_response(
+                    "Verified and durably stored.", {"$ref": "#/components/schemas/Accepted"}
+                ),
+                "400": _json_response("Malformed body (JSON, depth, numbers, fields).", _ERROR),
+                "401": {"description": "Missing, wrong or stale signature (no detail)."},
+                "408": _json_response("The body did not arrive in time.", _ERROR),
+                "413": _json_response("The body is over the platform's size cap.", _ERROR),
+                "503": _json_response("The store is unreachable; nothing was stored.", _ERROR),
+            },
+        }
+    }
+
+
+def _int_query(name: str, description: str, minimum: int, default: int | None = None) -> Any:
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "maximum": 2**63 - 1}
+    if name == "limit":
+        schema["maximum"] = MAX_LIMIT
+    if default is not None:
+        schema["default"] = default
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}  # fmt: skip
+
+
+_SCHEMAS: Final[dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["status", "id", "position"],
+        "properties": {
+            "status": {"const": "accepted"},
+            "id": {"type": "string"},
+            "position": {"type": "integer"},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "The event envelope (CloudEvents 1.0 attributes plus extensions).",
+        "required": ["type", "source", "id", "time"],
+        "properties": {
+            "type": {"type": "string", "examples": ["github.pull_request.opened"]},
+            "source": {"type": "string"},
+            "id": {"type": "string"},
+            "time": {"type": "string", "format": "date-time"},
+            "subject": {"type": "string"},
+            "data": {"type": "object"},
+            "correlation_id": {"type": "string"},
+            "causation_id": {"type": "string"},
+            "delivery_id": {"type": "string"},
+            "actor": {"type": "string"},
+            "traceparent": {"type": "string"},
+        },
+    },
+    "RecordedEvent": {
+        "type": "object",
+        "required": ["position", "stream", "version", "recorded_at", "event"],
+        "properties": {
+            "position": {"type": "integer", "minimum": 1},
+            "stream": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1},
+            "recorded_at": {"type": "string", "format": "date-time"},
+            "event": {"$ref": "#/components/schemas/Event"},
+        },
+    },
+    "EventPage": {
+        "type": "object",
+        "required": ["events", "next"],
+        "properties": {
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/RecordedEvent"}},
+            "next": {"type": ["string", "null"], "description": "URL of the next page."},
+        },
+    },
+}
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI document (a fresh dict each call; callers may extend it)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Contexten",
+            "version": "1",
+            "description": "Webhook ingress, health and the event-log API of a Contexten app.",
+        },
+        "paths": {
+            "/webhooks/github": _webhook(
+                "github",
+                "Receive a GitHub webhook delivery (X-Hub-Signature-256, 25 MB cap).",
+                [
+                    ("X-Hub-Signature-256", True),
+                    ("X-GitHub-Event", True),
+                    ("X-GitHub-Delivery", True),
+                ],
+                form=False,
+            ),
+            "/webhooks/linear": _webhook(
+                "linear",
+                "Receive a Linear webhook (Linear-Signature, webhookTimestamp, 1 MB cap).",
+                [("Linear-Signature", True), ("Linear-Delivery", False), ("Linear-Event", False)],
+                form=False,
+            ),
+            "/webhooks/slack": _webhook(
+                "slack",
+                "Receive a Slack Events API, interactivity or slash-command request (1 MB cap).",
+                [
+                    ("X-Slack-Signature", True),
+                    ("X-Slack-Request-Timestamp", True),
+                    ("X-Slack-Retry-Num", False),
+                ],
+                form=True,
+            ),
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "The process is alive.",
+                    "tags": ["operations"],
+                    "responses": {"200": _json_response("Alive.", {"type": "object"})},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Ready: the store is reachable (and the dispatcher runs).",
+                    "tags": ["operations"],
+                    "responses": {
+                        "200": _json_response("Ready.", {"type": "object"}),
+                        "503": _json_response("Not ready; the body says why.", {"type": "object"}),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (text exposition format).",
+                    "tags": ["operations"],
+                    "responses": {
+                        "200": {
+                            "description": "The metrics.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/api/v1/events": {
+                "get": {
+                    "operationId": "listEvents",
+                    "summary": "Page through the event log, newest first (or after a position).",
+                    "tags": ["events"],
+                    "parameters": [
+                        {
+                            "name": "type",
+                            "in": "query",
+                            "required": False,
+                            "description": "Type pattern: '*' one segment, trailing '**' the rest.",
+                            "schema": {"type": "string", "examples": ["github.pull_request.*"]},
+                        },
+                        _int_query("before", "Only events below this position.", 1),
+                        _int_query("after", "Only events above this position, oldest first.", 0),
+                        _int_query("limit", "Events per page.", 1, DEFAULT_LIMIT),
+                    ],
+                    "responses": {
+                        "200": _json_response(
+                            "One page.", {"$ref": "#/components/schemas/EventPage"}
+                        ),
+                        "400": _json_response("Bad parameters.", _ERROR),
+                        "503": _json_response("The store is unreachable.", _ERROR),
+                    },
+                }
+            },
+            "/api/v1/events/{id}": {
+                "get": {
+                    "operationId": "getEvent",
+                    "summary": "One stored event by id.",
+                    "tags": ["events"],
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": _json_response(
+                            "The event.", {"$ref": "#/components/schemas/RecordedEvent"}
+                        ),
+                        "404": _json_response("No event has that id.", _ERROR),
+                        "503": _json_response("The store is unreachable.", _ERROR),
+                    },
+                }
+            },
+        },
+        "components": {"schemas": copy.deepcopy(_SCHEMAS)},
+    }
