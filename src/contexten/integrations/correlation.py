@@ -62,7 +62,7 @@ _BRANCH_ANY_CASE_ID: Final = re.compile(
     r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]{1,9})-([1-9][0-9]{0,8})(?![0-9A-Za-z])"
 )
 # Linear's branch format: the identifier starts a path segment ("alice/eng-123-title").
-_BRANCH_SEGMENT_ID: Final = re.compile(r"(?:^|/)([a-z]{2,10})-([1-9][0-9]{0,8})(?=$|[-_/.])")
+_BRANCH_SEGMENT_ID: Final = re.compile(r"(?:^|/)([a-z]{2,10})-([1-9][0-9]{0,8})(?=$|[-_/])")
 _AGENT_RUN: Final = re.compile(
     r"codegen\.com/agent/trace/([0-9]{1,18})\b"
     r"|\bagent[ _-]?run(?:[ _-]?id)?[ #:=/]*([0-9]{1,18})\b",
