@@ -37,6 +37,7 @@ from contexten.exceptions import (
 )
 from contexten.integrations.errors import error_for_status, translate_httpx_error
 from contexten.integrations.ssrf import Resolver, SSRFGuard
+from contexten.resilience.bulkhead import Bulkhead
 from contexten.resilience.circuit_breaker import BreakerConfig, BreakerHealth, CircuitBreaker
 from contexten.resilience.rate_limit import AdaptiveRateLimiter, BucketState, RateLimitUpdate
 from contexten.resilience.retry import RetryPolicy
@@ -108,6 +109,8 @@ class HTTPSettings:
         retry: backoff for transient errors (connect errors, 5xx, 429).
         breaker: the circuit breaker's thresholds.
         max_rate_limit_wait: the longest a call waits for rate-limit budget before raising.
+        max_pending: calls allowed to queue for a connection once all ``max_connections`` are
+            busy; past it calls fail fast with :class:`~contexten.exceptions.BulkheadFull`.
         allowed_hosts: hosts besides the base URL's that the client may call.
         allow_private_network: allow private addresses for a host name base URL.
         user_agent: sent on every request (GitHub requires one).
@@ -127,6 +130,7 @@ class HTTPSettings:
     )
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     max_rate_limit_wait: float = 60.0
+    max_pending: int = 100_000
     allowed_hosts: tuple[str, ...] = ()
     allow_private_network: bool = False
     user_agent: str = "contexten/0.1 (+https://github.com/contexten)"
@@ -249,6 +253,11 @@ class PlatformHTTP:
         )
         self.limiter = AdaptiveRateLimiter(
             self.platform, clock=self._clock, max_wait=settings.max_rate_limit_wait
+        )
+        # Callers queue here (FIFO, bounded), not inside httpx's pool: its wait list is scanned
+        # on every change, which costs quadratic time when thousands of calls wait at once.
+        self.bulkhead = Bulkhead(
+            self.platform, settings.max_connections, max_queue=settings.max_pending
         )
         limits = httpx.Limits(
             max_connections=settings.max_connections,
@@ -394,7 +403,8 @@ class PlatformHTTP:
     async def _send(self, request: httpx.Request) -> httpx.Response:
         permit = self.breaker.allow()
         try:
-            response = await self._client.send(request)
+            async with self.bulkhead:
+                response = await self._client.send(request)
         except httpx.HTTPError as exc:
             error = translate_httpx_error(exc, platform=self.platform)
             self.breaker.record_failure(error, permit)

@@ -256,6 +256,7 @@ class Sandbox:
             Route("/github/issues", self._github_issue, methods=["POST"]),
             Route("/linear/issues", self._linear_issue, methods=["POST"]),
             Route("/linear/issues/{issue_id}", self._linear_update, methods=["POST"]),
+            Route("/slack/channels", self._slack_channel, methods=["POST"]),
             Route("/slack/messages", self._slack_message, methods=["POST"]),
             Route("/slack/press", self._slack_press, methods=["POST"]),
             Route("/codegen/finish", self._codegen_finish, methods=["POST"]),
@@ -352,6 +353,11 @@ class Sandbox:
             fields["stateId"] = linear.state_named(issue["team"]["id"], body["state"])["id"]
         issue = linear.update_issue(request.path_params["issue_id"], fields, actor=linear.human)
         return json_response(issue)
+
+    async def _slack_channel(self, request: Request) -> Response:
+        body = await request.json()
+        channel_id = self.slack.add_channel(body["name"])
+        return json_response({"id": channel_id, "name": body["name"]}, 201)
 
     async def _slack_message(self, request: Request) -> Response:
         body = await request.json()

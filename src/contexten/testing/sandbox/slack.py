@@ -35,6 +35,16 @@ class SlackEmulator(Emulator):
         self.messages: dict[str, dict[str, JSON]] = {c: {} for c in self.channels}
         self._seq = itertools.count(1)
 
+    def add_channel(self, name: str) -> str:
+        """Create a channel (or find it by name); returns its id."""
+        existing = self.channel_id(f"#{name}")
+        if existing is not None:
+            return existing
+        channel_id = f"C{self.core.next_id()}"
+        self.channels[channel_id] = name
+        self.messages[channel_id] = {}
+        return channel_id
+
     def channel_id(self, channel: str) -> str | None:
         """A channel id from an id or a ``#name``."""
         if channel in self.channels:
