@@ -116,3 +116,18 @@ async def test_validation_error_is_final(cg: CodegenClient) -> None:
     with pytest.raises(PlatformRequestError) as raised:
         await cg.create_agent_run("   ")
     assert raised.value.status == 422
+
+
+def test_sandbox_delivery_verifies_and_normalizes(sandbox: Sandbox) -> None:
+    from contexten.integrations.codegen import webhooks
+
+    sandbox.codegen.start_run("ENG-4 Add SSO", {"correlation_id": "ENG-4"})
+    delivery = sandbox.outbox[-1]
+    secret = sandbox.config.secrets["codegen"]
+    signature = delivery.headers[webhooks.SIGNATURE_HEADER]
+    assert webhooks.verify_signature(["old", secret], delivery.body, signature)
+    assert not webhooks.verify_signature(["wrong"], delivery.body, signature)
+    assert not webhooks.verify_signature([secret], delivery.body + b" ", signature)
+    event = webhooks.normalize(delivery.json())
+    assert event.type == "codegen.agent_run.created"
+    assert event.correlation_id == "ENG-4"
