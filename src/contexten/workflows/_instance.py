@@ -36,6 +36,7 @@ from contexten.workflows.history import (
     WorkflowStatus,
     apply,
     error_info,
+    fast_id,
     fold,
     history_event,
     public_stream,
@@ -75,6 +76,7 @@ def lifecycle_event(state: WorkflowState, kind: str, data: dict[str, Any]) -> Ev
         correlation_id=correlation_id,
         causation_id=state.trigger_event_id,
         data=body,
+        id=fast_id(),
     )
 
 

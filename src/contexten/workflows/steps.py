@@ -196,7 +196,8 @@ async def execute_step(
     attempt = 0
     while True:
         attempt += 1
-        token = _current.set(replace(info, attempt=attempt))
+        current = info if attempt == 1 else replace(info, attempt=attempt)
+        token = _current.set(current)
         try:
             if seconds is None:
                 raw = await _invoke(fn, args, call_kwargs)
