@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from contexten.exceptions import StoreUnavailable
 from contexten.ingress import IngressConfig
 from contexten.integrations.github import webhooks as gh
 from contexten.integrations.linear import webhooks as lw
 from contexten.integrations.slack import webhooks as sw
+from contexten.store.base import Append, AppendResult
+from contexten.store.memory import MemoryEventStore
 from contexten.testing import VirtualClock
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -135,3 +139,27 @@ def slack_request(
         headers["X-Slack-Retry-Num"] = str(retry)
         headers["X-Slack-Retry-Reason"] = "http_timeout"
     return body, headers
+
+
+class DownStore(MemoryEventStore):
+    """An in-memory store whose writes fail the way a broken disk or network fails them."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+        self.down = True
+
+    async def commit(
+        self,
+        appends: Sequence[Append],
+        *,
+        dedup_key: str | None = None,
+        checkpoint: tuple[str, int] | None = None,
+    ) -> list[AppendResult]:
+        if self.down:
+            raise self.error
+        return await super().commit(appends, dedup_key=dedup_key, checkpoint=checkpoint)
+
+    async def ping(self) -> None:
+        if self.down:
+            raise StoreUnavailable("disk gone")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -11,34 +10,8 @@ import pytest
 from contexten.exceptions import StoreUnavailable
 from contexten.ingress import create_ingress_app
 from contexten.store import EventStore, create_store
-from contexten.store.base import Append, AppendResult
-from contexten.store.memory import MemoryEventStore
 
-from ._support import github_request, linear_request, make_config, slack_request
-
-
-class DownStore(MemoryEventStore):
-    """An in-memory store whose writes fail the way a broken disk or network fails them."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__()
-        self.error = error
-        self.down = True
-
-    async def commit(
-        self,
-        appends: Sequence[Append],
-        *,
-        dedup_key: str | None = None,
-        checkpoint: tuple[str, int] | None = None,
-    ) -> list[AppendResult]:
-        if self.down:
-            raise self.error
-        return await super().commit(appends, dedup_key=dedup_key, checkpoint=checkpoint)
-
-    async def ping(self) -> None:
-        if self.down:
-            raise StoreUnavailable("disk gone")
+from ._support import DownStore, github_request, linear_request, make_config, slack_request
 
 
 def _client(store: EventStore) -> httpx.AsyncClient:
