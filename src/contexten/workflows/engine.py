@@ -73,7 +73,7 @@ _log = logging.getLogger("contexten.workflows")
 
 F = TypeVar("F", bound=WorkflowFn)
 
-_RECOVERY_CHUNK = 256
+_RECOVERY_CHUNK = 512
 
 
 class WorkflowEngine:
@@ -299,8 +299,8 @@ class WorkflowEngine:
         states = await self._unfinished()
         floor = min((s.after for s in states if s.kind == "function"), default=checkpoint)
         await prefill(self, min(floor, checkpoint), checkpoint)
-        for state in states:
-            await self._resume(state)
+        for i in range(0, len(states), _RECOVERY_CHUNK):  # claims group-commit together
+            await asyncio.gather(*(self._resume(s) for s in states[i : i + _RECOVERY_CHUNK]))
 
     async def _heartbeat(self) -> None:
         interval = max(self.ownership.lease / 3, 0.05)
@@ -312,9 +312,10 @@ class WorkflowEngine:
                 due = self.adopt_interval and time.monotonic() - last_adopt >= self.adopt_interval
                 if due:
                     last_adopt = time.monotonic()
-                    for state in await self._unfinished():
-                        if state.kind == "function":
-                            await self._resume(state)
+                    orphans = [s for s in await self._unfinished() if s.kind == "function"]
+                    for i in range(0, len(orphans), _RECOVERY_CHUNK):
+                        chunk = orphans[i : i + _RECOVERY_CHUNK]
+                        await asyncio.gather(*(self._resume(s) for s in chunk))
             except asyncio.CancelledError:
                 raise
             except StoreClosed:
