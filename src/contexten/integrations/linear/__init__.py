@@ -1,4 +1,5 @@
-"""Linear: the GraphQL client and its actions (and, beside them, webhook verification)."""
+"""Linear: the GraphQL client and its actions; webhook verification and the predicates over
+Linear events (``changed("stateId")``, ``label_added("agent")``) beside them."""
 
 from contexten.integrations.linear.actions import (
     add_issue_labels,
@@ -15,6 +16,12 @@ from contexten.integrations.linear.actions import (
     workflow_state,
 )
 from contexten.integrations.linear.client import LinearAdapter, LinearClient
+from contexten.integrations.linear.predicates import (
+    changed,
+    label_added,
+    label_removed,
+    moved_to,
+)
 
 __all__ = [
     "LinearAdapter",
@@ -22,12 +29,16 @@ __all__ = [
     "add_issue_labels",
     "archive_issue",
     "assign_issue",
+    "changed",
     "close_linked_issue",
     "create_comment",
     "create_issue",
     "find_issue_identifier",
     "get_issue",
+    "label_added",
+    "label_removed",
     "move_issue",
+    "moved_to",
     "remove_issue_labels",
     "update_issue",
     "workflow_state",

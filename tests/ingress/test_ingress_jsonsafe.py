@@ -1,0 +1,116 @@
+"""The hostile-input-safe JSON parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contexten.exceptions import MalformedPayload
+from contexten.ingress.jsonsafe import INT_MAX, INT_MIN, MAX_DEPTH, check_limits, loads_object
+
+
+def nested(depth: int, leaf: bytes = b"1") -> bytes:
+    """An object whose deepest container is at ``depth`` (the top object is depth 1)."""
+    return b'{"a":' + b"[" * (depth - 1) + leaf + b"]" * (depth - 1) + b"}"
+
+
+def test_depth_limit_is_exact() -> None:
+    assert loads_object(nested(MAX_DEPTH))
+    with pytest.raises(MalformedPayload, match="deeper than 64"):
+        loads_object(nested(MAX_DEPTH + 1))
+    with pytest.raises(MalformedPayload, match="deeper"):  # empty innermost container
+        loads_object(b'{"a":' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}")
+    with pytest.raises(MalformedPayload, match="deeper"):
+        loads_object(b'{"a":' + b'{"b":' * 70 + b"1" + b"}" * 70 + b"}")
+
+
+def test_extreme_depth_never_recurses_in_python() -> None:
+    with pytest.raises(MalformedPayload):
+        loads_object(nested(1_000_000))
+
+
+@pytest.mark.parametrize("value", [INT_MIN, INT_MAX, 0, -1, 2**63 - 1])
+def test_64_bit_integers_are_accepted(value: int) -> None:
+    assert loads_object(json.dumps({"n": [value]}).encode()) == {"n": [value]}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps({"n": INT_MAX + 1}).encode(),
+        json.dumps({"n": INT_MIN - 1}).encode(),
+        b'{"n": ' + b"9" * 100 + b"}",
+        b'{"n": ' + b"9" * 4300 + b"}",
+        b'{"n": -' + b"9" * 100_000 + b"}",
+        b'{"n": 1e999}',
+    ],
+)
+def test_huge_numbers_are_refused(raw: bytes) -> None:
+    with pytest.raises(MalformedPayload):
+        loads_object(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "malformed"),
+        (b"{", "malformed"),
+        (b'{"a": 1,}', "malformed"),
+        (b"{'a': 1}", "malformed"),
+        (b'{"a": "\xff"}', "UTF-8"),
+        (b'{"a": "\\udc00"}', "malformed"),
+        (b'{"a": Infinity}', "malformed"),
+        (b"[1]", "an array"),
+        (b'"s"', "a string"),
+        (b"1.5", "a number"),
+        (b"true", "a boolean"),
+        (b"null", "null"),
+    ],
+)
+def test_malformed_inputs(raw: bytes, why: str) -> None:
+    with pytest.raises(MalformedPayload, match=why):
+        loads_object(raw)
+
+
+def test_errors_never_echo_the_input() -> None:
+    secret_looking = b'{"token": "ghp_supersecretvalue", "x": [' + b"[" * 100 + b"}"
+    with pytest.raises(MalformedPayload) as info:
+        loads_object(secret_looking)
+    assert "supersecret" not in str(info.value)
+
+
+def test_real_payloads_round_trip(github_fixtures: Path) -> None:
+    for path in sorted(github_fixtures.glob("*/*/*.json"))[:50]:
+        raw = path.read_bytes()
+        assert loads_object(raw) == json.loads(raw)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(INT_MIN, INT_MAX)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=5))
+def test_every_plain_json_object_is_accepted_unchanged(value: dict[str, Any]) -> None:
+    assert loads_object(json.dumps(value).encode()) == value
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_parse_or_raise_malformed(raw: bytes) -> None:
+    try:
+        value = loads_object(raw)
+    except MalformedPayload:
+        return
+    assert isinstance(value, dict)
+    check_limits(value)
