@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,9 +11,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from contexten.events.envelope import Event
+from contexten.exceptions import StoreClosed
 from contexten.ingress import create_ingress_app
 from contexten.ingress.api import SCAN_BUDGET
-from contexten.store import EventStore
+from contexten.store import EventStore, create_store
 
 from ._support import github_request, make_config, pull_request_payload, slack_request
 
@@ -71,6 +73,9 @@ async def test_metrics_count_requests_and_outcomes(client: httpx.AsyncClient) ->
     assert 'route="/api/v1/events/{id}",status="404"' in text
     assert "contexten_ingest_latency_seconds_count" in text
     assert "wrong" not in text
+    await client.get("/no/such/route")
+    text = (await client.get("/metrics")).text
+    assert 'route="unmatched",status="404"' in text
 
 
 async def test_openapi_describes_every_route(app: Starlette, client: httpx.AsyncClient) -> None:
@@ -163,3 +168,23 @@ async def test_bad_parameters_are_400(client: httpx.AsyncClient, params: dict[st
     response = await client.get("/api/v1/events", params=params)
     assert response.status_code == 400
     assert response.json()["error"] == "bad request"
+
+
+async def test_lifespan_opens_runs_hooks_and_closes(tmp_path: Path) -> None:
+    store = create_store(f"sqlite:///{tmp_path / 'life.db'}")
+    calls: list[str] = []
+
+    async def start() -> None:
+        calls.append(f"start, store head {await store.head()}")
+
+    async def stop() -> None:
+        calls.append("stop")
+
+    app = create_ingress_app(
+        store, make_config(), manage_store=True, on_startup=[start], on_shutdown=[stop]
+    )
+    async with app.router.lifespan_context(app):
+        await store.ping()
+    assert calls == ["start, store head 0", "stop"]
+    with pytest.raises(StoreClosed):
+        await store.ping()

@@ -201,6 +201,8 @@ def create_ingress_app(
     stream_for: Callable[[Event], str] = default_stream,
     extra_routes: Sequence[BaseRoute] = (),
     manage_store: bool = False,
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Starlette:
     """Build the ingress ASGI app over ``store``.
 
@@ -215,6 +217,9 @@ def create_ingress_app(
         extra_routes: more routes to serve (a dashboard...).
         manage_store: open the store at startup and close it at shutdown (when the app is
             served on its own rather than by an App that owns the store).
+        on_startup: awaited in order when the server starts, after the store is opened (an
+            App passes its ``start``, so serving the ingress also runs the dispatcher).
+        on_shutdown: awaited in order when the server stops, before the store is closed.
 
     Returns:
         The Starlette application; ``app.state.metrics`` and ``app.state.config`` hold what it
@@ -242,7 +247,13 @@ def create_ingress_app(
         if manage_store:
             await store.open()
         try:
-            yield
+            for hook in on_startup:
+                await hook()
+            try:
+                yield
+            finally:
+                for hook in on_shutdown:
+                    await hook()
         finally:
             if manage_store:
                 await store.close()
