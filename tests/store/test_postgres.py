@@ -86,6 +86,7 @@ async def admin(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+@pytest.mark.postgres
 class TestPostgresEventStore(EventStoreConformance):
     supports_reopen = True
     stateful_examples = 25
@@ -162,6 +163,7 @@ async def test_unreachable_server_is_unavailable() -> None:
 # -- the schema --------------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 async def test_open_creates_the_schema(schemas: Schemas, admin: asyncpg.Connection) -> None:
     async with schemas.store() as store:
         await store.append("s", [_event()])
@@ -181,6 +183,7 @@ async def test_open_creates_the_schema(schemas: Schemas, admin: asyncpg.Connecti
     assert await admin.fetchval(f'SELECT position FROM "{schema}".log_head') == 1
 
 
+@pytest.mark.postgres
 async def test_newer_schema_version_is_refused(schemas: Schemas, admin: asyncpg.Connection) -> None:
     schema = schemas.new()
     async with schemas.store(schema) as store:
@@ -190,6 +193,7 @@ async def test_newer_schema_version_is_refused(schemas: Schemas, admin: asyncpg.
         await schemas.store(schema).open()
 
 
+@pytest.mark.postgres
 async def test_foreign_tables_are_refused(schemas: Schemas, admin: asyncpg.Connection) -> None:
     schema = schemas.new()
     await admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -213,6 +217,7 @@ class _BrokenV2Store(PostgresEventStore):
     )
 
 
+@pytest.mark.postgres
 async def test_older_schema_is_migrated_in_one_transaction(
     schemas: Schemas, admin: asyncpg.Connection
 ) -> None:
@@ -231,6 +236,7 @@ async def test_older_schema_is_migrated_in_one_transaction(
         await schemas.store(schema).open()
 
 
+@pytest.mark.postgres
 async def test_stores_opening_a_new_schema_at_once_all_succeed(schemas: Schemas) -> None:
     schema = schemas.new()
     stores = [schemas.store(schema) for _ in range(4)]
@@ -247,6 +253,7 @@ async def test_stores_opening_a_new_schema_at_once_all_succeed(schemas: Schemas)
 # -- several processes (store objects with their own pools) ------------------------------------
 
 
+@pytest.mark.postgres
 async def test_two_writers_and_a_tailing_reader_lose_nothing(schemas: Schemas) -> None:
     """Two pools write concurrently while a third tails: gapless, each event once, in order."""
     schema = schemas.new()
@@ -299,6 +306,7 @@ async def test_two_writers_and_a_tailing_reader_lose_nothing(schemas: Schemas) -
             await store.close()
 
 
+@pytest.mark.postgres
 async def test_dedup_key_writes_once_across_stores(schemas: Schemas) -> None:
     schema = schemas.new()
     async with schemas.store(schema) as one, schemas.store(schema) as two:
@@ -329,6 +337,7 @@ async def _listening(store: PostgresEventStore) -> asyncpg.Connection:
     return store._listener
 
 
+@pytest.mark.postgres
 async def test_notify_wakes_a_waiter_in_another_store(schemas: Schemas) -> None:
     schema = schemas.new()
     async with (
@@ -344,6 +353,7 @@ async def test_notify_wakes_a_waiter_in_another_store(schemas: Schemas) -> None:
             assert await waiting == 2
 
 
+@pytest.mark.postgres
 async def test_waiters_survive_a_lost_listen_connection(
     schemas: Schemas, admin: asyncpg.Connection
 ) -> None:
@@ -370,6 +380,7 @@ async def test_waiters_survive_a_lost_listen_connection(
 # -- failures ----------------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 async def test_log_lock_held_past_the_timeout_is_unavailable(
     schemas: Schemas, admin: asyncpg.Connection
 ) -> None:
@@ -382,6 +393,7 @@ async def test_log_lock_held_past_the_timeout_is_unavailable(
         assert await store.append("s", [_event()]) == AppendResult("s", 1, 1, 1)
 
 
+@pytest.mark.postgres
 async def test_one_batch_isolates_each_commits_failure(
     schemas: Schemas, admin: asyncpg.Connection
 ) -> None:
@@ -435,6 +447,7 @@ async def test_one_batch_isolates_each_commits_failure(
         assert fixed == AppendResult("p", 1, 6, 6)
 
 
+@pytest.mark.postgres
 async def test_store_recovers_from_lost_connections(
     schemas: Schemas, admin: asyncpg.Connection
 ) -> None:
@@ -454,6 +467,7 @@ async def test_store_recovers_from_lost_connections(
         await store.ping()
 
 
+@pytest.mark.postgres
 async def test_unstorable_text_is_refused_before_writing(schemas: Schemas) -> None:
     async with schemas.store() as store:
         for bad in ["a\x00b", "\ud800"]:
@@ -480,6 +494,7 @@ _NAME_CHARS = st.sampled_from(["a", "b", "%", "_", "\\", "$", "'", "é", "\ud7ff
 )
 
 
+@pytest.mark.postgres
 async def test_list_streams_prefixes_are_literal(schemas: Schemas) -> None:
     names = [
         "a%b",
@@ -515,6 +530,7 @@ async def test_list_streams_prefixes_are_literal(schemas: Schemas) -> None:
             assert got == sorted(n for n in names if n.startswith(prefix)), prefix
 
 
+@pytest.mark.postgres
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
