@@ -6,6 +6,7 @@ import click
 
 from contexten.cli.dlq import dlq
 from contexten.cli.events import events
+from contexten.cli.workflows import workflows
 
 __all__ = ["cli", "main"]
 
@@ -18,6 +19,7 @@ def cli() -> None:
 
 cli.add_command(events)
 cli.add_command(dlq)
+cli.add_command(workflows)
 
 
 def main() -> None:

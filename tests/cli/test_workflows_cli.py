@@ -1,0 +1,106 @@
+"""``contexten workflows`` against a SQLite store written by a real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from contexten.cli import cli
+from contexten.store import create_store
+from contexten.workflows import Workflow, WorkflowEngine
+
+
+async def _double(x: int) -> int:
+    return 2 * x
+
+
+def _run_workflows(url: str) -> None:
+    """Complete one workflow and leave another sleeping, then stop (like a process exiting)."""
+
+    async def main() -> None:
+        store = create_store(url)
+        await store.open()
+        engine = WorkflowEngine(store)
+
+        @engine.workflow("doubler")
+        async def doubler(wf: Workflow, x: Any) -> int:
+            return int(await wf.step(_double, x))
+
+        @engine.workflow("napper")
+        async def napper(wf: Workflow, x: Any) -> str:
+            await wf.step(_double, 1)
+            await wf.sleep(3600)
+            return "rested"
+
+        await engine.start()
+        done = await engine.start_workflow("doubler", 21, workflow_id="wf-done")
+        assert await done.result(timeout=30) == 42
+        await engine.start_workflow("napper", None, workflow_id="wf-sleeping")
+        for _ in range(3000):
+            if str((await engine.get_workflow("wf-sleeping")).status) == "sleeping":
+                break
+            await asyncio.sleep(0.01)
+        await engine.stop()
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'wf.db'}"
+    _run_workflows(url)
+    return url
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_list_shows_statuses_and_filters(store_url: str) -> None:
+    rows = [
+        json.loads(x) for x in run("workflows", "list", "--store", store_url, "--json").splitlines()
+    ]
+    assert {(r["workflow_id"], r["status"]) for r in rows} == {
+        ("wf-done", "completed"),
+        ("wf-sleeping", "sleeping"),
+    }
+    sleeping = run("workflows", "list", "--store", store_url, "--json", "--status", "sleeping")
+    assert [json.loads(x)["workflow_id"] for x in sleeping.splitlines()] == ["wf-sleeping"]
+
+
+def test_show_includes_result_and_history(store_url: str) -> None:
+    shown = json.loads(run("workflows", "show", "--store", store_url, "wf-done"))
+    assert shown["status"] == "completed"
+    assert shown["result"] == 42
+    assert any(h["type"].endswith("step_completed") for h in shown["history"])
+
+
+def test_cancel_requests_once_and_refuses_ended_instances(store_url: str) -> None:
+    assert "cancel requested: wf-sleeping" in run(
+        "workflows", "cancel", "--store", store_url, "wf-sleeping"
+    )
+    again = CliRunner().invoke(cli, ["workflows", "cancel", "--store", store_url, "wf-sleeping"])
+    assert again.exit_code == 1
+    done = CliRunner().invoke(cli, ["workflows", "cancel", "--store", store_url, "wf-done"])
+    assert done.exit_code == 1
+    assert "already ended" in done.output
+
+
+def test_unknown_instance_is_a_clear_error(store_url: str) -> None:
+    result = CliRunner().invoke(cli, ["workflows", "show", "--store", store_url, "nope"])
+    assert result.exit_code == 1
+    assert "no workflow instance 'nope'" in result.output
+
+
+def test_redrive_refuses_an_instance_that_is_not_failed(store_url: str) -> None:
+    result = CliRunner().invoke(cli, ["workflows", "redrive", "--store", store_url, "wf-done"])
+    assert result.exit_code == 1
+    assert "not failed" in result.output
