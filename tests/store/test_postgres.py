@@ -28,7 +28,7 @@ from contexten.exceptions import (
     WrongExpectedVersion,
 )
 from contexten.store import Append, AppendResult, EventStore, StreamInfo, create_store
-from contexten.store._postgres_schema import MIGRATIONS, Migration
+from contexten.store._postgres_schema import MIGRATIONS, Migration, translate_error
 from contexten.store.postgres import PostgresEventStore, parse_postgres_url
 from contexten.testing.conformance.store import EventStoreConformance
 
@@ -135,7 +135,7 @@ def test_create_store_picks_postgres(scheme: str) -> None:
     [
         ("sqlite:///x.db", "not a PostgreSQL URL"),
         ("postgresql://h/db?pool_size=many", "must be a whole number"),
-        ("postgresql://h/db?pool_size=0", "pool_size >= 1"),
+        ("postgresql://h/db?pool_size=1", "pool_size >= 2"),
         ("postgresql://h/db?pool_size=2&pool_min=3", "pool_min <= pool_size"),
         ("postgresql://h/db?command_timeout=0", "must be > 0"),
         ("postgresql://h/db?schema=1abc", "plain identifier"),
@@ -158,6 +158,33 @@ async def test_unreachable_server_is_unavailable() -> None:
     assert "is the server running" in str(caught.value)
     with pytest.raises(StoreUnavailable):  # and again: nothing half-open was left behind
         await store.open()
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "message"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), StoreUnavailable, "cannot reach"),
+        (TimeoutError(), StoreUnavailable, "reading timed out"),
+        (asyncpg.exceptions.CannotConnectNowError("starting up"), StoreUnavailable, "starting"),
+        (asyncpg.exceptions.DiskFullError("no space"), StoreUnavailable, "no space"),
+        (asyncpg.exceptions.InsufficientPrivilegeError("denied"), StoreUnavailable, "grant"),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("gone"), StoreUnavailable, "gone"),
+        (asyncpg.exceptions.InterfaceError("pool is closing"), StoreUnavailable, "closing"),
+        (asyncpg.exceptions.DataCorruptedError("bad page"), StoreCorrupted, "damaged"),
+        (StoreCorrupted("as is"), StoreCorrupted, "as is"),
+    ],
+)
+def test_driver_errors_are_translated(error: BaseException, kind: type, message: str) -> None:
+    translated = translate_error(error, "postgresql://h/db (schema s)", "reading")
+    assert type(translated) is kind
+    assert message in str(translated)
+
+
+@pytest.mark.postgres
+async def test_missing_database_is_unavailable(postgres_url: str) -> None:
+    url = postgres_url.rpartition("/")[0] + f"/no_such_db_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        await PostgresEventStore(url).open()
 
 
 # -- the schema --------------------------------------------------------------------------------

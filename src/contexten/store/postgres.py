@@ -23,13 +23,15 @@ Options of the store (the rest go to asyncpg, e.g. ``sslmode``, or become server
 option              meaning                                           default
 =================== ================================================= ==========
 ``schema``          the PostgreSQL schema holding the store's tables  contexten
-``pool_size``       most connections in the pool                      10
+``pool_size``       most connections in the pool (at least 2)         10
 ``pool_min``        connections opened up front                       1
 ``command_timeout`` seconds one statement may take before failing     30
 ``connect_timeout`` seconds to establish a connection                 10
 =================== ================================================= ==========
 
-For example ``postgresql://app@db.internal/events?schema=orders&pool_size=20``.
+For example ``postgresql://app@db.internal/events?schema=orders&pool_size=20``. Needs
+PostgreSQL 12 or later and a UTF8 database; the user needs ``CREATE`` on the database the
+first time (to create the schema), or an existing schema it may create tables in.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -55,12 +56,12 @@ from contexten.exceptions import (
 )
 from contexten.store._postgres_schema import (
     MIGRATIONS,
-    SCHEMA_NAME_RE,
     Migration,
     Statements,
     prepare_schema,
     translate_error,
 )
+from contexten.store._postgres_url import PostgresSettings, parse_postgres_url
 from contexten.store._postgres_writer import CommitRequest, PostgresWriter, PreparedAppend
 
 if TYPE_CHECKING:
@@ -79,107 +80,10 @@ __all__ = ["PostgresEventStore", "PostgresSettings", "parse_postgres_url"]
 
 _log = logging.getLogger(__name__)
 
-_SCHEMES: Final = frozenset({"postgres", "postgresql"})
 _BIGINT: Final = range(-(2**63), 2**63)
 
 # What asyncpg and the OS raise when the server, the network or a statement fails.
 _DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
-
-class PostgresSettings:
-    """The store's settings from its URL (and constructor overrides), validated.
-
-    Attributes:
-        dsn: the URL without the store's own options, as asyncpg takes it.
-        where: the URL without password or options, plus the schema: safe for messages.
-    """
-
-    __slots__ = (
-        "command_timeout",
-        "connect_timeout",
-        "dsn",
-        "pool_min",
-        "pool_size",
-        "schema",
-        "where",
-    )
-
-    def __init__(
-        self,
-        dsn: str,
-        where: str,
-        *,
-        schema: str = "contexten",
-        pool_size: int = 10,
-        pool_min: int = 1,
-        command_timeout: float = 30.0,
-        connect_timeout: float = 10.0,
-    ) -> None:
-        self.dsn = dsn
-        self.where = f"{where} (schema {schema})"
-        self.schema = schema
-        self.pool_size = pool_size
-        self.pool_min = pool_min
-        self.command_timeout = command_timeout
-        self.connect_timeout = connect_timeout
-        if not SCHEMA_NAME_RE.match(schema):
-            raise ConfigurationError(
-                f"{where}: schema {schema!r} must be a plain identifier (letters, digits, "
-                "underscores; not starting with a digit; at most 50 characters)"
-            )
-        if pool_size < 1 or not 0 <= pool_min <= pool_size:
-            raise ConfigurationError(f"{where}: need pool_size >= 1 and 0 <= pool_min <= pool_size")
-        if command_timeout <= 0 or connect_timeout <= 0:
-            raise ConfigurationError(f"{where}: command_timeout and connect_timeout must be > 0")
-
-
-_OPTIONS: Final[dict[str, tuple[type, str]]] = {
-    "schema": (str, "a schema name"),
-    "pool_size": (int, "a whole number"),
-    "pool_min": (int, "a whole number"),
-    "command_timeout": (float, "a number of seconds"),
-    "connect_timeout": (float, "a number of seconds"),
-}
-
-
-def parse_postgres_url(url: str, **overrides: Any) -> PostgresSettings:
-    """Split a ``postgresql://`` URL into asyncpg's DSN and the store's options.
-
-    ``overrides`` (non-None values) win over the URL's options.
-
-    Raises:
-        ConfigurationError: not a PostgreSQL URL, or a bad option.
-    """
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in _SCHEMES:
-        raise ConfigurationError(
-            f"{_redact(url)!r} is not a PostgreSQL URL (postgresql://user@host:5432/database)"
-        )
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    where = f"{parts.scheme}://{user}{at}{hostport}{parts.path}"
-    options: dict[str, Any] = {}
-    passed: list[tuple[str, str]] = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            passed.append((name, value))
-            continue
-        kind, described = _OPTIONS[name]
-        try:
-            options[name] = kind(value)
-        except ValueError:
-            raise ConfigurationError(
-                f"{where}: option {name!r} must be {described}, got {value!r}"
-            ) from None
-    options.update({k: v for k, v in overrides.items() if v is not None})
-    dsn = urlunsplit(parts._replace(query=urlencode(passed)))
-    return PostgresSettings(dsn, where, **options)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=userinfo.partition(":")[0] + at + hostport, query=""))
 
 
 class PostgresEventStore(EventStore):
@@ -502,6 +406,12 @@ class PostgresEventStore(EventStore):
 
     async def _watch(self) -> None:
         """Keep a ``LISTEN`` connection up and poll the head as a safety net."""
+        try:
+            await self._watch_loop()
+        except Exception:  # the next wait_for_new starts a new watcher
+            _log.exception("watching the head of %s failed", self._where)
+
+    async def _watch_loop(self) -> None:
         failing = False
         while self._writer is not None:
             listening = self._listener is not None and not self._listener.is_closed()
