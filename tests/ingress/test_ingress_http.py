@@ -16,16 +16,20 @@ import pytest
 import uvicorn
 from structlog.testing import capture_logs
 
-from contexten.ingress import create_ingress_app
+from contexten.ingress import IngressConfig, create_ingress_app
 from contexten.store import EventStore, create_store
+from contexten.testing.sandbox.webhooks import WebhookSender
 
 from ._support import (
     ALL_SECRETS,
     HANG_GUARD,
     DownStore,
     github_request,
+    linear_payload,
     linear_request,
     make_config,
+    pull_request_payload,
+    slack_event_payload,
     slack_request,
 )
 
@@ -36,8 +40,8 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[EventStore]:
         yield store
 
 
-async def _serve(store: EventStore) -> AsyncIterator[str]:
-    app = create_ingress_app(store, make_config())
+async def _serve(store: EventStore, config: IngressConfig | None = None) -> AsyncIterator[str]:
+    app = create_ingress_app(store, config or make_config())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -213,3 +217,45 @@ async def test_no_secret_or_signature_in_any_log(
         assert secret not in text
     for signature in signatures:
         assert signature not in text
+
+
+async def test_the_sandbox_platforms_deliver_to_the_ingress(tmp_path: Path) -> None:
+    """Interop: the test kit's platform emulators sign and post the way the platforms do."""
+    secrets = {"github": "g-s", "linear": "l-s", "slack": "s-s", "codegen": "c-s"}
+    config = IngressConfig.from_env(
+        {
+            "CONTEXTEN_GITHUB_WEBHOOK_SECRET": secrets["github"],
+            "CONTEXTEN_LINEAR_WEBHOOK_SECRET": secrets["linear"],
+            "CONTEXTEN_SLACK_SIGNING_SECRET": secrets["slack"],
+            "CONTEXTEN_CODEGEN_WEBHOOK_SECRET": secrets["codegen"],
+        }
+    )  # the wall clock: the emulators stamp real time
+    async with create_store(f"sqlite:///{tmp_path / 'sandbox.db'}") as store:
+        async for url in _serve(store, config):
+            sender = WebhookSender(f"{url}/webhooks", secrets)
+            sender.github("pull_request", pull_request_payload(12))
+            sender.linear("Issue", linear_payload())  # it stamps webhookTimestamp itself
+            sender.slack_event(slack_event_payload("Ev-sandbox", text="ENG-12 please"))
+            sender.slack_interaction(
+                {"type": "block_actions", "trigger_id": "1.2.3", "user": {"id": "U1"}}
+            )
+            sender.codegen(
+                "agent_run.status_changed",
+                {"event": "agent_run.status_changed", "agent_run": {"id": 5, "status": "running"}},
+            )
+            await sender.start()
+            try:
+                await sender.drain(HANG_GUARD)
+            finally:
+                await sender.stop()
+            assert [d.status for d in sender.outbox] == [202] * 5, [
+                (d.platform, d.status, d.error) for d in sender.outbox
+            ]
+        types = sorted(r.event.type for r in await store.read_all())
+    assert types == [
+        "codegen.agent_run.started",
+        "github.pull_request.opened",
+        "linear.issue.updated",
+        "slack.app_mention",
+        "slack.block_actions",
+    ]
