@@ -140,7 +140,7 @@ class PostgresWriter:
     """The task that owns writing: batches queued commits into transactions.
 
     Args:
-        pool: the store's connection pool (the writer holds one connection per batch).
+        pool: the store's connection pool (the writer keeps one of its connections).
         statements: the store's SQL.
         where: the store, for error messages (no password).
         on_committed: called with the new head after each batch that moved it.
