@@ -484,7 +484,7 @@ class PostgresEventStore(EventStore):
             conn.terminate()
 
 
-# -- helpers -----------------------------------------------------------------------------------
+# -- checks and conversions --------------------------------------------------------------------
 
 
 def _prepare(append: Append) -> PreparedAppend:
