@@ -51,7 +51,7 @@ def test_events_api_never_fails_on_any_parameters(params: dict[str, str], event_
         )
     )
     assert codes[0] in (200, 400), params
-    assert codes[1] in (200, 404)
+    assert codes[1] in (200, 404, 307)  # 307: a decoded "/" makes a trailing slash
 
 
 @SETTINGS
