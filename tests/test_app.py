@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import contexten
-from contexten import App, Event, HandlerContext, Subscription
+from contexten import App, Event, HandlerContext, RetryPolicy, Subscription
 from contexten.exceptions import AppNotRunning, ConfigurationError
 from contexten.store.memory import MemoryEventStore
 from contexten.testing import EventCapture, TestApp, create_test_app
@@ -309,3 +309,21 @@ async def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err.decode()
     assert out == b"bye\n"
     assert b'"event": "app stopped"' in err  # JSON lines: stderr is not a terminal
+
+
+async def test_the_test_app_skips_backoff_time() -> None:
+    app = create_test_app()
+    attempts: list[int] = []
+
+    @app.on("a.b", name="hourly", retry=RetryPolicy(initial_interval=3600, maximum_attempts=3))
+    async def handler(event: Event, ctx: HandlerContext) -> None:
+        attempts.append(ctx.attempt)
+        raise ConnectionError("still down")
+
+    async with app:
+        await app.publish(Event(type="a.b"))
+        await app.drain(timeout=HANG_GUARD)
+        [letter] = await app.dead_letters.list()
+    assert attempts == [1, 2, 3]
+    waited = (letter.last_failure_at - letter.first_failure_at).total_seconds()
+    assert waited >= 3 * 3600 * 0.8  # two backoffs: 1 h and 2 h, +/-20% jitter

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -314,3 +315,26 @@ async def test_many_events_small_concurrency(backend: Backend, concurrency: int)
             await app.publish(tick(n, key=f"k{n % 7}" if n % 2 else None))
         await app.drain(timeout=HANG_GUARD)
     assert count == 300
+
+
+async def test_the_reader_does_not_run_unboundedly_ahead() -> None:
+    backend = Backend("memory", Path("."))
+    app = backend.test_app(capture=False)
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    @app.on("test.ticked", concurrency=1, name="stuck")
+    async def handler(event: Event, ctx: HandlerContext) -> None:
+        started.set()
+        await gate.wait()
+
+    async with app:
+        for n in range(3000):
+            await app.publish(tick(n))
+        await asyncio.wait_for(started.wait(), HANG_GUARD)
+        for _ in range(100):
+            await asyncio.sleep(0)
+        [status] = app.dispatcher.statuses()
+        assert 1000 <= status.fetched < 1500  # max_buffered (1,000) + at most one batch
+        gate.set()
+        await app.drain(timeout=HANG_GUARD)

@@ -243,3 +243,33 @@ async def test_the_same_app_can_start_again(backend: Backend) -> None:
             await app.publish(tick(n))
             await app.drain(timeout=HANG_GUARD)
     assert got == [0, 1]
+
+
+async def test_emits_of_a_redelivered_handler_are_stored_once(backend: Backend) -> None:
+    emitted = asyncio.Event()
+    runs = 0
+
+    async def emit_then_hang(event: Event, ctx: HandlerContext) -> None:
+        nonlocal runs
+        runs += 1
+        await ctx.emit("test.followed", {"run": runs})
+        if runs == 1:
+            emitted.set()
+            await asyncio.Event().wait()  # cut short by the stop: never acknowledged
+
+    first = backend.app(shutdown_grace=0.01)
+    first.on("test.ticked", name="emitter")(emit_then_hang)
+    async with first:
+        cause = tick(1)
+        await first.publish(cause)
+        await asyncio.wait_for(emitted.wait(), HANG_GUARD)
+    second = backend.app()
+    second.on("test.ticked", name="emitter")(emit_then_hang)
+    async with second:
+        await second.drain(timeout=HANG_GUARD)
+        followed = [
+            r.event for r in await second.store.read_all() if r.event.type == "test.followed"
+        ]
+    assert runs == 2
+    assert [e.data for e in followed] == [{"run": 1}]
+    assert followed[0].causation_id == cause.id

@@ -27,10 +27,21 @@ def safe_stream_name(name: str) -> str:
     return cleaned or "_"
 
 
+_CACHE_LIMIT: Final = 4096
+_cache: dict[tuple[str, str], str] = {}
+
+
 def default_stream(event: Event) -> str:
     """The stream ``event`` is stored in unless the publisher names one.
 
     ``github-octo/repo#12`` for an event from ``github`` about subject ``octo/repo#12``;
     ``contexten-contexten.tick`` for a subject-less ``contexten.tick``.
     """
-    return safe_stream_name(f"{event.source}-{event.subject or event.type}")
+    key = (event.source, event.subject or event.type)
+    name = _cache.get(key)
+    if name is None:
+        name = safe_stream_name(f"{key[0]}-{key[1]}")
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        _cache[key] = name
+    return name

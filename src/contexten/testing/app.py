@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from contexten.app import App
-from contexten.clock import Clock, WallClock
+from contexten.clock import Clock
 from contexten.store.base import EventStore
 from contexten.testing.capture import EventCapture
+from contexten.testing.clock import VirtualClock
 
 __all__ = ["TestApp", "create_test_app"]
-
-
-def _default_clock() -> Clock:
-    """The virtual clock when the test kit has one, else the wall clock."""
-    try:
-        module = importlib.import_module("contexten.testing.clock")
-    except ImportError:
-        return WallClock()
-    clock: Clock = module.VirtualClock()
-    return clock
 
 
 class TestApp(App):
     """An :class:`App` on ``memory://`` with an :class:`EventCapture` attached.
 
     Use it like the real thing; ``await app.drain()`` waits until every handler is done with
-    everything published so far, and ``app.capture`` holds every stored event::
+    everything published so far, and ``app.capture`` holds every stored event. Time is
+    virtual: retry backoffs and timers skip ahead whenever nothing else can run, so a handler
+    retried with a one-hour backoff is retried at once::
 
         app = create_test_app()
 
@@ -42,7 +34,9 @@ class TestApp(App):
 
     Args:
         store: ``memory://`` by default; pass a URL or a store to test another backend.
-        clock: default: the test kit's virtual clock if there is one, else the wall clock.
+        clock: default: a :class:`~contexten.testing.VirtualClock` that advances by itself
+            when the event loop is idle (closed when the app stops). Pass
+            ``VirtualClock()`` to move time only with ``clock.advance(...)``.
         capture: attach an :class:`EventCapture` as ``app.capture``.
         options: passed on to :class:`App` (``shutdown_grace``...).
     """
@@ -58,10 +52,19 @@ class TestApp(App):
         **options: Any,
     ) -> None:
         options.setdefault("checkpoint_interval", 0.01)
-        super().__init__(store, clock=clock or _default_clock(), **options)
+        self._own_clock = VirtualClock(auto_advance=True) if clock is None else None
+        super().__init__(store, clock=clock or self._own_clock, **options)
         self.capture = EventCapture()
         if capture:
             self.capture.attach(self)
+
+    async def stop(self) -> None:
+        """Stop like :meth:`App.stop`, then stop the virtual clock it made, if any."""
+        try:
+            await super().stop()
+        finally:
+            if self._own_clock is not None:
+                await self._own_clock.aclose()
 
 
 def create_test_app(
