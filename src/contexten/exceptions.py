@@ -18,6 +18,8 @@ The tree::
     │   ├── WrongExpectedVersion    optimistic concurrency: the stream is not where the caller
     │   │                           said it was; nothing of the batch was written
     │   └── StoreClosed             used after close()
+    ├── CacheError                  a cache backend refused an operation (bad reply, wrong type)
+    │   └── CacheUnavailable        the cache cannot be reached (connect error, timeout, loading)
     ├── DispatchError
     │   ├── HandlerTimeout          a handler ran past its timeout
     │   └── HandlerCancelled        a handler was cancelled (not by shutdown)
@@ -62,6 +64,8 @@ __all__ = [
     "AppNotRunning",
     "BodyTimeout",
     "BulkheadFull",
+    "CacheError",
+    "CacheUnavailable",
     "ChildWorkflowError",
     "CircuitOpen",
     "ConfigurationError",
@@ -158,6 +162,18 @@ class WrongExpectedVersion(StoreError):
         self.stream = stream
         self.expected = expected
         self.actual = actual
+
+
+class CacheError(ContextenError):
+    """Base of cache errors; a cache backend refused or failed an operation."""
+
+
+class CacheUnavailable(CacheError):
+    """The cache backend cannot be reached (connection refused or reset, timeout, loading).
+
+    A cache is never the source of truth: :class:`~contexten.cache.MultiLevelCache` counts
+    this error and carries on without the level that raised it.
+    """
 
 
 class DispatchError(ContextenError):
