@@ -327,3 +327,25 @@ async def test_the_test_app_skips_backoff_time() -> None:
     assert attempts == [1, 2, 3]
     waited = (letter.last_failure_at - letter.first_failure_at).total_seconds()
     assert waited >= 3 * 3600 * 0.8  # two backoffs: 1 h and 2 h, +/-20% jitter
+
+
+async def test_a_non_dispatching_app_only_stores(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'split.db'}"
+    got: list[str] = []
+
+    async def handler(event: Event, ctx: HandlerContext) -> None:
+        got.append(event.type)
+
+    receiver = App(url, dispatch=False)
+    receiver.on("a.b", name="work")(handler)
+    async with receiver:
+        await receiver.publish(Event(type="a.b"))
+        with pytest.raises(AppNotRunning):
+            await receiver.drain()
+        assert (await receiver.health()).subscriptions == ()
+    assert got == []
+    worker = App(url)
+    worker.on("a.b", name="work")(handler)
+    async with worker:
+        await worker.drain(timeout=HANG_GUARD)
+    assert got == ["a.b"]

@@ -71,6 +71,12 @@ class App:
             rest are cancelled and redelivered at the next start.
         checkpoint_interval: seconds between checkpoint saves, at most.
         batch_size: log entries each subscription reads per query.
+        dispatch: False for a process that only stores events (one taking webhooks while
+            another, ``contexten worker``, runs the handlers on the same store): it opens
+            the store and runs the hooks but delivers nothing.
+
+    Only one dispatching process should serve a given subscription at a time: each keeps its
+    own checkpoint, so two would both deliver every event.
 
     Raises:
         ConfigurationError: the store URL's scheme is unknown or its driver is missing.
@@ -84,6 +90,7 @@ class App:
         shutdown_grace: float = 10.0,
         checkpoint_interval: float = 0.05,
         batch_size: int = 500,
+        dispatch: bool = True,
     ) -> None:
         if isinstance(store, EventStore):
             self._store, self._owns_store = store, False
@@ -91,6 +98,7 @@ class App:
             self._store, self._owns_store = create_store(store), True
         self.clock: Clock = clock or WallClock()
         self.shutdown_grace = shutdown_grace
+        self.dispatch = dispatch
         self.supervisor = Supervisor(clock=self.clock)
         """Runs background loops and restarts them when they crash; extensions may use it."""
         self.agents: dict[str, Any] = {}
@@ -256,7 +264,8 @@ class App:
             for hook in self._startup:
                 await hook()
             self._running = True
-            await self._dispatcher.start()
+            if self.dispatch:
+                await self._dispatcher.start()
         except BaseException:
             self._running = True  # so that stop() undoes whatever was started
             await self.stop()
@@ -302,7 +311,7 @@ class App:
         including events its handlers emit meanwhile, and save the checkpoints.
 
         Raises:
-            AppNotRunning: the app is not running.
+            AppNotRunning: the app is not running (or does not dispatch).
             TimeoutError: ``timeout`` seconds passed first.
         """
         async with asyncio.timeout(timeout):

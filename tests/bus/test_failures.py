@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from contexten import Event, HandlerContext, NonRetryableError, RetryPolicy
 from contexten.bus import DeadLetterStatus
+from contexten.exceptions import StoreUnavailable
+from contexten.store import Append, AppendResult
+from contexten.store.memory import MemoryEventStore
+from contexten.testing import TestApp
 
 from ._support import HANG_GUARD, Backend, StepClock
 
@@ -220,3 +226,32 @@ async def test_a_retrying_event_holds_back_only_its_own_key(backend: Backend) ->
         await app.drain(timeout=HANG_GUARD)
     assert order.index("b1") < order.index("a0")  # b went on while a waited to retry
     assert order.index("a0") < order.index("a1")  # a kept its order
+
+
+class _ParkingFails(MemoryEventStore):
+    """A memory store whose first two dead-letter appends fail (the disk is full)."""
+
+    failures = 2
+
+    async def commit(self, appends: Sequence[Append], **kwargs: Any) -> list[AppendResult]:
+        if self.failures and any(a.stream.startswith("$dlq-") for a in appends):
+            self.failures -= 1
+            raise StoreUnavailable("disk full")
+        return await super().commit(appends, **kwargs)
+
+
+async def test_parking_is_retried_until_the_store_takes_it(clock: StepClock) -> None:
+    store = _ParkingFails()
+    app = TestApp(store, clock=clock)
+
+    @app.on("test.ticked", retry=RetryPolicy.no_retries(), name="poisoned")
+    async def handler(event: Event, ctx: HandlerContext) -> None:
+        raise RuntimeError("poison")
+
+    async with app:
+        await app.publish(tick(1))
+        await app.drain(timeout=HANG_GUARD)
+        [letter] = await app.dead_letters.list()
+    assert store.failures == 0
+    assert letter.error_type == "RuntimeError"
+    assert clock.sleeps == [0.05, 0.1]
