@@ -41,13 +41,15 @@ class StepClock(Clock):
 class Backend:
     """One store (memory or a SQLite file) that several apps can be started on in turn."""
 
-    def __init__(self, kind: str, directory: Path) -> None:
+    def __init__(self, kind: str, directory: Path, url: str | None = None) -> None:
         self.kind = kind
-        self.url = "memory://" if kind == "memory" else f"sqlite:///{directory / 'events.db'}"
+        if url is None:
+            url = "memory://" if kind == "memory" else f"sqlite:///{directory / 'events.db'}"
+        self.url = url
         self._memory = MemoryEventStore() if kind == "memory" else None
 
     def target(self) -> str | EventStore:
-        """What to give App(): the shared memory store, or the SQLite URL."""
+        """What to give App(): the shared memory store, or the URL."""
         return self._memory if self._memory is not None else self.url
 
     def app(self, **options: Any) -> App:

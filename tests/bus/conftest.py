@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,23 @@ def _production_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """The store the test runs on: each test runs once per backend."""
-    return Backend(request.param, tmp_path)
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """The store the test runs on: each test runs once per backend (PostgreSQL: in a
+    throwaway schema, skipped when the server is absent)."""
+    if request.param != "postgres":
+        yield Backend(request.param, tmp_path)
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    asyncpg = pytest.importorskip("asyncpg")
+    schema = f"ctx_test_bus_{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in server else "?"
+    yield Backend("postgres", tmp_path, f"{server}{separator}schema={schema}")
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

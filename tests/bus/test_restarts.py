@@ -163,6 +163,10 @@ def _flaky(base: type[EventStore], **fail: int) -> type[EventStore]:
 def _open_flaky(backend: Backend, **fail: int) -> EventStore:
     if backend.kind == "memory":
         return _flaky(MemoryEventStore, **fail)()
+    if backend.kind == "postgres":
+        from contexten.store.postgres import PostgresEventStore
+
+        return _flaky(PostgresEventStore, **fail)(backend.url)
     return _flaky(SqliteEventStore, **fail)(backend.url)
 
 
