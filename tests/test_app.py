@@ -349,3 +349,23 @@ async def test_a_non_dispatching_app_only_stores(tmp_path: Path) -> None:
     async with worker:
         await worker.drain(timeout=HANG_GUARD)
     assert got == ["a.b"]
+
+
+async def test_run_on_a_corrupt_store_fails_with_a_clear_message(tmp_path: Path) -> None:
+    db = tmp_path / "corrupt.db"
+    db.write_bytes(b"this is not a database, just some bytes " * 200)
+    script = tmp_path / "service.py"
+    script.write_text(f"from contexten import App\n\nApp({f'sqlite:///{db}'!r}).run()\n")
+    async with asyncio.timeout(HANG_GUARD):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(script),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert b"Traceback" not in err
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    assert str(db) in last

@@ -43,7 +43,7 @@ from contexten.bus.subscription import (
 )
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
-from contexten.exceptions import AppNotRunning
+from contexten.exceptions import AppNotRunning, ContextenError
 from contexten.observability.logging import configure_logging, get_logger
 from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor
@@ -339,11 +339,17 @@ class App:
     def run(self) -> None:
         """Run the app until SIGINT or SIGTERM, then stop cleanly (for scripts).
 
-        Configures logging (JSON lines unless on a terminal) if nobody has.
+        Configures logging (JSON lines unless on a terminal) if nobody has. A Contexten error
+        that stops the app (an unreadable or corrupt store...) ends the process with status 1
+        and a one-line message rather than a traceback.
         """
         if not structlog.is_configured():
             configure_logging()
-        asyncio.run(self.serve())
+        try:
+            asyncio.run(self.serve())
+        except ContextenError as e:
+            self._log.error("app failed", error_type=type(e).__name__)
+            raise SystemExit(f"error: {e}") from None
 
     async def health(self) -> HealthReport:
         """How each part is: store reachability, each subscription's lag and state, the
