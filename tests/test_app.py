@@ -369,3 +369,8 @@ async def test_run_on_a_corrupt_store_fails_with_a_clear_message(tmp_path: Path)
     last = err.decode().strip().splitlines()[-1]
     assert last.startswith("error: ")
     assert str(db) in last
+
+
+def test_key_must_be_callable() -> None:
+    with pytest.raises(ConfigurationError, match="key"):
+        App("memory://").on("a.b", name="k", key="subject")(noop)  # type: ignore[arg-type]

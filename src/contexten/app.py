@@ -153,7 +153,7 @@ class App:
         concurrency: int = 100,
         timeout: float | timedelta | None = 60.0,
         name: str | None = None,
-        key: KeyFunction = default_key,
+        key: KeyFunction | None = default_key,
         start: StartFrom = "beginning",
         include_system: bool = False,
     ) -> Callable[[H], H]:

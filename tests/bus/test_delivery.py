@@ -338,3 +338,22 @@ async def test_the_reader_does_not_run_unboundedly_ahead() -> None:
         assert 1000 <= status.fetched < 1500  # max_buffered (1,000) + at most one batch
         gate.set()
         await app.drain(timeout=HANG_GUARD)
+
+
+async def test_key_none_means_no_ordering(backend: Backend) -> None:
+    app = backend.test_app()
+    running = 0
+    all_in = asyncio.Event()
+
+    @app.on("test.ticked", concurrency=3, key=None, name="unordered")
+    async def handler(event: Event, ctx: HandlerContext) -> None:
+        nonlocal running
+        running += 1
+        if running == 3:
+            all_in.set()
+        await all_in.wait()  # three events of the same subject run at once
+
+    async with app:
+        for n in range(3):
+            await app.publish(tick(n, key="same"))
+        await app.drain(timeout=HANG_GUARD)

@@ -241,7 +241,7 @@ class Consumer:
 
     def _key(self, rec: RecordedEvent) -> str | None:
         try:
-            return self.subscription.key(rec.event)
+            return self.subscription.key_of(rec.event)
         except Exception as e:
             self._log.error(
                 "ordering key function failed; delivering without ordering",

@@ -55,6 +55,10 @@ def default_key(event: Event) -> str | None:
     return event.correlation_id or event.subject
 
 
+def _unordered(event: Event) -> None:
+    return None
+
+
 def is_system_stream(stream: str) -> bool:
     """Whether ``stream`` is one of Contexten's own (``$``-prefixed) streams."""
     return stream.startswith(SYSTEM_STREAM_PREFIX)
@@ -98,6 +102,7 @@ class Subscription:
             counted as failed with :class:`~contexten.exceptions.HandlerTimeout`; None: no limit.
         key: the ordering key (default: correlation id, else subject). Events with the same
             key are handled one after another in log order; different keys run in parallel.
+            None: no ordering at all (every event may run in parallel with every other).
         start: where a subscription seen for the first time starts: ``"beginning"`` of the
             log (nothing stored is missed) or ``"now"`` (only events stored from now on).
         include_system: also deliver events of ``$``-prefixed system streams.
@@ -110,13 +115,15 @@ class Subscription:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = 100
     timeout: float | timedelta | None = 60.0
-    key: KeyFunction = default_key
+    key: KeyFunction | None = default_key
     start: StartFrom = "beginning"
     include_system: bool = False
     compiled: tuple[Pattern, ...] = field(init=False, repr=False)
     type_matches: Callable[[str], bool] = field(init=False, repr=False)
     """Whether an event type matches the patterns (compiled once)."""
     timeout_seconds: float | None = field(init=False, repr=False)
+    key_of: KeyFunction = field(init=False, repr=False)
+    """The ordering key function in effect (``key``, or "no key" when ``key`` is None)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -134,6 +141,8 @@ class Subscription:
                 f"subscription {self.name!r}: the handler must be an async function "
                 "(async def handler(event, ctx))"
             )
+        if self.key is not None and not callable(self.key):
+            raise ConfigurationError(f"subscription {self.name!r}: key= must be callable or None")
         if self.where is not None and not callable(self.where):
             raise ConfigurationError(f"subscription {self.name!r}: where= must be callable")
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
@@ -148,6 +157,7 @@ class Subscription:
         object.__setattr__(self, "compiled", compiled)
         object.__setattr__(self, "type_matches", _build_matcher(compiled))
         object.__setattr__(self, "timeout_seconds", seconds)
+        object.__setattr__(self, "key_of", self.key if self.key is not None else _unordered)
 
     @property
     def checkpoint_name(self) -> str:
