@@ -64,6 +64,16 @@ class Cache(ABC):
         """The values of those of ``keys`` that are present; absent keys are left out."""
 
     @abstractmethod
+    async def get_many_with_ttl(self, keys: Iterable[str]) -> dict[str, tuple[Any, float | None]]:
+        """Like :meth:`get_many`, each value paired with the seconds it has left to live.
+
+        The time left is ``None`` for an entry that does not expire. A level may answer
+        less than the entry's true time left (a multi-level cache answers for its L1 copy),
+        never more: an upper level copying an entry uses it so that the copy never outlives
+        the original.
+        """
+
+    @abstractmethod
     async def set(self, key: str, value: Any, *, ttl: Ttl | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` (default: the cache's default ttl).
 

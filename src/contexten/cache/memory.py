@@ -75,6 +75,16 @@ class MemoryCache(Cache):
                 found[key] = value
         return found
 
+    async def get_many_with_ttl(self, keys: Iterable[str]) -> dict[str, tuple[Any, float | None]]:
+        now = self._clock.monotonic()
+        found: dict[str, tuple[Any, float | None]] = {}
+        for key in keys:
+            value = self._lookup(key, now)
+            if value is not None:
+                expires = self._entries[key][1]
+                found[key] = (value, None if expires == _NEVER else expires - now)
+        return found
+
     async def set(self, key: str, value: Any, *, ttl: Ttl | None = None) -> None:
         check_value(value)
         seconds = ttl_seconds(ttl, self.default_ttl)

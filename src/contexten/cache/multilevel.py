@@ -10,9 +10,10 @@
 Steps 2 and 3 are *single-flight*: concurrent misses for one key share one L2 read and one
 loader call, so a popular key that expires does not send a stampede to the source.
 
-Writes go through every level (:meth:`set`, :meth:`delete`, :meth:`clear`), and cancel the
-filling of a load in flight for the same keys, so an invalidation is never undone by a load
-that started before it.
+Writes go through every level (:meth:`set`, :meth:`delete`, :meth:`clear`), and stop a
+load in flight for the same keys (or an L2 read) from filling the levels afterwards, so an
+invalidation in this process is never undone by a read that started before it. An entry
+copied from L2 into L1 keeps the remaining ttl it had in L2.
 
 The L2 is optional and may fail: when it raises a :class:`~contexten.exceptions.CacheError`
 the failure is counted in :attr:`MultiLevelCache.stats`, logged once, and the L2 is left out
@@ -118,6 +119,7 @@ class MultiLevelCache(Cache):
         """The most recent L2 failure (None until one happens)."""
         self._l2_down_until: float | None = None
         self._flights: dict[str, _Flight] = {}
+        self._write_epoch = 0  # bumped by every write, so L2 reads know one raced them
         self._log = get_logger("contexten.cache")
 
     # -- L2 health -----------------------------------------------------------------------
@@ -161,50 +163,45 @@ class MultiLevelCache(Cache):
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def _l2_get(self, key: str) -> Any | None:
-        l2 = self._l2_usable()
+    async def _l2_entries(self, keys: list[str]) -> dict[str, tuple[Any, float | None]]:
+        l2 = self._l2_usable() if keys else None
         if l2 is None:
-            return None
+            return {}
+        epoch = self._write_epoch
         try:
-            value = await l2.get(key)
+            entries = await l2.get_many_with_ttl(keys)
         except CacheError as e:
             self._l2_failed(e)
-            return None
+            return {}
         self._l2_succeeded()
-        return value
+        self.stats.l2_hits += len(entries)
+        if epoch != self._write_epoch:  # a write raced the read: the copy could undo it
+            return entries
+        for key, (value, remaining) in entries.items():  # a copy never outlives its original
+            await self.l1.set(key, value, ttl=self._l1_ttl(remaining))
+        return entries
 
     async def get(self, key: str) -> Any | None:
         value = await self.l1.get(key)
         if value is not None:
             self.stats.l1_hits += 1
             return value
-        value = await self._l2_get(key)
-        if value is None:
+        entry = (await self._l2_entries([key])).get(key)
+        if entry is None:
             self.stats.misses += 1
             return None
-        self.stats.l2_hits += 1
-        await self.l1.set(key, value, ttl=self.l1_ttl)
-        return value
+        return entry[0]
 
-    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+    async def get_many_with_ttl(self, keys: Iterable[str]) -> dict[str, tuple[Any, float | None]]:
         wanted = list(dict.fromkeys(keys))
-        found = await self.l1.get_many(wanted)
+        found = await self.l1.get_many_with_ttl(wanted)
         self.stats.l1_hits += len(found)
-        missing = [k for k in wanted if k not in found]
-        l2 = self._l2_usable() if missing else None
-        if l2 is not None:
-            try:
-                from_l2 = await l2.get_many(missing)
-            except CacheError as e:
-                self._l2_failed(e)
-            else:
-                self._l2_succeeded()
-                self.stats.l2_hits += len(from_l2)
-                for key, value in from_l2.items():
-                    await self.l1.set(key, value, ttl=self.l1_ttl)
-                found.update(from_l2)
+        found.update(await self._l2_entries([k for k in wanted if k not in found]))
         self.stats.misses += len(wanted) - len(found)
         return found
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return {k: value for k, (value, _) in (await self.get_many_with_ttl(keys)).items()}
 
     async def get_or_load(
         self, key: str, loader: Callable[[], Awaitable[_V]], *, ttl: Ttl | None = None
@@ -247,20 +244,19 @@ class MultiLevelCache(Cache):
         flight: _Flight,
     ) -> Any:
         try:
-            value = await self._l2_get(key)
-            if value is not None:
-                self.stats.l2_hits += 1
-            else:
-                self.stats.misses += 1
-                self.stats.loads += 1
-                try:
-                    value = await loader()
-                except Exception:
-                    self.stats.load_errors += 1
-                    raise
-                if value is None:
-                    return None
-                await self._l2_store_quietly(key, value, seconds, flight)
+            entry = (await self._l2_entries([key])).get(key)
+            if entry is not None:
+                return entry[0]
+            self.stats.misses += 1
+            self.stats.loads += 1
+            try:
+                value = await loader()
+            except Exception:
+                self.stats.load_errors += 1
+                raise
+            if value is None:
+                return None
+            await self._l2_store_quietly(key, value, seconds, flight)
             if flight.valid:
                 await self.l1.set(key, value, ttl=self._l1_ttl(seconds))
             return value
@@ -286,6 +282,7 @@ class MultiLevelCache(Cache):
     # -- writes --------------------------------------------------------------------------
 
     def _invalidate_flights(self, prefix: str | None = None, key: str | None = None) -> None:
+        self._write_epoch += 1
         if key is not None:
             doomed = [key] if key in self._flights else []
         else:
@@ -305,6 +302,8 @@ class MultiLevelCache(Cache):
         except CacheError as e:
             self._l2_failed(e)
             raise
+        finally:
+            self._write_epoch += 1  # reads of L2 that overlapped the write must not copy
         self._l2_succeeded()
         return result
 

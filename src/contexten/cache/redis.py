@@ -129,6 +129,24 @@ class RedisCache(Cache):
                 found[key] = value
         return found
 
+    async def get_many_with_ttl(self, keys: Iterable[str]) -> dict[str, tuple[Any, float | None]]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        names = [self._prefix + k for k in wanted]
+        with _edge():
+            async with self._client.pipeline(transaction=True) as pipe:  # one consistent read
+                pipe.mget(names)
+                for name in names:
+                    pipe.pttl(name)
+                raws, *pttls = await pipe.execute()
+        found: dict[str, tuple[Any, float | None]] = {}
+        for key, raw, pttl in zip(wanted, raws, pttls, strict=True):
+            value = self._decode(raw)
+            if value is not None and pttl not in (0, -2):  # 0, -2: expiring, gone
+                found[key] = (value, None if pttl == -1 else pttl / 1000)  # -1: no expiry
+        return found
+
     async def set(self, key: str, value: Any, *, ttl: Ttl | None = None) -> None:
         check_value(value)
         seconds = ttl_seconds(ttl, self.default_ttl)

@@ -60,6 +60,10 @@ class CacheConformance:
     short_ttl: ClassVar[float] = 1.0
     """A ttl the expiry tests let pass; keep it small for backends that really wait."""
 
+    exact_ttl: ClassVar[bool] = True
+    """Whether :meth:`~Cache.get_many_with_ttl` reports ``None`` for an entry stored without
+    expiry; False for a cache that may answer for a shorter-lived copy (multi-level)."""
+
     def make_cache(self) -> Cache:
         """Return a new, empty cache (closed by the suite after each test)."""
         raise NotImplementedError
@@ -113,6 +117,21 @@ class CacheConformance:
         assert await cache.get_many([]) == {}
         assert await cache.get_many(iter(["c"])) == {"c": 3}
 
+    async def test_get_many_with_ttl_tells_the_time_left(self, cache: Cache) -> None:
+        await cache.set("long", 1, ttl=_LONG)
+        await cache.set("forever", 2)
+        entries = await cache.get_many_with_ttl(["long", "forever", "absent"])
+        assert set(entries) == {"long", "forever"}
+        value, remaining = entries["long"]
+        assert value == 1
+        assert remaining is not None
+        assert 0 < remaining <= _LONG
+        if self.exact_ttl:
+            assert entries["forever"] == (2, None)
+        else:
+            assert entries["forever"][0] == 2
+        assert await cache.get_many_with_ttl([]) == {}
+
     async def test_delete_says_whether_the_key_was_there(self, cache: Cache) -> None:
         await cache.set("key", 1)
         assert await cache.delete("key") is True
@@ -134,6 +153,7 @@ class CacheConformance:
             "forever": 4,
         }
         assert await cache.delete("delta") is False
+        assert set(await cache.get_many_with_ttl(["short", "long"])) == {"long"}
 
     async def test_set_again_restarts_the_ttl(self, cache: Cache) -> None:
         await cache.set("key", "first", ttl=self.short_ttl)
