@@ -5,6 +5,7 @@ from contexten.bus import HandlerContext, Subscription
 from contexten.events import Event
 from contexten.exceptions import ContextenError, NonRetryableError
 from contexten.resilience.retry import RetryPolicy
+from contexten.workflows import StateMachine, Transition, Workflow, WorkflowHandle
 
 __all__ = [
     "App",
@@ -13,5 +14,9 @@ __all__ = [
     "HandlerContext",
     "NonRetryableError",
     "RetryPolicy",
+    "StateMachine",
     "Subscription",
+    "Transition",
+    "Workflow",
+    "WorkflowHandle",
 ]

@@ -26,7 +26,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import MappingProxyType, TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import structlog
 
@@ -49,10 +49,12 @@ from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor
 from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, StreamState
+from contexten.workflows import StateMachine, WorkflowEngine, WorkflowHandle, WorkflowInfo
 
 __all__ = ["App", "Hook"]
 
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+W = TypeVar("W", bound=Callable[..., Awaitable[Any]])
 Hook = Callable[[], Awaitable[None]]
 """A startup or shutdown hook: ``async def hook() -> None``."""
 
@@ -117,9 +119,13 @@ class App:
             batch_size=batch_size,
             checkpoint_interval=checkpoint_interval,
         )
+        self.workflows = WorkflowEngine(self._store, clock=self.clock)
+        """The durable workflow engine; it runs while the app dispatches, if anything is
+        registered with :meth:`workflow` or :meth:`add`."""
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._running = False
+        self._workflows_started = False
         self._log = get_logger("contexten.app")
 
     # -- configuration ---------------------------------------------------------------------
@@ -205,6 +211,67 @@ class App:
         self._shutdown.append(hook)
         return hook
 
+    # -- workflows -------------------------------------------------------------------------
+
+    def workflow(
+        self,
+        name: str | None = None,
+        *,
+        on: str | None = None,
+        where: Predicate | None = None,
+        key: Callable[[Event], Any] | None = None,
+        version: str = "1",
+        max_concurrent: int | None = None,
+        max_per_key: int | None = None,
+    ) -> Callable[[W], W]:
+        """Decorator: register a durable workflow ``async def fn(wf, input)``.
+
+        With ``on`` (and optionally ``where``), each matching event starts an instance whose
+        id is ``{name}:{key(event)}``, so a second event for the same key does not start a
+        second instance. Instances are also started explicitly with :meth:`start_workflow`.
+        See :class:`~contexten.workflows.WorkflowEngine` for the options.
+        """
+        return self.workflows.workflow(
+            name,
+            on=on,
+            where=where,
+            key=key,
+            version=version,
+            max_concurrent=max_concurrent,
+            max_per_key=max_per_key,
+        )
+
+    def add(self, machine: StateMachine) -> StateMachine:
+        """Register a state machine; the events its transitions name drive its instances."""
+        return self.workflows.add(machine)
+
+    async def start_workflow(
+        self,
+        name: str,
+        input: Any = None,
+        workflow_id: str | None = None,
+        *,
+        if_exists: Literal["return", "raise"] = "return",
+    ) -> WorkflowHandle:
+        """Start an instance of workflow ``name``, idempotently: starting an id that exists
+        returns the existing instance's handle (or raises ``WorkflowAlreadyStarted`` with
+        ``if_exists="raise"``); it never runs twice."""
+        return await self.workflows.start_workflow(name, input, workflow_id, if_exists=if_exists)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowInfo:
+        """An instance's status, result or error, current step and history."""
+        return await self.workflows.get_workflow(workflow_id)
+
+    async def list_workflows(
+        self, status: str | None = None, *, name: str | None = None
+    ) -> list[WorkflowInfo]:
+        """Snapshots of the workflow instances, optionally filtered."""
+        return await self.workflows.list_workflows(status, name=name)
+
+    async def cancel_workflow(self, workflow_id: str) -> bool:
+        """Cancel an instance: compensate its completed steps, then end it ``cancelled``."""
+        return await self.workflows.cancel_workflow(workflow_id)
+
     # -- publishing ------------------------------------------------------------------------
 
     async def publish(
@@ -266,6 +333,9 @@ class App:
             self._running = True
             if self.dispatch:
                 await self._dispatcher.start()
+                if self.workflows.definitions or self.workflows.machines:
+                    await self.workflows.start()
+                    self._workflows_started = True
         except BaseException:
             self._running = True  # so that stop() undoes whatever was started
             await self.stop()
@@ -283,6 +353,9 @@ class App:
         self._running = False
         try:
             await self._dispatcher.stop(self.shutdown_grace)
+            if self._workflows_started:
+                self._workflows_started = False
+                await self.workflows.stop()
             for hook in reversed(self._shutdown):
                 try:
                     await hook()
