@@ -8,6 +8,7 @@ The tree::
 
     ContextenError
     ├── ConfigurationError          bad URL, unknown scheme, missing extra, bad option
+    │   └── AppLoadError            ``--app`` names no importable module, file or App
     ├── EventError
     │   ├── InvalidEvent            an envelope or payload that breaks the rules
     │   └── InvalidPattern          a type pattern that does not parse
@@ -37,7 +38,8 @@ The tree::
     │   ├── SignatureInvalid        missing, wrong or stale signature or timestamp (401)
     │   ├── PayloadTooLarge         the body passes its route's size cap (413)
     │   ├── MalformedPayload        not JSON, not UTF-8, too deep, huge numbers, not an object (400)
-    │   └── BodyTimeout             the body did not arrive in time (408)
+    │   ├── BodyTimeout             the body did not arrive in time (408)
+    │   └── Overloaded              too many requests already wait on the store: shed (429)
     ├── BulkheadFull                too many callers already queued for a bounded resource
     ├── AgentError
     │   ├── AgentNotFound           no agent is registered under that name
@@ -61,6 +63,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "AgentNotFound",
+    "AppLoadError",
     "AppNotRunning",
     "BodyTimeout",
     "BulkheadFull",
@@ -83,6 +86,7 @@ __all__ = [
     "NoAgentAvailable",
     "NonRetryableError",
     "NondeterminismError",
+    "Overloaded",
     "PayloadTooLarge",
     "PlatformError",
     "PlatformNotFound",
@@ -114,6 +118,10 @@ class ContextenError(Exception):
 
 class ConfigurationError(ContextenError):
     """The configuration cannot work: an unknown URL scheme, a missing extra, a bad option."""
+
+
+class AppLoadError(ConfigurationError):
+    """``contexten serve --app`` names no importable module or file, or no App in it."""
 
 
 class EventError(ContextenError):
@@ -325,6 +333,13 @@ class BodyTimeout(IngressError):
     """The client did not send the whole body within the read deadline."""
 
     status_code = 408
+
+
+class Overloaded(IngressError):
+    """Too many requests already wait on the store's write path: the request is shed (429,
+    with ``Retry-After``) rather than queued without bound."""
+
+    status_code = 429
 
 
 class BulkheadFull(ContextenError):

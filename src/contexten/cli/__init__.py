@@ -6,6 +6,8 @@ import click
 
 from contexten.cli.dlq import dlq
 from contexten.cli.events import events
+from contexten.cli.serve import serve
+from contexten.cli.simulate import simulate
 from contexten.cli.workflows import workflows
 
 __all__ = ["cli", "main"]
@@ -20,6 +22,8 @@ def cli() -> None:
 cli.add_command(events)
 cli.add_command(dlq)
 cli.add_command(workflows)
+cli.add_command(serve)
+cli.add_command(simulate)
 
 
 def main() -> None:

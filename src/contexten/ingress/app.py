@@ -6,7 +6,9 @@ the :class:`~contexten.App`, which passes its store, its health check and its me
 
 A webhook request goes through, in order (each step refuses fast and stores nothing):
 
-1. no secret configured for the platform: 401 before reading the body;
+1. no secret configured for the platform: 401 before reading the body; too many requests
+   already waiting on the store (``IngressConfig.max_pending_commits``): 429 with
+   ``Retry-After`` (load shedding, checked again just before the commit);
 2. the body, read under the platform's cap and a deadline (413, 408);
 3. the signature on the raw bytes (401, no detail), the JSON with hostile-input limits (400),
    the platform's post-signature checks (401), normalisation (400);
@@ -33,7 +35,7 @@ from starlette.routing import BaseRoute, Route
 
 from contexten.bus.streams import default_stream
 from contexten.events.envelope import Event
-from contexten.exceptions import IngressError, SignatureInvalid
+from contexten.exceptions import IngressError, Overloaded, SignatureInvalid
 from contexten.ingress.api import EventsAPI
 from contexten.ingress.body import read_body
 from contexten.ingress.config import IngressConfig, Platform
@@ -52,11 +54,13 @@ _OUTCOMES: Final[Mapping[int, str]] = {
     400: "malformed",
     408: "timeout",
     413: "too_large",
+    429: "shed",
 }
 _ERRORS: Final[Mapping[int, str]] = {
     400: "malformed payload",
     408: "body not received in time",
     413: "payload too large",
+    429: "overloaded, retry later",
 }
 
 
@@ -100,6 +104,8 @@ class _Ingress:
         self.metrics = metrics
         self.readiness = readiness or self._store_readiness
         self.stream_for = stream_for
+        self.pending_commits = 0
+        """Webhook requests waiting on ``store.commit`` now (what load shedding bounds)."""
 
     async def _store_readiness(self) -> HealthLike:
         try:
@@ -127,13 +133,22 @@ class _Ingress:
             _log.info("webhook refused", platform=platform, status=status, reason=str(e))
             if status == 401:
                 return Response(status_code=401)
+            headers = {"Retry-After": str(self.config.retry_after)} if status == 429 else None
             return JSONResponse(
-                {"error": _ERRORS.get(status, "bad request"), "detail": str(e)}, status
+                {"error": _ERRORS.get(status, "bad request"), "detail": str(e)},
+                status,
+                headers=headers,
             )
         if accepted.reply is not None or accepted.event is None:
             counter.labels(platform, "answered").inc()
             return JSONResponse(accepted.reply or {}, 200)
         event = accepted.event
+        try:
+            self._admit()
+        except Overloaded:
+            counter.labels(platform, "shed").inc()
+            return self._shed()
+        self.pending_commits += 1
         try:
             results = await self.store.commit(
                 [Append(self.stream_for(event), [event])], dedup_key=accepted.dedup_key
@@ -147,7 +162,13 @@ class _Ingress:
                 delivery_id=event.delivery_id,
                 error=type(e).__name__,
             )
-            return JSONResponse({"error": "store unavailable"}, 503, headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"error": "store unavailable"},
+                503,
+                headers={"Retry-After": str(self.config.retry_after)},
+            )
+        finally:
+            self.pending_commits -= 1
         self.metrics.ingest_latency.labels(platform).observe(time.perf_counter() - started)
         if results[0].deduplicated:
             counter.labels(platform, "duplicate").inc()
@@ -158,11 +179,24 @@ class _Ingress:
             {"status": "accepted", "id": event.id, "position": results[0].last_position}, 202
         )
 
+    def _admit(self) -> None:
+        """Shed load: refuse when the store's write path already has its fill of waiters."""
+        if self.pending_commits >= self.config.max_pending_commits:
+            raise Overloaded(f"{self.pending_commits} requests already wait on the store")
+
+    def _shed(self) -> Response:
+        return JSONResponse(
+            {"error": _ERRORS[429], "detail": "too many requests wait on the store"},
+            429,
+            headers={"Retry-After": str(self.config.retry_after)},
+        )
+
     async def _accept(self, request: Request, platform: Platform) -> Accepted:
         config = self.config
         receiver = RECEIVERS[platform]
         if not config.secrets(platform):  # refuse before reading anything
             raise SignatureInvalid(f"{platform}: no secret configured")
+        self._admit()  # shed before reading the body: an overloaded server does no work
         body = await read_body(
             request, limit=config.max_body(platform), timeout=config.body_timeout
         )
@@ -184,7 +218,8 @@ class _Ingress:
         return JSONResponse(details, 200 if ok else 503)
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        """Prometheus text exposition of this app's registry."""
+        """Prometheus text exposition of this app's registry (refreshed for this scrape)."""
+        await self.metrics.refresh()
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:

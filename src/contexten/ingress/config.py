@@ -81,6 +81,13 @@ class IngressConfig:
         team_keys: Linear team keys; when set, only they count as work-item identifiers.
         offload_threshold: bodies larger than this are verified and parsed in a worker thread,
             so the event loop keeps answering other requests meanwhile.
+        max_pending_commits: load shedding: when this many webhook requests already wait on
+            the store's write path, further ones are answered 429 at once (before their body
+            is read) instead of queueing without bound. The default is far above what one
+            store's group commit has in flight at 1,000 concurrent connections, so it only
+            bites when the store falls behind.
+        retry_after: seconds a shed (429) or store-down (503) answer asks the client to wait
+            (``Retry-After``).
     """
 
     github_secrets: tuple[bytes, ...] = field(default=(), repr=False)
@@ -97,6 +104,8 @@ class IngressConfig:
     clock: Clock = field(default_factory=WallClock)
     team_keys: frozenset[str] = frozenset()
     offload_threshold: int = 1 * MiB
+    max_pending_commits: int = 2048
+    retry_after: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> IngressConfig:
@@ -116,6 +125,12 @@ class IngressConfig:
             k.strip().upper() for k in env.get(_ENV_TEAM_KEYS, "").split(",") if k.strip()
         )
         return cls(**{**secrets, "team_keys": team_keys, **overrides})  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.max_pending_commits < 1:
+            raise ConfigurationError("max_pending_commits must be at least 1")
+        if self.retry_after < 0:
+            raise ConfigurationError("retry_after must be >= 0 seconds")
 
     def secrets(self, platform: Platform) -> tuple[bytes, ...]:
         """The secrets configured for ``platform`` (empty: it refuses everything)."""

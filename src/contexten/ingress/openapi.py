@@ -46,6 +46,10 @@ def _webhook(platform: str, summary: str, headers: list[tuple[str, bool]], form:
                 "401": {"description": "Missing, wrong or stale signature (no detail)."},
                 "408": _json_response("The body did not arrive in time.", _ERROR),
                 "413": _json_response("The body is over the platform's size cap.", _ERROR),
+                "429": _json_response(
+                    "Load shed: too many requests wait on the store; retry after Retry-After.",
+                    _ERROR,
+                ),
                 "503": _json_response("The store is unreachable; nothing was stored.", _ERROR),
             },
         }

@@ -3,7 +3,9 @@
 Each :class:`Metrics` owns a :class:`prometheus_client.CollectorRegistry`, so two apps in one
 process (or one test after another) never share counters, and ``/metrics`` serves exactly the
 app's own metrics. Other parts (the dispatcher, the dead-letter queue) register their own
-metrics or collectors on :attr:`Metrics.registry`.
+metrics or collectors on :attr:`Metrics.registry`; a collector whose values need I/O (a store
+query) registers an async :meth:`Metrics.on_scrape` hook that ``/metrics`` awaits before it
+renders, since Prometheus collectors themselves are synchronous.
 
 Labels carry route templates (``/api/v1/events/{id}``), platforms and outcomes: never paths
 with ids, header values, signatures or secrets.
@@ -12,16 +14,21 @@ with ids, header values, signatures or secrets.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contexten.observability.logging import get_logger
+
 __all__ = ["CONTENT_TYPE", "Metrics", "MetricsMiddleware"]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 """The ``Content-Type`` of :meth:`Metrics.render`'s output (Prometheus text format)."""
+
+_log = get_logger("contexten.metrics")
 
 _LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -77,6 +84,21 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Await ``refresh()`` before each scrape (:meth:`refresh`), so collectors that read
+        the store or the app's health can fetch their values asynchronously first."""
+        self._refreshers.append(refresh)
+
+    async def refresh(self) -> None:
+        """Run every :meth:`on_scrape` hook; one that fails is logged and the scrape goes on
+        (with that collector's previous values) rather than failing the whole scrape."""
+        for refresh in self._refreshers:
+            try:
+                await refresh()
+            except Exception as e:
+                _log.warning("metrics refresh failed", error=f"{type(e).__name__}: {e}")
 
     def render(self) -> bytes:
         """Every metric of :attr:`registry` in the Prometheus text format."""

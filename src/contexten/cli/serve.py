@@ -1,0 +1,192 @@
+"""``contexten serve``: run an App's webhooks, API, health and metrics on uvicorn.
+
+Which App: ``--app module:attr`` or ``--app path/to/file.py:attr``; without ``--app``, the
+default example ``examples/devteam.py:app`` when that file exists under the current
+directory, else a bare ``App()`` (ingress and API only, no handlers). The log says which.
+
+``--store URL`` works by setting ``CONTEXTEN_STORE_URL`` before the app module is imported:
+an App built without an explicit store (``App()``) reads it. An App built with its own store
+(``App("sqlite:///x.db")``) keeps it, and ``--store`` naming another store is refused, rather
+than silently writing somewhere else than asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import click
+import structlog
+
+from contexten.app import App
+from contexten.bus.health import redact_url
+from contexten.exceptions import ConfigurationError, ContextenError
+from contexten.ingress.config import IngressConfig
+from contexten.ingress.loader import load_app
+from contexten.ingress.server import serve as serve_app
+from contexten.observability.logging import configure_logging, get_logger
+from contexten.store import create_store
+
+__all__ = ["DEFAULT_APP", "StructlogBridge", "resolve_app", "serve"]
+
+DEFAULT_APP: Final = "examples/devteam.py:app"
+"""What ``contexten serve`` runs without ``--app``, when the file exists."""
+_STORE_ENV: Final = "CONTEXTEN_STORE_URL"
+
+_log = get_logger("contexten.cli")
+
+
+class StructlogBridge(logging.Handler):
+    """Forward stdlib log records (uvicorn's) to structlog, so every line has one format."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            self.handleError(record)
+            return
+        logger = structlog.get_logger(record.name)
+        fields: dict[str, Any] = {}
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["exc_info"] = record.exc_info[1]
+        logger.log(record.levelno, message, **fields)
+
+
+def _bridge_uvicorn_logs(level: int) -> None:
+    handler = StructlogBridge()
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler] if name == "uvicorn" else []
+        logger.propagate = name != "uvicorn"
+        logger.setLevel(level)
+
+
+def _same_store(url: str, app: App) -> bool:
+    try:
+        return create_store(url).url == app.store.url
+    except ContextenError:
+        return False
+
+
+def resolve_app(reference: str | None, store_url: str | None, cwd: Path) -> tuple[App, str]:
+    """Load the App to serve and say which one it is (see the module docstring).
+
+    Args:
+        reference: ``--app``, or None for the default.
+        store_url: ``--store``, or None.
+        cwd: where the default example and relative references are looked for.
+
+    Returns:
+        The App, and a description of where it came from (for the log).
+
+    Raises:
+        AppLoadError: ``--app`` names nothing loadable.
+        ConfigurationError: ``--store`` conflicts with the store the App was built with.
+    """
+    if store_url:
+        os.environ[_STORE_ENV] = store_url  # read by App() while the module is imported
+    if reference is None and (cwd / DEFAULT_APP.partition(":")[0]).is_file():
+        reference = DEFAULT_APP
+    if reference is None:
+        return App(), "a bare App (webhook ingress and API only; no handlers)"
+    app = load_app(reference, cwd=cwd)
+    if store_url and not _same_store(store_url, app):
+        raise ConfigurationError(
+            f"--store {redact_url(store_url)!r} was given, but {reference} built its App with "
+            f"its own store ({redact_url(app.store.url)!r}); build it as App() to let "
+            "--store (or CONTEXTEN_STORE_URL) choose, or drop --store"
+        )
+    return app, reference
+
+
+@click.command()
+@click.option(
+    "--app",
+    "reference",
+    default=None,
+    help=f"The App: module:attr or path/to/file.py:attr (default: {DEFAULT_APP} if it "
+    "exists, else a bare App).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Event store URL for an App built without one (sets CONTEXTEN_STORE_URL; "
+    "default: CONTEXTEN_STORE_URL, else sqlite:///contexten.db).",
+)
+@click.option(
+    "--max-pending-commits",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Shed webhooks (429) when this many already wait on the store "
+    "[default: 2048].",
+)
+@click.option(
+    "--graceful-timeout",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Seconds in-flight requests get to finish at shutdown.",
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    reference: str | None,
+    host: str,
+    port: int,
+    store_url: str | None,
+    max_pending_commits: int | None,
+    graceful_timeout: int,
+    access_log: bool,
+    log_level: str,
+) -> None:
+    """Serve an App: webhooks, /healthz, /readyz, /metrics and /api/v1, until SIGINT/SIGTERM."""
+    level = logging.getLevelName(log_level.upper())
+    configure_logging(level=level)
+    _bridge_uvicorn_logs(level)
+    try:
+        app, origin = resolve_app(reference, store_url, Path.cwd())
+        overrides = (
+            {} if max_pending_commits is None else {"max_pending_commits": max_pending_commits}
+        )
+        config = IngressConfig.from_env(None, **overrides)
+    except ContextenError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    unsigned = [p for p in ("github", "linear", "slack") if not config.secrets(p)]
+    _log.info(
+        "app loaded",
+        app=origin,
+        store=redact_url(app.store.url),
+        subscriptions=len(app.subscriptions),
+    )
+    if unsigned:
+        _log.warning(
+            "no webhook secret configured: these platforms' webhooks are refused (401)",
+            platforms=unsigned,
+        )
+    try:
+        serve_app(
+            app,
+            host,
+            port,
+            config=config,
+            graceful_timeout=graceful_timeout,
+            access_log=access_log,
+        )
+    except ContextenError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except RuntimeError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)

@@ -1,0 +1,265 @@
+"""Serve an App over HTTP: its ingress, health, readiness, metrics and API, on uvicorn.
+
+::
+
+    from contexten.ingress.server import serve
+
+    serve(app, host="127.0.0.1", port=8000)   # blocks until SIGINT/SIGTERM, then stops cleanly
+
+:func:`create_server` builds the ASGI app for an :class:`~contexten.App`: the ingress over the
+App's store, ``/readyz`` answering from ``App.health()`` (503 until the App runs with its
+store reachable), ``/metrics`` with the dispatcher's gauges, and a lifespan that starts the
+App when the server starts and stops it when the server stops.
+
+:class:`IngressServer` runs that app on one uvicorn worker. On SIGINT or SIGTERM it shuts
+down in this order: stop accepting connections, let in-flight requests finish (up to
+``graceful_timeout`` seconds), stop the App (in-flight handlers get its ``shutdown_grace``;
+the rest are redelivered at the next start), close the store; then :meth:`IngressServer.run`
+returns normally, so the process exits 0. A second SIGINT forces an immediate exit (every
+acknowledged webhook is already durable).
+
+uvicorn picks ``uvloop`` and ``httptools`` when they are installed (``contexten[speed]``),
+else the standard asyncio loop and ``h11``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Final
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from contexten.app import App
+from contexten.ingress.app import create_ingress_app
+from contexten.ingress.config import IngressConfig
+from contexten.observability.app_metrics import instrument_app
+from contexten.observability.logging import get_logger
+from contexten.observability.metrics import Metrics
+
+__all__ = ["IngressServer", "create_server", "serve"]
+
+_log = get_logger("contexten.server")
+_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
+def _build(
+    app: App,
+    config: IngressConfig | None,
+    *,
+    metrics: Metrics | None,
+    extra_routes: Sequence[BaseRoute],
+    start: Callable[[], Awaitable[None]],
+    close_store: bool,
+) -> Starlette:
+    metrics = metrics if metrics is not None else Metrics()
+    instrument_app(metrics, app.health)
+
+    async def close() -> None:
+        await app.store.close()  # idempotent: a no-op when the App closed its own store
+
+    return create_ingress_app(
+        app.store,
+        config,
+        readiness=app.health,
+        metrics=metrics,
+        extra_routes=extra_routes,
+        on_startup=[start],
+        on_shutdown=[app.stop, close] if close_store else [app.stop],
+    )
+
+
+def create_server(
+    app: App,
+    config: IngressConfig | None = None,
+    *,
+    metrics: Metrics | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    close_store: bool = False,
+) -> Starlette:
+    """The ASGI app that serves ``app``: webhooks into its store, and its health and metrics.
+
+    Its lifespan starts the App (``app.start()``) when the server starts and stops it when
+    the server stops, so handlers run in the serving process. Serve it with uvicorn
+    (``lifespan="on"``), or use :class:`IngressServer`, which also handles signals.
+
+    Args:
+        app: the application; its store receives the webhooks (streams as ``App.publish``
+            names them).
+        config: secrets, caps and load shedding (default: :meth:`IngressConfig.from_env`).
+        metrics: the registry ``/metrics`` serves (default: a fresh one); the App's
+            dispatcher lag, dead letters and restarts are added to it.
+        extra_routes: more routes to serve (a dashboard...).
+        close_store: also close the store when the server stops, even when the App does not
+            own it (the serving process is its last user).
+
+    Returns:
+        The Starlette app; ``state.metrics`` and ``state.config`` hold what it uses.
+    """
+    return _build(
+        app,
+        config,
+        metrics=metrics,
+        extra_routes=extra_routes,
+        start=app.start,
+        close_store=close_store,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the shutdown signal once it has shut down.
+
+    uvicorn re-raises SIGINT/SIGTERM after a graceful shutdown so that a host program sees
+    it; here the graceful shutdown *is* the intended outcome, so serving simply returns.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals can only be listened to from the main thread
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class IngressServer:
+    """An App served by one uvicorn worker, shut down cleanly on SIGINT/SIGTERM.
+
+    Args:
+        app: the application to serve (started and stopped by the server).
+        host: the interface to listen on.
+        port: the TCP port (0: any free port; see :attr:`port` once started).
+        config: the ingress configuration (default: from the environment).
+        graceful_timeout: seconds in-flight requests get to finish at shutdown.
+        access_log: log every request through the ``uvicorn.access`` logger.
+        http: uvicorn's HTTP implementation: ``"auto"`` (httptools when installed), ``"h11"``
+            or ``"httptools"``.
+        loop: uvicorn's event loop: ``"auto"`` (uvloop when installed), ``"asyncio"`` or
+            ``"uvloop"``.
+        extra_routes: more routes to serve.
+        close_store: close the store at shutdown even when the App does not own it.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        config: IngressConfig | None = None,
+        graceful_timeout: int = 30,
+        access_log: bool = False,
+        http: str = "auto",
+        loop: str = "auto",
+        extra_routes: Sequence[BaseRoute] = (),
+        close_store: bool = True,
+    ) -> None:
+        self.app = app
+        self._startup_error: BaseException | None = None
+        self.asgi = _build(
+            app,
+            config,
+            metrics=None,
+            extra_routes=extra_routes,
+            start=self._start_app,
+            close_store=close_store,
+        )
+        self._server = _Server(
+            uvicorn.Config(
+                self.asgi,
+                host=host,
+                port=port,
+                loop=loop,
+                http=http,
+                ws="none",
+                lifespan="on",
+                log_config=None,
+                access_log=access_log,
+                server_header=False,
+                timeout_graceful_shutdown=graceful_timeout,
+            )
+        )
+
+    async def _start_app(self) -> None:
+        try:
+            await self.app.start()
+        except BaseException as e:
+            self._startup_error = e  # uvicorn only logs it; serve() re-raises it
+            raise
+
+    @property
+    def started(self) -> bool:
+        """Whether the server is listening (the App has started)."""
+        return bool(self._server.started)
+
+    @property
+    def port(self) -> int | None:
+        """The port listened on, once started (useful with ``port=0``)."""
+        for server in getattr(self._server, "servers", []):
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return None
+
+    def request_stop(self) -> None:
+        """Begin the graceful shutdown (what SIGTERM does); :meth:`serve` then returns."""
+        self._server.should_exit = True
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until :meth:`request_stop`, SIGINT or SIGTERM, then shut down cleanly.
+
+        Args:
+            sockets: already-bound listening sockets to serve on instead of host:port.
+
+        Raises:
+            Exception: whatever ``App.start()`` raised (the store is unreachable...); the
+                server did not start.
+            RuntimeError: the server did not start for another reason (logged by uvicorn).
+        """
+        await self._server.serve(sockets=sockets)
+        self._check_started()
+
+    def run(self) -> None:
+        """Like :meth:`serve`, in a new event loop (uvloop when installed and ``loop="auto"``)."""
+        self._server.run()
+        self._check_started()
+
+    def _check_started(self) -> None:
+        if self._startup_error is not None:
+            raise self._startup_error
+        if not self._server.started:
+            raise RuntimeError("the server did not start (see the log)")
+
+
+def serve(
+    app: App,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    config: IngressConfig | None = None,
+    graceful_timeout: int = 30,
+    access_log: bool = False,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly (see the module docstring).
+
+    Raises:
+        Exception: ``App.start()`` failed (the server never listened).
+    """
+    server = IngressServer(
+        app,
+        host=host,
+        port=port,
+        config=config,
+        graceful_timeout=graceful_timeout,
+        access_log=access_log,
+    )
+    _log.info("serving", host=host, port=port, app=repr(app))
+    server.run()

@@ -1,0 +1,195 @@
+"""Prometheus metrics of a running App: dispatcher lag, dead letters, restarts, store health.
+
+The values already exist in :meth:`App.health() <contexten.App.health>`'s report (each
+subscription's position, pending and handled counts, the dead-letter count, the supervisor's
+restart counts), so nothing on the delivery path is instrumented: :class:`AppCollector`
+fetches a report when ``/metrics`` is scraped and turns it into metric families.
+
+================================================  =======  ==================================
+metric                                            type     labels
+================================================  =======  ==================================
+``contexten_up``                                  gauge    1 when the app is ready (readyz)
+``contexten_store_up``                            gauge    1 when the store answered
+``contexten_store_head``                          gauge    the global log's last position
+``contexten_dispatcher_lag``                      gauge    ``subscription``: entries to do
+``contexten_dispatcher_pending``                  gauge    ``subscription``: read, not done
+``contexten_dispatcher_position``                 gauge    ``subscription``
+``contexten_subscription_running``                gauge    ``subscription``: 1 when running
+``contexten_handler_deliveries_total``            counter  ``subscription``: handled
+``contexten_handler_failed_attempts_total``       counter  ``subscription``
+``contexten_handler_parked_total``                counter  ``subscription``: dead-lettered
+``contexten_subscription_restarts_total``         counter  ``subscription``: reader restarts
+``contexten_dead_letters``                        gauge    letters parked in the DLQ now
+``contexten_supervisor_restarts_total``           counter  ``task``: background restarts
+================================================  =======  ==================================
+
+The delivery counters count since the dispatcher started (Prometheus reads a drop to zero as
+a counter reset). Handler durations are not here: the dispatcher exposes no per-attempt
+timing to observe from outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from contexten.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from contexten.bus.health import HealthReport, SubscriptionHealth
+
+__all__ = ["AppCollector", "instrument_app"]
+
+HealthSource = Callable[[], Awaitable["HealthReport"]]
+"""Where the collector gets its report from: ``App.health``."""
+
+
+def _per_subscription(
+    family: GaugeMetricFamily | CounterMetricFamily,
+    subscriptions: Iterable[SubscriptionHealth],
+    value: Callable[[SubscriptionHealth], float | None],
+) -> GaugeMetricFamily | CounterMetricFamily:
+    for sub in subscriptions:
+        v = value(sub)
+        if v is not None:
+            family.add_metric([sub.name], v)
+    return family
+
+
+class AppCollector(Collector):
+    """A Prometheus collector over an App's health report (see the module docstring).
+
+    Prometheus collectors are synchronous and the report needs the store, so the report is
+    fetched by :meth:`refresh` (registered with :meth:`Metrics.on_scrape`, awaited by
+    ``/metrics`` before it renders) and :meth:`collect` reads the last one fetched.
+
+    Args:
+        health: an async callable returning the report (``app.health``).
+    """
+
+    def __init__(self, health: HealthSource) -> None:
+        self._health = health
+        self._report: HealthReport | None = None
+
+    async def refresh(self) -> None:
+        """Fetch a fresh report (``App.health()`` reports an unreachable store; it does not
+        raise for one)."""
+        self._report = await self._health()
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families of the last report (nothing before the first refresh)."""
+        report = self._report
+        if report is None:
+            return
+        subs = report.subscriptions
+        yield GaugeMetricFamily(
+            "contexten_up", "1 when the app is ready: running, store reachable.", report.ok
+        )
+        yield GaugeMetricFamily(
+            "contexten_store_up", "1 when the event store answered.", report.store.reachable
+        )
+        if report.store.head is not None:
+            yield GaugeMetricFamily(
+                "contexten_store_head", "The global log's last position.", report.store.head
+            )
+        yield _per_subscription(
+            GaugeMetricFamily(
+                "contexten_dispatcher_lag",
+                "Log entries a subscription has still to handle (head - position).",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: s.lag,
+        )
+        yield _per_subscription(
+            GaugeMetricFamily(
+                "contexten_dispatcher_pending",
+                "Entries a subscription has read and not finished (in flight, waiting, retrying).",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: s.pending,
+        )
+        yield _per_subscription(
+            GaugeMetricFamily(
+                "contexten_dispatcher_position",
+                "The log position up to which a subscription is done.",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: s.position,
+        )
+        yield _per_subscription(
+            GaugeMetricFamily(
+                "contexten_subscription_running",
+                "1 when the subscription's consumer is running.",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: 1.0 if s.state == "running" else 0.0,
+        )
+        yield _per_subscription(
+            CounterMetricFamily(
+                "contexten_handler_deliveries",
+                "Deliveries handled (handler succeeded or predicate declined) since start.",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: s.handled,
+        )
+        yield _per_subscription(
+            CounterMetricFamily(
+                "contexten_handler_failed_attempts",
+                "Handler attempts that failed since start.",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: s.failed_attempts,
+        )
+        yield _per_subscription(
+            CounterMetricFamily(
+                "contexten_handler_parked",
+                "Deliveries parked in the dead-letter queue since start.",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: s.parked,
+        )
+        yield _per_subscription(
+            CounterMetricFamily(
+                "contexten_subscription_restarts",
+                "Restarts of a subscription's reader or checkpoint loop after a crash.",
+                labels=["subscription"],
+            ),
+            subs,
+            lambda s: s.restarts,
+        )
+        if report.dead_letters is not None:
+            yield GaugeMetricFamily(
+                "contexten_dead_letters",
+                "Letters parked in the dead-letter queue now.",
+                report.dead_letters,
+            )
+        restarts = CounterMetricFamily(
+            "contexten_supervisor_restarts",
+            "Restarts of supervised background tasks after a crash.",
+            labels=["task"],
+        )
+        for task, count in sorted(report.supervisor_restarts.items()):
+            restarts.add_metric([task], count)
+        yield restarts
+
+
+def instrument_app(metrics: Metrics, health: HealthSource) -> AppCollector:
+    """Register an :class:`AppCollector` over ``health`` on ``metrics`` and its scrape hook.
+
+    Returns:
+        The collector (already registered).
+    """
+    collector = AppCollector(health)
+    metrics.registry.register(collector)
+    metrics.on_scrape(collector.refresh)
+    return collector
