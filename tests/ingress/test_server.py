@@ -4,6 +4,7 @@ readiness from the App's health; the dispatcher's metrics."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from contexten import App, Event, HandlerContext, RetryPolicy
 from contexten.cli.simulate import github_request, send
 from contexten.clock import WallClock
-from contexten.ingress.server import create_server
+from contexten.exceptions import StoreUnavailable
+from contexten.ingress.server import IngressServer, create_server
 
 from ._serving import serving
 from ._support import GITHUB_SECRET, HANG_GUARD, make_config, pull_request_payload
@@ -177,3 +179,24 @@ async def test_a_bare_app_serves_the_ingress_and_api(tmp_path: Path) -> None:
         assert [e["event"]["delivery_id"] for e in listed.json()["events"]] == [request.delivery]
         assert (await client.get("/readyz")).status_code == 200
     assert not app.running
+
+
+async def test_a_failed_start_is_raised_not_exited(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    server = IngressServer(app, port=0, config=make_config())
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        async with asyncio.timeout(HANG_GUARD):
+            await server.serve()
+    assert not server.started
+
+
+async def test_an_address_in_use_is_raised_not_exited(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        app = App(f"sqlite:///{tmp_path / 'taken.db'}")
+        server = IngressServer(app, port=taken.getsockname()[1], config=make_config())
+        with pytest.raises(RuntimeError, match="did not start"):
+            async with asyncio.timeout(HANG_GUARD):
+                await server.serve()
+    assert not app.running  # started for the lifespan, stopped when listening failed

@@ -224,19 +224,25 @@ class IngressServer:
                 server did not start.
             RuntimeError: the server did not start for another reason (logged by uvicorn).
         """
-        await self._server.serve(sockets=sockets)
+        try:
+            await self._server.serve(sockets=sockets)
+        except SystemExit:  # uvicorn exits the process when startup fails: report instead
+            pass
         self._check_started()
 
     def run(self) -> None:
         """Like :meth:`serve`, in a new event loop (uvloop when installed and ``loop="auto"``)."""
-        self._server.run()
+        try:
+            self._server.run()
+        except SystemExit:
+            pass
         self._check_started()
 
     def _check_started(self) -> None:
         if self._startup_error is not None:
             raise self._startup_error
         if not self._server.started:
-            raise RuntimeError("the server did not start (see the log)")
+            raise RuntimeError("the server did not start (the address is in use?); see the log")
 
 
 def serve(
