@@ -14,6 +14,9 @@ from contexten.ingress.api import DEFAULT_LIMIT, MAX_LIMIT
 __all__ = ["openapi_spec"]
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
+_SEGMENT: Final = r"(?:\*|[a-z0-9_][a-z0-9_\-]*)"
+_TYPE_PATTERN: Final = rf"^(?:{_SEGMENT}(?:\.{_SEGMENT})*(?:\.(?:\*\*|>))?|\*\*|>)$"
+"""What :func:`~contexten.events.patterns.compile_pattern` accepts, as a JSON Schema regex."""
 
 
 def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -210,10 +213,20 @@ def openapi_spec() -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "description": "Type pattern: '*' one segment, trailing '**' the rest.",
-                            "schema": {"type": "string", "examples": ["github.pull_request.*"]},
+                            "schema": {
+                                "type": "string",
+                                "pattern": _TYPE_PATTERN,
+                                "examples": ["github.pull_request.*"],
+                            },
                         },
-                        _int_query("before", "Only events below this position.", 1),
-                        _int_query("after", "Only events above this position, oldest first.", 0),
+                        _int_query(
+                            "before", "Only events below this position (not with after).", 1
+                        ),
+                        _int_query(
+                            "after",
+                            "Only events above this position, oldest first (not with before).",
+                            0,
+                        ),
                         _int_query("limit", "Events per page.", 1, DEFAULT_LIMIT),
                     ],
                     "responses": {

@@ -224,18 +224,15 @@ class IngressServer:
                 server did not start.
             RuntimeError: the server did not start for another reason (logged by uvicorn).
         """
-        try:
+        # uvicorn exits the process (SystemExit) when startup fails: raise the cause instead.
+        with contextlib.suppress(SystemExit):
             await self._server.serve(sockets=sockets)
-        except SystemExit:  # uvicorn exits the process when startup fails: report instead
-            pass
         self._check_started()
 
     def run(self) -> None:
         """Like :meth:`serve`, in a new event loop (uvloop when installed and ``loop="auto"``)."""
-        try:
+        with contextlib.suppress(SystemExit):
             self._server.run()
-        except SystemExit:
-            pass
         self._check_started()
 
     def _check_started(self) -> None:
