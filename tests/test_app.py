@@ -146,7 +146,6 @@ async def test_subscriptions_can_be_added_while_running() -> None:
 
 async def test_handler_context() -> None:
     app = create_test_app()
-    app.agents["slack"] = "the slack agent"
     seen: list[HandlerContext] = []
 
     @app.on("a.b", name="ctx")
@@ -161,7 +160,8 @@ async def test_handler_context() -> None:
     assert ctx.store is app.store
     assert ctx.subscription == "ctx"
     assert ctx.position == result.last_position
-    assert ctx.agents["slack"] == "the slack agent"
+    assert ctx.agents is app.agents
+    assert ctx.agents.slack.name == "slack"
     assert ctx.idempotency_key == f"ctx:{ctx.event.id}"
     assert "ctx" in repr(ctx)
 

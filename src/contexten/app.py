@@ -13,20 +13,32 @@
 
     app.run()                            # or: block until SIGINT/SIGTERM (scripts)
 
-Extensions (the workflow engine, integrations) plug in through :meth:`App.add_subscription`,
-:meth:`App.on_startup` / :meth:`App.on_shutdown`, the shared :attr:`App.supervisor` for their
-background loops, and :attr:`App.extensions` to keep their state; this module does not import
-them.
+Acting on platforms: ``ctx.agents`` in handlers is the App's
+:class:`~contexten.agents.AgentManager` (``await ctx.agents.slack.post_message(...)``), and
+module-level actions (``await wf.step(linear.move_issue, ...)``) use the App's client registry
+while it runs. Clients come from the environment (``CONTEXTEN_GITHUB_TOKEN``...) unless
+:meth:`App.use_agents` says otherwise; nothing is built until something needs it. Every action
+is recorded as a ``contexten.action.*`` event, and the webhooks our own actions cause (echoes)
+are not delivered to handlers or workflow triggers unless they ask (``echoes=True``); see
+:mod:`contexten.agents.runtime`.
+
+Extensions plug in through :meth:`App.add_subscription`, :meth:`App.on_startup` /
+:meth:`App.on_shutdown`, the shared :attr:`App.supervisor` for their background loops, and
+:attr:`App.extensions` to keep their state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import functools
+import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Self, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 
 import structlog
 
@@ -43,7 +55,7 @@ from contexten.bus.subscription import (
 )
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
-from contexten.exceptions import AppNotRunning, ContextenError
+from contexten.exceptions import AppNotRunning, ConfigurationError, ContextenError
 from contexten.observability.logging import configure_logging, get_logger
 from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor
@@ -51,12 +63,28 @@ from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, StreamState
 from contexten.workflows import StateMachine, WorkflowEngine, WorkflowHandle, WorkflowInfo
 
+if TYPE_CHECKING:
+    from contexten.agents.manager import AgentManager
+    from contexten.agents.runtime import AgentRuntime
+    from contexten.bus.context import HandlerContext
+    from contexten.integrations.client import ClientRegistry
+    from contexten.integrations.echo import BotIdentity
+
 __all__ = ["App", "Hook"]
 
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 W = TypeVar("W", bound=Callable[..., Awaitable[Any]])
 Hook = Callable[[], Awaitable[None]]
 """A startup or shutdown hook: ``async def hook() -> None``."""
+
+_ECHO_PREFIXES: Final = ("github.", "linear.", "slack.")
+_PLATFORM_ENV: Final = (
+    "CONTEXTEN_SANDBOX_URL",
+    "CONTEXTEN_GITHUB_TOKEN",
+    "CONTEXTEN_LINEAR_API_KEY",
+    "CONTEXTEN_SLACK_BOT_TOKEN",
+    "CONTEXTEN_CODEGEN_TOKEN",
+)
 
 
 class App:
@@ -76,6 +104,12 @@ class App:
         dispatch: False for a process that only stores events (one taking webhooks while
             another, ``contexten worker``, runs the handlers on the same store): it opens
             the store and runs the hooks but delivers nothing.
+        agents: what handlers and workflows act through: a
+            :class:`~contexten.integrations.client.ClientRegistry` (e.g. a sandbox's
+            ``sandbox.clients()``) or a ready :class:`~contexten.agents.AgentManager`.
+            Default: clients configured from the environment, built on first use.
+        bot: who "we" are on each platform, for echo detection (default: from the
+            environment, see :class:`~contexten.integrations.echo.BotIdentity`).
 
     Only one dispatching process should serve a given subscription at a time: each keeps its
     own checkpoint, so two would both deliver every event.
@@ -93,6 +127,8 @@ class App:
         checkpoint_interval: float = 0.05,
         batch_size: int = 500,
         dispatch: bool = True,
+        agents: AgentManager | ClientRegistry | None = None,
+        bot: BotIdentity | None = None,
     ) -> None:
         if isinstance(store, EventStore):
             self._store, self._owns_store = store, False
@@ -103,8 +139,6 @@ class App:
         self.dispatch = dispatch
         self.supervisor = Supervisor(clock=self.clock)
         """Runs background loops and restarts them when they crash; extensions may use it."""
-        self.agents: dict[str, Any] = {}
-        """Platform agents by name, seen by handlers as ``ctx.agents``."""
         self.extensions: dict[str, Any] = {}
         """Where extensions (the workflow engine...) keep their per-app state."""
         self.dead_letters = DeadLetterQueue(self._store, clock=self.clock)
@@ -115,7 +149,6 @@ class App:
             supervisor=self.supervisor,
             publish=self._store_event,
             app=self,
-            agents=MappingProxyType(self.agents),
             batch_size=batch_size,
             checkpoint_interval=checkpoint_interval,
         )
@@ -127,6 +160,10 @@ class App:
         self._running = False
         self._workflows_started = False
         self._log = get_logger("contexten.app")
+        self._runtime: AgentRuntime | None = None
+        self._agents_configured = False
+        if agents is not None or bot is not None:
+            self.use_agents(agents, bot=bot)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -162,12 +199,14 @@ class App:
         key: KeyFunction | None = default_key,
         start: StartFrom = "beginning",
         include_system: bool = False,
+        echoes: bool = False,
     ) -> Callable[[H], H]:
         """Decorator: deliver events matching ``patterns`` to the decorated handler.
 
         The handler is returned unchanged (still callable directly in tests). Its subscription
         is named ``name``, by default the handler's ``module.qualname``; the name is durable
-        (the checkpoint is stored under it). See :class:`Subscription` for the options.
+        (the checkpoint is stored under it). See :class:`Subscription` for the options;
+        ``echoes=True`` also delivers the webhooks our own actions caused.
 
         Raises:
             ConfigurationError: bad options, a non-async handler, or a name already in use.
@@ -186,6 +225,7 @@ class App:
                     key=key,
                     start=start,
                     include_system=include_system,
+                    echoes=echoes,
                 )
             )
             return handler
@@ -195,10 +235,23 @@ class App:
     def add_subscription(self, subscription: Subscription) -> None:
         """Register a subscription (what ``@app.on`` does); allowed while running too.
 
+        The handler runs with ``ctx.agents`` set and its actions recorded; echoes are
+        filtered out unless ``subscription.echoes``.
+
         Raises:
             ConfigurationError: another subscription has the same name.
         """
-        self._dispatcher.add(subscription)
+        handler = subscription.handler
+
+        @functools.wraps(handler)
+        async def act_as_app(event: Event, ctx: HandlerContext) -> None:
+            runtime = self._agent_runtime()
+            ctx.agents = runtime.manager
+            with runtime.bound(event):
+                await handler(event, ctx)
+
+        where = subscription.where if subscription.echoes else self._no_echoes(subscription.where)
+        self._dispatcher.add(dataclasses.replace(subscription, handler=act_as_app, where=where))
 
     def on_startup(self, hook: Hook) -> Hook:
         """Run ``await hook()`` at start, after the store opens and before dispatching."""
@@ -210,6 +263,95 @@ class App:
         (in reverse order of registration)."""
         self._shutdown.append(hook)
         return hook
+
+    # -- agents ----------------------------------------------------------------------------
+
+    @property
+    def agents(self) -> AgentManager:
+        """The agents handlers see as ``ctx.agents`` (built on first use)."""
+        return self._agent_runtime().manager
+
+    @property
+    def clients(self) -> ClientRegistry:
+        """The client registry actions use while the app runs (built on first use)."""
+        return self._agent_runtime().clients
+
+    def use_agents(
+        self, agents: AgentManager | ClientRegistry | None = None, *, bot: BotIdentity | None = None
+    ) -> AgentManager:
+        """Say what handlers and workflows act through (before :meth:`start`).
+
+        Args:
+            agents: a :class:`~contexten.integrations.client.ClientRegistry` (the
+                sandbox's ``sandbox.clients()``...), an
+                :class:`~contexten.agents.AgentManager`, or None for clients from the
+                environment.
+            bot: our bot's identities for echo detection (default: from the environment).
+
+        Returns:
+            The agent manager (``app.agents``), to register more agents or rules on.
+
+        Raises:
+            ConfigurationError: the app is running.
+        """
+        if self._running:
+            raise ConfigurationError("use_agents() must be called before the app starts")
+        from contexten.agents.manager import AgentManager
+        from contexten.agents.runtime import AgentRuntime
+        from contexten.integrations.client import ClientRegistry
+
+        manager = agents if isinstance(agents, AgentManager) else None
+        clients = agents if isinstance(agents, ClientRegistry) else None
+        if agents is not None and manager is None and clients is None:
+            raise TypeError(f"agents= takes a ClientRegistry or an AgentManager, not {agents!r}")
+        self._runtime = AgentRuntime(
+            self._store, clients=clients, manager=manager, identity=bot, engine=self.workflows
+        )
+        self._agents_configured = True
+        return self._runtime.manager
+
+    def is_echo(self, event: Event) -> bool:
+        """Whether ``event`` is a webhook our own action caused (our bot is its actor, or it
+        is about an object one of our recorded actions just touched)."""
+        if not event.type.startswith(_ECHO_PREFIXES):
+            return False
+        return self._agent_runtime().is_echo(event)
+
+    def _agent_runtime(self) -> AgentRuntime:
+        if self._runtime is None:
+            from contexten.agents.runtime import AgentRuntime
+
+            self._runtime = AgentRuntime(self._store, engine=self.workflows)
+        return self._runtime
+
+    def _no_echoes(self, where: Predicate | None) -> Predicate:
+        """``where``, and not an echo."""
+        if where is None:
+            return lambda event: not self.is_echo(event)
+        condition = where
+        return lambda event: not self.is_echo(event) and condition(event)
+
+    @contextlib.contextmanager
+    def _bound(self) -> Iterator[None]:
+        """Actions inside (and in tasks started inside) use the app's clients and log."""
+        if self._runtime is None:
+            yield
+            return
+        with self._runtime.bound():
+            yield
+
+    def _platforms_configured(self) -> bool:
+        return self._agents_configured or any(os.environ.get(name) for name in _PLATFORM_ENV)
+
+    async def _start_agents(self) -> None:
+        """At start, when platforms are configured: see :meth:`AgentRuntime.start`; and mark
+        echoes (a subscription)."""
+        if self._platforms_configured():
+            runtime = self._agent_runtime()
+            await runtime.start()
+            marker = runtime.echo_marker()
+            if self.dispatch and marker.name not in self.subscriptions:
+                self._dispatcher.add(marker)
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -223,14 +365,18 @@ class App:
         version: str = "1",
         max_concurrent: int | None = None,
         max_per_key: int | None = None,
+        echoes: bool = False,
     ) -> Callable[[W], W]:
         """Decorator: register a durable workflow ``async def fn(wf, input)``.
 
         With ``on`` (and optionally ``where``), each matching event starts an instance whose
         id is ``{name}:{key(event)}``, so a second event for the same key does not start a
-        second instance. Instances are also started explicitly with :meth:`start_workflow`.
-        See :class:`~contexten.workflows.WorkflowEngine` for the options.
+        second instance; echoes of our own actions start nothing unless ``echoes=True``.
+        Instances are also started explicitly with :meth:`start_workflow`. See
+        :class:`~contexten.workflows.WorkflowEngine` for the options.
         """
+        if on is not None and not echoes:
+            where = self._no_echoes(where)
         return self.workflows.workflow(
             name,
             on=on,
@@ -256,7 +402,10 @@ class App:
         """Start an instance of workflow ``name``, idempotently: starting an id that exists
         returns the existing instance's handle (or raises ``WorkflowAlreadyStarted`` with
         ``if_exists="raise"``); it never runs twice."""
-        return await self.workflows.start_workflow(name, input, workflow_id, if_exists=if_exists)
+        with self._bound():
+            return await self.workflows.start_workflow(
+                name, input, workflow_id, if_exists=if_exists
+            )
 
     async def get_workflow(self, workflow_id: str) -> WorkflowInfo:
         """An instance's status, result or error, current step and history."""
@@ -330,11 +479,13 @@ class App:
         try:
             for hook in self._startup:
                 await hook()
+            await self._start_agents()
             self._running = True
             if self.dispatch:
                 await self._dispatcher.start()
                 if self.workflows.definitions or self.workflows.machines:
-                    await self.workflows.start()
+                    with self._bound():  # the engine's tasks keep the app's clients and log
+                        await self.workflows.start()
                     self._workflows_started = True
         except BaseException:
             self._running = True  # so that stop() undoes whatever was started
@@ -356,6 +507,8 @@ class App:
             if self._workflows_started:
                 self._workflows_started = False
                 await self.workflows.stop()
+            if self._runtime is not None:
+                await self._runtime.stop()
             for hook in reversed(self._shutdown):
                 try:
                     await hook()
@@ -426,13 +579,15 @@ class App:
 
     async def health(self) -> HealthReport:
         """How each part is: store reachability, each subscription's lag and state, the
-        dead-letter queue's size, supervisor restarts."""
+        dead-letter queue's size, supervisor restarts, and (once agents are in use) each
+        agent's availability and circuit breaker."""
         return await check_health(
             store=self._store,
             dispatcher=self._dispatcher,
             dead_letters=self.dead_letters,
             supervisor=self.supervisor,
             running=self._running,
+            agents=self._runtime.health() if self._runtime is not None else None,
         )
 
     def __repr__(self) -> str:

@@ -31,7 +31,9 @@ class HandlerContext:
         position: the log position this delivery came from.
         store: the event store (to read history; publish with :meth:`emit`).
         app: the :class:`~contexten.app.App` running the handler, if any.
-        agents: platform agents by name (filled in by later integrations; empty for now).
+        agents: the agents handlers act through: the App's
+            :class:`~contexten.agents.AgentManager` (``ctx.agents.slack.post_message(...)``);
+            an empty mapping for a dispatcher used without an App.
     """
 
     __slots__ = (
@@ -57,7 +59,7 @@ class HandlerContext:
         store: EventStore,
         publish: Publisher,
         app: App | None = None,
-        agents: Mapping[str, Any] = _NO_AGENTS,
+        agents: Any = _NO_AGENTS,
     ) -> None:
         self.event = event
         self.subscription = subscription
@@ -65,7 +67,7 @@ class HandlerContext:
         self.position = position
         self.store = store
         self.app = app
-        self.agents = agents
+        self.agents: Any = agents
         self._publish = publish
         self._emits = 0
         self._logger: Any = None

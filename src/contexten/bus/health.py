@@ -78,6 +78,10 @@ class HealthReport:
         subscriptions: each subscription's state and lag.
         dead_letters: letters waiting in the dead-letter queue (None: could not count).
         supervisor_restarts: how often each supervised background task was restarted.
+        agents: each agent's availability (an open circuit breaker makes a platform agent
+            unavailable), JSON-ready, by agent name. Informational: a platform being down
+            does not make the app unready (webhooks are still taken and stored), so it does
+            not count in :attr:`ok`.
     """
 
     running: bool
@@ -85,6 +89,7 @@ class HealthReport:
     subscriptions: tuple[SubscriptionHealth, ...] = ()
     dead_letters: int | None = None
     supervisor_restarts: Mapping[str, int] = field(default_factory=dict)
+    agents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -123,6 +128,7 @@ class HealthReport:
             ],
             "dead_letters": self.dead_letters,
             "supervisor_restarts": dict(self.supervisor_restarts),
+            "agents": {name: dict(agent) for name, agent in self.agents.items()},
         }
 
 
@@ -146,8 +152,12 @@ async def check_health(
     dead_letters: DeadLetterQueue,
     supervisor: Supervisor,
     running: bool,
+    agents: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> HealthReport:
-    """Ask each part how it is; never raises for an unreachable store (it reports it)."""
+    """Ask each part how it is; never raises for an unreachable store (it reports it).
+
+    ``agents`` is passed through as the report's agent availability (the App computes it).
+    """
     url = redact_url(store.url)
     head: int | None = None
     parked: int | None = None
@@ -171,4 +181,5 @@ async def check_health(
         subscriptions=tuple(SubscriptionHealth.from_status(s, head) for s in dispatcher.statuses()),
         dead_letters=parked,
         supervisor_restarts=dict(supervisor.restarts),
+        agents=dict(agents or {}),
     )

@@ -106,6 +106,10 @@ class Subscription:
         start: where a subscription seen for the first time starts: ``"beginning"`` of the
             log (nothing stored is missed) or ``"now"`` (only events stored from now on).
         include_system: also deliver events of ``$``-prefixed system streams.
+        echoes: also deliver *echoes*, the webhooks our own actions caused (a comment we
+            posted coming back as ``github.issue_comment.created``). The
+            :class:`~contexten.App` filters them out otherwise, so a rule does not trigger
+            itself; the bus itself does not look at this flag.
     """
 
     name: str
@@ -118,6 +122,7 @@ class Subscription:
     key: KeyFunction | None = default_key
     start: StartFrom = "beginning"
     include_system: bool = False
+    echoes: bool = False
     compiled: tuple[Pattern, ...] = field(init=False, repr=False)
     type_matches: Callable[[str], bool] = field(init=False, repr=False)
     """Whether an event type matches the patterns (compiled once)."""

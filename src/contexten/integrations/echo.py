@@ -91,19 +91,30 @@ def _slack_event(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return inner if isinstance(inner, Mapping) else data
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _field(value: Any, key: str) -> str | None:
+    return _text(value.get(key)) if isinstance(value, Mapping) else None
+
+
 def event_actor(event: Event) -> str | None:
-    """Who caused ``event``, as the platform names them (login, bot id or user id)."""
+    """Who caused ``event``, as the platform names them (login, bot id or user id).
+
+    Always a string or None, whatever the payload holds (Slack interactivity payloads carry
+    the user as an object, ``{"id": "U..."}``).
+    """
     data = event.data
     platform = _platform(event)
     if platform == "github":
-        sender = data.get("sender") or {}
-        return sender.get("login") or event.actor
+        return _field(data.get("sender"), "login") or event.actor
     if platform == "slack":
         inner = _slack_event(data)
-        return inner.get("bot_id") or inner.get("user") or event.actor
+        user = inner.get("user")
+        return _text(inner.get("bot_id")) or _text(user) or _field(user, "id") or event.actor
     if platform == "linear":
-        actor = data.get("actor") or {}
-        return actor.get("id") or event.actor
+        return _field(data.get("actor"), "id") or event.actor
     return event.actor
 
 

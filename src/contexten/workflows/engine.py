@@ -451,6 +451,19 @@ class WorkflowEngine:
             self._launch(definition, fold([rec], wid))
         return WorkflowHandle(self, wid)
 
+    def live_state(self, workflow_id: str) -> WorkflowState | None:
+        """The in-memory state of an instance this engine is running now, else None.
+
+        A synchronous, store-free look-up for code running inside a step (an action
+        recording which workflow and trigger event caused it); use :meth:`get_workflow`
+        for an authoritative snapshot.
+        """
+        inst = self._live.get(workflow_id)
+        if inst is not None:
+            return inst.state
+        machine = self._sm_live.get(workflow_id)
+        return machine.state if machine is not None else None
+
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on an existing instance (not checked)."""
         return WorkflowHandle(self, workflow_id)
