@@ -18,8 +18,9 @@ the rest are redelivered at the next start), close the store; then :meth:`Ingres
 returns normally, so the process exits 0. A second SIGINT forces an immediate exit (every
 acknowledged webhook is already durable).
 
-uvicorn picks ``uvloop`` and ``httptools`` when they are installed (``contexten[speed]``),
-else the standard asyncio loop and ``h11``.
+uvicorn picks ``uvloop`` and ``httptools`` when they are installed (they are dependencies
+where they have wheels; ``bench/b3_ingress.py`` measures the difference), else the standard
+asyncio loop and ``h11``.
 """
 
 from __future__ import annotations
