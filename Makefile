@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/contexten demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from contexten.cli.demo import demo
 from contexten.cli.dlq import dlq
 from contexten.cli.events import events
 from contexten.cli.serve import serve
@@ -24,6 +25,7 @@ cli.add_command(dlq)
 cli.add_command(workflows)
 cli.add_command(serve)
 cli.add_command(simulate)
+cli.add_command(demo)
 
 
 def main() -> None:
