@@ -8,8 +8,10 @@ Side by side in one run:
 * Contexten on ``memory://`` and on ``sqlite://`` (durable, ``synchronous=FULL``).
 
 Throughput runs publish N events from 100 concurrent publishers (each awaits its publish, as a
-webhook request would) and time until the handler has seen them all. Latency runs offer a
-steady 1,000 events/s and measure publish -> handler start.
+webhook request would) and time until the handler has seen them all. Every row carries the same
+payload, a Contexten ``Event`` built by the publisher (and, for raw SQLite, encoded to JSON), so
+the rows differ only in how the event travels. Latency runs offer a steady 1,000 events/s and
+measure publish -> handler start.
 
 Run: ``.venv/bin/python bench/b1_dispatch.py [--events 100000] [--rate 1000 --seconds 5]``
 """
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contexten import App, Event
+from contexten.events import encode_event
+from contexten.observability.logging import configure_logging
 
 PUBLISHERS = 100
 
@@ -65,23 +69,23 @@ async def fan_out(n: int, publish: Callable[[int], Awaitable[None]]) -> None:
 
 
 async def raw_queue(n: int) -> Result:
-    queue: asyncio.Queue[float] = asyncio.Queue()
+    queue: asyncio.Queue[Event] = asyncio.Queue()
     latencies: list[float] = []
     done = asyncio.Event()
 
     async def consumer() -> None:
         seen = 0
         while seen < n:
-            t = await queue.get()
-            latencies.append(time.perf_counter() - t)
+            event = await queue.get()
+            latencies.append(time.perf_counter() - event.data["t"])
             seen += 1
         done.set()
 
     task = asyncio.create_task(consumer())
     start = time.perf_counter()
 
-    async def publish(_: int) -> None:
-        await queue.put(time.perf_counter())
+    async def publish(i: int) -> None:
+        await queue.put(tick(i))
 
     await fan_out(n, publish)
     await done.wait()
@@ -137,11 +141,10 @@ class _GroupCommitWriter:
 
 async def raw_sqlite(n: int, tmp: Path) -> Result:
     writer = _GroupCommitWriter(tmp / "raw.db")
-    body = b'{"type":"bench.tick","data":{"i":0}}' * 4
     start = time.perf_counter()
 
-    async def publish(_: int) -> None:
-        await writer.insert(body)
+    async def publish(i: int) -> None:
+        await writer.insert(encode_event(tick(i)))
 
     await fan_out(n, publish)
     elapsed = time.perf_counter() - start
@@ -161,16 +164,16 @@ async def pyee_emitter(n: int) -> Result | None:
     latencies: list[float] = []
     done = asyncio.Event()
 
-    async def handler(t: float) -> None:
-        latencies.append(time.perf_counter() - t)
+    async def handler(event: Event) -> None:
+        latencies.append(time.perf_counter() - event.data["t"])
         if len(latencies) == n:
             done.set()
 
     emitter.on("tick", handler)
     start = time.perf_counter()
 
-    async def publish(_: int) -> None:
-        emitter.emit("tick", time.perf_counter())
+    async def publish(i: int) -> None:
+        emitter.emit("tick", tick(i))
 
     await fan_out(n, publish)
     await done.wait()
@@ -185,14 +188,14 @@ async def blinker_signal(n: int) -> Result | None:
     signal = Signal()
     latencies: list[float] = []
 
-    async def handler(sender: object, t: float) -> None:
-        latencies.append(time.perf_counter() - t)
+    async def handler(sender: object, event: Event) -> None:
+        latencies.append(time.perf_counter() - event.data["t"])
 
     signal.connect(handler)
     start = time.perf_counter()
 
-    async def publish(_: int) -> None:
-        await signal.send_async(None, t=time.perf_counter())
+    async def publish(i: int) -> None:
+        await signal.send_async(None, event=tick(i))
 
     await fan_out(n, publish)
     return Result("blinker send_async (peer)", n, time.perf_counter() - start, latencies)
@@ -216,9 +219,7 @@ async def contexten(n: int, url: str, name: str) -> Result:
         start = time.perf_counter()
 
         async def publish(i: int) -> None:
-            await app.publish(
-                Event(type="bench.tick", data={"t": time.perf_counter()}, subject=f"k{i % 64}")
-            )
+            await app.publish(tick(i))
 
         await fan_out(n, publish)
         await done.wait()
@@ -260,6 +261,11 @@ async def contexten_latency(url: str, rate: float, seconds: float, name: str) ->
         await asyncio.wait_for(done.wait(), timeout=seconds + 30)
         elapsed = time.perf_counter() - start
     return Result(name, total, elapsed, latencies)
+
+
+def tick(i: int) -> Event:
+    """The benchmark's event: what every row publishes."""
+    return Event(type="bench.tick", data={"t": time.perf_counter()}, subject=f"k{i % 64}")
 
 
 def print_table(title: str, rows: list[Result]) -> None:
@@ -316,4 +322,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    configure_logging(level="WARNING")
     asyncio.run(main())

@@ -20,6 +20,10 @@ from contexten.exceptions import InvalidEvent
 __all__ = ["Event", "utcnow"]
 
 _TYPE_RE = re.compile(r"^[a-z0-9_][a-z0-9_\-]*(\.[a-z0-9_][a-z0-9_\-]*)*$")
+_VALID_TYPES: set[str] = set()
+"""Types that passed the check; a process sees few distinct types, so most checks are a
+set lookup instead of a regular-expression match."""
+_VALID_TYPES_LIMIT = 10_000
 
 
 def utcnow() -> datetime:
@@ -53,11 +57,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     traceparent: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, str) or not _TYPE_RE.match(self.type):
-            raise InvalidEvent(
-                f"event type {self.type!r} must be dot-separated lower-case segments "
-                "(e.g. 'github.pull_request.opened')"
-            )
+        if self.type not in _VALID_TYPES:
+            if not isinstance(self.type, str) or not _TYPE_RE.match(self.type):
+                raise InvalidEvent(
+                    f"event type {self.type!r} must be dot-separated lower-case segments "
+                    "(e.g. 'github.pull_request.opened')"
+                )
+            if len(_VALID_TYPES) < _VALID_TYPES_LIMIT:
+                _VALID_TYPES.add(self.type)
         if not self.source:
             raise InvalidEvent("event source must be a non-empty string")
         if not self.id:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from contexten.events.codec import decode_json, encode_json
+from contexten.events.envelope import Event
 from contexten.exceptions import InvalidEvent, StoreError, StoreUnavailable, WrongExpectedVersion
 from contexten.store._sqlite_schema import translate_error
 from contexten.store.base import (
@@ -37,7 +38,7 @@ from contexten.store.base import (
     check_expected_version,
 )
 
-__all__ = ["CommitRequest", "PreparedAppend", "SqliteWriter"]
+__all__ = ["CommitRequest", "Outcome", "PreparedAppend", "SqliteWriter"]
 
 _log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class PreparedAppend:
     stream: str
     expected: ExpectedVersion
     rows: list[EventRow]
+    events: Sequence[Event] = ()
+    """The events themselves, so the store can remember what it committed (see RecentLog)."""
 
 
 @dataclass(slots=True)
@@ -144,6 +147,8 @@ class SqliteWriter:
         path: the file, for error messages.
         on_committed: called on the loop after each batch with the new head, so the store
             can wake its waiters.
+        on_recorded: called on the loop after each committed batch, before its callers are
+            told, with the batch, the outcomes and the batch's ``recorded_at`` (microseconds).
     """
 
     def __init__(
@@ -152,8 +157,10 @@ class SqliteWriter:
         path: str,
         loop: asyncio.AbstractEventLoop,
         on_committed: Callable[[int], None],
+        on_recorded: Callable[[list[CommitRequest], list[Outcome], int], None] | None = None,
     ) -> None:
         self._conn = conn
+        self._on_recorded = on_recorded
         self._path = path
         self._loop = loop
         self._on_committed = on_committed
@@ -219,19 +226,25 @@ class SqliteWriter:
             _log.warning("event loop closed before the SQLite writer could report")
 
     def _write(self, batch: list[CommitRequest]) -> None:
+        now = 0
         try:
-            outcomes, head = self._transaction(batch)
+            outcomes, head, now = self._transaction(batch)
         except StoreError as e:
             outcomes, head = [_copy_error(e) for _ in batch], None
         except Exception as e:  # a bug must not kill the writer and hang every caller
             _log.exception("SQLite writer failed on a batch")
             err = StoreUnavailable(f"the SQLite event store {self._path!r} failed: {e!r}")
             outcomes, head = [_copy_error(err) for _ in batch], None
-        self._call_soon(self._deliver, batch, outcomes, head)
+        self._call_soon(self._deliver, batch, outcomes, head, now)
 
     def _deliver(
-        self, batch: list[CommitRequest], outcomes: list[Outcome], head: int | None
+        self, batch: list[CommitRequest], outcomes: list[Outcome], head: int | None, now: int
     ) -> None:
+        if head is not None and self._on_recorded is not None:
+            try:
+                self._on_recorded(batch, outcomes, now)
+            except Exception:  # an optimisation failing must never strand the callers
+                _log.exception("remembering a committed batch failed")
         for request, outcome in zip(batch, outcomes, strict=True):
             fut = request.future
             if fut.done():  # the caller gave up (cancelled); the outcome stands regardless
@@ -243,7 +256,7 @@ class SqliteWriter:
         if head is not None:
             self._on_committed(head)
 
-    def _transaction(self, batch: list[CommitRequest]) -> tuple[list[Outcome], int]:
+    def _transaction(self, batch: list[CommitRequest]) -> tuple[list[Outcome], int, int]:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -272,7 +285,7 @@ class SqliteWriter:
         except BaseException:
             self._rollback()
             raise
-        return outcomes, head
+        return outcomes, head, now
 
     def _rollback(self) -> None:
         try:

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Self
 
 from contexten.events.envelope import Event
+from contexten.exceptions import WrongExpectedVersion
 
 __all__ = [
     "Append",
@@ -110,8 +111,6 @@ class StreamInfo:
 
 def check_expected_version(stream: str, expected: ExpectedVersion, actual: int) -> None:
     """Raise :class:`WrongExpectedVersion` unless ``actual`` satisfies ``expected``."""
-    from contexten.exceptions import WrongExpectedVersion
-
     if expected is StreamState.ANY:
         return
     if expected is StreamState.NO_STREAM:

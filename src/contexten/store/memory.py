@@ -19,6 +19,7 @@ from contexten.store.base import (
     HeadNotifier,
     RecordedEvent,
     StreamInfo,
+    StreamState,
     check_expected_version,
 )
 
@@ -58,6 +59,8 @@ class MemoryEventStore(EventStore):
     ) -> list[AppendResult]:
         self._check_open()
         # Runs without an await between check and write, so it is atomic in the event loop.
+        if len(appends) == 1 and dedup_key is None and checkpoint is None:
+            return [self._append_one(appends[0])]
         if dedup_key is not None and dedup_key in self._dedup:
             return [_deduplicated(r) for r in self._dedup[dedup_key]]
         pending: dict[str, int] = {}
@@ -91,6 +94,35 @@ class MemoryEventStore(EventStore):
             self._checkpoints[checkpoint[0]] = checkpoint[1]
         self._notifier.advance(len(self._log))
         return results
+
+    def _append_one(self, a: Append) -> AppendResult:
+        """The common case (one stream, no dedup key, no checkpoint), without the general
+        path's bookkeeping; same checks, same result."""
+        stream = self._streams.get(a.stream)
+        version = len(stream) if stream is not None else 0
+        if a.expected_version is not StreamState.ANY:
+            check_expected_version(a.stream, a.expected_version, version)
+        events = a.events
+        if not events:
+            return AppendResult(a.stream, version, 0, 0)
+        by_id = self._by_id
+        if len(events) == 1:
+            if events[0].id in by_id:
+                raise InvalidEvent(f"event id {events[0].id} is already stored")
+        elif len({e.id for e in events}) != len(events) or any(e.id in by_id for e in events):
+            raise InvalidEvent("an event id in the batch is already stored or repeated")
+        if stream is None:
+            stream = self._streams[a.stream] = []
+        log = self._log
+        now = utcnow()
+        first = len(log) + 1
+        for e in events:
+            rec = RecordedEvent(len(log) + 1, a.stream, len(stream) + 1, now, e)
+            log.append(rec)
+            stream.append(rec)
+            by_id[e.id] = rec
+        self._notifier.advance(len(log))
+        return AppendResult(a.stream, len(stream), first, len(log))
 
     async def read_stream(
         self,

@@ -44,6 +44,7 @@ from contexten.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from contexten.store._recent import RecentLog
 from contexten.store._sqlite_schema import (
     MIGRATIONS,
     Migration,
@@ -51,7 +52,7 @@ from contexten.store._sqlite_schema import (
     prepare_schema,
     translate_error,
 )
-from contexten.store._sqlite_writer import CommitRequest, PreparedAppend, SqliteWriter
+from contexten.store._sqlite_writer import CommitRequest, Outcome, PreparedAppend, SqliteWriter
 from contexten.store.base import (
     Append,
     AppendResult,
@@ -157,6 +158,7 @@ class SqliteEventStore(EventStore):
         self._read_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._notifier = HeadNotifier()
+        self._recent = RecentLog()
         self._watcher: asyncio.Task[None] | None = None
         self._open_lock = asyncio.Lock()
 
@@ -185,7 +187,10 @@ class SqliteEventStore(EventStore):
                 raise
             self._executor = executor
             self._notifier = HeadNotifier(head=head)
-            self._writer = SqliteWriter(conn, self.path, loop, self._notifier.advance)
+            self._recent.clear()
+            self._writer = SqliteWriter(
+                conn, self.path, loop, self._notifier.advance, self._remember
+            )
             self._writer.start()
 
     def _open_writer_connection(self) -> tuple[sqlite3.Connection, int]:
@@ -200,6 +205,30 @@ class SqliteEventStore(EventStore):
         except BaseException:
             conn.close()
             raise
+
+    def _remember(self, batch: list[CommitRequest], outcomes: list[Outcome], now: int) -> None:
+        """Keep what this store just committed, so tailing readers skip the database."""
+        recorded_at = _EPOCH + timedelta(microseconds=now)
+        recent = self._recent
+        for request, outcome in zip(batch, outcomes, strict=True):
+            # A deduplicated commit wrote nothing (and may differ from the original's shape).
+            if isinstance(outcome, BaseException) or any(r.deduplicated for r in outcome):
+                continue
+            for append, result in zip(request.appends, outcome, strict=False):
+                events = append.events
+                if not events or len(events) != len(append.rows):
+                    continue
+                version = result.version - len(events)
+                for i, event in enumerate(events, 1):
+                    recent.add(
+                        RecordedEvent(
+                            result.first_position + i - 1,
+                            append.stream,
+                            version + i,
+                            recorded_at,
+                            event,
+                        )
+                    )
 
     def _prepare_write_connection(self, conn: sqlite3.Connection) -> None:
         """Hook for subclasses (tests) to configure the write connection; does nothing."""
@@ -218,6 +247,7 @@ class SqliteEventStore(EventStore):
             await asyncio.wait([self._watcher])
             self._watcher = None
         await writer.stop()
+        self._recent.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -307,7 +337,16 @@ class SqliteEventStore(EventStore):
     async def read_all(
         self, *, after: int = 0, limit: int = 1000, as_of: datetime | None = None
     ) -> list[RecordedEvent]:
-        """Up to ``limit`` events of the log after position ``after`` (see the port)."""
+        """Up to ``limit`` events of the log after position ``after`` (see the port).
+
+        The newest events this store committed itself come from memory (see
+        :class:`~contexten.store._recent.RecentLog`); anything else from the file.
+        """
+        if as_of is None and limit > 0:
+            self._require_writer()
+            recent = self._recent.read(after, limit)
+            if recent is not None:
+                return recent
         sql = f"SELECT {_COLUMNS} FROM events WHERE position > ?"
         args: list[object] = [after]
         if as_of is not None:
@@ -412,7 +451,7 @@ def _prepare(append: Append) -> PreparedAppend:
     if not isinstance(append.stream, str) or not append.stream:
         raise ValueError(f"stream must be a non-empty string, got {append.stream!r}")
     rows = [(e.id, e.type, encode_event(e)) for e in append.events]
-    return PreparedAppend(append.stream, expected, rows)
+    return PreparedAppend(append.stream, expected, rows, append.events)
 
 
 def _micros(when: datetime) -> int:
