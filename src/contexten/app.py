@@ -332,8 +332,15 @@ class App:
         return lambda event: not self.is_echo(event) and condition(event)
 
     @contextlib.contextmanager
+    def acting(self, cause: Event | None = None) -> Iterator[None]:
+        """Inside the block (and tasks started in it), actions use the app's clients and are
+        recorded in its log, caused by ``cause``; handlers and workflow steps already are.
+        For scripts and tests acting on the app's behalf."""
+        with self._agent_runtime().bound(cause):
+            yield
+
+    @contextlib.contextmanager
     def _bound(self) -> Iterator[None]:
-        """Actions inside (and in tasks started inside) use the app's clients and log."""
         if self._runtime is None:
             yield
             return

@@ -54,6 +54,7 @@ class EventCapture:
             timeout=None,
             key=_one_lane,
             include_system=include_system,
+            echoes=True,  # every stored event, our own actions' webhooks included
         )
         self._events: list[Event] = []
         self._waiters: list[tuple[str, int, asyncio.Future[list[Event]]]] = []
