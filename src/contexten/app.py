@@ -339,20 +339,14 @@ class App:
         with self._agent_runtime().bound(cause):
             yield
 
-    @contextlib.contextmanager
-    def _bound(self) -> Iterator[None]:
-        if self._runtime is None:
-            yield
-            return
-        with self._runtime.bound():
-            yield
+    def _bound(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self._runtime is None else self._runtime.bound()
 
     def _platforms_configured(self) -> bool:
         return self._agents_configured or any(os.environ.get(name) for name in _PLATFORM_ENV)
 
     async def _start_agents(self) -> None:
-        """At start, when platforms are configured: see :meth:`AgentRuntime.start`; and mark
-        echoes (a subscription)."""
+        """When platforms are configured: start the runtime, mark echoes (a subscription)."""
         if self._platforms_configured():
             runtime = self._agent_runtime()
             await runtime.start()
@@ -515,7 +509,10 @@ class App:
                 self._workflows_started = False
                 await self.workflows.stop()
             if self._runtime is not None:
-                await self._runtime.stop()
+                try:
+                    await self._runtime.stop()
+                except Exception as e:
+                    self._log.error("closing the platform clients failed", exc_info=e)
             for hook in reversed(self._shutdown):
                 try:
                     await hook()
