@@ -187,7 +187,7 @@ async def test_module_level_actions_in_workflow_steps_use_the_apps_clients(
     assert recorded.correlation_id == issue["identifier"]
 
 
-async def test_an_app_with_no_platform_configured_builds_nothing(
+async def test_an_app_with_no_platform_configured_starts_without_a_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in (
@@ -199,10 +199,21 @@ async def test_an_app_with_no_platform_configured_builds_nothing(
     ):
         monkeypatch.delenv(name, raising=False)
     app = create_test_app()
+
+    @app.on("a.b", name="noop")
+    async def noop(event: Event, ctx: HandlerContext) -> None:
+        assert ctx.agents is app.agents
+
     async with app:
+        await app.publish(Event(type="a.b"))
+        await app.drain()
         health = await app.health()
     assert health.ok
-    assert health.agents == {}
+    assert set(health.agents) == {"github", "linear", "slack", "codegen"}
+    assert all(
+        a == {"available": True, "detail": "", "retry_after": 0.0} for a in health.agents.values()
+    )
+    assert app.clients.clients() == {}  # no pool was opened
     assert ECHO_SUBSCRIPTION not in app.subscriptions
 
 

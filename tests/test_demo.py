@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HANG_GUARD = 60.0
 BOT = "contexten-sandbox[bot]"
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_example() -> Iterator[None]:
+    """The demo imports ``examples/devteam.py`` as module ``devteam``; other tests load
+    other files of that name, so do not leave it imported."""
+    yield
+    sys.modules.pop("devteam", None)
 
 
 def options(tmp_path: Path, **changes: object) -> DemoOptions:

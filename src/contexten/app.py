@@ -17,7 +17,8 @@ Acting on platforms: ``ctx.agents`` in handlers is the App's
 :class:`~contexten.agents.AgentManager` (``await ctx.agents.slack.post_message(...)``), and
 module-level actions (``await wf.step(linear.move_issue, ...)``) use the App's client registry
 while it runs. Clients come from the environment (``CONTEXTEN_GITHUB_TOKEN``...) unless
-:meth:`App.use_agents` says otherwise; nothing is built until something needs it. Every action
+:meth:`App.use_agents` says otherwise; no client (no pool, no connection) is created before an
+action needs it, so an App that never acts costs nothing and needs no credentials. Every action
 is recorded as a ``contexten.action.*`` event, and the webhooks our own actions cause (echoes)
 are not delivered to handlers or workflow triggers unless they ask (``echoes=True``); see
 :mod:`contexten.agents.runtime`.
@@ -245,10 +246,7 @@ class App:
 
         @functools.wraps(handler)
         async def act_as_app(event: Event, ctx: HandlerContext) -> None:
-            runtime = self._agent_runtime()
-            ctx.agents = runtime.manager
-            with runtime.bound(event):
-                await handler(event, ctx)
+            await (self._runtime or self._agent_runtime()).handle(handler, event, ctx)
 
         where = subscription.where if subscription.echoes else self._no_echoes(subscription.where)
         self._dispatcher.add(dataclasses.replace(subscription, handler=act_as_app, where=where))
@@ -326,10 +324,11 @@ class App:
 
     def _no_echoes(self, where: Predicate | None) -> Predicate:
         """``where``, and not an echo."""
+        prefixes = _ECHO_PREFIXES
         if where is None:
-            return lambda event: not self.is_echo(event)
+            return lambda e: not (e.type.startswith(prefixes) and self.is_echo(e))
         condition = where
-        return lambda event: not self.is_echo(event) and condition(event)
+        return lambda e: not (e.type.startswith(prefixes) and self.is_echo(e)) and condition(e)
 
     @contextlib.contextmanager
     def acting(self, cause: Event | None = None) -> Iterator[None]:
@@ -346,9 +345,10 @@ class App:
         return self._agents_configured or any(os.environ.get(name) for name in _PLATFORM_ENV)
 
     async def _start_agents(self) -> None:
-        """When platforms are configured: start the runtime, mark echoes (a subscription)."""
+        """Build the runtime (handlers and workflows start bound to it: no network, no
+        clients yet); when platforms are configured, start it and mark echoes."""
+        runtime = self._agent_runtime()
         if self._platforms_configured():
-            runtime = self._agent_runtime()
             await runtime.start()
             marker = runtime.echo_marker()
             if self.dispatch and marker.name not in self.subscriptions:
@@ -483,11 +483,11 @@ class App:
             await self._start_agents()
             self._running = True
             if self.dispatch:
-                await self._dispatcher.start()
-                if self.workflows.definitions or self.workflows.machines:
-                    with self._bound():  # the engine's tasks keep the app's clients and log
+                with self._bound():  # their tasks keep the app's clients and action log
+                    await self._dispatcher.start()
+                    if self.workflows.definitions or self.workflows.machines:
                         await self.workflows.start()
-                    self._workflows_started = True
+                        self._workflows_started = True
         except BaseException:
             self._running = True  # so that stop() undoes whatever was started
             await self.stop()

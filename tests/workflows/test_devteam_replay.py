@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,9 +19,10 @@ GOLDEN = sorted(golden_devteam.HISTORIES.glob("*.json"))
 
 
 @pytest.fixture(scope="module")
-def replayer() -> Replayer:
+def replayer() -> Iterator[Replayer]:
     app = load_app("examples/devteam.py", cwd=golden_devteam.REPO_ROOT)
-    return Replayer(app.workflows)
+    yield Replayer(app.workflows)
+    sys.modules.pop("devteam", None)  # other tests load other files named devteam.py
 
 
 def test_the_golden_histories_are_there() -> None:

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from contexten.agents.manager import AgentManager
 from contexten.bus.context import HandlerContext
-from contexten.bus.subscription import Subscription
+from contexten.bus.subscription import Handler, Subscription
 from contexten.events.envelope import Event, utcnow
 from contexten.exceptions import WorkflowError
-from contexten.integrations.action import ActionRecord, use_recorder
+from contexten.integrations.action import ActionRecord, current_recorder, use_recorder
 from contexten.integrations.client import (
     ClientRegistry,
     current_clients,
@@ -186,6 +186,24 @@ class AgentRuntime:
             causation = causation or cause.id
             correlation = correlation or cause.correlation_id
         return event.replace(data=data, correlation_id=correlation, causation_id=causation)
+
+    async def handle(self, handler: Handler, event: Event, ctx: HandlerContext) -> None:
+        """Run ``handler`` as the App: ``ctx.agents`` set, its actions recorded here and
+        caused by ``event``.
+
+        The App starts its dispatcher inside :meth:`bound`, so its workers usually have the
+        clients and the recorder in force already, and only the cause is set per delivery.
+        """
+        ctx.agents = self.manager
+        if current_recorder() is not self:  # e.g. a subscription added while running
+            with self.bound(event):
+                await handler(event, ctx)
+            return
+        token = _cause.set(event)
+        try:
+            await handler(event, ctx)
+        finally:
+            _cause.reset(token)
 
     @contextmanager
     def bound(self, cause: Event | None = None) -> Iterator[None]:
