@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from contexten.events.envelope import Event
+from contexten.exceptions import StoreClosed
 from contexten.store.base import EventStore, RecordedEvent
 
 __all__ = ["Line", "Timeline", "describe"]
@@ -296,8 +297,11 @@ class Timeline:
                 self.position = rec.position
 
     async def follow(self) -> None:
-        """Print the log as it grows, until cancelled."""
-        while True:
-            await self.catch_up()
-            with contextlib.suppress(TimeoutError):
-                await self.store.wait_for_new(self.position, timeout=1.0)
+        """Print the log as it grows, until cancelled or the store is closed."""
+        try:
+            while True:
+                await self.catch_up()
+                with contextlib.suppress(TimeoutError):
+                    await self.store.wait_for_new(self.position, timeout=1.0)
+        except StoreClosed:
+            return  # the app stopped (Ctrl-C)

@@ -39,6 +39,7 @@ from contexten.ingress.config import IngressConfig
 from contexten.ingress.loader import load_app
 from contexten.ingress.server import IngressServer
 from contexten.integrations.echo import BotIdentity
+from contexten.integrations.slack import APPROVE_ACTION_ID
 from contexten.observability.logging import configure_logging
 from contexten.store import create_store
 from contexten.testing.sandbox import Sandbox, SandboxConfig
@@ -332,6 +333,11 @@ class DemoSession:
             ' -d \'{"title": "Add a /version endpoint"}\'\n'
             f"  curl -s -X POST {box}/_sandbox/linear/issues/<id from above> "
             "-H 'content-type: application/json' -d '{\"add_labels\": [\"agent\"]}'\n"
+            "  # it stops at the Slack approval; the message's ts is in the newest of\n"
+            f"  curl -s '{app}/api/v1/events?type=contexten.action.slack.request_approval'\n"
+            "  # press Approve as Ada:\n"
+            f"  curl -s -X POST {box}/_sandbox/slack/press -H 'content-type: application/json'"
+            f' -d \'{{"channel": "C0ENG", "ts": "<ts>", "action_id": "{APPROVE_ACTION_ID}"}}\'\n'
             "Press Ctrl-C to stop.",
             highlight=False,
             soft_wrap=True,
