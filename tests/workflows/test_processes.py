@@ -27,7 +27,8 @@ HANG_GUARD = 120.0
 
 class Worker:
     def __init__(self, tmp_path: Path) -> None:
-        self.url = f"sqlite:///{tmp_path / 'events.db'}"
+        # A generous lock wait: several processes share the file on a busy 2-core machine.
+        self.url = f"sqlite:///{tmp_path / 'events.db'}?busy_timeout=60"
         self.ledger = str(tmp_path / "ledger.db")
 
     async def spawn(self, mode: str, *args: str) -> asyncio.subprocess.Process:
