@@ -123,8 +123,7 @@ def resolve_app(reference: str | None, store_url: str | None, cwd: Path) -> tupl
     "--max-pending-commits",
     type=click.IntRange(min=1),
     default=None,
-    help="Shed webhooks (429) when this many already wait on the store "
-    "[default: 2048].",
+    help="Shed webhooks (429) when this many already wait on the store [default: 2048].",
 )
 @click.option(
     "--graceful-timeout",
