@@ -473,9 +473,15 @@ class App:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, run the startup hooks, start dispatching. Idempotent."""
+        """Open the store, run the startup hooks, start dispatching. Idempotent.
+
+        If nobody configured logging, it is configured now (JSON lines on stderr unless
+        stderr is a terminal), so an app's logs never land on stdout among its output.
+        """
         if self._running:
             return
+        if not structlog.is_configured():
+            configure_logging()
         await self._store.open()
         try:
             for hook in self._startup:

@@ -9,6 +9,7 @@ from contexten.cli.dlq import dlq
 from contexten.cli.events import events
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
+from contexten.cli.worker import worker
 from contexten.cli.workflows import workflows
 
 __all__ = ["cli", "main"]
@@ -26,6 +27,7 @@ cli.add_command(workflows)
 cli.add_command(serve)
 cli.add_command(simulate)
 cli.add_command(demo)
+cli.add_command(worker)
 
 
 def main() -> None:

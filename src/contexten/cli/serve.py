@@ -132,6 +132,13 @@ def resolve_app(reference: str | None, store_url: str | None, cwd: Path) -> tupl
     show_default=True,
     help="Seconds in-flight requests get to finish at shutdown.",
 )
+@click.option(
+    "--dispatch/--no-dispatch",
+    default=True,
+    show_default=True,
+    help="Run handlers and workflows here too; --no-dispatch only stores webhooks, for a "
+    "separate `contexten worker` on the same store.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option(
     "--log-level",
@@ -146,6 +153,7 @@ def serve(
     store_url: str | None,
     max_pending_commits: int | None,
     graceful_timeout: int,
+    dispatch: bool,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -162,12 +170,14 @@ def serve(
     except ContextenError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    app.dispatch = app.dispatch and dispatch
     unsigned = [p for p in ("github", "linear", "slack") if not config.secrets(p)]
     _log.info(
         "app loaded",
         app=origin,
         store=redact_url(app.store.url),
         subscriptions=len(app.subscriptions),
+        dispatch=app.dispatch,
     )
     if unsigned:
         _log.warning(

@@ -1,0 +1,60 @@
+"""``contexten worker``: run an App's handlers and workflows without serving HTTP.
+
+The other half of ``contexten serve --no-dispatch``: the web process stores webhooks, the
+worker (sharing the store: one SQLite file, or PostgreSQL) delivers them to the handlers and
+drives the workflows. Only one worker should run a given App's subscriptions at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from contexten.bus.health import redact_url
+from contexten.cli.serve import resolve_app
+from contexten.exceptions import ContextenError
+from contexten.observability.logging import configure_logging, get_logger
+
+__all__ = ["worker"]
+
+_log = get_logger("contexten.cli")
+
+
+@click.command()
+@click.option(
+    "--app",
+    "reference",
+    default=None,
+    help="The App: module:attr or path/to/file.py:attr (default: examples/devteam.py:app if "
+    "it exists).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Event store URL for an App built without one (sets CONTEXTEN_STORE_URL).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def worker(reference: str | None, store_url: str | None, log_level: str) -> None:
+    """Run an App's handlers and workflows until SIGINT/SIGTERM (no HTTP)."""
+    configure_logging(level=logging.getLevelName(log_level.upper()))
+    try:
+        app, origin = resolve_app(reference, store_url, Path.cwd())
+    except ContextenError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    _log.info(
+        "worker starting",
+        app=origin,
+        store=redact_url(app.store.url),
+        subscriptions=len(app.subscriptions),
+    )
+    app.run()
