@@ -26,6 +26,7 @@ asyncio loop and ``h11``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import socket
 import threading
@@ -47,6 +48,8 @@ __all__ = ["IngressServer", "create_server", "serve"]
 
 _log = get_logger("contexten.server")
 _SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+_GC_YOUNG_THRESHOLD: Final = 7_000
+"""Allocations between young-generation collections while :meth:`IngressServer.run` serves."""
 
 
 def _build(
@@ -231,8 +234,12 @@ class IngressServer:
         self._check_started()
 
     def run(self) -> None:
-        """Like :meth:`serve`, in a new event loop (uvloop when installed and ``loop="auto"``)."""
-        with contextlib.suppress(SystemExit):
+        """Like :meth:`serve`, in a new event loop (uvloop when installed and ``loop="auto"``).
+
+        As it owns the process, it also tunes the cyclic garbage collector for serving (see
+        :func:`_serving_gc`).
+        """
+        with _serving_gc(), contextlib.suppress(SystemExit):
             self._server.run()
         self._check_started()
 
@@ -241,6 +248,28 @@ class IngressServer:
             raise self._startup_error
         if not self._server.started:
             raise RuntimeError("the server did not start (the address is in use?); see the log")
+
+
+@contextlib.contextmanager
+def _serving_gc() -> Iterator[None]:
+    """Freeze what exists at startup and collect the young generation less often, then undo.
+
+    Why: each decoded webhook allocates a few hundred containers, so with the default
+    threshold (700) the collector ran every few requests and re-scanned the long-lived
+    objects of the App and its imports: ~0.8 s of collection in a 5 s B3 run at c=50, about
+    10% of the event loop's thread. Frozen objects are never scanned (they are still freed by
+    reference counting); cycles made while serving are still collected, just in fewer, larger
+    passes.
+    """
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(max(previous[0], _GC_YOUNG_THRESHOLD), *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 def serve(
