@@ -156,14 +156,15 @@ def find_work_item(
     given (titles before bodies before commit messages); the first Linear identifier wins. An
     agent-run mention in the texts is the fallback.
     """
-    text_list = list(texts)
     for branch in branches:
         if found := branch_identifiers(branch, team_keys=team_keys):
             return found[0]
-    for text in text_list:
+    seen: list[str | None] = []  # texts is consumed once: the fallback re-reads this copy
+    for text in texts:
         if found := linear_identifiers(text, team_keys=team_keys):
             return found[0]
-    for text in text_list:
+        seen.append(text)
+    for text in seen:
         if runs := agent_run_ids(text):
             return agent_run_key(runs[0])
     return None

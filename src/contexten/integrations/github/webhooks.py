@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final
 
 from contexten.events.codec import encode_json
@@ -132,8 +133,15 @@ def event_type(event_name: str, payload: Mapping[str, Any]) -> str:
     return f"github.{_segment(event_name)}"
 
 
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
 def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # Decoded JSON objects are dicts: test that first (a Mapping isinstance goes through
+    # the ABC machinery, and normalising a push payload calls this ~40 times).
+    if type(value) is dict or isinstance(value, Mapping):
+        return value
+    return _EMPTY
 
 
 def _str(value: Any) -> str | None:
@@ -193,16 +201,18 @@ def _branches(event_name: str, payload: Mapping[str, Any]) -> list[str | None]:
     return branches
 
 
-def _texts(payload: Mapping[str, Any]) -> list[str | None]:
-    texts: list[str | None] = []
+def _texts(payload: Mapping[str, Any]) -> Iterator[str | None]:
+    # Lazy: find_work_item stops at the first text naming a work item, so the commit
+    # messages of a push that names one early are never looked up.
     for key in _NUMBERED:
         obj = _dict(payload.get(key))
-        texts += [_str(obj.get("title")), _str(obj.get("body"))]
-    texts.append(_str(_dict(payload.get("head_commit")).get("message")))
+        yield _str(obj.get("title"))
+        yield _str(obj.get("body"))
+    yield _str(_dict(payload.get("head_commit")).get("message"))
     commits = payload.get("commits")
     if isinstance(commits, list):
-        texts += [_str(_dict(c).get("message")) for c in commits[:_MAX_COMMITS_SEARCHED]]
-    return texts
+        for commit in commits[:_MAX_COMMITS_SEARCHED]:
+            yield _str(_dict(commit).get("message"))
 
 
 def correlation_id(
