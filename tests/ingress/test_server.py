@@ -161,6 +161,12 @@ async def test_metrics_carry_the_dispatcher_gauges(app: App) -> None:
         == 2.0
     )
     assert any(name == "contexten_ingest_latency_seconds_count" for name, _ in metrics)
+    # Every handler attempt is timed: two deliveries for "fine", two attempts each for "broken".
+    assert metrics[("contexten_handler_duration_seconds_count", fine_label)] == 2.0
+    assert metrics[("contexten_handler_duration_seconds_count", broken_label)] == 4.0
+    inf = (("le", "+Inf"), ("subscription", "fine"))
+    assert metrics[("contexten_handler_duration_seconds_bucket", inf)] == 2.0
+    assert metrics[("contexten_handler_duration_seconds_sum", fine_label)] >= 0.0
     assert handled.is_set()
 
 

@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contexten.bus.dead_letters import DEAD_LETTER_STREAM_PREFIX, REDRIVEN
 from contexten.bus.delivery import Abandoned, Deliverer, Delivery
 from contexten.bus.subscription import SYSTEM_STREAM_PREFIX
+from contexten.bus.timing import DurationSnapshot
 from contexten.bus.watchdog import WorkerSlot
 from contexten.exceptions import AppNotRunning
 from contexten.observability.logging import get_logger
@@ -68,6 +69,7 @@ class ConsumerStatus:
         failed_attempts: handler attempts that failed since start.
         parked: deliveries parked in the dead-letter queue since start.
         restarts: how often the reader or checkpoint loop was restarted after a crash.
+        durations: how long handler attempts took.
     """
 
     name: str
@@ -80,6 +82,7 @@ class ConsumerStatus:
     failed_attempts: int
     parked: int
     restarts: int
+    durations: DurationSnapshot = field(default_factory=DurationSnapshot)
 
 
 class Consumer:
@@ -440,6 +443,7 @@ class Consumer:
             failed_attempts=stats.failed_attempts,
             parked=stats.parked,
             restarts=restarts,
+            durations=stats.durations.snapshot(),
         )
 
     @property

@@ -10,14 +10,16 @@ short by shutdown raises :class:`Abandoned` instead, so nothing half-done is ack
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from contexten.bus.context import HandlerContext, Publisher
 from contexten.bus.dead_letters import DeadLetterQueue, park
 from contexten.bus.subscription import Subscription
+from contexten.bus.timing import DurationHistogram
 from contexten.bus.watchdog import Watchdog, WorkerSlot
 from contexten.clock import Clock
 from contexten.events.envelope import Event
@@ -74,6 +76,8 @@ class DeliveryStats:
     parked: int = 0
     redriven: int = 0
     """Redriven letters delivered again (successfully or not)."""
+    durations: DurationHistogram = field(default_factory=DurationHistogram)
+    """How long handler attempts took (successful or not)."""
 
 
 class Deliverer:
@@ -186,7 +190,11 @@ class Deliverer:
                 return None
             if watchdog is not None:
                 watchdog.begin(slot)
-            await sub.handler(event, ctx)
+            started = time.perf_counter()
+            try:
+                await sub.handler(event, ctx)
+            finally:
+                self.stats.durations.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
             if watchdog is not None and watchdog.end(slot):
                 slot.task.uncancel()

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from contexten.bus.consumer import ConsumerState, ConsumerStatus
 from contexten.bus.dead_letters import DeadLetterQueue
 from contexten.bus.dispatcher import Dispatcher
+from contexten.bus.timing import DurationSnapshot
 from contexten.resilience.supervisor import Supervisor
 from contexten.store.base import EventStore
 
@@ -50,6 +51,7 @@ class SubscriptionHealth:
     failed_attempts: int
     parked: int
     restarts: int
+    durations: DurationSnapshot = field(default_factory=DurationSnapshot)
 
     @classmethod
     def from_status(cls, status: ConsumerStatus, head: int | None) -> SubscriptionHealth:
@@ -65,6 +67,7 @@ class SubscriptionHealth:
             failed_attempts=status.failed_attempts,
             parked=status.parked,
             restarts=status.restarts,
+            durations=status.durations,
         )
 
 
@@ -123,6 +126,10 @@ class HealthReport:
                     "failed_attempts": s.failed_attempts,
                     "parked": s.parked,
                     "restarts": s.restarts,
+                    "handler_seconds": {
+                        "count": s.durations.count,
+                        "sum": s.durations.total,
+                    },
                 }
                 for s in self.subscriptions
             ],

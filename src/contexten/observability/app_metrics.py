@@ -19,13 +19,13 @@ metric                                            type     labels
 ``contexten_handler_failed_attempts_total``       counter  ``subscription``
 ``contexten_handler_parked_total``                counter  ``subscription``: dead-lettered
 ``contexten_subscription_restarts_total``         counter  ``subscription``: reader restarts
+``contexten_handler_duration_seconds``            histo.   ``subscription``: attempt duration
 ``contexten_dead_letters``                        gauge    letters parked in the DLQ now
 ``contexten_supervisor_restarts_total``           counter  ``task``: background restarts
 ================================================  =======  ==================================
 
-The delivery counters count since the dispatcher started (Prometheus reads a drop to zero as
-a counter reset). Handler durations are not here: the dispatcher exposes no per-attempt
-timing to observe from outside.
+The delivery counters and the handler-duration histogram count since the dispatcher started
+(Prometheus reads a drop to zero as a counter reset).
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from contexten.observability.metrics import Metrics
@@ -167,6 +172,16 @@ class AppCollector(Collector):
             subs,
             lambda s: s.restarts,
         )
+        durations = HistogramMetricFamily(
+            "contexten_handler_duration_seconds",
+            "How long handler attempts took (successful or not), since start.",
+            labels=["subscription"],
+        )
+        for sub in subs:
+            durations.add_metric(
+                [sub.name], sub.durations.cumulative(), sum_value=sub.durations.total
+            )
+        yield durations
         if report.dead_letters is not None:
             yield GaugeMetricFamily(
                 "contexten_dead_letters",
