@@ -21,6 +21,8 @@ from contexten.ingress import IngressConfig, create_ingress_app
 from contexten.ingress.config import ENV_SECRETS
 from contexten.integrations import linear, slack
 from contexten.integrations.echo import BotIdentity
+from contexten.observability.app_metrics import instrument_app
+from contexten.observability.metrics import Metrics
 from contexten.resilience import RetryPolicy
 from contexten.resilience.circuit_breaker import BreakerConfig
 from contexten.testing import create_test_app
@@ -380,3 +382,25 @@ async def test_an_open_breaker_shows_in_the_health_report(sandbox: Sandbox) -> N
     assert report.agents["slack"]["breaker"] == "open"
     assert report.agents["github"]["available"] is True
     assert report.to_dict()["agents"]["slack"]["breaker"] == "open"
+
+
+async def test_an_open_breaker_shows_in_the_metrics(sandbox: Sandbox) -> None:
+    app = create_test_app()
+    app.use_agents(
+        sandbox.clients(
+            retry=RetryPolicy.no_retries(),
+            breaker=BreakerConfig(failure_threshold=2, reset_timeout=60),
+        )
+    )
+    sandbox.inject("status", platform="slack", status=503, times=None)
+    metrics = Metrics()
+    collector = instrument_app(metrics, app.health)
+    async with app:
+        for _ in range(2):
+            with pytest.raises(PlatformError):
+                await app.agents.slack.post_message("#eng", "hello")
+        await collector.refresh()
+    registry = metrics.registry
+    assert registry.get_sample_value("contexten_circuit_open", {"agent": "slack"}) == 1.0
+    assert registry.get_sample_value("contexten_agent_available", {"agent": "slack"}) == 0.0
+    assert registry.get_sample_value("contexten_agent_available", {"agent": "github"}) == 1.0

@@ -20,6 +20,9 @@ metric                                            type     labels
 ``contexten_handler_parked_total``                counter  ``subscription``: dead-lettered
 ``contexten_subscription_restarts_total``         counter  ``subscription``: reader restarts
 ``contexten_handler_duration_seconds``            histo.   ``subscription``: attempt duration
+``contexten_agent_available``                     gauge    ``agent``: 0 while it cannot serve
+``contexten_circuit_open``                        gauge    ``agent``: 1 while its breaker is open
+``contexten_client_open_connections``             gauge    ``agent``: pooled connections open
 ``contexten_dead_letters``                        gauge    letters parked in the DLQ now
 ``contexten_supervisor_restarts_total``           counter  ``task``: background restarts
 ================================================  =======  ==================================
@@ -188,6 +191,7 @@ class AppCollector(Collector):
                 "Letters parked in the dead-letter queue now.",
                 report.dead_letters,
             )
+        yield from _agent_families(report)
         restarts = CounterMetricFamily(
             "contexten_supervisor_restarts",
             "Restarts of supervised background tasks after a crash.",
@@ -196,6 +200,36 @@ class AppCollector(Collector):
         for task, count in sorted(report.supervisor_restarts.items()):
             restarts.add_metric([task], count)
         yield restarts
+
+
+def _agent_families(report: HealthReport) -> Iterator[Metric]:
+    """Availability, breaker and pool gauges of the platform agents in the report."""
+    if not report.agents:
+        return
+    available = GaugeMetricFamily(
+        "contexten_agent_available",
+        "1 when the agent can take work now (0 while its circuit breaker is open...).",
+        labels=["agent"],
+    )
+    circuit = GaugeMetricFamily(
+        "contexten_circuit_open",
+        "1 while the platform client's circuit breaker is open (calls fail fast).",
+        labels=["agent"],
+    )
+    connections = GaugeMetricFamily(
+        "contexten_client_open_connections",
+        "Connections the platform client's pool holds open.",
+        labels=["agent"],
+    )
+    for name, entry in sorted(report.agents.items()):
+        available.add_metric([name], 1.0 if entry.get("available", True) else 0.0)
+        if "breaker" in entry:
+            circuit.add_metric([name], 1.0 if entry["breaker"] == "open" else 0.0)
+        if "open_connections" in entry:
+            connections.add_metric([name], float(entry["open_connections"]))
+    yield available
+    yield circuit
+    yield connections
 
 
 def instrument_app(metrics: Metrics, health: HealthSource) -> AppCollector:
