@@ -13,8 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import Final
 
 __all__ = ["as_secret", "hmac_sha256_hex", "matches_any"]
+
+_GIL_RELEASED_FROM: Final = 2048  # CPython's hashlib releases the GIL from this size on
+_CHUNK: Final = _GIL_RELEASED_FROM - 1
+_CHUNKED_UP_TO: Final = 64 * 1024
 
 
 def as_secret(secret: str | bytes) -> bytes:
@@ -23,10 +28,23 @@ def as_secret(secret: str | bytes) -> bytes:
 
 
 def hmac_sha256_hex(secret: str | bytes, *parts: bytes) -> str:
-    """The lower-case hex HMAC-SHA256 of the concatenation of ``parts`` under ``secret``."""
+    """The lower-case hex HMAC-SHA256 of the concatenation of ``parts`` under ``secret``.
+
+    A part of a typical webhook's size (2 KiB to 64 KiB) is fed in pieces under 2 KiB:
+    hashlib releases the GIL for every update of 2 KiB or more, and in a server whose store
+    writer thread also wants the GIL, taking it back cost the event loop ~25 us per request
+    (B3: ~15% of the requests/s). Past 64 KiB the hashing itself is long enough that letting
+    other threads run meanwhile is worth the hand-off.
+    """
     mac = hmac.new(as_secret(secret), digestmod=hashlib.sha256)
     for part in parts:
-        mac.update(part)
+        size = len(part)
+        if size < _GIL_RELEASED_FROM or size > _CHUNKED_UP_TO:
+            mac.update(part)
+            continue
+        view = memoryview(part)
+        for start in range(0, size, _CHUNK):
+            mac.update(view[start : start + _CHUNK])
     return mac.hexdigest()
 
 
