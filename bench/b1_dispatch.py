@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from _group_commit import GroupCommitWriter
 
 from contexten import App, Event
 from contexten.events import encode_event
@@ -94,53 +94,8 @@ async def raw_queue(n: int) -> Result:
     return Result("raw asyncio.Queue (limit)", n, elapsed, latencies)
 
 
-class _GroupCommitWriter:
-    """A minimal group-commit writer: one thread, one transaction per batch, fsync'd."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS events (position INTEGER PRIMARY KEY, body BLOB)"
-        )
-        self.pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self.cv = threading.Condition()
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            with self.cv:
-                while not self.pending and not self.stop:
-                    self.cv.wait()
-                if self.stop and not self.pending:
-                    return
-                batch, self.pending = self.pending, []
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany("INSERT INTO events(body) VALUES (?)", [(b,) for b, _ in batch])
-            self.conn.execute("COMMIT")
-            for _, fut in batch:
-                fut.get_loop().call_soon_threadsafe(fut.set_result, None)
-
-    async def insert(self, body: bytes) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        with self.cv:
-            self.pending.append((body, fut))
-            self.cv.notify()
-        await fut
-
-    def close(self) -> None:
-        with self.cv:
-            self.stop = True
-            self.cv.notify()
-        self.thread.join()
-        self.conn.close()
-
-
 async def raw_sqlite(n: int, tmp: Path) -> Result:
-    writer = _GroupCommitWriter(tmp / "raw.db")
+    writer = GroupCommitWriter(tmp / "raw.db", "events")
     start = time.perf_counter()
 
     async def publish(i: int) -> None:

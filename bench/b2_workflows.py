@@ -24,14 +24,14 @@ import cProfile
 import io
 import logging
 import pstats
-import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _group_commit import GroupCommitWriter
 
 from contexten.store.sqlite import SqliteEventStore
 from contexten.workflows import WorkflowEngine
@@ -74,51 +74,8 @@ async def drive(n: int, concurrency: int, run_one: Callable[[int], Awaitable[Non
 # --- the limit ---------------------------------------------------------------------------------
 
 
-class GroupCommitWriter:
-    """One thread, one connection, one transaction (one fsync) per batch of queued inserts."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("CREATE TABLE steps (id INTEGER PRIMARY KEY, body BLOB)")
-        self.pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self.cv = threading.Condition()
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            with self.cv:
-                while not self.pending and not self.stop:
-                    self.cv.wait()
-                if self.stop and not self.pending:
-                    return
-                batch, self.pending = self.pending, []
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany("INSERT INTO steps(body) VALUES (?)", [(b,) for b, _ in batch])
-            self.conn.execute("COMMIT")
-            for _, fut in batch:
-                fut.get_loop().call_soon_threadsafe(fut.set_result, None)
-
-    async def insert(self, body: bytes) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        with self.cv:
-            self.pending.append((body, fut))
-            self.cv.notify()
-        await fut
-
-    def close(self) -> None:
-        with self.cv:
-            self.stop = True
-            self.cv.notify()
-        self.thread.join()
-        self.conn.close()
-
-
 async def raw_limit(n: int, concurrency: int, tmp: Path) -> Result:
-    writer = GroupCommitWriter(tmp / "raw.db")
+    writer = GroupCommitWriter(tmp / "raw.db", "steps")
 
     async def one(i: int) -> None:
         for step in range(3):

@@ -20,21 +20,7 @@ whose App has one handler, from a Python raw-socket client that puts the send ti
 Targets (issue 4): contexten >= 60% of bare's requests/s, p99 < 25 ms at 50 connections,
 p99 request -> handler start < 25 ms at 500 requests/s.
 
-Measured (2 vCPUs shared by server and wrk, ext4, httptools+uvloop, 15 s runs):
-
-=========================  =============  =============  ======================
-run                        bare           contexten      contexten / bare
-=========================  =============  =============  ======================
-c=50 req/s (p50 / p99)     12,159 (4 / 5  2,606 (15 /    21% (target 60%)
-                           ms)            173 ms)
-c=1000 req/s               9,076          2,255          25%
-500 req/s steady, p99      -              HTTP 6.3 ms,   request->handler p99
-                                          handler 6.9    target 25 ms: met
-=========================  =============  =============  ======================
-
-With h11 + asyncio (``--impl h11``, 5 s runs): bare 5,998 req/s, contexten 2,374 (40%).
-Contexten's path is GIL-bound: ~330 us of interpreter time per webhook (the event loop's
-thread ~85%, the SQLite writer thread ~15%) against ~80 us for the bare handler.
+Current results, with the command that produced them, are in ``bench/README.md``.
 
 Run: ``.venv/bin/python bench/b3_ingress.py [--seconds 15] [--rate 500] [--impl auto|h11]``
 (``--impl h11`` forces uvicorn's pure-Python h11 parser and the asyncio loop; ``auto`` uses
