@@ -19,7 +19,10 @@ class TestApp(App):
     Use it like the real thing; ``await app.drain()`` waits until every handler is done with
     everything published so far, and ``app.capture`` holds every stored event. Time is
     virtual: retry backoffs and timers skip ahead whenever nothing else can run, so a handler
-    retried with a one-hour backoff is retried at once::
+    retried with a one-hour backoff is retried at once. That includes timeouts: a test that
+    sleeps on real time (polling for a workflow to reach ``waiting``, say) lets a
+    ``wf.wait_for(..., timeout=...)`` expire at once; pass ``clock=WallClock()`` (or a manual
+    ``VirtualClock()``) for such a test::
 
         app = create_test_app()
 
