@@ -204,6 +204,17 @@ async def _label_ids(lin: LinearClient, issue_id: str, labels: list[str]) -> lis
     return await lin.label_ids(labels, (issue.get("team") or {}).get("id"))
 
 
+async def _change_labels(
+    issue_id: str, labels: list[str], *, add: bool, client: LinearClient | None
+) -> JSON:
+    """Add (or remove) labels by name: the body of the label actions and their undos."""
+    lin = _client(client)
+    ids = await _label_ids(lin, issue_id, labels)
+    if add:
+        return await lin.update_issue(issue_id, addedLabelIds=ids)
+    return await lin.update_issue(issue_id, removedLabelIds=ids)
+
+
 @action(platform="linear", fingerprint=_fingerprint)
 async def add_issue_labels(
     issue_id: str,
@@ -213,16 +224,14 @@ async def add_issue_labels(
     client: LinearClient | None = None,
 ) -> JSON:
     """Add labels by name. Undo: remove them."""
-    lin = _client(client)
-    return await lin.update_issue(issue_id, addedLabelIds=await _label_ids(lin, issue_id, labels))
+    return await _change_labels(issue_id, labels, add=True, client=client)
 
 
 @add_issue_labels.compensation
 async def _remove_added(
     issue_id: str, labels: list[str], *args: Any, client: LinearClient | None = None, **_: Any
 ) -> JSON:
-    lin = _client(client)
-    return await lin.update_issue(issue_id, removedLabelIds=await _label_ids(lin, issue_id, labels))
+    return await _change_labels(issue_id, labels, add=False, client=client)
 
 
 @action(platform="linear", fingerprint=_fingerprint)
@@ -234,16 +243,14 @@ async def remove_issue_labels(
     client: LinearClient | None = None,
 ) -> JSON:
     """Remove labels by name. Undo: add them back."""
-    lin = _client(client)
-    return await lin.update_issue(issue_id, removedLabelIds=await _label_ids(lin, issue_id, labels))
+    return await _change_labels(issue_id, labels, add=False, client=client)
 
 
 @remove_issue_labels.compensation
 async def _readd(
     issue_id: str, labels: list[str], *args: Any, client: LinearClient | None = None, **_: Any
 ) -> JSON:
-    lin = _client(client)
-    return await lin.update_issue(issue_id, addedLabelIds=await _label_ids(lin, issue_id, labels))
+    return await _change_labels(issue_id, labels, add=True, client=client)
 
 
 @action(platform="linear", fingerprint=_fingerprint)
