@@ -188,6 +188,22 @@ async def test_actions_and_compensations(clients: ClientRegistry, sandbox: Sandb
         assert github.merge_pull_request.undo is None
 
 
+async def test_delete_comment_action_keeps_the_comment_when_it_cannot_read_it(
+    clients: ClientRegistry, sandbox: Sandbox, issue: int
+) -> None:
+    with use_clients(clients):
+        comment = await github.create_issue_comment(REPO, issue, "On it")
+        gone = await github.delete_issue_comment(REPO, comment["id"])
+        assert gone["body"].startswith("On it"), "the undo needs the body"
+        assert await github.delete_issue_comment(REPO, comment["id"]) == {"id": comment["id"]}
+
+        kept = await github.create_issue_comment(REPO, issue, "Keep me")
+        sandbox.inject("status", platform="github", method="GET", status=422, times=1)
+        with pytest.raises(PlatformRequestError):
+            await github.delete_issue_comment(REPO, kept["id"])
+        assert kept["id"] in sandbox.github.repo(REPO).comments, "not deleted without its body"
+
+
 # -- recorded GitHub responses ---------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contexten.exceptions import PlatformNotFound
 from contexten.integrations.action import action
 from contexten.integrations.client import current_clients
 from contexten.integrations.github.client import GitHubClient
@@ -125,7 +126,7 @@ async def delete_issue_comment(
     gh = _client(client)
     try:
         previous = await gh.get_issue_comment(repo, comment_id)
-    except Exception:
+    except PlatformNotFound:
         previous = {"id": comment_id}
     await gh.delete_issue_comment(repo, comment_id)
     return previous
