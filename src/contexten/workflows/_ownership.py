@@ -15,7 +15,7 @@ heartbeat, a checkpoint ``$wf-owner:{id}`` holding wall-clock seconds and renewe
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -26,6 +26,7 @@ from contexten.store.base import EventStore
 
 __all__ = ["Ownership", "new_owner_id"]
 
+_log = logging.getLogger("contexten.workflows")
 _HOST: Final = socket.gethostname().replace("/", "_")
 _LIVE: set[str] = set()  # owners running in this process
 
@@ -66,8 +67,13 @@ class Ownership:
     async def release(self) -> None:
         """Stop owning: others may adopt this engine's instances at once."""
         _LIVE.discard(self.owner)
-        with contextlib.suppress(Exception):
+        try:
             await self.store.save_checkpoint(self._key(self.owner), 0)
+        except Exception as e:
+            # Best effort (stop() runs on shutdown and on a failed start, the store may be
+            # down): without the release, other engines adopt our instances once the lease
+            # lapses instead of at once.
+            _log.warning("could not release owner %s (%s); its lease will lapse", self.owner, e)
 
     async def gone(self, owner: str | None) -> bool:
         """Whether ``owner``'s instances may be taken over."""
