@@ -44,6 +44,8 @@ __all__ = [
     "RecordedEvent",
     "StreamInfo",
     "StreamState",
+    "check_append",
+    "check_checkpoint",
     "check_expected_version",
 ]
 
@@ -125,6 +127,33 @@ def check_expected_version(stream: str, expected: ExpectedVersion, actual: int) 
         raise TypeError(f"expected_version must be an int or StreamState, got {expected!r}")
     if not ok:
         raise WrongExpectedVersion(stream, expected, actual)
+
+
+def check_append(append: Append) -> None:
+    """Raise unless ``append`` names a stream and states a valid expectation.
+
+    The durable backends check this on the caller's side, before queueing the write.
+
+    Raises:
+        TypeError: ``expected_version`` is neither an int nor a :class:`StreamState`.
+        ValueError: a negative ``expected_version``, or an empty or non-string stream name.
+    """
+    expected = append.expected_version
+    if not isinstance(expected, StreamState) and (
+        not isinstance(expected, int) or isinstance(expected, bool)
+    ):
+        raise TypeError(f"expected_version must be an int or StreamState, got {expected!r}")
+    if isinstance(expected, int) and expected < 0:
+        raise ValueError(f"expected_version must be >= 0, got {expected}")
+    if not isinstance(append.stream, str) or not append.stream:
+        raise ValueError(f"stream must be a non-empty string, got {append.stream!r}")
+
+
+def check_checkpoint(checkpoint: tuple[str, int]) -> None:
+    """Raise :class:`TypeError` unless ``checkpoint`` is a ``(name, position)`` pair."""
+    name, position = checkpoint
+    if not isinstance(name, str) or not isinstance(position, int):
+        raise TypeError(f"checkpoint must be (name, position), got {checkpoint!r}")
 
 
 @dataclass(eq=False)

@@ -73,7 +73,8 @@ from contexten.store.base import (
     HeadNotifier,
     RecordedEvent,
     StreamInfo,
-    StreamState,
+    check_append,
+    check_checkpoint,
 )
 
 __all__ = ["PostgresEventStore", "PostgresSettings", "parse_postgres_url"]
@@ -254,9 +255,8 @@ class PostgresEventStore(EventStore):
         if dedup_key is not None:
             _check_text("dedup_key", dedup_key)
         if checkpoint is not None:
+            check_checkpoint(checkpoint)
             name, position = checkpoint
-            if not isinstance(name, str) or not isinstance(position, int):
-                raise TypeError(f"checkpoint must be (name, position), got {checkpoint!r}")
             _check_text("checkpoint name", name)
             if position not in _BIGINT:
                 raise ValueError(f"checkpoint position {position} is out of range")
@@ -488,22 +488,14 @@ class PostgresEventStore(EventStore):
 
 
 def _prepare(append: Append) -> PreparedAppend:
-    expected = append.expected_version
-    if not isinstance(expected, StreamState) and (
-        not isinstance(expected, int) or isinstance(expected, bool)
-    ):
-        raise TypeError(f"expected_version must be an int or StreamState, got {expected!r}")
-    if isinstance(expected, int) and expected < 0:
-        raise ValueError(f"expected_version must be >= 0, got {expected}")
-    if not isinstance(append.stream, str) or not append.stream:
-        raise ValueError(f"stream must be a non-empty string, got {append.stream!r}")
+    check_append(append)
     _check_text("stream", append.stream)
     rows = []
     for e in append.events:
         if not _storable(e.id):
             raise InvalidEvent(f"event id {e.id!r} cannot be stored (NUL or lone surrogate)")
         rows.append((e.id, e.type, encode_event(e)))
-    return PreparedAppend(append.stream, expected, rows)
+    return PreparedAppend(append.stream, append.expected_version, rows)
 
 
 def _storable(text: str) -> bool:

@@ -60,7 +60,8 @@ from contexten.store.base import (
     HeadNotifier,
     RecordedEvent,
     StreamInfo,
-    StreamState,
+    check_append,
+    check_checkpoint,
 )
 
 __all__ = ["SqliteEventStore", "parse_sqlite_url"]
@@ -287,9 +288,7 @@ class SqliteEventStore(EventStore):
             raise StoreUnavailable(f"the SQLite event store {self.path!r}: its writer stopped")
         prepared = [_prepare(a) for a in appends]
         if checkpoint is not None:
-            name, position = checkpoint
-            if not isinstance(name, str) or not isinstance(position, int):
-                raise TypeError(f"checkpoint must be (name, position), got {checkpoint!r}")
+            check_checkpoint(checkpoint)
         if not prepared and dedup_key is None and checkpoint is None:
             return []
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
@@ -447,17 +446,9 @@ class SqliteEventStore(EventStore):
 
 
 def _prepare(append: Append) -> PreparedAppend:
-    expected = append.expected_version
-    if not isinstance(expected, StreamState) and (
-        not isinstance(expected, int) or isinstance(expected, bool)
-    ):
-        raise TypeError(f"expected_version must be an int or StreamState, got {expected!r}")
-    if isinstance(expected, int) and expected < 0:
-        raise ValueError(f"expected_version must be >= 0, got {expected}")
-    if not isinstance(append.stream, str) or not append.stream:
-        raise ValueError(f"stream must be a non-empty string, got {append.stream!r}")
+    check_append(append)
     rows = [(e.id, e.type, encode_event(e)) for e in append.events]
-    return PreparedAppend(append.stream, expected, rows, append.events)
+    return PreparedAppend(append.stream, append.expected_version, rows, append.events)
 
 
 def _micros(when: datetime) -> int:
