@@ -16,6 +16,7 @@ Store failures answer 503, bad parameters 400.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -70,6 +71,38 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
     return int(raw)
 
 
+async def _scan(
+    read: Callable[[int | None, int], Awaitable[list[RecordedEvent]]],
+    pattern: Pattern | None,
+    cursor: int | None,
+    limit: int,
+    *,
+    last_position: int | None,
+) -> tuple[list[RecordedEvent], int | None, bool]:
+    """Read pages from ``cursor`` until ``limit`` matches, :data:`SCAN_BUDGET` or the log's end.
+
+    ``read(cursor, want)`` returns the next ``want`` entries past ``cursor`` in the listing's
+    direction; ``last_position`` is the final position in that direction, when there is one.
+    Returns the matches, the last position looked at, and whether the end was reached.
+    """
+    found: list[RecordedEvent] = []
+    scanned = 0
+    want = limit if pattern is None else max(limit, 200)
+    while len(found) < limit and scanned < SCAN_BUDGET:
+        page = await read(cursor, want)
+        for rec in page:
+            scanned += 1
+            cursor = rec.position
+            if pattern is None or pattern.matches(rec.event.type):
+                found.append(rec)
+                if len(found) == limit:
+                    return found, cursor, False
+        # The whole page was looked at.
+        if len(page) < want or page[-1].position == last_position:
+            return found, cursor, True
+    return found, cursor, False
+
+
 class EventsAPI:
     """The ``/api/v1/events`` routes over one store."""
 
@@ -116,44 +149,23 @@ class EventsAPI:
         self, pattern: Pattern | None, before: int | None, limit: int
     ) -> tuple[list[RecordedEvent], int | None]:
         """Newest first below ``before``; the cursor is None once the log's start is reached."""
-        found: list[RecordedEvent] = []
-        scanned = 0
-        cursor = before
-        want = limit if pattern is None else max(limit, 200)
-        while len(found) < limit and scanned < SCAN_BUDGET:
-            page = await self.store.read_all_backwards(before=cursor, limit=want)
-            for rec in page:
-                scanned += 1
-                cursor = rec.position
-                if pattern is None or pattern.matches(rec.event.type):
-                    found.append(rec)
-                    if len(found) == limit:
-                        break
-            else:  # the whole page was looked at
-                if len(page) < want or page[-1].position <= 1:
-                    return found, None
-        return found, cursor
+
+        async def read(cursor: int | None, want: int) -> list[RecordedEvent]:
+            return await self.store.read_all_backwards(before=cursor, limit=want)
+
+        found, cursor, at_end = await _scan(read, pattern, before, limit, last_position=1)
+        return found, None if at_end else cursor
 
     async def _forward(
         self, pattern: Pattern | None, after: int, limit: int
     ) -> tuple[list[RecordedEvent], int]:
         """Oldest first above ``after``; the cursor is the last position looked at."""
-        found: list[RecordedEvent] = []
-        scanned = 0
-        cursor = after
-        want = limit if pattern is None else max(limit, 200)
-        while len(found) < limit and scanned < SCAN_BUDGET:
-            page = await self.store.read_all(after=cursor, limit=want)
-            for rec in page:
-                scanned += 1
-                cursor = rec.position
-                if pattern is None or pattern.matches(rec.event.type):
-                    found.append(rec)
-                    if len(found) == limit:
-                        break
-            if len(page) < want:  # reached the head
-                break
-        return found, cursor
+
+        async def read(cursor: int | None, want: int) -> list[RecordedEvent]:
+            return await self.store.read_all(after=after if cursor is None else cursor, limit=want)
+
+        found, cursor, _ = await _scan(read, pattern, after, limit, last_position=None)
+        return found, after if cursor is None else cursor
 
     async def get_event(self, request: Request) -> Response:
         """One stored event by id, or 404."""
