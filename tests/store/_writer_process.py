@@ -1,10 +1,11 @@
-"""A process that floods a SQLite event store with appends (for the multi-process tests).
+"""A process that floods an event store with appends (for the multi-process tests).
 
 Prints ``ready`` once the store is open, then ``<position> <event id>`` for every append
 the store acknowledged, flushed at once, so the parent knows exactly what was acknowledged
 before it kills this process.
 
     python _writer_process.py sqlite:///path.db --prefix w1 --concurrency 8 --count 100
+    python _writer_process.py "postgresql://...?schema=s&pool_size=2" --prefix w1 --count 100
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import sys
 
 from contexten.events import Event
-from contexten.store.sqlite import SqliteEventStore
+from contexten.store import create_store
 
 
 async def main() -> None:
@@ -26,7 +27,7 @@ async def main() -> None:
     args = parser.parse_args()
     out = sys.stdout
 
-    async with SqliteEventStore(args.url) as store:
+    async with create_store(args.url) as store:
         out.write("ready\n")
         out.flush()
 

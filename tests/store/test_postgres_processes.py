@@ -15,7 +15,7 @@ import pytest
 
 from contexten.store.postgres import PostgresEventStore
 
-WRITER = Path(__file__).with_name("_postgres_writer_process.py")
+WRITER = Path(__file__).with_name("_writer_process.py")
 HANG_GUARD = 120.0
 
 pytestmark = pytest.mark.postgres
@@ -38,9 +38,7 @@ async def _spawn(url: str, schema: str, *args: str) -> asyncio.subprocess.Proces
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(WRITER),
-        url,
-        "--schema",
-        schema,
+        f"{url}{'&' if '?' in url else '?'}schema={schema}&pool_size=2",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
