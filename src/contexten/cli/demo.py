@@ -32,9 +32,10 @@ import uvicorn
 from rich.console import Console
 
 from contexten.app import App
+from contexten.cli._common import fail
 from contexten.cli._scenario import Outcome, Scenario
 from contexten.cli._timeline import Timeline
-from contexten.exceptions import ConfigurationError, ContextenError
+from contexten.exceptions import ContextenError
 from contexten.ingress.config import IngressConfig
 from contexten.ingress.loader import load_app
 from contexten.ingress.server import IngressServer
@@ -400,15 +401,13 @@ def demo(
     session = DemoSession(options, Console(highlight=False))
     try:
         result = asyncio.run(session.run())
-    except (ContextenError, ConfigurationError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    except ContextenError as e:
+        fail(str(e))
     except KeyboardInterrupt:
         sys.exit(130)
     failed = [o for o in result.outcomes if o.status not in _EXPECTED.get(o.identifier, ())]
     if exit_when_done and (len(result.outcomes) < len(_EXPECTED) or failed):
-        click.echo("error: the scenario did not end as scripted", err=True)
-        sys.exit(1)
+        fail("the scenario did not end as scripted")
 
 
 _EXPECTED: Final[dict[str, tuple[str, ...]]] = {

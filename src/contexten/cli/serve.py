@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,6 +22,7 @@ import structlog
 
 from contexten.app import App
 from contexten.bus.health import redact_url
+from contexten.cli._common import fail
 from contexten.exceptions import ConfigurationError, ContextenError
 from contexten.ingress.config import IngressConfig
 from contexten.ingress.loader import load_app
@@ -168,8 +168,7 @@ def serve(
         )
         config = IngressConfig.from_env(None, **overrides)
     except ContextenError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(str(e))
     app.dispatch = app.dispatch and dispatch
     unsigned = [p for p in ("github", "linear", "slack") if not config.secrets(p)]
     _log.info(
@@ -193,9 +192,5 @@ def serve(
             graceful_timeout=graceful_timeout,
             access_log=access_log,
         )
-    except ContextenError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except RuntimeError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    except (ContextenError, RuntimeError) as e:
+        fail(str(e))

@@ -43,6 +43,7 @@ from urllib.parse import urlencode
 import click
 import httpx
 
+from contexten.cli._common import fail
 from contexten.exceptions import ConfigurationError
 from contexten.ingress.config import ENV_SECRETS, IngressConfig
 from contexten.integrations.github import webhooks as github
@@ -339,15 +340,13 @@ def simulate(
             touch=touch,
         )
     except ConfigurationError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(str(e))
     started = time.perf_counter()
     try:
         with httpx.Client(timeout=timeout) as client:
             response = client.post(request.url(url), content=request.body, headers=request.headers)
     except httpx.HTTPError as e:
-        click.echo(f"error: {request.url(url)}: {type(e).__name__}: {e}", err=True)
-        sys.exit(1)
+        fail(f"{request.url(url)}: {type(e).__name__}: {e}")
     elapsed = (time.perf_counter() - started) * 1000
     ident = f" delivery {request.delivery}" if request.delivery else ""
     click.echo(

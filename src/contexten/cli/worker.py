@@ -8,12 +8,12 @@ drives the workflows. Only one worker should run a given App's subscriptions at 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
 
 from contexten.bus.health import redact_url
+from contexten.cli._common import fail
 from contexten.cli.serve import resolve_app
 from contexten.exceptions import ContextenError
 from contexten.observability.logging import configure_logging, get_logger
@@ -49,8 +49,7 @@ def worker(reference: str | None, store_url: str | None, log_level: str) -> None
     try:
         app, origin = resolve_app(reference, store_url, Path.cwd())
     except ContextenError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(str(e))
     _log.info(
         "worker starting",
         app=origin,
