@@ -10,31 +10,26 @@ the same delivery id, so a run seen both ways is stored once.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from contexten.events import Event
 from contexten.exceptions import InvalidEvent
 from contexten.integrations.codegen.actions import agent_run_event
+from contexten.integrations.signing import as_secret, matches_any
 
 __all__ = ["SIGNATURE_HEADER", "normalize", "verify_signature"]
 
 SIGNATURE_HEADER = "X-Codegen-Signature"
+_PREFIX = "sha256="
 
 
 def verify_signature(secrets: Iterable[str], body: bytes, signature: str | None) -> bool:
     """Whether ``signature`` is ``sha256=<HMAC>`` of ``body`` under one of ``secrets``."""
-    if not signature or not signature.startswith("sha256="):
+    if not signature or not signature.startswith(_PREFIX):
         return False
-    for secret in secrets:
-        if not secret:
-            continue
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if hmac.compare_digest(expected, signature):
-            return True
-    return False
+    keys = [as_secret(secret) for secret in secrets if secret]
+    return matches_any(keys, signature[len(_PREFIX) :], body)
 
 
 def normalize(payload: Mapping[str, Any]) -> Event:
