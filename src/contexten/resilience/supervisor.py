@@ -49,7 +49,7 @@ class TaskStatus:
 
 
 class _Supervised:
-    __slots__ = ("factory", "last_error", "name", "restarts", "started_at", "state", "task")
+    __slots__ = ("factory", "last_error", "name", "restarts", "state", "task")
 
     def __init__(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         self.name = name
@@ -57,7 +57,6 @@ class _Supervised:
         self.restarts = 0
         self.last_error: str | None = None
         self.state = TaskState.RUNNING
-        self.started_at = 0.0
         self.task: asyncio.Task[None] | None = None
 
 
@@ -104,14 +103,14 @@ class Supervisor:
         failures = 0
         while True:
             entry.state = TaskState.RUNNING
-            entry.started_at = self._clock.monotonic()
+            started_at = self._clock.monotonic()
             try:
                 await entry.factory()
             except asyncio.CancelledError:
                 entry.state = TaskState.STOPPED
                 raise
             except Exception as e:
-                if self._clock.monotonic() - entry.started_at >= self._healthy_after:
+                if self._clock.monotonic() - started_at >= self._healthy_after:
                     failures = 0
                 failures += 1
                 entry.restarts += 1
