@@ -6,7 +6,6 @@ and prints operations per second. Run: ``.venv/bin/python bench/codec.py``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from datetime import UTC, datetime
@@ -67,15 +66,6 @@ def payload() -> dict[str, Any]:
         "repository": repo,
         "sender": user,
     }
-
-
-@dataclasses.dataclass
-class StdlibEvent:
-    type: str
-    source: str
-    data: dict[str, Any]
-    id: str
-    time: str
 
 
 def bench(name: str, fn: Any) -> tuple[str, float]:
