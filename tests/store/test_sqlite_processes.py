@@ -131,3 +131,40 @@ async def test_another_process_commit_wakes_a_waiter(tmp_path: Path) -> None:
         [(event_id, position)] = _acks(lines).items()
         [record] = await store.read_all()
         assert (record.event.id, record.position) == (event_id, position)
+
+
+def test_many_first_opens_of_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Processes starting together on a new file (serve and worker, say) race to switch it to
+    WAL; SQLite answers the losers "locked" without waiting, and the store must wait instead.
+    Threads with their own connections race the same way as processes, more cheaply."""
+    import threading
+
+    from contexten.store._sqlite_schema import connect, prepare_schema
+
+    for trial in range(40):
+        path = str(tmp_path / f"new-{trial}.db")
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def open_store(
+            path: str = path,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            conn = connect(path, busy_timeout=10)
+            try:
+                barrier.wait()
+                prepare_schema(conn, path)
+            except BaseException as e:
+                errors.append(e)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=open_store) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], f"trial {trial}: {errors!r}"
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

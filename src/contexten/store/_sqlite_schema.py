@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -127,7 +128,7 @@ def prepare_schema(
     """
     try:
         _check_identity(conn, path, len(migrations))
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
     except sqlite3.Error as e:
         raise translate_error(e, path, "opening") from e
     if str(mode).lower() != "wal":
@@ -141,7 +142,34 @@ def prepare_schema(
         raise translate_error(e, path, "migrating the schema") from e
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Switch the file to write-ahead logging; return the journal mode it ends up in.
+
+    When several processes open a new file at once, the switch can meet another connection's
+    lock, and SQLite then answers "database is locked" at once, without calling the busy
+    handler. So this retries for as long as the connection's busy timeout allows.
+    """
+    deadline = time.monotonic() + conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _check_identity(conn: sqlite3.Connection, path: str, current: int) -> None:
+    # One read transaction: another process creating the schema meanwhile must be seen
+    # wholly (tables and version) or not at all, never tables without their version.
+    conn.execute("BEGIN")
+    try:
+        _check_identity_snapshot(conn, path, current)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _check_identity_snapshot(conn: sqlite3.Connection, path: str, current: int) -> None:
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id not in (0, APPLICATION_ID):
