@@ -30,6 +30,15 @@ class Worker:
         # A generous lock wait: several processes share the file on a busy 2-core machine.
         self.url = f"sqlite:///{tmp_path / 'events.db'}?busy_timeout=60"
         self.ledger = str(tmp_path / "ledger.db")
+        # Create the ledger (and switch it to WAL) once, before workers race to do it.
+        db = sqlite3.connect(self.ledger, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, runs INTEGER NOT NULL)"
+            )
+        finally:
+            db.close()
 
     async def spawn(self, mode: str, *args: str) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
