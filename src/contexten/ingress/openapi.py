@@ -125,11 +125,12 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "Event": {
         "type": "object",
-        "description": "The event envelope (CloudEvents 1.0 attributes plus extensions).",
-        "required": ["type", "source", "id", "time"],
+        "description": "The event envelope (CloudEvents 1.0 attributes plus extensions). "
+        "Attributes at their default are left out: no source means contexten.",
+        "required": ["type", "id", "time"],
         "properties": {
             "type": {"type": "string", "examples": ["github.pull_request.opened"]},
-            "source": {"type": "string"},
+            "source": {"type": "string", "default": "contexten"},
             "id": {"type": "string"},
             "time": {"type": "string", "format": "date-time"},
             "subject": {"type": "string"},
