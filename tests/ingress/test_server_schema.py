@@ -136,7 +136,7 @@ def test_without_a_token_each_operation_answers_as_its_security_says(
     @given(case=operation.as_strategy())
     def check(case: schemathesis.Case) -> None:
         assume(not {"before", "after"} <= set(case.query or {}))
-        assume(not (case.query or {}).get("verbose") == "1")
+        assume((case.query or {}).get("verbose") != "1")
         response = _call(case, {})
         asked = response.status_code == 401 and "www-authenticate" in response.headers
         assert asked is protected, (label, response.status_code)
