@@ -104,7 +104,7 @@ async def test_a_cached_registry_sees_another_stores_revocation_after_its_interv
         assert await registry.authenticate(issued.token) is not None  # unknown id: read
         await revoke_token(theirs, issued.info.id)
         async with asyncio.timeout(10):
-            while await registry.authenticate(issued.token) is not None:
+            while await registry.authenticate(issued.token) is not None:  # noqa: ASYNC110 - polling
                 await asyncio.sleep(0.05)
 
 
