@@ -11,9 +11,7 @@ import pytest
 from contexten.store import EventStore, create_store
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A store URL per backend (PostgreSQL: a throwaway schema, skipped when absent)."""
+async def _url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "memory":
         yield "memory://"
         return
@@ -30,6 +28,20 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A store URL per backend (PostgreSQL: a throwaway schema, skipped when absent)."""
+    async for url in _url(request, tmp_path):
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A store URL that several store objects (or processes) share: SQLite and PostgreSQL."""
+    async for url in _url(request, tmp_path):
+        yield url
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,23 +21,6 @@ from ingress._support import HANG_GUARD
 ADMIN = "revocation-test-admin-Qm4v"
 REFUSED_WITHIN = 10.0
 """A bound that only catches a hang; the design target (about 1 s) is what the log shows."""
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    asyncpg = pytest.importorskip("asyncpg")
-    schema = f"ctx_test_rev_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in server else "?"
-    yield f"{server}{separator}schema={schema}"
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from contexten.ingress.config import IngressConfig
 from contexten.ingress.loader import load_app
 from contexten.ingress.server import serve as serve_app
 from contexten.observability.logging import configure_logging, get_logger
+from contexten.security.hosts import ENV_ALLOWED_HOSTS
 from contexten.security.tokens import IssuedToken
 from contexten.store import create_store
 
@@ -210,6 +211,12 @@ def serve(
         allowed_hosts=list(config.allowed_hosts),
         metrics_public=config.metrics_public,
     )
+    if host in ("0.0.0.0", "::") and not os.environ.get(ENV_ALLOWED_HOSTS):
+        _log.warning(
+            "listening on every interface, but only these Host names are answered (the "
+            "webhooks excepted); set CONTEXTEN_ALLOWED_HOSTS to the names clients use",
+            allowed_hosts=list(config.allowed_hosts),
+        )
     if unsigned:
         _log.warning(
             "no webhook secret configured: these platforms' webhooks are refused (401)",
