@@ -292,3 +292,32 @@ async def test_a_token_in_the_query_string_is_not_a_credential(
         assert (await client.get("/api/v1/events", headers=basic)).status_code == 401
         lower = {"Authorization": f"bearer {tokens['admin']}"}
         assert (await client.get("/api/v1/events", headers=lower)).status_code == 200
+
+
+async def test_the_audit_trail_and_token_records_are_shown_to_admins_only(
+    store: EventStore, tokens: dict[str, str]
+) -> None:
+    app = create_ingress_app(store, make_config())
+    async with _client(app) as client:
+        await client.get("/api/v1/events")  # one auth failure: an audit event
+        body, headers = github_request()
+        await client.post("/webhooks/github", content=body, headers=headers)
+        seen: dict[str, set[str]] = {}
+        for credential in ("viewer", "operator", "admin"):
+            page = await client.get(
+                "/api/v1/events", params={"limit": 500}, headers=_headers(credential, tokens)
+            )
+            seen[credential] = {e["stream"].split("-")[0] for e in page.json()["events"]}
+            forward = await client.get(
+                "/api/v1/events", params={"after": 0}, headers=_headers(credential, tokens)
+            )
+            assert {e["stream"].split("-")[0] for e in forward.json()["events"]} == seen[credential]
+    assert seen["viewer"] == seen["operator"] == {"github"}
+    assert seen["admin"] == {"github", "$audit", "$security"}
+    [audit_stream] = await store.list_streams(AUDIT_STREAM_PREFIX)
+    audit_id = (await store.read_stream(audit_stream.stream))[0].event.id
+    async with _client(app) as client:
+        hidden = await client.get(f"/api/v1/events/{audit_id}", headers=_headers("viewer", tokens))
+        assert hidden.status_code == 404
+        shown = await client.get(f"/api/v1/events/{audit_id}", headers=_headers("admin", tokens))
+        assert shown.status_code == 200
