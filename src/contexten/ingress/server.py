@@ -160,7 +160,8 @@ class IngressServer:
         app: the application to serve (started and stopped by the server).
         host: the interface to listen on.
         port: the TCP port (0: any free port; see :attr:`port` once started).
-        config: the ingress configuration (default: from the environment).
+        config: the ingress configuration (default: from the environment, with ``host``
+            among the allowed hosts).
         graceful_timeout: seconds in-flight requests get to finish at shutdown.
         access_log: log every request through the ``uvicorn.access`` logger.
         http: uvicorn's HTTP implementation: ``"auto"`` (httptools when installed), ``"h11"``
@@ -196,7 +197,7 @@ class IngressServer:
         """The admin token this server created at its first start, if it did."""
         self.asgi = _build(
             app,
-            config,
+            config if config is not None else IngressConfig.from_env(bind_host=host),
             metrics=None,
             extra_routes=extra_routes,
             start=self._start_app,
