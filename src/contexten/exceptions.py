@@ -50,6 +50,7 @@ The tree::
     │   ├── WorkflowAlreadyStarted  start asked to raise, and an instance with that id exists
     │   ├── NondeterminismError     a replay diverged from the recorded history: instance parked
     │   ├── WorkflowTimeoutError    a ``wf.wait_for`` deadline passed (also a ``TimeoutError``)
+    │   ├── StepTimeout             a step attempt ran past its timeout (also a ``TimeoutError``)
     │   ├── WorkflowCancelled       raised inside a workflow that is being cancelled
     │   ├── StepFailedError         a step failed after its retries (recorded type and message)
     │   ├── ChildWorkflowError      a child workflow ended without completing
@@ -97,6 +98,7 @@ __all__ = [
     "SchemaVersionError",
     "SignatureInvalid",
     "StepFailedError",
+    "StepTimeout",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
@@ -416,6 +418,14 @@ class WorkflowTimeoutError(WorkflowError, TimeoutError):
     """A ``wf.wait_for`` reached its deadline before a matching event came.
 
     Raised inside the workflow, which may catch it and carry on.
+    """
+
+
+class StepTimeout(WorkflowError, TimeoutError):
+    """One attempt of a workflow step (or compensation, or action) ran past its timeout.
+
+    The attempt is abandoned (its task cancelled) and counts as a failure, which the step's
+    retry policy may retry; the history records this type when the retries run out.
     """
 
 

@@ -109,6 +109,10 @@ class WorkflowInstance:
     def default_retry(self) -> RetryPolicy:
         return self.engine.default_retry
 
+    @property
+    def default_step_timeout(self) -> float | None:
+        return self.engine.default_step_timeout
+
     def go_live(self) -> None:
         return None
 
@@ -338,6 +342,7 @@ class WorkflowInstance:
         state.result = data.get("result")
         state.error = data.get("error")
         state.parked = bool(data.get("parked", False))
+        self.engine.stats.record_end(state, kind, data)
         if state.parked:
             _log.error("workflow %s parked: %s", self.workflow_id, state.error)
         self._finish()

@@ -63,6 +63,11 @@ class WorkflowRuntime(Protocol):
         """The retry policy of steps that do not name one."""
         ...
 
+    @property
+    def default_step_timeout(self) -> float | None:
+        """Seconds an attempt of a step that names no timeout may take (None: no limit)."""
+        ...
+
     def go_live(self) -> None:
         """Called before a call runs for real; a replay-only runtime raises here."""
 
@@ -246,7 +251,9 @@ class WorkflowContext:
             name: the step's name in the history (default: ``fn``'s qualified name).
             retry: how to retry ``fn`` (default: the engine's ``default_retry``;
                 ``RetryPolicy.no_retries()`` to try once).
-            timeout: seconds (or timedelta) per attempt; a timed-out attempt is a failure.
+            timeout: seconds (or timedelta) per attempt; a timed-out attempt is a failure,
+                retried by ``retry`` (default: the engine's ``default_step_timeout``, so a
+                platform call that hangs fails the step instead of stalling the instance).
             compensate: called with the same arguments (plus ``result=`` if it declares it)
                 to undo this step if the workflow fails or is cancelled later.
             **kwargs: keyword arguments for ``fn`` (and for ``compensate``).
@@ -273,6 +280,7 @@ class WorkflowContext:
             policy=retry or self._rt.default_retry,
             clock=self._rt.clock,
             timeout=timeout,
+            default_timeout=self._rt.default_step_timeout,
         )
         if not outcome.ok:
             assert outcome.error is not None

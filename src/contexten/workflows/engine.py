@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -65,6 +66,7 @@ from contexten.workflows.history import (
     workflow_id_of,
 )
 from contexten.workflows.state_machine import StateMachine
+from contexten.workflows.stats import WorkflowStats
 from contexten.workflows.steps import to_json_value
 
 __all__ = ["WorkflowDefinition", "WorkflowEngine", "WorkflowFn", "WorkflowHandle"]
@@ -75,6 +77,9 @@ F = TypeVar("F", bound=WorkflowFn)
 
 _RECOVERY_CHUNK = 512
 
+DEFAULT_STEP_TIMEOUT: float = 300.0
+"""Seconds one step attempt may take when neither the step nor the engine says otherwise."""
+
 
 class WorkflowEngine:
     """Runs durable function workflows and state machines on an event store.
@@ -83,6 +88,13 @@ class WorkflowEngine:
         store: the event store (opened and closed by the caller).
         clock: where time comes from (default: the wall clock; tests pass a VirtualClock).
         default_retry: the retry policy of steps and actions that name none.
+        default_step_timeout: how long one attempt of a step, compensation or action that
+            names no timeout may take, in real seconds (or a timedelta; None: no limit). A
+            platform call that hangs then fails its attempt, which ``default_retry`` retries,
+            and the instance fails or compensates with the timeout in its history instead of
+            stalling forever. Five minutes: far above a platform call's own deadlines, far
+            below the hours a workflow may wait or sleep. Real time, not ``clock``'s, so a
+            virtual clock that skips idle time never cuts short a step doing real I/O.
         checkpoint: the name of the engine's tail checkpoint in the store.
         start_from: where the tail starts when it has no checkpoint yet: ``"beginning"``
             (every stored event may trigger workflows) or ``"end"`` (only new ones).
@@ -102,6 +114,7 @@ class WorkflowEngine:
         *,
         clock: Clock | None = None,
         default_retry: RetryPolicy | None = None,
+        default_step_timeout: float | timedelta | None = DEFAULT_STEP_TIMEOUT,
         checkpoint: str = "wf-engine",
         start_from: Literal["beginning", "end"] = "beginning",
         buffer_size: int = 10_000,
@@ -113,6 +126,13 @@ class WorkflowEngine:
         self.store = store
         self.clock: Clock = clock or WallClock()
         self.default_retry = default_retry or RetryPolicy(maximum_attempts=3)
+        self.default_step_timeout: float | None = (
+            default_step_timeout.total_seconds()
+            if isinstance(default_step_timeout, timedelta)
+            else default_step_timeout
+        )
+        if self.default_step_timeout is not None and self.default_step_timeout <= 0:
+            raise ConfigurationError("default_step_timeout must be positive (or None)")
         self.checkpoint = checkpoint
         self.start_from = start_from
         self.batch_size = batch_size
@@ -127,6 +147,8 @@ class WorkflowEngine:
         self._tail_task: asyncio.Task[None] | None = None
         self._running = False
         self._background: set[asyncio.Future[None]] = set()
+        self.stats = WorkflowStats()
+        """What this engine counted since it started (ended, failed by cause...)."""
 
     # -- registration ------------------------------------------------------------------------
 

@@ -58,6 +58,10 @@ class _ReplayRuntime:
     def default_retry(self) -> RetryPolicy:
         return RetryPolicy.no_retries()
 
+    @property
+    def default_step_timeout(self) -> float | None:
+        return None
+
     def go_live(self) -> None:
         raise _EndOfHistory
 

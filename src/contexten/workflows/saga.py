@@ -38,6 +38,11 @@ class CompensationRuntime(Protocol):
         """The retry policy for compensations of steps that named none."""
         ...
 
+    @property
+    def default_step_timeout(self) -> float | None:
+        """Seconds per attempt for compensations of steps that named no timeout."""
+        ...
+
     async def append(self, events: list[Event], extra: Sequence[Any] = ()) -> Any:
         """Append to the instance's history."""
         ...
@@ -67,6 +72,7 @@ async def run_compensations(
             policy=entry.retry or runtime.default_retry,
             clock=runtime.clock,
             timeout=entry.timeout,
+            default_timeout=runtime.default_step_timeout,
             extra={"result": entry.result},
         )
         if outcome.ok:

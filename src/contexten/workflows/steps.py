@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import msgspec
 
-from contexten.clock import Clock
-from contexten.exceptions import NonRetryableError, WorkflowError
+from contexten.clock import Clock, WallClock
+from contexten.exceptions import NonRetryableError, StepTimeout, WorkflowError
 from contexten.resilience.retry import RetryPolicy
 
 __all__ = [
@@ -128,6 +128,9 @@ def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
     return name in names
 
 
+_REAL_TIME: Final = WallClock()
+
+
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
     """How :func:`execute_step` ended: ``ok`` with a JSON ``value``, or the last ``error``."""
@@ -159,7 +162,7 @@ async def _with_timeout(
         await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
         if work.done():
             return work.result()
-        raise TimeoutError(f"step {name!r} timed out after {timeout:g}s")
+        raise StepTimeout(f"step {name!r} timed out after {timeout:g}s")
     finally:
         for task in (work, timer):
             if not task.done():
@@ -176,6 +179,7 @@ async def execute_step(
     policy: RetryPolicy | None,
     clock: Clock,
     timeout: float | timedelta | None = None,
+    default_timeout: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> StepOutcome:
     """Run ``fn`` until it succeeds or ``policy`` gives up; never raises for ``fn``'s errors.
@@ -184,9 +188,16 @@ async def execute_step(
     declares them; ``idempotency_key`` likewise. Retry waits use ``clock``, so a virtual clock
     skips them. The returned value is already JSON round-tripped (see :func:`to_json_value`).
     Cancellation (``asyncio.CancelledError``) is not an error of the step: it propagates.
+
+    ``timeout`` (the step's own) is measured on ``clock``; without one, ``default_timeout``
+    (the engine's safety net against a call that hangs) is measured in real seconds, so a
+    virtual clock that skips idle time never cuts short a step waiting on real I/O.
     """
     policy = policy or RetryPolicy.no_retries()
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    timer_clock = clock
+    if seconds is None and default_timeout is not None:
+        seconds, timer_clock = default_timeout, _REAL_TIME
     call_kwargs = dict(kwargs)
     if accepts_keyword(fn, "idempotency_key") and "idempotency_key" not in call_kwargs:
         call_kwargs["idempotency_key"] = info.idempotency_key
@@ -202,7 +213,7 @@ async def execute_step(
             if seconds is None:
                 raw = await _invoke(fn, args, call_kwargs)
             else:
-                raw = await _with_timeout(clock, seconds, fn, args, call_kwargs, info.name)
+                raw = await _with_timeout(timer_clock, seconds, fn, args, call_kwargs, info.name)
             return StepOutcome(True, to_json_value(raw), None, attempt)
         except Exception as error:
             if not policy.should_retry(attempt, error):
