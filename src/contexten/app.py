@@ -62,7 +62,13 @@ from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor
 from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, StreamState
-from contexten.workflows import StateMachine, WorkflowEngine, WorkflowHandle, WorkflowInfo
+from contexten.workflows import (
+    IdReusePolicy,
+    StateMachine,
+    WorkflowEngine,
+    WorkflowHandle,
+    WorkflowInfo,
+)
 
 if TYPE_CHECKING:
     from contexten.agents.manager import AgentManager
@@ -363,17 +369,22 @@ class App:
         on: str | None = None,
         where: Predicate | None = None,
         key: Callable[[Event], Any] | None = None,
-        version: str = "1",
+        version: int | str = 1,
         max_concurrent: int | None = None,
         max_per_key: int | None = None,
         echoes: bool = False,
+        id_reuse: IdReusePolicy | str | None = None,
     ) -> Callable[[W], W]:
         """Decorator: register a durable workflow ``async def fn(wf, input)``.
 
         With ``on`` (and optionally ``where``), each matching event starts an instance whose
-        id is ``{name}:{key(event)}``, so a second event for the same key does not start a
-        second instance; echoes of our own actions start nothing unless ``echoes=True``.
-        Instances are also started explicitly with :meth:`start_workflow`. See
+        id is ``{name}:{key(event)}``: while that instance is open, a second event for the
+        same key is absorbed (recorded in its history, logged, counted); once it has closed,
+        the next event starts run 2 of the id (``id_reuse`` says otherwise). Echoes of our
+        own actions start nothing unless ``echoes=True``. Instances are also started
+        explicitly with :meth:`start_workflow`. Register ``version=2`` of a name beside
+        version 1 to change it safely: new instances start on the newest, each instance
+        finishes on the version it started with. See
         :class:`~contexten.workflows.WorkflowEngine` for the options.
         """
         if on is not None and not echoes:
@@ -386,6 +397,7 @@ class App:
             version=version,
             max_concurrent=max_concurrent,
             max_per_key=max_per_key,
+            id_reuse=id_reuse,
         )
 
     def add(self, machine: StateMachine) -> StateMachine:
@@ -421,6 +433,17 @@ class App:
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel an instance: compensate its completed steps, then end it ``cancelled``."""
         return await self.workflows.cancel_workflow(workflow_id)
+
+    async def retry_workflow(self, workflow_id: str) -> WorkflowHandle:
+        """Redrive a ``failed`` or ``blocked`` instance on its own version (after a fix)."""
+        with self._bound():
+            return await self.workflows.retry_workflow(workflow_id)
+
+    async def migrate_workflow(self, workflow_id: str, to_version: int | str) -> WorkflowHandle:
+        """Move a ``blocked`` instance to registered version ``to_version`` (verified by
+        replaying its history first) and resume it there."""
+        with self._bound():
+            return await self.workflows.migrate_workflow(workflow_id, to_version)
 
     # -- publishing ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from contexten.workflows.admin import (
     request_redrive,
 )
 from contexten.workflows.context import Workflow, WorkflowContext
+from contexten.workflows.definition import IdReusePolicy
 from contexten.workflows.engine import WorkflowDefinition, WorkflowEngine, WorkflowHandle
 from contexten.workflows.history import (
     HistoryEntry,
@@ -28,6 +29,7 @@ from contexten.workflows.steps import StepInfo, current_step
 
 __all__ = [
     "HistoryEntry",
+    "IdReusePolicy",
     "StateMachine",
     "StepInfo",
     "Transition",

@@ -32,6 +32,7 @@ from contexten.workflows._waits import Waiter
 from contexten.workflows.context import WorkflowContext
 from contexten.workflows.history import (
     CANCEL_REQUESTED,
+    TRIGGER_ABSORBED,
     WorkflowState,
     WorkflowStatus,
     apply,
@@ -52,7 +53,7 @@ __all__ = ["Reload", "WorkflowInstance", "lifecycle_event"]
 
 _log = logging.getLogger("contexten.workflows")
 
-_ABSORBABLE = frozenset({CANCEL_REQUESTED})
+_ABSORBABLE = frozenset({CANCEL_REQUESTED, TRIGGER_ABSORBED})
 
 
 class Reload(BaseException):
@@ -248,7 +249,7 @@ class WorkflowInstance:
 
     async def _execute(self) -> None:
         state = self.state
-        if state.terminal:
+        if state.terminal or state.blocked:
             self._finish()
             return
         await self.slot.acquire()
@@ -260,15 +261,13 @@ class WorkflowInstance:
         except Exception as e:
             error = e
         if ctx.nondeterminism is not None:
-            await self._end(
-                ctx, "failed", {"error": error_info(ctx.nondeterminism), "parked": True}
-            )
+            await self._block(ctx, ctx.nondeterminism)
             return
         cancelled = ctx.cancelled or state.cancel_requested or self._cancel
         if error is None and not cancelled:
             problem = self._completion_problem(ctx, state)
             if problem is not None:
-                await self._end(ctx, "failed", {"error": error_info(problem), "parked": True})
+                await self._block(ctx, problem)
                 return
             try:
                 value = to_json_value(result)
@@ -331,6 +330,25 @@ class WorkflowInstance:
             await self._end(ctx, "cancelled", {"error": state.error})
         else:
             await self._end(ctx, "compensated", {"error": state.error})
+
+    async def _block(self, ctx: WorkflowContext, problem: NondeterminismError) -> None:
+        """Stop an instance whose code diverged from its history: ``blocked``, not failed.
+
+        Nothing more runs (no compensation: the code that would run it is what diverged);
+        an operator redrives it after fixing the code, or migrates it to another version.
+        """
+        state = self.state
+        error = error_info(problem)
+        data = {"reason": "nondeterminism", "error": error, "version": state.version}
+        event = history_event("blocked", data, self.workflow_id)
+        public = lifecycle_event(state, "blocked", {"error": error, "version": state.version})
+        await ctx._append([event], [Append(public_stream(self.workflow_id), [public])])
+        state.status = WorkflowStatus.BLOCKED
+        state.blocked_reason = "nondeterminism"
+        state.error = error
+        self.engine.stats.blocked[state.name] += 1
+        _log.error("workflow %s blocked: %s", self.workflow_id, problem)
+        self._finish()
 
     async def _end(self, ctx: WorkflowContext, kind: str, data: dict[str, Any]) -> None:
         state = self.state

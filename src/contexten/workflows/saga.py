@@ -68,7 +68,7 @@ async def run_compensations(
             entry.compensate,
             entry.args,
             entry.kwargs,
-            info=StepInfo(wid, entry.seq, entry.name, compensation=True),
+            info=StepInfo(wid, entry.seq, entry.name, compensation=True, run=state.run),
             policy=entry.retry or runtime.default_retry,
             clock=runtime.clock,
             timeout=entry.timeout,

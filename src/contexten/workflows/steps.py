@@ -6,7 +6,8 @@ actions, so they all retry, time out and hand out idempotency keys the same way.
 
 How a step gets its idempotency key: while it runs, :func:`current_step` returns a
 :class:`StepInfo` whose :attr:`~StepInfo.idempotency_key` is ``"{workflow_id}:{seq}:{name}"``
-(``...:compensate`` for a compensation). It is the same on every attempt and after a crash,
+(``...:compensate`` for a compensation; ``{workflow_id}#{run}:...`` from an id's second run
+on). It is the same on every attempt and after a crash,
 so pass it to the platform and the platform makes the effect once. For convenience, a step
 function that declares a parameter named ``idempotency_key`` also receives it as that keyword.
 """
@@ -51,6 +52,7 @@ class StepInfo:
         name: the step's name.
         attempt: 1 for the first attempt, 2 for the first retry...
         compensation: True while running the step's compensation.
+        run: the instance's run number (a later run of the same id gets new keys).
     """
 
     workflow_id: str
@@ -58,11 +60,14 @@ class StepInfo:
     name: str
     attempt: int = 1
     compensation: bool = False
+    run: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        """A key that is the same on every attempt and every replay of this step."""
-        key = f"{self.workflow_id}:{self.seq}:{self.name}"
+        """A key that is the same on every attempt and every replay of this step (and
+        different in a later run of the same id: ``{id}#{run}:...``)."""
+        owner = self.workflow_id if self.run <= 1 else f"{self.workflow_id}#{self.run}"
+        key = f"{owner}:{self.seq}:{self.name}"
         return key + ":compensate" if self.compensation else key
 
 
