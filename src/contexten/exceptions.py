@@ -401,17 +401,29 @@ class NondeterminismError(WorkflowError):
 
     The workflow code asked for something (a step, timer, wait...) other than what the history
     recorded at the same position, usually because the code changed under an in-flight
-    instance. The engine parks the instance (status ``failed``) instead of corrupting it.
+    instance. The engine blocks the instance (status ``blocked``) instead of corrupting it.
 
     Attributes:
         workflow_id: the instance.
         seq: the position (durable-call number) where replay diverged.
+        expected: what the history recorded there (``step 'charge'``), when known.
+        produced: what the code asked for instead (``timer``, ``return``...), when known.
     """
 
-    def __init__(self, workflow_id: str, seq: int, message: str) -> None:
+    def __init__(
+        self,
+        workflow_id: str,
+        seq: int,
+        message: str,
+        *,
+        expected: str | None = None,
+        produced: str | None = None,
+    ) -> None:
         super().__init__(f"workflow {workflow_id!r}, call #{seq}: {message}")
         self.workflow_id = workflow_id
         self.seq = seq
+        self.expected = expected
+        self.produced = produced
 
 
 class WorkflowTimeoutError(WorkflowError, TimeoutError):

@@ -7,6 +7,7 @@ import click
 from contexten.cli.demo import demo
 from contexten.cli.dlq import dlq
 from contexten.cli.events import events
+from contexten.cli.replay import replay
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
 from contexten.cli.worker import worker
@@ -28,6 +29,7 @@ cli.add_command(serve)
 cli.add_command(simulate)
 cli.add_command(demo)
 cli.add_command(worker)
+cli.add_command(replay)
 
 
 def main() -> None:

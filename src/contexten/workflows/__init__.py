@@ -18,6 +18,7 @@ from contexten.workflows.context import Workflow, WorkflowContext
 from contexten.workflows.definition import IdReusePolicy
 from contexten.workflows.engine import WorkflowDefinition, WorkflowEngine, WorkflowHandle
 from contexten.workflows.history import (
+    TERMINAL_STATUSES,
     HistoryEntry,
     WorkflowState,
     WorkflowStatus,
@@ -28,6 +29,7 @@ from contexten.workflows.state_machine import StateMachine, Transition
 from contexten.workflows.steps import StepInfo, current_step
 
 __all__ = [
+    "TERMINAL_STATUSES",
     "HistoryEntry",
     "IdReusePolicy",
     "StateMachine",

@@ -343,6 +343,7 @@ class WorkflowInstance:
         event = history_event("blocked", data, self.workflow_id)
         public = lifecycle_event(state, "blocked", {"error": error, "version": state.version})
         await ctx._append([event], [Append(public_stream(self.workflow_id), [public])])
+        state.blocked_from = state.status
         state.status = WorkflowStatus.BLOCKED
         state.blocked_reason = "nondeterminism"
         state.error = error

@@ -198,6 +198,8 @@ class WorkflowContext:
                 seq,
                 f"the code asked for {asked} but the history recorded {recorded}; "
                 "the workflow code changed under an in-flight instance",
+                expected=recorded,
+                produced=asked,
             )
             raise self.nondeterminism
         return seq, op

@@ -282,6 +282,7 @@ class WorkflowState:
     trigger_fence: int = 0
     patches: dict[str, int] = field(default_factory=dict)
     blocked_reason: str | None = None
+    blocked_from: WorkflowStatus | None = None
     owner: str | None = None
     last_position: int = 0
     stream_version: int = 0
@@ -531,7 +532,8 @@ def _terminal(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
 def _unblock(s: WorkflowState) -> None:
     s.blocked_reason = None
     s.error = s.error if s.compensating else None
-    s.status = WorkflowStatus.COMPENSATING if s.compensating else WorkflowStatus.RUNNING
+    s.status = s.blocked_from or WorkflowStatus.RUNNING  # waiting, sleeping... as it was
+    s.blocked_from = None
 
 
 def _redriven(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
@@ -558,6 +560,7 @@ def _claimed(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
 def _blocked(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
     if s.terminal:
         return
+    s.blocked_from = s.status
     s.status = WorkflowStatus.BLOCKED
     s.blocked_reason = d.get("reason")
     s.error = d.get("error")
