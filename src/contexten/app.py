@@ -69,6 +69,7 @@ from contexten.workflows import (
     WorkflowHandle,
     WorkflowInfo,
 )
+from contexten.workflows.schedules import Schedule
 
 if TYPE_CHECKING:
     from contexten.agents.manager import AgentManager
@@ -400,6 +401,56 @@ class App:
             id_reuse=id_reuse,
         )
 
+    def schedule(
+        self,
+        name: str,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        timezone: str = "UTC",
+        input: Any = None,
+        overlap: Literal["skip", "buffer_one", "allow_all"] = "skip",
+        catch_up: Literal["none", "last", "all"] = "last",
+        catch_up_window: timedelta = timedelta(hours=1),
+        max_catch_up: int = 10,
+    ) -> Callable[[W], W]:
+        """Decorator: register ``async def fn(wf, input)`` as workflow ``name`` and start it
+        on a durable schedule: once per tick across every worker on the store, surviving
+        restarts (run ids ``sched:{name}:{tick}``)::
+
+            @app.schedule("standup", cron="0 9 * * MON-FRI", timezone="Europe/Berlin")
+            async def standup(wf, _):
+                ...
+
+        See :class:`~contexten.workflows.schedules.Schedule` for the options; use
+        :meth:`add_schedule` for a schedule that starts another workflow or publishes an
+        event.
+        """
+
+        def register(fn: W) -> W:
+            self.workflows.register(fn, name=name)
+            self.add_schedule(
+                Schedule(
+                    name,
+                    cron=cron,
+                    every=every,
+                    timezone=timezone,
+                    workflow=name,
+                    input=input,
+                    overlap=overlap,
+                    catch_up=catch_up,
+                    catch_up_window=catch_up_window,
+                    max_catch_up=max_catch_up,
+                )
+            )
+            return fn
+
+        return register
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Register a durable :class:`~contexten.workflows.schedules.Schedule`."""
+        return self.workflows.schedule(schedule)
+
     def add(self, machine: StateMachine) -> StateMachine:
         """Register a state machine; the events its transitions name drive its instances."""
         return self.workflows.add(machine)
@@ -514,7 +565,11 @@ class App:
             if self.dispatch:
                 with self._bound():  # their tasks keep the app's clients and action log
                     await self._dispatcher.start()
-                    if self.workflows.definitions or self.workflows.machines:
+                    if (
+                        self.workflows.definitions
+                        or self.workflows.machines
+                        or self.workflows.schedules.schedules
+                    ):
                         await self.workflows.start()
                         self._workflows_started = True
         except BaseException:

@@ -30,6 +30,9 @@ metric                                            type     labels
 ``contexten_workflows_blocked_total``             counter  ``workflow``: instances blocked
 ``contexten_workflow_triggers_absorbed_total``    counter  ``workflow``: absorbed by an open run
 ``contexten_workflow_runs_restarted_total``       counter  ``workflow``: new run on a closed id
+``contexten_schedule_ticks_total``                counter  ``schedule``: runs started
+``contexten_schedule_skipped_total``              counter  ``schedule``: previous run still open
+``contexten_schedule_missed_total``               counter  ``schedule``: not run after downtime
 ================================================  =======  ==================================
 
 The delivery counters and the handler-duration histogram count since the dispatcher started,
@@ -84,6 +87,21 @@ class WorkflowCounts(Protocol):
     @property
     def restarted(self) -> Mapping[str, int]:
         """New runs started on an id whose previous run had closed, by workflow."""
+        ...
+
+    @property
+    def schedule_ticks(self) -> Mapping[str, int]:
+        """Runs (or events) schedules started, by schedule."""
+        ...
+
+    @property
+    def schedule_skipped(self) -> Mapping[str, int]:
+        """Ticks skipped because the previous run was still open, by schedule."""
+        ...
+
+    @property
+    def schedule_missed(self) -> Mapping[str, int]:
+        """Ticks that did not run after downtime, by schedule."""
         ...
 
 
@@ -279,6 +297,23 @@ def _workflow_families(counts: WorkflowCounts) -> Iterator[Metric]:
         ),
     ):
         family = CounterMetricFamily(metric, help_text, labels=["workflow"])
+        for name, count in sorted(values.items()):
+            family.add_metric([name], count)
+        yield family
+    for metric, help_text, values in (
+        ("contexten_schedule_ticks", "Runs or events schedules started.", counts.schedule_ticks),
+        (
+            "contexten_schedule_skipped",
+            "Schedule ticks skipped because the previous run was still open.",
+            counts.schedule_skipped,
+        ),
+        (
+            "contexten_schedule_missed",
+            "Schedule ticks that did not run (downtime beyond the catch-up policy).",
+            counts.schedule_missed,
+        ),
+    ):
+        family = CounterMetricFamily(metric, help_text, labels=["schedule"])
         for name, count in sorted(values.items()):
             family.add_metric([name], count)
         yield family

@@ -75,6 +75,7 @@ from contexten.workflows.history import (
     workflow_id_of,
 )
 from contexten.workflows.replay import replay_state
+from contexten.workflows.schedules import Schedule, Scheduler
 from contexten.workflows.state_machine import StateMachine
 from contexten.workflows.stats import WorkflowStats
 from contexten.workflows.steps import to_json_value
@@ -162,6 +163,8 @@ class WorkflowEngine:
         self._background: set[asyncio.Future[None]] = set()
         self.stats = WorkflowStats()
         """What this engine counted since it started (ended, failed by cause...)."""
+        self.schedules = Scheduler(self)
+        """The durable schedules this engine fires (with every other engine on the store)."""
 
     # -- registration ------------------------------------------------------------------------
 
@@ -272,6 +275,11 @@ class WorkflowEngine:
         self._definitions[wf_name] = max(versions.values(), key=lambda d: version_key(d.version))
         return definition
 
+    def schedule(self, schedule: Schedule) -> Schedule:
+        """Register a durable schedule (see :mod:`contexten.workflows.schedules`); it fires
+        while the engine runs, once per tick across every engine on the store."""
+        return self.schedules.add(schedule)
+
     def add(self, machine: StateMachine) -> StateMachine:
         """Register a state machine; its instances are driven by the events it listens to."""
         if machine.name in self._definitions or machine.name in self._machines:
@@ -342,10 +350,12 @@ class WorkflowEngine:
             raise
         self._tail_task = asyncio.create_task(run_tail(self, checkpoint), name="wf-engine-tail")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="wf-engine-heartbeat")
+        self.schedules.start()
 
     async def stop(self) -> None:
         """Stop the tail and every live instance (their progress is in the store). Idempotent."""
         self._running = False
+        await self.schedules.stop()
         tasks: list[asyncio.Task[Any]] = []
         for background in (self._tail_task, self._heartbeat_task):
             if background is not None:
@@ -575,23 +585,10 @@ class WorkflowEngine:
         from contexten.events.ids import new_id
 
         wid = workflow_id or new_id()
-        is_event = isinstance(input, Event)
-        data: dict[str, Any] = {
-            "workflow_id": wid,
-            "name": name,
-            "version": definition.version,
-            "kind": "function",
-            "input": msgspec.to_builtins(input) if is_event else to_json_value(input),
-            "input_is_event": is_event,
-            "owner": self.ownership.owner,
-        }
+        data = self.started_data(definition, wid, input, parent_id=parent_id)
         if _trigger is not None:
             data["trigger_event_id"] = _trigger.event.id
             data["after"] = _trigger.position
-        elif is_event:
-            data["trigger_event_id"] = input.id
-        if parent_id is not None:
-            data["parent_id"] = parent_id
         expected: int | StreamState = StreamState.NO_STREAM
         for _ in range(_START_TRIES):
             started = history_event("started", data, wid)
@@ -629,6 +626,38 @@ class WorkflowEngine:
                 self._launch(definition, fold([rec], wid))
             return WorkflowHandle(self, wid)
         return WorkflowHandle(self, wid)  # others kept moving the stream: theirs is the run
+
+    def started_data(
+        self,
+        definition: WorkflowDefinition,
+        workflow_id: str,
+        input: Any,
+        *,
+        parent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The data of a new instance's ``started`` event (for starts committed together
+        with something else, such as a schedule's tick)."""
+        is_event = isinstance(input, Event)
+        data: dict[str, Any] = {
+            "workflow_id": workflow_id,
+            "name": definition.name,
+            "version": definition.version,
+            "kind": "function",
+            "input": msgspec.to_builtins(input) if is_event else to_json_value(input),
+            "input_is_event": is_event,
+            "owner": self.ownership.owner,
+        }
+        if is_event:
+            data["trigger_event_id"] = input.id
+        if parent_id is not None:
+            data["parent_id"] = parent_id
+        return data
+
+    def launch_started(self, definition: WorkflowDefinition, rec: RecordedEvent) -> None:
+        """Run an instance whose ``started`` event ``rec`` was just committed (if running)."""
+        if self._running:
+            wid = workflow_id_of(rec.stream) or ""
+            self._launch(definition, fold([rec], wid))
 
     async def _absorb_trigger(self, state: WorkflowState, trigger: RecordedEvent) -> None:
         """Record, log and count a trigger that the id's open run absorbs."""

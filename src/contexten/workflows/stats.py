@@ -44,6 +44,9 @@ class WorkflowStats:
         blocked: instances this engine marked ``blocked``, by workflow.
         absorbed: trigger events an open instance with the same id absorbed, by workflow.
         restarted: new runs started on an id whose previous run had closed, by workflow.
+        schedule_ticks: runs (or events) schedules started, by schedule.
+        schedule_skipped: ticks skipped because the previous run was still open.
+        schedule_missed: ticks that did not run (downtime past the catch-up policy).
     """
 
     ended: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -51,6 +54,9 @@ class WorkflowStats:
     blocked: Counter[str] = field(default_factory=Counter)
     absorbed: Counter[str] = field(default_factory=Counter)
     restarted: Counter[str] = field(default_factory=Counter)
+    schedule_ticks: Counter[str] = field(default_factory=Counter)
+    schedule_skipped: Counter[str] = field(default_factory=Counter)
+    schedule_missed: Counter[str] = field(default_factory=Counter)
 
     def record_end(self, state: WorkflowState, status: str, data: Mapping[str, Any]) -> None:
         """Count instance ``state`` ending with ``status`` (and its cause when failed);
