@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import os
@@ -138,6 +139,10 @@ class App:
         agents: AgentManager | ClientRegistry | None = None,
         bot: BotIdentity | None = None,
     ) -> None:
+        pinned = _PINNED.get()
+        if pinned is not None:  # a tool runs this app elsewhere (shadow replay)
+            store, clock, agents = pinned.store, pinned.clock, pinned.agents
+        self._pinned = pinned is not None
         if isinstance(store, EventStore):
             self._store, self._owns_store = store, False
         else:
@@ -301,6 +306,9 @@ class App:
         """
         if self._running:
             raise ConfigurationError("use_agents() must be called before the app starts")
+        if self._pinned and self._runtime is not None:
+            self._log.info("use_agents() ignored: this app runs pinned to other agents")
+            return self._runtime.manager
         from contexten.agents.manager import AgentManager
         from contexten.agents.runtime import AgentRuntime
         from contexten.integrations.client import ClientRegistry
@@ -681,6 +689,32 @@ class App:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"App(store={redact_url(self._store.url)!r}, {state})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Pinned:
+    store: EventStore
+    clock: Clock
+    agents: Any
+
+
+_PINNED: Final[contextvars.ContextVar[_Pinned | None]] = contextvars.ContextVar(
+    "contexten_app_pinned", default=None
+)
+
+
+@contextlib.contextmanager
+def pinned_apps(store: EventStore, clock: Clock, agents: Any) -> Iterator[None]:
+    """Every :class:`App` built inside the block uses ``store``, ``clock`` and ``agents`` (a
+    client registry or agent manager), whatever its code passes; later ``use_agents`` calls
+    are ignored. For tools that load a user's app to run it somewhere else: shadow replay
+    runs it on a memory store, a virtual clock and the sandbox, so nothing it does reaches
+    a real platform."""
+    token = _PINNED.set(_Pinned(store, clock, agents))
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
 
 
 def _name_of(fn: object) -> str:

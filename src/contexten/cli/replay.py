@@ -1,5 +1,6 @@
 """``contexten replay check``: replay stored workflow histories against new code before a
-deploy, and fail (exit 1) when an open instance would break.
+deploy, and fail (exit 1) when an open instance would break. ``contexten replay shadow``:
+re-feed recorded webhooks into new code, isolated, and say what it would do differently.
 
 Run it in CI against a copy (or a read replica) of production's store::
 
@@ -24,6 +25,7 @@ from rich.table import Table
 from contexten.cli._common import echo_json, fail, run_async
 from contexten.ingress.loader import load_app
 from contexten.store import create_store, store_url_from_env
+from contexten.testing.shadow import load_reference, shadow_replay
 from contexten.workflows.replay_check import ReplayReport, check_replays
 
 __all__ = ["parse_since", "replay"]
@@ -132,4 +134,62 @@ def _print(report: ReplayReport) -> None:
         f"checked {report.checked} histories ({report.open_checked} open), "
         f"{len(report.divergences)} divergence(s), {len(report.breaking)} breaking; "
         f"skipped: {skipped}"
+    )
+
+
+@replay.command("shadow")
+@click.option("--app", "reference", required=True, help="The new App: module:attr or file.py:attr.")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="The store that recorded the webhooks (default: CONTEXTEN_STORE_URL).",
+)
+@click.option("--from", "start", required=True, help="Window start: ISO time or 7d, 12h ago.")
+@click.option("--to", "end", default=None, help="Window end: ISO time or ago (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@run_async
+async def shadow(
+    reference: str, store_url: str | None, start: str, end: str | None, as_json: bool
+) -> None:
+    """Re-feed the webhooks recorded in a window into --app, isolated (memory store,
+    virtual clock, the sandbox for every platform call, no credentials), and report what it
+    would do differently: workflows, actions, dead letters, per work item.
+
+    Exits 0 whatever it finds (differences are for a person to judge); 1 on errors.
+    """
+    now = datetime.now(UTC)
+    first, last = parse_since(start, now), parse_since(end, now) if end else now
+    store = create_store(store_url or store_url_from_env())
+    await store.open()
+    console = Console(stderr=True)
+    try:
+        if as_json or not console.is_terminal:
+            report = await shadow_replay(store, load_reference(reference), first, last)
+        else:
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("re-feeding webhooks", total=None)
+                report = await shadow_replay(
+                    store,
+                    load_reference(reference),
+                    first,
+                    last,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+    finally:
+        await store.close()
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    out = Console() if Console().is_terminal else Console(width=200)
+    if report.differences:
+        table = Table(title="What the new code would do differently")
+        for column in ("kind", "what", "work item", "recorded", "new code"):
+            table.add_column(column)
+        for d in report.differences:
+            table.add_row(d.kind, d.name, d.work_item, str(d.recorded), str(d.shadow))
+        out.print(table)
+    out.print(
+        f"re-fed {report.webhooks} webhooks ({report.echoes_skipped} echoes skipped): "
+        f"{len(report.differences)} difference(s)"
     )
