@@ -498,6 +498,12 @@ class App:
         with self._bound():
             return await self.workflows.retry_workflow(workflow_id)
 
+    async def fork_workflow(self, workflow_id: str, *, cancel_old: bool = False) -> WorkflowHandle:
+        """Start a new instance from ``workflow_id``'s input on the newest version, linked to
+        it; cancel the old one (with its compensations) when ``cancel_old``."""
+        with self._bound():
+            return await self.workflows.fork_workflow(workflow_id, cancel_old=cancel_old)
+
     async def migrate_workflow(self, workflow_id: str, to_version: int | str) -> WorkflowHandle:
         """Move a ``blocked`` instance to registered version ``to_version`` (verified by
         replaying its history first) and resume it there."""

@@ -326,3 +326,25 @@ async def test_the_replayer_replays_each_history_on_its_own_version(memory_env: 
     assert outcome.returned, "the version 1 history replayed on version 1, not the newest"
     with pytest.raises(NondeterminismError):
         await Replayer({"order": order_v2}).replay_file(golden.HISTORIES / "order-completed.json")
+
+
+async def test_fork_starts_a_linked_instance_on_the_newest_version(memory_env: Env) -> None:
+    engine = await memory_env.engine(register_v1)
+    await engine.start_workflow("release", None, workflow_id="r1")
+    await until_status(engine, "r1", WorkflowStatus.WAITING)
+    engine = await memory_env.restart(engine, register_v2)
+    await until_status(engine, "r1", WorkflowStatus.BLOCKED)
+
+    handle = await engine.fork_workflow("r1", cancel_old=True)
+    assert handle.workflow_id == "r1~fork-1"
+    await until_status(engine, "r1", WorkflowStatus.CANCELLED)
+    await until_status(engine, "r1~fork-1", WorkflowStatus.WAITING)
+    await engine.store.append("approvals", [Event(type="release.approved")])
+    assert await handle.result(timeout=HANG_GUARD) == "v2-publish"
+    forked = await engine.get_workflow("r1~fork-1")
+    assert forked.version == "2"
+    assert forked.history[0].data["forked_from"] == {"workflow_id": "r1", "run": 1}
+    old = [h for h in (await engine.get_workflow("r1")).history if h.kind == "forked"]
+    assert old[0].data["to"] == "r1~fork-1"
+    again = await engine.fork_workflow("r1")  # left as it is this time: already ended
+    assert again.workflow_id == "r1~fork-2"

@@ -148,3 +148,27 @@ async def migrate(store_url: str | None, reference: str, workflow_id: str, to_ve
 
     await with_store(store_url, body)
     click.echo(f"migrated: {workflow_id} to version {to_version}")
+
+
+@workflows.command("fork")
+@click.option("--app", "reference", required=True, help="The App: module:attr or file.py:attr.")
+@store_option
+@click.argument("workflow_id")
+@click.option(
+    "--cancel-old/--keep-old",
+    default=False,
+    show_default=True,
+    help="Cancel the old instance (compensating what it did) or leave it as it is.",
+)
+@run_async
+async def fork(store_url: str | None, reference: str, workflow_id: str, cancel_old: bool) -> None:
+    """Start a new instance from an instance's input, on the newest version, linked to it."""
+    app = load_app(reference, cwd=Path.cwd())
+
+    async def body(store: EventStore) -> str:
+        engine = WorkflowEngine(store)
+        for name, definition in app.workflows.definitions.items():
+            engine.register(definition.fn, name=name, version=definition.version)
+        return (await engine.fork_workflow(workflow_id, cancel_old=cancel_old)).workflow_id
+
+    click.echo(f"forked: {workflow_id} as {await with_store(store_url, body)}")

@@ -32,6 +32,7 @@ from contexten.workflows._waits import Waiter
 from contexten.workflows.context import WorkflowContext
 from contexten.workflows.history import (
     CANCEL_REQUESTED,
+    FORKED,
     TRIGGER_ABSORBED,
     WorkflowState,
     WorkflowStatus,
@@ -53,7 +54,7 @@ __all__ = ["Reload", "WorkflowInstance", "lifecycle_event"]
 
 _log = logging.getLogger("contexten.workflows")
 
-_ABSORBABLE = frozenset({CANCEL_REQUESTED, TRIGGER_ABSORBED})
+_ABSORBABLE = frozenset({CANCEL_REQUESTED, TRIGGER_ABSORBED, FORKED})
 
 
 class Reload(BaseException):

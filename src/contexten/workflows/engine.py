@@ -812,6 +812,52 @@ class WorkflowEngine:
             await self._resume(state, force=True)
         return WorkflowHandle(self, workflow_id)
 
+    async def fork_workflow(self, workflow_id: str, *, cancel_old: bool = False) -> WorkflowHandle:
+        """Start a new instance from instance ``workflow_id``'s input on the newest version,
+        linked both ways (``forked_from`` in its ``started`` event, ``forked`` in the old
+        history); the old one is cancelled (compensating what it did; a blocked one without)
+        when ``cancel_old``, else left as it is.
+
+        The new id is ``{workflow_id}~fork-{n}``.
+
+        Raises:
+            WorkflowNotFound: no such instance.
+            WorkflowNotRegistered: its workflow is not registered.
+            WorkflowError: it is a state machine.
+        """
+        state = await admin.load_state(self.store, workflow_id)
+        if state is None:
+            raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
+        if state.kind != "function":
+            raise WorkflowError(f"{workflow_id!r} is a state machine; only workflows are forked")
+        definition = self._definitions.get(state.name)
+        if definition is None:
+            raise WorkflowNotRegistered(f"no workflow named {state.name!r} is registered")
+        for n in range(1, 1000):
+            new_id = f"{workflow_id}~fork-{n}"
+            data = self.started_data(definition, new_id, state.input_value())
+            data["forked_from"] = {"workflow_id": workflow_id, "run": state.run}
+            started = history_event("started", data, new_id)
+            try:
+                result = await self.store.append(
+                    stream_name(new_id), [started], expected_version=StreamState.NO_STREAM
+                )
+            except WrongExpectedVersion:
+                continue
+            await self.store.append(
+                stream_name(workflow_id),
+                [history_event("forked", {"to": new_id, "cancel_old": cancel_old}, workflow_id)],
+            )
+            rec = RecordedEvent(
+                result.first_position, stream_name(new_id), 1, self.clock.now(), started
+            )
+            self.launch_started(definition, rec)
+            if cancel_old and not state.terminal:
+                await self.cancel_workflow(workflow_id)
+            _log.warning("workflow %s forked as %s", workflow_id, new_id)
+            return WorkflowHandle(self, new_id)
+        raise WorkflowError(f"workflow {workflow_id!r} has been forked too often")
+
     async def _wait_terminal(self, workflow_id: str) -> WorkflowState:
         while True:
             inst = self._live.get(workflow_id)

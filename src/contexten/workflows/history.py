@@ -40,6 +40,8 @@ The event types, all under ``contexten.workflow.``:
                             after call ``seq`` (takes no call number of its own)
 ``trigger_absorbed``        event_id, event_type, position: a trigger event for this id came
                             while the run was open and started nothing
+``forked``                  to, cancel_old: an operator started ``to`` from this instance's
+                            input (its ``started`` has ``forked_from``)
 =========================== ==============================================================
 
 An instance id is one stream for its whole life: a later run of the same id (see
@@ -115,6 +117,7 @@ BLOCKED: Final = PREFIX + "blocked"
 MIGRATED: Final = PREFIX + "migrated"
 PATCHED: Final = PREFIX + "patched"
 TRIGGER_ABSORBED: Final = PREFIX + "trigger_absorbed"
+FORKED: Final = PREFIX + "forked"
 
 
 class WorkflowStatus(enum.StrEnum):
