@@ -184,9 +184,9 @@ class ScheduleState:
     missed: int = 0
 
 
-def fold_schedule(records: list[RecordedEvent]) -> ScheduleState:
-    """Fold a schedule's stream into its :class:`ScheduleState`."""
-    s = ScheduleState()
+def fold_schedule(records: list[RecordedEvent], into: ScheduleState | None = None) -> ScheduleState:
+    """Fold a schedule's stream (or, with ``into``, the records after it) into its state."""
+    s = into if into is not None else ScheduleState()
     for rec in records:
         s.version = rec.version
         kind = rec.event.type.removeprefix(_TYPE)
@@ -256,6 +256,7 @@ class Scheduler:
         self.engine = engine
         self.poll = poll
         self.schedules: dict[str, Schedule] = {}
+        self._states: dict[str, ScheduleState] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -307,8 +308,12 @@ class Scheduler:
             await clock.sleep_until(wake)
 
     async def state(self, schedule: Schedule) -> ScheduleState:
-        """The schedule's folded stream."""
-        return fold_schedule(await self.store.read_stream(schedule.stream))
+        """The schedule's folded stream (kept between polls: only new records are read)."""
+        cached = self._states.get(schedule.name)
+        if cached is None:
+            cached = self._states[schedule.name] = ScheduleState()
+        newer = await self.store.read_stream(schedule.stream, from_version=cached.version + 1)
+        return fold_schedule(newer, cached)
 
     async def tick(self, schedule: Schedule) -> datetime:
         """Do what is due for ``schedule`` now; returns when to look next.
@@ -339,7 +344,8 @@ class Scheduler:
         assert state.last_tick is not None
         records: list[Event] = []
         starts: list[tuple[str, dict[str, Any]]] = []  # (run id, extra tick data)
-        previous_open = await self._open(state.last_run)
+        due = [] if state.paused else schedule.ticks(state.anchor, state.last_tick, now, 10_000)
+        previous_open = bool(due or state.buffered) and await self._open(state.last_run)
         if state.buffered is not None and not previous_open:
             starts.append(
                 (
@@ -371,8 +377,7 @@ class Scheduler:
                 records.append(
                     _event("ticked", schedule.name, {"backfill_id": backfill_id, "runs": []})
                 )
-        if not state.paused:
-            due = schedule.ticks(state.anchor, state.last_tick, now, 10_000)
+        if due:
             run, missed = self._catch_up(schedule, due, now)
             if missed:
                 records.append(
