@@ -261,6 +261,16 @@ async def test_slack_interactivity_and_commands(
     assert events[1].correlation_id == "ENG-3"
 
 
+async def test_slack_ssl_check_is_answered_200_and_not_stored(
+    client: httpx.AsyncClient, store: EventStore
+) -> None:
+    # Slack probes command and interactivity URLs with ssl_check=1 and expects a 200.
+    body, headers = slack_request(form={"ssl_check": "1", "token": "xyzz0WbapA4vBCDEFasx0q6G"})
+    response = await client.post("/webhooks/slack", content=body, headers=headers)
+    assert response.status_code == 200
+    assert await stored(store) == []
+
+
 @pytest.mark.parametrize("offset", [-301, 301])
 async def test_slack_stale_or_future_timestamp(
     client: httpx.AsyncClient, store: EventStore, offset: int
