@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 
 from contexten.events import Event
+from contexten.ingress.jsonsafe import loads_object
 from contexten.integrations import github
 from contexten.integrations.github import GitHubClient
 from contexten.integrations.idempotency import id_for_key
 from contexten.integrations.linear import webhooks as lw
 from contexten.integrations.linear.predicates import label_added, label_removed
 from contexten.integrations.slack import webhooks as sw
-from contexten.ingress.jsonsafe import loads_object
 
 from .conftest import settings
 

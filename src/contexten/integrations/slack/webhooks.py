@@ -45,10 +45,10 @@ from contexten.integrations.correlation import linear_identifiers, slack_thread_
 from contexten.integrations.signing import hmac_sha256_hex, matches_any
 
 __all__ = [
+    "MESSAGE_SUBTYPE_TYPES",
     "RETRY_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
-    "MESSAGE_SUBTYPE_TYPES",
     "TIMESTAMP_TOLERANCE",
     "SlackRequest",
     "classify",
