@@ -67,10 +67,13 @@ GITHUB_WEBHOOK_EVENTS = (
 _DROP_KEYS = frozenset({"description", "summary", "examples", "example", "externalDocs"})
 
 
-def _strip(node: Any) -> Any:
+def _strip(node: Any, names: bool = False) -> Any:
+    """``node`` without prose and extensions; ``names``: its keys are property names (kept)."""
     if isinstance(node, dict):
         return {
-            k: _strip(v) for k, v in node.items() if k not in _DROP_KEYS and not k.startswith("x-")
+            k: _strip(v, names=not names and k in ("properties", "patternProperties"))
+            for k, v in node.items()
+            if names or (k not in _DROP_KEYS and not k.startswith("x-"))
         }
     if isinstance(node, list):
         return [_strip(v) for v in node]

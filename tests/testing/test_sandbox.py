@@ -180,8 +180,9 @@ async def test_control_api_acts_as_a_person() -> None:
         update = sandbox.outbox[-1].json()
         assert update["action"] == "update"
         assert update["updatedFrom"]["labelIds"] == []
+        agent = sandbox.linear.label_named("agent")
         assert update["data"]["labels"] == [
-            {"id": sandbox.linear.label_named("agent")["id"], "name": "agent"}
+            {"id": agent["id"], "name": "agent", "color": agent["color"]}
         ]
         assert update["actor"]["name"] == "Ada Lovelace"
         hooks = (await control.get("/_sandbox/webhooks")).json()
