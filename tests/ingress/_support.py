@@ -23,8 +23,7 @@ GITHUB_SECRET = "gh-secret-Zq8v"
 GITHUB_NEXT_SECRET = "gh-next-secret-Kp3x"
 LINEAR_SECRET = "lin-secret-Wm4t"
 SLACK_SECRET = "slack-secret-Hy7r"
-CODEGEN_SECRET = "codegen-secret-Pq2n"
-ALL_SECRETS = (GITHUB_SECRET, GITHUB_NEXT_SECRET, LINEAR_SECRET, SLACK_SECRET, CODEGEN_SECRET)
+ALL_SECRETS = (GITHUB_SECRET, GITHUB_NEXT_SECRET, LINEAR_SECRET, SLACK_SECRET)
 HANG_GUARD = 30.0
 
 
@@ -34,7 +33,6 @@ def make_config(**overrides: Any) -> IngressConfig:
         "CONTEXTEN_GITHUB_WEBHOOK_SECRET": f"{GITHUB_SECRET},{GITHUB_NEXT_SECRET}",
         "CONTEXTEN_LINEAR_WEBHOOK_SECRET": LINEAR_SECRET,
         "CONTEXTEN_SLACK_SIGNING_SECRET": SLACK_SECRET,
-        "CONTEXTEN_CODEGEN_WEBHOOK_SECRET": CODEGEN_SECRET,
     }
     overrides.setdefault("clock", VirtualClock(NOW))
     return IngressConfig.from_env(env, **overrides)
@@ -104,20 +102,6 @@ def linear_request(
         "Linear-Event": "Issue",
         "Linear-Delivery": delivery or str(uuid.uuid4()),
         "Linear-Signature": lw.sign(secret, body),
-    }
-
-
-def codegen_request(
-    status: str = "running", *, run_id: int = 41, secret: str = CODEGEN_SECRET
-) -> tuple[bytes, dict[str, str]]:
-    """A Codegen agent-run delivery, as the sandbox sends it."""
-    run = {"id": run_id, "status": status, "metadata": {"correlation_id": "ENG-1"}}
-    body = json.dumps({"event": "agent_run.status_changed", "agent_run": run}).encode()
-    return body, {
-        "Content-Type": "application/json",
-        "X-Codegen-Event": "agent_run.status_changed",
-        "X-Codegen-Delivery": str(uuid.uuid4()),
-        "X-Codegen-Signature": gh.sign(secret, body),
     }
 
 

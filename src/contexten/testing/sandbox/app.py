@@ -197,6 +197,8 @@ class Sandbox:
             "CONTEXTEN_SLACK_BOT_TOKEN": SANDBOX_TOKEN,
             "CONTEXTEN_CODEGEN_TOKEN": SANDBOX_TOKEN,
             "CONTEXTEN_CODEGEN_ORG_ID": str(self.config.codegen_org_id),
+            # Sandbox runs move in seconds; follow them closely.
+            "CONTEXTEN_CODEGEN_POLL_INTERVAL": str(self.config.codegen_poll_interval),
         }
         transport = None if base_url else self.transport()
         return ClientRegistry(env=env, transport=transport, **overrides)
