@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -29,9 +29,9 @@ async def run_events(store: EventStore) -> list[Event]:
     ]
 
 
-async def until(check: Callable[[], object]) -> None:
+async def until(check: Callable[[], Awaitable[bool]]) -> None:
     async with asyncio.timeout(HANG_GUARD):
-        while not await check():  # type: ignore[misc]
+        while not await check():  # noqa: ASYNC110 - the store is what we watch
             await asyncio.sleep(0.02)
 
 
