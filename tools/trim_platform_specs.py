@@ -151,14 +151,19 @@ def trim_webhooks(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def trim_linear(sdl: str) -> str:
-    """Linear's schema without descriptions (the types and fields are all kept)."""
-    from graphql import build_schema, print_schema
+    """Linear's schema without descriptions (the types and fields are all kept), except the
+    input-field descriptions that document a value format ("UUID v4 format"), which the
+    checks read."""
+    from graphql import build_schema, is_input_object_type, print_schema
+
+    is_input_type = is_input_object_type
 
     schema = build_schema(sdl)
     for named in schema.type_map.values():
         named.description = None
         for field in getattr(named, "fields", {}).values():
-            field.description = None
+            if "UUID v4" not in (field.description or "") or not is_input_type(named):
+                field.description = None
             for arg in getattr(field, "args", {}).values():
                 arg.description = None
         for value in getattr(named, "values", {}).values():

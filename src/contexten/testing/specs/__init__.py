@@ -12,7 +12,12 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from contexten.testing.specs.graphql import CheckedRequest, GraphQLSchemaSpec, check_object
+from contexten.testing.specs.graphql import (
+    CheckedRequest,
+    GraphQLSchemaSpec,
+    check_object,
+    nulled,
+)
 from contexten.testing.specs.openapi import OpenAPIDescription, Operation
 from contexten.testing.specs.slack import SlackMethod, SlackMethodTable
 from contexten.testing.specs.webhooks import WebhookSchemas
@@ -31,6 +36,7 @@ __all__ = [
     "github_openapi",
     "github_webhooks",
     "linear_schema",
+    "nulled",
     "slack_methods",
 ]
 

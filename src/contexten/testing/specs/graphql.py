@@ -10,6 +10,7 @@ shapes a resolver's answer to the document's selection, with aliases, fragments 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLInputObjectType,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
@@ -29,11 +31,12 @@ from graphql import (
     build_schema,
     get_named_type,
     parse,
+    type_from_ast,
     validate,
 )
 from graphql.execution.values import get_variable_values
 
-__all__ = ["CheckedRequest", "GraphQLSchemaSpec", "check_object"]
+__all__ = ["CheckedRequest", "GraphQLSchemaSpec", "check_object", "nulled"]
 
 JSON = dict[str, Any]
 
@@ -101,7 +104,23 @@ class GraphQLSchemaSpec:
         # graphql-core 3.3 wraps the coerced values; 3.2 returns them as a dict.
         found: Any = getattr(coerced, "coerced", coerced)
         values: dict[str, Any] = dict(found)
+        problems = self._documented_formats(operation, values)
+        if problems:
+            return problems
         return CheckedRequest(document, operation, values)
+
+    def _documented_formats(
+        self, operation: OperationDefinitionNode, values: Mapping[str, Any]
+    ) -> list[str]:
+        """Values refused by a format the schema documents in prose: Linear's input ``id``
+        fields are "in UUID v4 format" (its API refuses other UUIDs)."""
+        problems: list[str] = []
+        for definition in operation.variable_definitions or ():
+            name = definition.variable.name.value
+            var_type = type_from_ast(self.schema, definition.type)
+            if var_type is not None and name in values:
+                problems += _formats(var_type, values[name], f"${name}")
+        return problems
 
     def select(self, request: CheckedRequest, data: Mapping[str, Any]) -> JSON:
         """``data`` (the answer, keyed by field name) cut to what ``request`` selects.
@@ -116,6 +135,68 @@ class GraphQLSchemaSpec:
             if isinstance(d, FragmentDefinitionNode)
         }
         return _Selector(self.schema, fragments).select(request.operation.selection_set, root, data)
+
+
+def nulled(schema_spec: GraphQLSchemaSpec, request: CheckedRequest, data: Any) -> Any:
+    """An answer to ``request`` with every selected field the schema lets be null set to null
+    (the leanest answer Linear may give; what a client must survive)."""
+    from graphql import GraphQLNonNull
+
+    def walk(selection: SelectionSetNode | None, parent: Any, value: Any) -> Any:
+        if selection is None or value is None:
+            return value
+        if isinstance(value, list):
+            return [walk(selection, parent, v) for v in value]
+        if not isinstance(value, dict) or not hasattr(parent, "fields"):
+            return value
+        out = dict(value)
+        for node in selection.selections:
+            if not isinstance(node, FieldNode) or node.name.value == "__typename":
+                continue
+            key = node.alias.value if node.alias else node.name.value
+            field = parent.fields.get(node.name.value)
+            if field is None or key not in out:
+                continue
+            if not isinstance(field.type, GraphQLNonNull):
+                out[key] = None
+            else:
+                out[key] = walk(node.selection_set, get_named_type(field.type), out[key])
+        return out
+
+    root = schema_spec.schema.get_root_type(request.operation.operation)
+    # The root field itself stays: a null there is an error answer, not a lean one.
+    result = dict(data)
+    for node in request.operation.selection_set.selections:
+        if isinstance(node, FieldNode):
+            key = node.alias.value if node.alias else node.name.value
+            field = root.fields.get(node.name.value) if root is not None else None
+            if field is not None and key in result:
+                result[key] = walk(node.selection_set, get_named_type(field.type), result[key])
+    return result
+
+
+def _formats(input_type: Any, value: Any, where: str) -> list[str]:
+    named = get_named_type(input_type)
+    if value is None or not isinstance(named, GraphQLInputObjectType):
+        return []
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _formats(named, v, f"{where}[{i}]")]
+    if not isinstance(value, Mapping):
+        return []
+    problems: list[str] = []
+    for key, field in named.fields.items():
+        if key not in value or value[key] is None:
+            continue
+        place = f"{where}.{key}"
+        if "UUID v4" in (field.description or ""):
+            try:
+                ok = uuid.UUID(str(value[key])).version == 4
+            except ValueError:
+                ok = False
+            if not ok:
+                problems.append(f"{place}: {named.name}.{key} must be a UUID v4")
+        problems += _formats(field.type, value[key], place)
+    return problems
 
 
 class _Selector:

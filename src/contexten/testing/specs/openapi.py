@@ -220,6 +220,45 @@ class OpenAPIDescription:
             return ["this operation takes no JSON body"]
         return self.validate(schema, body, "body")
 
+    def response_schema(self, method: str, path: str, status: int) -> Any:
+        """The JSON schema of the answer to ``method path`` with ``status`` (``None``: none)."""
+        op = self.find(method, path)
+        if op is None:
+            return None
+        responses = op.spec.get("responses", {})
+        answer = self._deref(responses.get(str(status)) or responses.get("default"))
+        if not isinstance(answer, dict):
+            return None
+        return answer.get("content", {}).get("application/json", {}).get("schema")
+
+    def nulled(self, schema: Any, value: Any) -> Any:
+        """``value`` with every field its schema allows to be ``null`` set to ``null``: the
+        leanest answer the platform may give (what a client must survive)."""
+        schema = self._deref(schema)
+        if not isinstance(schema, dict):
+            return value
+        for part in schema.get("allOf", []):
+            value = self.nulled(part, value)
+        branches = [
+            self._deref(b)
+            for b in schema.get("anyOf", []) + schema.get("oneOf", [])
+            if not (isinstance(b, dict) and b.get("type") == "null")
+        ]
+        if len(branches) == 1:
+            return self.nulled(branches[0], value)
+        if isinstance(value, dict):
+            props = schema.get("properties", {})
+            out = dict(value)
+            for key, sub in props.items():
+                if key in out:
+                    out[key] = (
+                        None if _allows_null(self._deref(sub)) else self.nulled(sub, out[key])
+                    )
+            return out
+        if isinstance(value, list) and "items" in schema:
+            return [self.nulled(schema["items"], v) for v in value]
+        return value
+
     def check_response(self, method: str, path: str, status: int, body: Any) -> list[str]:
         """Problems of a response body against the operation's schema for ``status``."""
         op = self.find(method, path)
@@ -231,6 +270,15 @@ class OpenAPIDescription:
             return [f"{op.operation_id}: status {status} is not described"]
         schema = answer.get("content", {}).get("application/json", {}).get("schema")
         return [] if schema is None else self.validate(schema, body, "response")
+
+
+def _allows_null(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(_allows_null(b) for b in schema.get("anyOf", []) + schema.get("oneOf", []))
 
 
 def _from_text(value: str, schema: Any) -> Any:
