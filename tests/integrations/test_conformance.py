@@ -179,7 +179,7 @@ ACTION_BY_KEY = {f"{p}.{n}": a for p, n, a in ACTIONS}
 async def _run(platform: str, name: str, action: Action[..., Any], *, lean: bool) -> list[str]:
     sandbox = Sandbox()
     world = make_world(sandbox)
-    transport = CheckingTransport(sandbox.transport(), lean=lean)
+    transport = CheckingTransport(sandbox.transport(), lean=lean, answers=not lean)
     args, kwargs = arguments(platform, name, world)
     async with sandbox.clients(transport=transport, retry=RetryPolicy.no_retries()) as clients:
         with use_clients(clients):

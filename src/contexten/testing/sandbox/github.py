@@ -198,7 +198,9 @@ class GitHubEmulator(Emulator):
             return self._error(status, str(result), token)
         if status == 204:
             return Response(status_code=204, headers=self._headers(token))
-        return json_response(result, status, self._headers(token))
+        # Completed to the response schema: the fields GitHub's description requires.
+        answer = github_openapi().complete_response(request.method, path, status, result)
+        return json_response(answer, status, self._headers(token))
 
     def _route(
         self, method: str, parts: list[str], body: JSON, query: dict[str, str]

@@ -21,6 +21,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from contexten.testing.specs.completion import SchemaCompleter
+
 __all__ = ["OpenAPIDescription", "Operation"]
 
 JSON = dict[str, Any]
@@ -230,6 +232,14 @@ class OpenAPIDescription:
         if not isinstance(answer, dict):
             return None
         return answer.get("content", {}).get("application/json", {}).get("schema")
+
+    def complete_response(self, method: str, path: str, status: int, body: Any) -> Any:
+        """``body`` completed to the response schema (required fields present); see
+        :mod:`contexten.testing.specs.completion`. Unchanged when nothing is described."""
+        schema = self.response_schema(method, path, status)
+        if schema is None:
+            return body
+        return SchemaCompleter(self._deref).complete(schema, body)
 
     def nulled(self, schema: Any, value: Any) -> Any:
         """``value`` with every field its schema allows to be ``null`` set to ``null``: the

@@ -8,6 +8,10 @@ against Slack's method table (method, arguments, required ones, JSON or form). T
 found are kept in :attr:`CheckingTransport.checked`; the request goes on either way, so the
 test sees what the platform would have answered too.
 
+With ``answers=True`` the answers are checked too (GitHub's and Codegen's 2xx JSON bodies
+against the operation's response schema), which is how the sandbox is held to answering
+with the fields the descriptions require.
+
 With ``lean=True`` the answers are made as lean as the description allows: every field it
 lets be ``null`` is ``null`` (GitHub, Codegen, and the selected Linear fields), which is how
 a client's handling of absent values (an undo restoring an empty description...) is tested.
@@ -76,11 +80,15 @@ class CheckingTransport(httpx.AsyncBaseTransport):
     Args:
         inner: the transport that answers (the sandbox's).
         lean: answer with every nullable field ``null``.
+        answers: check the answers against the response schemas too.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, *, lean: bool = False) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, *, lean: bool = False, answers: bool = False
+    ) -> None:
         self.inner = inner
         self.lean = lean
+        self.answers = answers
         self.checked: list[CheckedCall] = []
 
     @property
@@ -96,9 +104,20 @@ class CheckingTransport(httpx.AsyncBaseTransport):
         call, graphql = self._check(platform, path, request, body)
         self.checked.append(call)
         response = await self.inner.handle_async_request(request)
-        if not self.lean or platform == "slack":
+        if platform in ("slack", "linear") and not self.lean:
+            return response
+        if platform == "slack" or not (self.lean or self.answers):
             return response
         raw = await response.aread()
+        if self.answers and platform in ("github", "codegen") and raw:
+            spec = github_openapi() if platform == "github" else codegen_openapi()
+            if response.status_code < 300:
+                answer_problems = spec.check_response(
+                    request.method, path, response.status_code, json.loads(raw)
+                )
+                call.problems += [f"answer {p}" for p in answer_problems]
+        if not self.lean:
+            return httpx.Response(response.status_code, headers=response.headers, content=raw)
         try:
             answer = json.loads(raw)
         except ValueError:

@@ -15,6 +15,8 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from contexten.testing.specs.completion import SchemaCompleter
+
 __all__ = ["WebhookSchemas"]
 
 _BASE = "urn:contexten:spec:github-webhooks"
@@ -32,6 +34,12 @@ class WebhookSchemas:
         resource = Resource.from_contents(document, default_specification=DRAFT7)
         self._registry: Registry[Any] = Registry().with_resource(_BASE, resource)
         self._validators: dict[str, Draft7Validator] = {}
+        self._completer = SchemaCompleter(self._deref)
+
+    def _deref(self, schema: Any) -> Any:
+        while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+            schema = self.definitions[schema["$ref"].rsplit("/", 1)[-1]]
+        return schema
 
     @classmethod
     def load(cls, path: Path) -> WebhookSchemas:
@@ -58,70 +66,8 @@ class WebhookSchemas:
         name = self.definition(event, payload)
         if name is None:
             return payload
-        completed: dict[str, Any] = self._complete(self.definitions[name], payload, 0)
+        completed: dict[str, Any] = self._completer.complete(self.definitions[name], payload)
         return completed
-
-    def _deref(self, schema: Any) -> Any:
-        while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
-            schema = self.definitions[schema["$ref"].rsplit("/", 1)[-1]]
-        return schema
-
-    def _branches(self, schema: dict[str, Any]) -> list[Any]:
-        return [self._deref(b) for b in schema.get("anyOf") or schema.get("oneOf") or []]
-
-    def _complete(self, schema: Any, value: Any, depth: int) -> Any:
-        schema = self._deref(schema)
-        if not isinstance(schema, dict) or depth > 12:
-            return value
-        for part in schema.get("allOf", []):
-            value = self._complete(part, value, depth + 1)
-        branches = self._branches(schema)
-        if branches:
-            if value is None:
-                return None if any(_allows_null(b) for b in branches) else self._plain(branches[0])
-            fitting = [b for b in branches if _fits(b, value)]
-            return self._complete(fitting[0], value, depth + 1) if fitting else value
-        if isinstance(value, dict) and "properties" in schema:
-            props: dict[str, Any] = schema["properties"]
-            out = dict(value)
-            if schema.get("additionalProperties") is False:
-                out = {k: v for k, v in out.items() if k in props}
-            for key in schema.get("required", []):
-                if key not in out and key in props:
-                    out[key] = self._plain(props[key])
-            for key, sub in props.items():
-                if key in out and out[key] is not None:
-                    out[key] = self._complete(sub, out[key], depth + 1)
-            return out
-        if isinstance(value, list) and isinstance(schema.get("items"), dict):
-            return [self._complete(schema["items"], v, depth + 1) for v in value]
-        return value
-
-    def _plain(self, schema: Any) -> Any:
-        schema = self._deref(schema)
-        if not isinstance(schema, dict):
-            return None
-        if _allows_null(schema):
-            return None
-        if "enum" in schema:
-            return schema["enum"][0]
-        if "const" in schema:
-            return schema["const"]
-        branches = self._branches(schema)
-        if branches:
-            return None if any(_allows_null(b) for b in branches) else self._plain(branches[0])
-        kind = schema.get("type")
-        kind = kind[0] if isinstance(kind, list) else kind
-        if kind == "object" or "properties" in schema:
-            return self._complete(schema, {}, 0)
-        plain: dict[str, Any] = {
-            "string": "",
-            "integer": 0,
-            "number": 0,
-            "boolean": False,
-            "array": [],
-        }
-        return plain.get(str(kind))
 
     def check(self, event: str, payload: Any) -> list[str]:
         """Problems of ``payload`` as a delivery of ``event``; undescribed events are problems."""
@@ -141,35 +87,3 @@ class WebhookSchemas:
             if len(problems) >= 20:
                 break
         return problems
-
-
-def _allows_null(schema: Any) -> bool:
-    if not isinstance(schema, dict):
-        return False
-    kind = schema.get("type")
-    return kind == "null" or (isinstance(kind, list) and "null" in kind)
-
-
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-}
-
-
-def _fits(schema: Any, value: Any) -> bool:
-    """Whether ``value`` has the JSON type (and const/enum) ``schema`` asks for."""
-    if not isinstance(schema, dict):
-        return False
-    if "enum" in schema and value not in schema["enum"]:
-        return False
-    if "const" in schema and value != schema["const"]:
-        return False
-    kinds = schema.get("type")
-    if kinds is None:
-        return "properties" not in schema or isinstance(value, dict)
-    kinds = kinds if isinstance(kinds, list) else [kinds]
-    return any(isinstance(value, _JSON_TYPES.get(k, ())) for k in kinds)
