@@ -21,7 +21,11 @@ import pytest
 from contexten.events import Event
 from contexten.integrations import codegen, github, linear, slack
 from contexten.integrations.action import Action
-from contexten.integrations.client import use_clients
+from contexten.integrations.client import PlatformClient, use_clients
+from contexten.integrations.codegen import CodegenClient
+from contexten.integrations.github import GitHubClient
+from contexten.integrations.linear import LinearClient
+from contexten.integrations.slack import SlackClient
 from contexten.integrations.slack.client import JSON_METHODS
 from contexten.resilience import RetryPolicy
 from contexten.testing.sandbox import Sandbox
@@ -64,6 +68,7 @@ class World:
     channel: str
     ts: str
     run_id: int
+    linear_comment_id: str
 
 
 def make_world(sandbox: Sandbox) -> World:
@@ -79,6 +84,7 @@ def make_world(sandbox: Sandbox) -> World:
     channel = sandbox.slack.channel_id("eng") or sandbox.slack.add_channel("eng")
     message = sandbox.slack.post(channel, "Deploy?")
     run = sandbox.codegen.start_run("ENG-1 Fix login", {})
+    lin_comment = sandbox.linear.op_commentCreate({"input": {"issueId": lin["id"], "body": "Hi"}})
     return World(
         sandbox,
         issue["number"],
@@ -90,6 +96,7 @@ def make_world(sandbox: Sandbox) -> World:
         channel,
         message["ts"],
         run["id"],
+        lin_comment["comment"]["id"],
     )
 
 
@@ -206,6 +213,99 @@ async def test_with_every_nullable_field_null_the_requests_stay_valid(
     platform: str, name: str, action: Action[..., Any]
 ) -> None:
     assert await _run(platform, name, action, lean=True) == []
+
+
+# -- client methods -------------------------------------------------------------------------
+
+CLIENTS = {
+    "github": GitHubClient,
+    "linear": LinearClient,
+    "slack": SlackClient,
+    "codegen": CodegenClient,
+}
+# The raw escape hatches: what goes through them is whatever the caller sends.
+RAW_METHODS = frozenset({"paginate", "graphql", "call", "read"})
+
+
+def client_methods() -> list[tuple[str, str]]:
+    base = set(dir(PlatformClient))
+    found = []
+    for platform, cls in CLIENTS.items():
+        for name, _ in inspect.getmembers(cls, inspect.iscoroutinefunction):
+            if not name.startswith("_") and name not in base and name not in RAW_METHODS:
+                found.append((platform, name))
+    return found
+
+
+METHODS = client_methods()
+
+
+def method_arguments(platform: str, name: str, fn: Any, world: World) -> dict[str, Any]:
+    on_pr = "pull_request" in name or "reviewers" in name or name == "merge_pull_request"
+    by_name: dict[str, Any] = {
+        "repo": REPO,
+        "number": world.pr if on_pr else world.issue,
+        "labels": ["triage"],
+        "label": "bug",
+        "names": ["bug"],
+        "body": "Looks good",
+        "comment_id": world.linear_comment_id if platform == "linear" else world.comment_id,
+        "check_run_id": world.check_run_id,
+        "head_sha": world.head_sha,
+        "sha": world.head_sha,
+        "context": "contexten/review",
+        "title": "ENG-3 Add SSO",
+        "head": f"eng-3-{world.sandbox.core.next_id()}",
+        "base": "main",
+        "reviewers": ["ada"],
+        "issue_id": world.linear_issue["id"],
+        "team_id": world.sandbox.linear.team["id"],
+        "channel": world.channel,
+        "ts": world.ts,
+        "text": "Ready",
+        "prompt": "ENG-1 Fix login",
+        "agent_run_id": world.run_id,
+    }
+    special: dict[str, dict[str, Any]] = {
+        "github.set_issue_state": {"state": "closed"},
+        "github.create_commit_status": {"state": "success"},
+        "github.create_check_run": {"name": "ci"},
+        "linear.workflow_state": {"name": "Todo"},
+        "slack.add_reaction": {"name": "eyes"},
+        "slack.remove_reaction": {"name": "eyes"},
+        "linear.create_issue": {"title": "ENG-3 Add SSO"},
+    }
+    var_kw: dict[str, dict[str, Any]] = {
+        "github.update_pull_request": {"title": "Renamed"},
+        "github.update_check_run": {"status": "completed", "conclusion": "success"},
+        "linear.update_issue": {"title": "Renamed"},
+    }
+    key = f"{platform}.{name}"
+    kwargs: dict[str, Any] = {}
+    for param in list(inspect.signature(fn).parameters.values())[1:]:
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update(var_kw.get(key, {}))
+            continue
+        value = special.get(key, {}).get(param.name, by_name.get(param.name, inspect._empty))
+        if value is inspect._empty:
+            if param.default is not inspect._empty:
+                continue
+            raise AssertionError(f"{key}: add an argument for {param.name!r} to this test")
+        kwargs[param.name] = value
+    return kwargs
+
+
+@pytest.mark.parametrize(("platform", "name"), METHODS, ids=[f"{p}.{n}" for p, n in METHODS])
+async def test_client_method_sends_what_the_platform_describes(platform: str, name: str) -> None:
+    sandbox = Sandbox()
+    world = make_world(sandbox)
+    transport = CheckingTransport(sandbox.transport(), answers=True)
+    async with sandbox.clients(transport=transport, retry=RetryPolicy.no_retries()) as clients:
+        client = clients.get(CLIENTS[platform])
+        fn = getattr(type(client), name)
+        await getattr(client, name)(**method_arguments(platform, name, fn, world))
+    assert transport.checked, f"{platform}.{name} sent no request"
+    assert transport.problems == []
 
 
 def test_every_platform_has_actions_covered() -> None:
