@@ -295,11 +295,14 @@ def method_arguments(platform: str, name: str, fn: Any, world: World) -> dict[st
     return kwargs
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["answers", "lean"])
 @pytest.mark.parametrize(("platform", "name"), METHODS, ids=[f"{p}.{n}" for p, n in METHODS])
-async def test_client_method_sends_what_the_platform_describes(platform: str, name: str) -> None:
+async def test_client_method_sends_what_the_platform_describes(
+    platform: str, name: str, lean: bool
+) -> None:
     sandbox = Sandbox()
     world = make_world(sandbox)
-    transport = CheckingTransport(sandbox.transport(), answers=True)
+    transport = CheckingTransport(sandbox.transport(), answers=not lean, lean=lean)
     async with sandbox.clients(transport=transport, retry=RetryPolicy.no_retries()) as clients:
         client = clients.get(CLIENTS[platform])
         fn = getattr(type(client), name)
