@@ -304,7 +304,7 @@ async def test_client_method_sends_what_the_platform_describes(
     world = make_world(sandbox)
     transport = CheckingTransport(sandbox.transport(), answers=not lean, lean=lean)
     async with sandbox.clients(transport=transport, retry=RetryPolicy.no_retries()) as clients:
-        client = clients.get(CLIENTS[platform])
+        client: Any = clients.get(CLIENTS[platform])
         fn = getattr(type(client), name)
         await getattr(client, name)(**method_arguments(platform, name, fn, world))
     assert transport.checked, f"{platform}.{name} sent no request"
