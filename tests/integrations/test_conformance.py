@@ -82,6 +82,7 @@ def make_world(sandbox: Sandbox) -> World:
     _, check = gh.create_check(repo, {"name": "ci", "head_sha": pr["head"]["sha"]})
     lin = sandbox.linear.create_issue("Fix login", "Users cannot log in", labels=["bug"])
     channel = sandbox.slack.channel_id("eng") or sandbox.slack.add_channel("eng")
+    sandbox.slack.add_usergroup("S0LEADS", ["U0ADA"])
     message = sandbox.slack.post(channel, "Deploy?")
     run = sandbox.codegen.start_run("ENG-1 Fix login", {})
     lin_comment = sandbox.linear.op_commentCreate({"input": {"issueId": lin["id"], "body": "Hi"}})
@@ -265,6 +266,8 @@ def method_arguments(platform: str, name: str, fn: Any, world: World) -> dict[st
         "text": "Ready",
         "prompt": "ENG-1 Fix login",
         "agent_run_id": world.run_id,
+        "user": "U0ADA",
+        "usergroup": "S0LEADS",
     }
     special: dict[str, dict[str, Any]] = {
         "github.set_issue_state": {"state": "closed"},

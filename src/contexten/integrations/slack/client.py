@@ -85,6 +85,7 @@ _NOT_FOUND = frozenset(
         "user_not_found",
         "no_item_specified",
         "not_in_channel",
+        "no_such_subteam",
     }
 )
 _TRANSIENT = frozenset(
@@ -343,6 +344,15 @@ class SlackClient(PlatformClient):
             if error.code == "already_reacted":
                 return {"ok": True}
             raise
+
+    async def post_ephemeral(self, channel: str, user: str, text: str) -> JSON:
+        """``chat.postEphemeral``: a message only ``user`` sees, in ``channel``."""
+        return await self.call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    async def usergroup_members(self, usergroup: str) -> list[str]:
+        """The user ids in a Slack user group (``usergroups.users.list``)."""
+        body = await self.read("usergroups.users.list", usergroup=usergroup)
+        return [str(u) for u in body.get("users") or []]
 
     async def remove_reaction(self, channel: str, ts: str, name: str) -> JSON:
         """``reactions.remove``; a reaction already gone counts as done."""

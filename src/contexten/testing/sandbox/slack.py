@@ -48,7 +48,14 @@ class SlackEmulator(Emulator):
     def reset(self) -> None:
         self.channels: dict[str, str] = {"C0GENERAL": "general", "C0ENG": "eng"}
         self.messages: dict[str, dict[str, JSON]] = {c: {} for c in self.channels}
+        self.ephemeral: list[JSON] = []
+        self.usergroups: dict[str, list[str]] = {}
         self._seq = itertools.count(1)
+
+    def add_usergroup(self, group_id: str, users: list[str]) -> str:
+        """Create (or replace) a user group with these members; returns its id."""
+        self.usergroups[group_id] = list(users)
+        return group_id
 
     def add_channel(self, name: str) -> str:
         """Create a channel (or find it by name); returns its id."""
@@ -250,6 +257,21 @@ class SlackEmulator(Emulator):
             "ts": message["ts"],
             "message": {k: v for k, v in message.items() if k != "metadata"},
         }
+
+    def m_chat_postEphemeral(self, a: JSON) -> JSON:
+        cid = self.channel_id(str(a.get("channel", "")))
+        if cid is None:
+            return self._err("channel_not_found")
+        if not a.get("text") and not a.get("blocks"):
+            return self._err("no_text")
+        self.ephemeral.append({"channel": cid, "user": a["user"], "text": a.get("text")})
+        return {"ok": True, "message_ts": self._ts()}
+
+    def m_usergroups_users_list(self, a: JSON) -> JSON:
+        members = self.usergroups.get(str(a.get("usergroup", "")))
+        if members is None:
+            return self._err("no_such_subteam")
+        return {"ok": True, "users": list(members)}
 
     def m_chat_update(self, a: JSON) -> JSON:
         cid, message = self._message(a)
