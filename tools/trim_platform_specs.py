@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -244,5 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = re  # kept for callers who extend the path filters
     main()
