@@ -139,7 +139,6 @@ def _ingress_config(shared: dict[str, str], host: str, api_token: str) -> Ingres
         github_secrets=(shared["github"].encode(),),
         linear_secrets=(shared["linear"].encode(),),
         slack_secrets=(shared["slack"].encode(),),
-        codegen_secrets=(shared["codegen"].encode(),),
         allowed_hosts=default_allowed_hosts(host),
         admin_token=api_token,
     )
@@ -211,7 +210,7 @@ class DemoSession:
         host = opts.host
         app_url = f"http://{host}:{app_sock.getsockname()[1]}"
         sandbox_url = f"http://{host}:{sandbox_sock.getsockname()[1]}"
-        shared = {p: secrets.token_urlsafe(24) for p in ("github", "linear", "slack", "codegen")}
+        shared = {p: secrets.token_urlsafe(24) for p in ("github", "linear", "slack")}
         sandbox = self.sandbox = Sandbox(
             SandboxConfig(
                 webhook_url=f"{app_url}/webhooks",

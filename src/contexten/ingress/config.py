@@ -8,7 +8,6 @@ variable                               secret
 ``CONTEXTEN_GITHUB_WEBHOOK_SECRET``    GitHub webhook secret
 ``CONTEXTEN_LINEAR_WEBHOOK_SECRET``    Linear webhook signing secret
 ``CONTEXTEN_SLACK_SIGNING_SECRET``     Slack app signing secret
-``CONTEXTEN_CODEGEN_WEBHOOK_SECRET``   Codegen agent-run delivery secret
 ``CONTEXTEN_LINEAR_TEAM_KEYS``         (not a secret) Linear team keys, for correlation
 ``CONTEXTEN_ADMIN_TOKEN``              an admin API token that lives only here
 ``CONTEXTEN_ALLOWED_HOSTS``            (not a secret) the ``Host`` names served
@@ -36,13 +35,12 @@ from contexten.security.tokens import ENV_ADMIN_TOKEN
 
 __all__ = ["ENV_SECRETS", "IngressConfig", "Platform", "parse_secrets"]
 
-Platform = Literal["github", "linear", "slack", "codegen"]
+Platform = Literal["github", "linear", "slack"]
 
 ENV_SECRETS: Final[Mapping[Platform, str]] = {
     "github": "CONTEXTEN_GITHUB_WEBHOOK_SECRET",
     "linear": "CONTEXTEN_LINEAR_WEBHOOK_SECRET",
     "slack": "CONTEXTEN_SLACK_SIGNING_SECRET",
-    "codegen": "CONTEXTEN_CODEGEN_WEBHOOK_SECRET",
 }
 _ENV_TEAM_KEYS: Final = "CONTEXTEN_LINEAR_TEAM_KEYS"
 _MAX_SECRETS: Final = 2
@@ -73,11 +71,9 @@ class IngressConfig:
         github_secrets: GitHub webhook secrets (one, or two while rotating).
         linear_secrets: Linear signing secrets.
         slack_secrets: Slack signing secrets.
-        codegen_secrets: Codegen agent-run delivery secrets.
         github_max_body: GitHub body cap in bytes (GitHub caps its payloads at 25 MB).
         linear_max_body: Linear body cap.
         slack_max_body: Slack body cap.
-        codegen_max_body: Codegen body cap.
         slack_tolerance: seconds a Slack request timestamp may be from now.
         linear_tolerance: seconds a Linear ``webhookTimestamp`` may be from now.
         body_timeout: seconds a client gets to send the whole body.
@@ -108,11 +104,9 @@ class IngressConfig:
     github_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     linear_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     slack_secrets: tuple[bytes, ...] = field(default=(), repr=False)
-    codegen_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     github_max_body: int = 25 * MiB
     linear_max_body: int = 1 * MiB
     slack_max_body: int = 1 * MiB
-    codegen_max_body: int = 1 * MiB
     slack_tolerance: float = 300.0
     linear_tolerance: float = 60.0
     body_timeout: float = 30.0
@@ -177,7 +171,6 @@ class IngressConfig:
             "github": self.github_secrets,
             "linear": self.linear_secrets,
             "slack": self.slack_secrets,
-            "codegen": self.codegen_secrets,
         }[platform]
 
     def max_body(self, platform: Platform) -> int:
@@ -186,7 +179,6 @@ class IngressConfig:
             "github": self.github_max_body,
             "linear": self.linear_max_body,
             "slack": self.slack_max_body,
-            "codegen": self.codegen_max_body,
         }[platform]
 
     def __repr__(self) -> str:
@@ -194,5 +186,5 @@ class IngressConfig:
         return (
             f"IngressConfig(secrets configured for {configured}, "
             f"caps github={self.github_max_body} linear={self.linear_max_body} "
-            f"slack={self.slack_max_body} codegen={self.codegen_max_body})"
+            f"slack={self.slack_max_body})"
         )
