@@ -18,6 +18,7 @@ from contexten.observability.logging import (
     configure_logging,
     event_context,
     reset_event,
+    reset_logging,
 )
 from contexten.testing import TestApp
 
@@ -28,7 +29,7 @@ SECRET = "s3cr3t-payload-value"
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     yield
-    structlog.reset_defaults()
+    reset_logging()
 
 
 class _Terminal(io.StringIO):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.cli._common import clean, echo_json, fail, run_async, store_option, with_store
 from contexten.store import EventStore
 from contexten.workflows import (
     WorkflowInfo,
@@ -47,8 +47,10 @@ async def list_instances(
         if as_json:
             echo_json(info.to_dict())
         else:
-            step = info.current_step or "-"
-            click.echo(f"{info.workflow_id:40} {info.name:24} {info.status!s:12} {step}")
+            step = clean(info.current_step or "-")
+            click.echo(
+                f"{clean(info.workflow_id):40} {clean(info.name):24} {info.status!s:12} {step}"
+            )
     if not as_json and not infos:
         click.echo("no workflow instances", err=True)
 
@@ -79,7 +81,7 @@ async def cancel(store_url: str | None, workflow_id: str, reason: str) -> None:
 
     if not await with_store(store_url, body):
         fail(f"workflow {workflow_id} has already ended or is being cancelled")
-    click.echo(f"cancel requested: {workflow_id}")
+    click.echo(f"cancel requested: {clean(workflow_id)}")
 
 
 @workflows.command("redrive")
@@ -94,4 +96,4 @@ async def redrive(store_url: str | None, workflow_id: str) -> None:
 
     if not await with_store(store_url, body):
         fail(f"workflow {workflow_id} is not failed")
-    click.echo(f"redrive requested: {workflow_id}")
+    click.echo(f"redrive requested: {clean(workflow_id)}")
