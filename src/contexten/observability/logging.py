@@ -173,23 +173,24 @@ def _console_traceback(logger: WrappedLogger, method_name: str, event_dict: Even
     if not isinstance(stacks, list):
         return event_dict
     chunks: list[str] = []
-    for stack in reversed(stacks):  # innermost cause first, as Python prints them
+    caused = False  # whether the exception printed last caused the next one (or was its context)
+    for stack in reversed(stacks):  # innermost first, as Python prints them
         if not isinstance(stack, dict):
             continue
         if chunks:
             chunks.append(
                 "\nThe above exception was the direct cause of the following exception:\n"
-                if stack.get("is_cause")
+                if caused
                 else "\nDuring handling of the above exception, another exception occurred:\n"
             )
         chunks.append("Traceback (most recent call last):")
-        for frame in stack.get("frames") or []:
-            chunks.append(
-                f'  File "{frame.get("filename")}", line {frame.get("lineno")}, '
-                f"in {frame.get('name')}"
-            )
+        chunks.extend(
+            f'  File "{frame.get("filename")}", line {frame.get("lineno")}, in {frame.get("name")}'
+            for frame in stack.get("frames") or []
+        )
         chunks.append(f"{stack.get('exc_type')}: {stack.get('exc_value')}")
         chunks.extend(f"  note: {note}" for note in stack.get("exc_notes") or [])
+        caused = bool(stack.get("is_cause"))
     event_dict["exception"] = "\n".join(chunks)
     return event_dict
 
