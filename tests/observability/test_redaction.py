@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import string
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contexten import App
+from contexten.bus.health import HealthReport, StoreHealth
+from contexten.exceptions import ConfigurationError
 from contexten.observability.redaction import (
     escape_control,
     is_sensitive_field,
@@ -15,6 +19,7 @@ from contexten.observability.redaction import (
     redact_text,
     redact_url,
 )
+from contexten.store import create_store
 
 PW = "Canary-pw-7Hq"
 
@@ -120,3 +125,20 @@ def test_redact_url_never_shows_the_password(user: str, secret: str) -> None:
     ):
         assert password not in redact_url(url)
         assert password not in redact_text(f"failed: {url}: refused")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"postgresql://app:{PW}@127.0.0.1:1/x", f"postgresql://app@127.0.0.1:1/x?password={PW}"],
+)
+async def test_health_reprs_and_errors_never_show_the_store_password(url: str) -> None:
+    app = App(url)
+    assert PW not in repr(app)
+    assert PW not in json.dumps((await app.health()).to_dict())
+    quoted = HealthReport(
+        running=True, store=StoreHealth(url, False, error=f"OSError: cannot reach {url}")
+    )
+    assert PW not in json.dumps(quoted.to_dict())
+    with pytest.raises(ConfigurationError) as refused:
+        create_store(url.replace("postgresql://", "postgresq1://"))
+    assert PW not in str(refused.value)
