@@ -167,6 +167,19 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 FORGED = '\n{"event": "forged", "level": "info"}\r\x1b[2J\x1b]0;pwned\x07[bold red]x[/]'
 
 
+@pytest.fixture
+def _access_log_on() -> Iterator[None]:
+    """uvicorn's access logger as ``IngressServer(access_log=True)`` leaves it, then back."""
+    access = logging.getLogger("uvicorn.access")
+    saved = (access.propagate, access.handlers, access.level)
+    access.propagate, access.handlers = True, []
+    access.setLevel(logging.NOTSET)
+    yield
+    access.propagate, access.handlers = saved[:2]
+    access.setLevel(saved[2])
+
+
+@pytest.mark.usefixtures("_access_log_on")
 def test_stdlib_records_of_every_library_are_json_lines_with_the_same_fields() -> None:
     out = io.StringIO()
     configure_logging(json=True, stream=out)

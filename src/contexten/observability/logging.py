@@ -269,6 +269,8 @@ def configure_logging(
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(numeric)
+    # httpx logs every request at INFO (our actions are events already): only when debugging.
+    # httpcore's DEBUG is a trace of socket calls: never below WARNING.
     logging.getLogger("httpx").setLevel(
         numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     )
