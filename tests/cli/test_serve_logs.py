@@ -2,11 +2,12 @@
 line is one JSON record, and no canary secret reaches a log line, an API answer, ``/metrics``
 or the store.
 
-The served app takes signed webhooks (from the test and from the sandbox, which posts the
+The served app takes signed webhooks (from the test, and from the sandbox, which posts the
 echoes of the app's own actions), comments on GitHub through the sandbox with a canary token,
 dead-letters a hostile payload, and runs a supervised loop that crashes twice holding secrets
-in its locals. Mid-run every connection of the app's schema is terminated on the server
-(``pg_terminate_backend``: the server keeps running), and the app must recover.
+in its locals. Mid-run its throwaway database stops accepting connections and every open one
+is terminated (the PostgreSQL server itself keeps running); then it comes back, and the app
+must recover.
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ async def _serve_through_an_outage(
     serve = run.serve
     run.url = await serve.wait_ready()
     sandbox.core.webhooks.url = f"{run.url}/webhooks"  # echoes of our comments come back
+    await sandbox.core.webhooks.start()  # it did not deliver without a URL; now it does
     issues = [sandbox.github.create_issue("octo/repo", f"issue {i}")["number"] for i in range(2)]
 
     # Webhooks: one the app acts on, one it dead-letters, one badly signed; a login-style URL.
@@ -317,6 +319,8 @@ async def test_a_served_run_logs_json_only_and_leaks_no_secret(
         async with create_store(store_url) as store:
             stored = await store.read_all(after=0, limit=100_000)
         stored_text = "\n".join(msgspec.json.encode(rec.event).decode() for rec in stored)
+        types = {rec.event.type for rec in stored}
+        assert {"github.issues.opened", "github.issue_comment.created"} <= types  # the sandbox's
         tables = await _dump_tables(store_url)
     finally:
         if serve is not None:
