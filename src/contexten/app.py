@@ -46,7 +46,7 @@ import structlog
 
 from contexten.bus.dead_letters import DeadLetterQueue
 from contexten.bus.dispatcher import Dispatcher
-from contexten.bus.health import HealthReport, check_health, redact_url
+from contexten.bus.health import HealthReport, check_health
 from contexten.bus.streams import default_stream
 from contexten.bus.subscription import (
     KeyFunction,
@@ -59,6 +59,7 @@ from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.exceptions import AppNotRunning, ConfigurationError, ContextenError
 from contexten.observability.logging import configure_logging, get_logger
+from contexten.observability.redaction import redact_url
 from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store import EventStore, create_store

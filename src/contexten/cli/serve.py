@@ -21,55 +21,29 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import click
-import structlog
 
 from contexten.app import App
-from contexten.bus.health import redact_url
 from contexten.cli._common import fail
 from contexten.exceptions import ConfigurationError, ContextenError
 from contexten.ingress.config import IngressConfig
 from contexten.ingress.loader import load_app
 from contexten.ingress.server import serve as serve_app
 from contexten.observability.logging import configure_logging, get_logger
+from contexten.observability.redaction import redact_url
 from contexten.security.hosts import ENV_ALLOWED_HOSTS
 from contexten.security.tokens import IssuedToken
 from contexten.store import create_store
 
-__all__ = ["DEFAULT_APP", "StructlogBridge", "announce_bootstrap_token", "resolve_app", "serve"]
+__all__ = ["DEFAULT_APP", "announce_bootstrap_token", "resolve_app", "serve"]
 
 DEFAULT_APP: Final = "examples/devteam.py:app"
 """What ``contexten serve`` runs without ``--app``, when the file exists."""
 _STORE_ENV: Final = "CONTEXTEN_STORE_URL"
 
 _log = get_logger("contexten.cli")
-
-
-class StructlogBridge(logging.Handler):
-    """Forward stdlib log records (uvicorn's) to structlog, so every line has one format."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:
-            self.handleError(record)
-            return
-        logger = structlog.get_logger(record.name)
-        fields: dict[str, Any] = {}
-        if record.exc_info and record.exc_info[1] is not None:
-            fields["exc_info"] = record.exc_info[1]
-        logger.log(record.levelno, message, **fields)
-
-
-def _bridge_uvicorn_logs(level: int) -> None:
-    handler = StructlogBridge()
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler] if name == "uvicorn" else []
-        logger.propagate = name != "uvicorn"
-        logger.setLevel(level)
 
 
 def _same_store(url: str, app: App) -> bool:
@@ -111,7 +85,11 @@ def resolve_app(reference: str | None, store_url: str | None, cwd: Path) -> tupl
 
 
 def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
-    """Print the first admin token once, Jupyter-style, to stderr (never into the log)."""
+    """Print the first admin token once, Jupyter-style, on standard output.
+
+    Never into the log: stderr carries log records only (one JSON line each off a terminal),
+    and a token must not end up in a log collector.
+    """
     click.echo(
         "\n"
         "  No API token was configured, so an admin token was created (shown this once;\n"
@@ -120,8 +98,7 @@ def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
         f"      {issued.token}\n\n"
         "  API:        curl -H 'Authorization: Bearer <token>' "
         f"{url}/api/v1/events\n"
-        f"  Dashboard:  {url}/?token={issued.token}\n",
-        err=True,
+        f"  Dashboard:  {url}/?token={issued.token}\n"
     )
 
 
@@ -190,8 +167,7 @@ def serve(
 ) -> None:
     """Serve an App: webhooks, /healthz, /readyz, /metrics and /api/v1, until SIGINT/SIGTERM."""
     level = logging.getLevelName(log_level.upper())
-    configure_logging(level=level)
-    _bridge_uvicorn_logs(level)
+    configure_logging(level=level)  # uvicorn's records too (IngressServer routes them)
     try:
         app, origin = resolve_app(reference, store_url, Path.cwd())
         overrides: dict[str, object] = {"metrics_public": metrics_public}

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import signal
 import socket
 import threading
@@ -212,13 +213,14 @@ class IngressServer:
                 http=http,
                 ws="none",
                 lifespan="on",
-                log_config=None,
+                log_config=None,  # no handlers of uvicorn's own: see _route_uvicorn_logs
                 access_log=access_log,
                 server_header=False,
                 timeout_graceful_shutdown=graceful_timeout,
             )
         )
         self._server.on_listening = self._listening
+        _route_uvicorn_logs(access_log=access_log)
 
     async def _start_app(self) -> None:
         try:
@@ -290,6 +292,24 @@ class IngressServer:
             raise self._startup_error
         if not self._server.started:
             raise RuntimeError("the server did not start (the address is in use?); see the log")
+
+
+_UVICORN_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+
+
+def _route_uvicorn_logs(*, access_log: bool) -> None:
+    """Send uvicorn's records to the root logger, where the process's one renderer is.
+
+    uvicorn's own handlers and formatters (plain text, colour codes) are removed, so its
+    server and access lines become JSON lines like every other (see
+    :func:`~contexten.observability.logging.configure_logging`); their levels follow the
+    root's. The access log is on only when asked for.
+    """
+    for name in (*_UVICORN_LOGGERS, "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = name != "uvicorn.access" or access_log
 
 
 @contextlib.contextmanager

@@ -44,6 +44,7 @@ from contexten.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from contexten.observability.redaction import redact_url
 from contexten.store._recent import RecentLog
 from contexten.store._sqlite_schema import (
     MIGRATIONS,
@@ -101,7 +102,8 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
         if not path:
             raise ConfigurationError(f"{url!r} names no file (sqlite:///path/contexten.db)")
         raise ConfigurationError(
-            f"{url!r}: a SQLite URL names a file, not a host; use sqlite:///relative.db or "
+            f"{redact_url(url)!r}: a SQLite URL names a file, not a host; use "
+            "sqlite:///relative.db or "
             "sqlite:////absolute/path.db"
         )
     else:
