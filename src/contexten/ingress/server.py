@@ -18,6 +18,10 @@ the rest are redelivered at the next start), close the store; then :meth:`Ingres
 returns normally, so the process exits 0. A second SIGINT forces an immediate exit (every
 acknowledged webhook is already durable).
 
+Connections go through the front door (:mod:`contexten.ingress.frontdoor`): idle and slow
+clients are closed, header sections capped, the number of connections bounded, with the
+limits of the :class:`IngressConfig`.
+
 uvicorn picks ``uvloop`` and ``httptools`` when they are installed (they are dependencies
 where they have wheels; ``bench/b3_ingress.py`` measures the difference), else the standard
 asyncio loop and ``h11``.
@@ -40,6 +44,7 @@ from starlette.routing import BaseRoute
 from contexten.app import App
 from contexten.ingress.app import create_ingress_app
 from contexten.ingress.config import IngressConfig
+from contexten.ingress.frontdoor import FrontDoorConfig, FrontDoorLimits
 from contexten.observability.app_metrics import instrument_app
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import Metrics
@@ -177,21 +182,31 @@ class IngressServer:
             start=self._start_app,
             close_store=close_store,
         )
-        self._server = _Server(
-            uvicorn.Config(
-                self.asgi,
-                host=host,
-                port=port,
-                loop=loop,
-                http=http,
-                ws="none",
-                lifespan="on",
-                log_config=None,
-                access_log=access_log,
-                server_header=False,
-                timeout_graceful_shutdown=graceful_timeout,
-            )
+        resolved: IngressConfig = self.asgi.state.config
+        self.uvicorn_config = FrontDoorConfig(
+            self.asgi,
+            limits=FrontDoorLimits(
+                keep_alive_timeout=resolved.keep_alive_timeout,
+                header_timeout=resolved.header_timeout,
+                max_header_bytes=resolved.max_header_bytes,
+                max_connections=resolved.max_connections,
+                retry_after=resolved.retry_after,
+            ),
+            host=host,
+            port=port,
+            loop=loop,
+            http=http,
+            ws="none",
+            lifespan="on",
+            log_config=None,
+            access_log=access_log,
+            server_header=False,
+            timeout_graceful_shutdown=graceful_timeout,
+            # Not uvicorn's limit_concurrency: it counts idle connections and refuses the
+            # next *request* with 503, turning platforms away while attackers hold the
+            # sockets. The front door's max_connections evicts the idle ones instead.
         )
+        self._server = _Server(self.uvicorn_config)
 
     async def _start_app(self) -> None:
         try:
