@@ -29,6 +29,7 @@ from contexten.integrations.slack import webhooks as slack
 
 __all__ = [
     "RECEIVERS",
+    "SIGNATURE_HEADERS",
     "Accepted",
     "Receiver",
     "receive_codegen",
@@ -158,3 +159,12 @@ RECEIVERS: Final[Mapping[Platform, Receiver]] = {
     "slack": receive_slack,
     "codegen": receive_codegen,
 }
+
+SIGNATURE_HEADERS: Final[Mapping[Platform, str]] = {
+    "github": github.SIGNATURE_HEADER,
+    "linear": linear.SIGNATURE_HEADER,
+    "slack": slack.SIGNATURE_HEADER,
+    "codegen": codegen.SIGNATURE_HEADER,
+}
+"""The header carrying each platform's signature: without it a request is refused (401)
+before its body is read."""
