@@ -158,9 +158,27 @@ class _Ingress:
             counter.labels(platform, "shed").inc()
             return self._shed()
         self.pending_commits += 1
+        deadline = self.config.commit_deadline(platform) - (time.perf_counter() - started)
         try:
-            results = await self.store.commit(
-                [Append(self.stream_for(event), [event])], dedup_key=accepted.dedup_key
+            async with asyncio.timeout(max(deadline, 0.0)):
+                results = await self.store.commit(
+                    [Append(self.stream_for(event), [event])], dedup_key=accepted.dedup_key
+                )
+        except TimeoutError:
+            # The platform stops waiting soon: answer now so it retries. The commit may
+            # still land; then the retry is a duplicate (same dedup key), never a second copy.
+            counter.labels(platform, "late").inc()
+            _log.warning(
+                "webhook not committed within the platform's deadline",
+                platform=platform,
+                event_type=event.type,
+                delivery_id=event.delivery_id,
+                deadline=self.config.commit_deadline(platform),
+            )
+            return JSONResponse(
+                {"error": "store too slow, retry later"},
+                503,
+                headers={"Retry-After": str(self.config.retry_after)},
             )
         except Exception as e:  # whatever broke, the event is not stored: never a 2xx
             counter.labels(platform, "unavailable").inc()
