@@ -45,9 +45,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _pr(number: int) -> SignedRequest:
-    return github_request(
-        "pull_request.opened", pull_request_payload(number), secret=GITHUB_SECRET
-    )
+    return github_request("pull_request.opened", pull_request_payload(number), secret=GITHUB_SECRET)
 
 
 async def _stored_deliveries(db: Path) -> set[str | None]:
@@ -74,10 +72,7 @@ async def test_deleting_the_database_mid_flood_stops_acknowledging(
     async with asyncio.timeout(HANG_GUARD):
         await enough.wait()
     # `rm contexten.db*`, keeping a link to the files the server has open, to check them.
-    for suffix in ("", "-wal"):
-        (tmp_path / f"kept.db{suffix}").hardlink_to(f"{db}{suffix}")
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _remove_keeping_a_link(db, tmp_path / "kept.db")
     async with asyncio.timeout(HANG_GUARD):
         await flood
 
@@ -199,3 +194,11 @@ async def test_a_store_slower_than_slacks_deadline_answers_503_and_the_retry_ded
     serve.terminate()
     assert await serve.wait_exit() == 0
     assert await _stored_deliveries(db) == {slack.delivery, github.delivery}
+
+
+def _remove_keeping_a_link(db: Path, kept: Path) -> None:
+    """``rm db*``, after linking the database and its WAL as ``kept`` (to check them later)."""
+    for suffix in ("", "-wal"):
+        Path(f"{kept}{suffix}").hardlink_to(f"{db}{suffix}")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)

@@ -215,7 +215,7 @@ async def test_full_disk_fails_the_batch_and_acknowledges_nothing_unstored(
         )
         assert all(isinstance(o, StoreUnavailable) for o in outcomes)
         # Not ready while writes fail, and saying why; ready again once a write succeeds.
-        with pytest.raises(StoreUnavailable, match="disk is full.*ENOSPC"):
+        with pytest.raises(StoreUnavailable, match=r"disk is full.*ENOSPC"):
             await store.ping()
         store.free_space()
         late = _event()

@@ -183,10 +183,7 @@ async def test_a_file_deleted_or_replaced_under_the_store_stops_its_writes(
         await store.append("s", [before])
         await store.ping()
         # Keep the open files reachable under another name, then take the path away.
-        for suffix in ("", "-wal"):
-            (tmp_path / f"kept.db{suffix}").hardlink_to(f"{path}{suffix}")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink()
+        _remove_keeping_a_link(path, tmp_path / "kept.db")
         if how == "replaced":
             other.rename(path)
         with pytest.raises(StoreUnavailable, match=how):
@@ -197,3 +194,11 @@ async def test_a_file_deleted_or_replaced_under_the_store_stops_its_writes(
             await store.append("t", [_event(n=3)])
     async with SqliteEventStore(f"sqlite:///{tmp_path / 'kept.db'}") as original:
         assert [r.event for r in await original.read_all()] == [before]
+
+
+def _remove_keeping_a_link(db: Path, kept: Path) -> None:
+    """``rm db*``, after linking the database and its WAL as ``kept`` (to check them later)."""
+    for suffix in ("", "-wal"):
+        Path(f"{kept}{suffix}").hardlink_to(f"{db}{suffix}")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)

@@ -30,8 +30,8 @@ from contexten.exceptions import (
 
 __all__ = [
     "APPLICATION_ID",
-    "FileIdentity",
     "MIGRATIONS",
+    "FileIdentity",
     "Migration",
     "connect",
     "prepare_schema",
