@@ -95,16 +95,22 @@ class FileIdentity:
         self.refresh()
 
     def refresh(self) -> None:
-        """Record the identity of each watched file that exists and is not recorded yet."""
+        """Record the identity of each watched file that exists and is not recorded yet.
+
+        The writer thread and the event loop (readiness) both call this: the mapping is
+        replaced whole, never changed in place, so a reader always sees a complete one.
+        """
+        known = dict(self._known)
         for suffix in _WATCHED_SUFFIXES:
             name = self.path + suffix
-            if name in self._known:
+            if name in known:
                 continue
             try:
                 st = os.stat(name)
             except FileNotFoundError:
                 continue
-            self._known[name] = (st.st_dev, st.st_ino)
+            known[name] = (st.st_dev, st.st_ino)
+        self._known = known
 
     def problem(self) -> str | None:
         """What happened to the files since they were opened, or None when they are intact."""
