@@ -69,6 +69,9 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(http: s
         assert await _read_all(reader) == b""  # closed without an answer: it asked nothing
         writer.close()
         assert _closed(server).get("idle") == 1
+        scraped = server.asgi.state.metrics.render().decode()
+        assert 'contexten_connections_closed_total{reason="idle"} 1.0' in scraped
+        assert "contexten_connections_open " in scraped
 
 
 @both

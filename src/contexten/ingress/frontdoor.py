@@ -28,16 +28,25 @@ from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import h11
 import uvicorn
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from contexten.observability.logging import get_logger
 
-__all__ = ["FrontDoorConfig", "FrontDoorLimits", "protocol_class", "raise_open_files_limit"]
+__all__ = [
+    "ConnectionCollector",
+    "FrontDoorConfig",
+    "FrontDoorLimits",
+    "protocol_class",
+    "raise_open_files_limit",
+]
 
 _log = get_logger("contexten.frontdoor")
 
@@ -217,6 +226,35 @@ class FrontDoorConfig(uvicorn.Config):
         """Connections the front door closed so far, by reason: ``idle``, ``header_timeout``,
         ``headers_too_large``, ``evicted``, ``refused``."""
         return dict(self.guard.closed)
+
+
+class ConnectionCollector(Collector):
+    """Prometheus metrics of the front door, read from its state at each scrape.
+
+    ``contexten_connections_open`` (gauge) and ``contexten_connections_closed_total{reason}``
+    (counter: ``idle``, ``header_timeout``, ``headers_too_large``, ``evicted``, ``refused``):
+    the shedding is visible, without a log line per attacker connection.
+
+    Args:
+        config: the server's configuration.
+    """
+
+    def __init__(self, config: FrontDoorConfig) -> None:
+        self._guard = config.guard
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """The current values."""
+        yield GaugeMetricFamily(
+            "contexten_connections_open", "HTTP connections open now.", value=self._guard.open
+        )
+        closed = CounterMetricFamily(
+            "contexten_connections_closed",
+            "HTTP connections closed or refused by the front door, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._guard.closed.items()):
+            closed.add_metric([reason], count)
+        yield closed
 
 
 def _guard_of(config: uvicorn.Config) -> _Guard:

@@ -44,7 +44,7 @@ from starlette.routing import BaseRoute
 from contexten.app import App
 from contexten.ingress.app import create_ingress_app
 from contexten.ingress.config import IngressConfig
-from contexten.ingress.frontdoor import FrontDoorConfig, FrontDoorLimits
+from contexten.ingress.frontdoor import ConnectionCollector, FrontDoorConfig, FrontDoorLimits
 from contexten.observability.app_metrics import instrument_app
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import Metrics
@@ -206,6 +206,7 @@ class IngressServer:
             # next *request* with 503, turning platforms away while attackers hold the
             # sockets. The front door's max_connections evicts the idle ones instead.
         )
+        self.asgi.state.metrics.registry.register(ConnectionCollector(self.uvicorn_config))
         self._server = _Server(self.uvicorn_config)
 
     async def _start_app(self) -> None:
