@@ -211,3 +211,28 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_limit() -> None:
         assert after == hard or hard == resource.RLIM_INFINITY
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@both
+async def test_a_request_slower_than_the_header_timeout_is_not_cut_once_its_head_is_in(
+    http: str,
+) -> None:
+    async with _served(http, keep_alive_timeout=1, header_timeout=1.0) as (server, _, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for number in range(2):  # the first request, then the next on the kept-alive connection
+            body, headers = github_request(pull_request_payload(number))
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(
+                f"POST /webhooks/github HTTP/1.1\r\nHost: x\r\n{head}"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            for i in range(0, len(body), len(body) // 5 + 1):  # the body over ~2 s
+                await asyncio.sleep(0.4)
+                writer.write(body[i : i + len(body) // 5 + 1])
+                await writer.drain()
+            answer = await _read_all_response(reader)
+            assert answer.startswith(b"HTTP/1.1 202 "), answer
+            length = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        writer.close()
+        assert _closed(server) == {}

@@ -404,8 +404,9 @@ else:
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
+            pipelined = bool(self.pipeline)  # uvicorn starts the next one: still busy
             super().on_response_complete()
-            if not self.transport.is_closing() and not self.pipeline:
+            if not self.transport.is_closing() and not pipelined:
                 self._in_head = True
                 self._watch.waiting()
 
