@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,6 +53,44 @@ async def test_the_signature_is_checked_before_the_json_is_parsed(body: bytes) -
         del headers["X-Hub-Signature-256"]
         assert await _post(store, body, headers) == 401
         assert await store.read_all() == []
+
+
+async def test_a_large_body_that_gets_no_share_before_the_deadline_is_shed_429() -> None:
+    config = make_config(
+        offload_threshold=1024, large_body_budget=4096, github_deadline=1.3, deadline_margin=1.0
+    )
+    body, headers = github_request(body=b'{"pad": "' + b"x" * 3000 + b'"}')
+    release = asyncio.Event()
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield body[:100]
+        await release.wait()
+        yield body[100:]
+
+    async with MemoryEventStore() as store:
+        app = create_ingress_app(store, config)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            slow_headers = {**headers, "Content-Length": str(len(body))}
+            holder = asyncio.create_task(
+                client.post("/webhooks/github", content=slowly(), headers=slow_headers)
+            )
+            await asyncio.sleep(0.05)  # it holds most of the budget while its body trickles
+            shed = await client.post("/webhooks/github", content=body, headers=headers)
+            assert shed.status_code == 429
+            assert shed.headers["Retry-After"] == "1"
+            release.set()
+            async with asyncio.timeout(HANG_GUARD):
+                assert (await holder).status_code == 202
+        # Once the budget is free again, large bodies are read as usual.
+        again = await _post_to(app, body, headers)
+        assert again == 200  # the same delivery: a duplicate
+
+
+async def _post_to(app: Any, body: bytes, headers: dict[str, str]) -> int:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        return (await client.post("/webhooks/github", content=body, headers=headers)).status_code
 
 
 async def test_the_budget_grants_in_order_and_a_share_is_cut_to_the_total() -> None:

@@ -12,7 +12,7 @@ A webhook request goes through, in order (each step refuses fast and stores noth
 2. a ``Content-Length`` over the platform's cap: 413, and no signature header: 401, both
    before reading the body; a large body (over
    ``IngressConfig.offload_threshold``) first waits for its share of the large-body memory
-   budget (429 when none frees up within the body deadline); the body, read under the
+   budget (429 when none frees up within the platform's deadline); the body, read under the
    platform's cap and a deadline (413, 408);
 3. the signature on the raw bytes (401, no detail), the JSON with hostile-input limits (400),
    the platform's post-signature checks (401), normalisation (400);
@@ -236,19 +236,20 @@ class _Ingress:
         if share <= config.offload_threshold:
             body = await read_body(request, limit=limit, timeout=config.body_timeout)
             return receiver(request.headers, body, config)
-        # A large body: held, with its copy and its parse, within the shared budget.
-        deadline = time.monotonic() + config.body_timeout
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                async with asyncio.timeout_at(_loop_time(deadline)):
-                    await stack.enter_async_context(self.large_bodies.hold(share))
-            except TimeoutError:
-                raise Overloaded("too many large bodies being read; retry later") from None
-            body = await read_body(
-                request, limit=limit, timeout=max(deadline - time.monotonic(), 0.001)
-            )
+        # A large body: held, with its copy and its parse, within the shared budget. No
+        # share before the platform's deadline: 429, the platform retries.
+        waiting_since = time.monotonic()
+        try:
+            async with asyncio.timeout(min(config.body_timeout, config.commit_deadline(platform))):
+                share = await self.large_bodies.acquire(share)
+        except TimeoutError:
+            raise Overloaded("too many large bodies being read; retry later") from None
+        try:
+            left = config.body_timeout - (time.monotonic() - waiting_since)
+            body = await read_body(request, limit=limit, timeout=max(left, 0.001))
             return await asyncio.to_thread(receiver, request.headers, body, config)
-        raise AssertionError("unreachable")  # pragma: no cover - the block returns
+        finally:
+            self.large_bodies.release(share)
 
     async def healthz(self, request: Request) -> Response:
         """The process is alive and serving."""
@@ -271,12 +272,6 @@ class _Ingress:
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 description of this app's HTTP API."""
         return JSONResponse(openapi_spec())
-
-
-def _loop_time(monotonic_deadline: float) -> float:
-    """A ``time.monotonic()`` deadline on the running loop's clock."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
 
 
 def create_ingress_app(

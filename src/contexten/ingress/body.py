@@ -89,28 +89,40 @@ class ByteBudget:
         self.available = total
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        """Hold ``size`` bytes of the budget for the block, waiting for them if need be."""
+    async def acquire(self, size: int) -> int:
+        """Wait for ``size`` bytes of the budget; return the share held (to :meth:`release`).
+
+        A caller cancelled while waiting holds nothing.
+        """
         size = min(max(size, 0), self.total)
         if not self._waiters and self.available >= size:
             self.available -= size
-        else:
-            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append((size, granted))
-            try:
-                await granted
-            except BaseException:
-                if granted.done() and not granted.cancelled():
-                    self._release(size)  # granted just as the waiter gave up
-                else:
-                    self._waiters.remove((size, granted))
-                    self._grant()  # a smaller request behind it may fit now
-                raise
+            return size
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((size, granted))
+        try:
+            await granted
+        except BaseException:
+            if granted.done() and not granted.cancelled():
+                self.release(size)  # granted just as the waiter gave up
+            else:
+                self._waiters.remove((size, granted))
+                self._grant()  # a smaller request behind it may fit now
+            raise
+        return size
+
+    def release(self, share: int) -> None:
+        """Give back a share returned by :meth:`acquire`."""
+        self._release(share)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        """Hold ``size`` bytes of the budget for the block, waiting for them if need be."""
+        share = await self.acquire(size)
         try:
             yield
         finally:
-            self._release(size)
+            self.release(share)
 
     def _release(self, size: int) -> None:
         self.available += size

@@ -90,9 +90,9 @@ class IngressConfig:
             (``Retry-After``).
         large_body_budget: bytes of large bodies (over ``offload_threshold``) held in memory at
             once, across requests, from reading through verification and parsing. Further
-            large bodies wait their turn (their senders are paused by TCP flow control),
-            within ``body_timeout``, then get 429. Bounds memory when many unsigned 24 MB
-            bodies arrive at once; small webhooks never wait for it.
+            large bodies wait their turn (their senders are paused by TCP flow control), up
+            to the platform's commit deadline, then get 429. Bounds memory when many unsigned
+            24 MB bodies arrive at once; small webhooks never wait for it.
         keep_alive_timeout: seconds a connection may stay open without sending a request.
         header_timeout: seconds a client gets to send a request's complete headers (else 408
             and close: slowloris).
