@@ -83,7 +83,12 @@ async def test_idle_and_slowloris_connections_do_not_stop_a_signed_webhook(
     raise_open_files_limit()
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2 * (IDLE + SLOWLORIS) + 200:
         pytest.skip("the open-files hard limit is too low for 2,500 loopback connections")
-    args = ["--store", f"sqlite:///{tmp_path / 'served.db'}", "--header-timeout", "6"]
+    # Timeouts long enough that the attack is still on when the webhooks arrive, even on a
+    # loaded machine where opening 2,500 connections takes seconds.
+    args = [
+        *("--store", f"sqlite:///{tmp_path / 'served.db'}"),
+        *("--keep-alive-timeout", "10", "--header-timeout", "12"),
+    ]
     with _soft_open_files_limit(1024):  # the usual default: serve must raise it itself
         serve = ServeProcess(tmp_path, args, ENV)
     attackers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
