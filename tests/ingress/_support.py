@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from contexten.exceptions import StoreUnavailable
 from contexten.ingress import IngressConfig
+from contexten.ingress.receivers import SIGNATURE_HEADERS
 from contexten.integrations.github import webhooks as gh
 from contexten.integrations.linear import webhooks as lw
 from contexten.integrations.slack import webhooks as sw
@@ -48,6 +49,11 @@ def make_config(**overrides: Any) -> IngressConfig:
     }
     overrides.setdefault("clock", VirtualClock(NOW))
     return IngressConfig.from_env(env, **overrides)
+
+
+def unverified_signature(platform: str) -> dict[str, str]:
+    """A signature header that is present but wrong: the request gets as far as its body."""
+    return {SIGNATURE_HEADERS[platform]: "sha256=" + "0" * 64}  # type: ignore[index]
 
 
 def pull_request_payload(number: int = 7, updated_at: str = "2030-01-01T00:00:00Z") -> Any:

@@ -31,6 +31,7 @@ from ._support import (
     pull_request_payload,
     slack_event_payload,
     slack_request,
+    unverified_signature,
 )
 
 
@@ -141,7 +142,9 @@ async def test_chunked_body_past_the_cap_is_413(http: httpx.AsyncClient) -> None
         for _ in range(40):  # 2.5 MB in 64 KB chunks, no Content-Length
             yield b" " * 65536
 
-    response = await http.post("/webhooks/linear", content=chunks())
+    response = await http.post(
+        "/webhooks/linear", content=chunks(), headers=unverified_signature("linear")
+    )
     assert response.status_code == 413
     assert (await http.get("/healthz")).status_code == 200
 
@@ -149,8 +152,8 @@ async def test_chunked_body_past_the_cap_is_413(http: httpx.AsyncClient) -> None
 async def test_raw_chunked_body_past_the_cap_is_413(base_url: str) -> None:
     chunk = b"10000\r\n" + b" " * 65536 + b"\r\n"
     request = (
-        b"POST /webhooks/slack HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + chunk * 17  # just over 1 MiB, never terminated
+        b"POST /webhooks/slack HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"X-Slack-Signature: v0=00\r\n\r\n" + chunk * 17  # just over 1 MiB, never terminated
     )
     answer = await _raw(base_url, request)
     assert answer.startswith(b"HTTP/1.1 413")

@@ -31,6 +31,7 @@ from ._support import (
     pull_request_payload,
     slack_event_payload,
     slack_request,
+    unverified_signature,
 )
 
 
@@ -320,7 +321,9 @@ async def test_chunked_body_growing_past_the_cap_is_413(
     client: httpx.AsyncClient, store: EventStore, config: IngressConfig, path: str
 ) -> None:
     cap = config.max_body(path.rsplit("/", 1)[1])  # type: ignore[arg-type]
-    response = await client.post(path, content=_chunks(cap + 1))
+    response = await client.post(
+        path, content=_chunks(cap + 1), headers=unverified_signature(path.rsplit("/", 1)[1])
+    )
     assert response.status_code == 413
     assert await stored(store) == []
 
@@ -354,7 +357,9 @@ async def test_slow_body_times_out(memory_store: EventStore) -> None:
         transport=httpx.ASGITransport(app=app), base_url="http://x"
     ) as client:
         async with asyncio.timeout(HANG_GUARD / 2):
-            response = await client.post("/webhooks/slack", content=trickle())
+            response = await client.post(
+                "/webhooks/slack", content=trickle(), headers=unverified_signature("slack")
+            )
     assert response.status_code == 408
 
 

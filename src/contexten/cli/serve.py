@@ -29,6 +29,7 @@ from contexten.app import App
 from contexten.cli._common import fail
 from contexten.exceptions import ConfigurationError, ContextenError
 from contexten.ingress.config import IngressConfig
+from contexten.ingress.frontdoor import raise_open_files_limit
 from contexten.ingress.loader import load_app
 from contexten.ingress.server import serve as serve_app
 from contexten.observability.logging import configure_logging, get_logger
@@ -126,6 +127,31 @@ def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
     help="Shed webhooks (429) when this many already wait on the store [default: 2048].",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most open connections; beyond it the one idle longest is closed, or the new one "
+    "refused (503) when all are busy [default: 4096].",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds a connection may stay open without sending a request [default: 5].",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds a client gets to send a request's headers, else 408 [default: 10].",
+)
+@click.option(
+    "--max-header-bytes",
+    type=click.IntRange(min=1024),
+    default=None,
+    help="Largest request header section, else 431 [default: 16384].",
+)
+@click.option(
     "--graceful-timeout",
     type=click.IntRange(min=0),
     default=30,
@@ -159,6 +185,10 @@ def serve(
     port: int,
     store_url: str | None,
     max_pending_commits: int | None,
+    max_connections: int | None,
+    keep_alive_timeout: int | None,
+    header_timeout: float | None,
+    max_header_bytes: int | None,
     graceful_timeout: int,
     dispatch: bool,
     metrics_public: bool,
@@ -170,9 +200,17 @@ def serve(
     configure_logging(level=level)  # uvicorn's records too (IngressServer routes them)
     try:
         app, origin = resolve_app(reference, store_url, Path.cwd())
-        overrides: dict[str, object] = {"metrics_public": metrics_public}
-        if max_pending_commits is not None:
-            overrides["max_pending_commits"] = max_pending_commits
+        given = {
+            "max_pending_commits": max_pending_commits,
+            "max_connections": max_connections,
+            "keep_alive_timeout": keep_alive_timeout,
+            "header_timeout": header_timeout,
+            "max_header_bytes": max_header_bytes,
+        }
+        overrides: dict[str, object] = {
+            name: value for name, value in given.items() if value is not None
+        }
+        overrides["metrics_public"] = metrics_public
         config = IngressConfig.from_env(None, bind_host=host, **overrides)
     except ContextenError as e:
         fail(str(e))
@@ -193,6 +231,8 @@ def serve(
             "webhooks excepted); set CONTEXTEN_ALLOWED_HOSTS to the names clients use",
             allowed_hosts=list(config.allowed_hosts),
         )
+    before, after = raise_open_files_limit()
+    _log.info("open files limit", soft=after, raised_from=before if before != after else None)
     if unsigned:
         _log.warning(
             "no webhook secret configured: these platforms' webhooks are refused (401)",

@@ -99,6 +99,26 @@ class IngressConfig:
         auth_failure_window: that window, in seconds.
         token_refresh: seconds a process trusts its cached view of the tokens: a token
             revoked elsewhere is refused here within this long.
+        large_body_budget: bytes of large bodies (over ``offload_threshold``) held in memory at
+            once, across requests, from reading through verification and parsing. Further
+            large bodies wait their turn (their senders are paused by TCP flow control), up
+            to the platform's commit deadline, then get 429. Bounds memory when many unsigned
+            24 MB bodies arrive at once; small webhooks never wait for it.
+        keep_alive_timeout: seconds a connection may stay open without sending a request.
+        header_timeout: seconds a client gets to send a request's complete headers (else 408
+            and close: slowloris).
+        max_header_bytes: largest request header section accepted (else 431 and close).
+        max_connections: most connections open at once; beyond it a new connection evicts
+            the one waiting longest for its headers, or is refused (503) when all are busy
+            (see :mod:`contexten.ingress.frontdoor`).
+        slack_deadline: seconds Slack waits for an answer before it gives up and retries.
+        linear_deadline: seconds Linear waits.
+        github_deadline: seconds GitHub waits.
+        deadline_margin: seconds kept in hand under each platform's deadline (network, the
+            answer's way back). A webhook not committed within ``deadline - margin`` of its
+            request's start is answered 503 with ``Retry-After``; a commit that still lands
+            later makes the platform's retry a duplicate (its dedup key), so nothing is lost
+            or doubled.
     """
 
     github_secrets: tuple[bytes, ...] = field(default=(), repr=False)
@@ -121,6 +141,15 @@ class IngressConfig:
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     token_refresh: float = 1.0
+    large_body_budget: int = 25 * MiB
+    keep_alive_timeout: int = 5
+    header_timeout: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 4096
+    slack_deadline: float = 3.0
+    linear_deadline: float = 5.0
+    github_deadline: float = 10.0
+    deadline_margin: float = 1.0
 
     @classmethod
     def from_env(
@@ -164,6 +193,19 @@ class IngressConfig:
             raise ConfigurationError("retry_after must be >= 0 seconds")
         if self.auth_failure_limit < 0:
             raise ConfigurationError("auth_failure_limit must be >= 0")
+        if self.large_body_budget < 1 or self.max_header_bytes < 1024:
+            raise ConfigurationError(
+                "large_body_budget must be positive and max_header_bytes at least 1024"
+            )
+        if self.keep_alive_timeout < 1 or self.header_timeout <= 0:
+            raise ConfigurationError("keep_alive_timeout and header_timeout must be positive")
+        if self.max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
+        for platform in ENV_SECRETS:
+            if self.commit_deadline(platform) <= 0:
+                raise ConfigurationError(
+                    f"{platform}_deadline must exceed deadline_margin ({self.deadline_margin} s)"
+                )
 
     def secrets(self, platform: Platform) -> tuple[bytes, ...]:
         """The secrets configured for ``platform`` (empty: it refuses everything)."""
@@ -180,6 +222,19 @@ class IngressConfig:
             "linear": self.linear_max_body,
             "slack": self.slack_max_body,
         }[platform]
+
+    def commit_deadline(self, platform: Platform) -> float:
+        """Seconds from a ``platform`` request's start within which it must be committed.
+
+        The platform's own deadline minus :attr:`deadline_margin`; past it the ingress
+        answers 503 so the platform retries, instead of answering after it gave up.
+        """
+        deadline = {
+            "github": self.github_deadline,
+            "linear": self.linear_deadline,
+            "slack": self.slack_deadline,
+        }[platform]
+        return deadline - self.deadline_margin
 
     def __repr__(self) -> str:
         configured = [p for p in ENV_SECRETS if self.secrets(p)]

@@ -27,6 +27,7 @@ from contexten.integrations.slack import webhooks as slack
 
 __all__ = [
     "RECEIVERS",
+    "SIGNATURE_HEADERS",
     "Accepted",
     "Receiver",
     "receive_github",
@@ -134,3 +135,11 @@ RECEIVERS: Final[Mapping[Platform, Receiver]] = {
     "linear": receive_linear,
     "slack": receive_slack,
 }
+
+SIGNATURE_HEADERS: Final[Mapping[Platform, str]] = {
+    "github": github.SIGNATURE_HEADER,
+    "linear": linear.SIGNATURE_HEADER,
+    "slack": slack.SIGNATURE_HEADER,
+}
+"""The header carrying each platform's signature: without it a request is refused (401)
+before its body is read."""
