@@ -33,8 +33,8 @@ import asyncpg
 
 from contexten.events.codec import decode_json, encode_json
 from contexten.exceptions import (
-    LeaseLost,
     InvalidEvent,
+    LeaseLost,
     StoreClosed,
     StoreCorrupted,
     StoreError,

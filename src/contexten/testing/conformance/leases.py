@@ -36,13 +36,15 @@ class LeaseConformance:
         assert worker.worker_id == "w1"
         assert worker.groups == ("sub:a", "sub:b")
         assert worker.meta == "host 1"
-        assert worker.alive and 0 < worker.expires_in <= _TTL
+        assert worker.alive
+        assert 0 < worker.expires_in <= _TTL
         assert 0 <= worker.heartbeat_age < 5
         assert not worker.draining
         # None keeps what was recorded; draining is reported.
         await store.heartbeat("w1", ttl=_TTL, draining=True)
         [worker] = await store.workers()
-        assert worker.groups == ("sub:a", "sub:b") and worker.meta == "host 1"
+        assert worker.groups == ("sub:a", "sub:b")
+        assert worker.meta == "host 1"
         assert worker.draining
 
     async def test_expired_workers_are_not_listed(self, store: EventStore) -> None:
