@@ -586,8 +586,18 @@ class Consumer:
             raise failure
 
     async def flush(self) -> None:
-        """Save the checkpoints now (those that moved)."""
-        await self._save()
+        """Return once the checkpoints, as they stand now, are saved.
+
+        While the consumer runs, its checkpoint loop does the saving (and is restarted if
+        the store fails it), so this waits for that loop rather than racing it.
+        """
+        if self._checkpoint_task not in self._supervisor or self._stopping:
+            await self._save()
+            return
+        targets = {p: p.position for p in self._parts.values()}
+        while any(self._parts.get(p.number) is p and p.saved < t for p, t in targets.items()):
+            self._dirty.set()
+            await asyncio.sleep(self._checkpoint_interval)
 
     # -- workers ---------------------------------------------------------------------------
 
