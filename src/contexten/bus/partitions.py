@@ -149,8 +149,9 @@ class LeaseSettings:
 
     @classmethod
     def from_env(cls) -> LeaseSettings:
-        """Settings from ``CONTEXTEN_PARTITIONS``, ``CONTEXTEN_LEASE_SECONDS`` and
-        ``CONTEXTEN_HEARTBEAT_SECONDS`` (each optional)."""
+        """Settings from ``CONTEXTEN_PARTITIONS``, ``CONTEXTEN_LEASE_SECONDS``,
+        ``CONTEXTEN_HEARTBEAT_SECONDS`` and ``CONTEXTEN_REAP_LOCAL_WORKERS`` (``0`` to wait
+        for the lease even for a dead process of this host), each optional."""
         raw = os.environ.get("CONTEXTEN_PARTITIONS") or str(DEFAULT_PARTITIONS)
         if not raw.isdigit():
             raise ConfigurationError(f"CONTEXTEN_PARTITIONS must be a whole number, got {raw!r}")
@@ -158,6 +159,7 @@ class LeaseSettings:
             partitions=int(raw),
             lease=_env_float("CONTEXTEN_LEASE_SECONDS", 10.0),
             heartbeat=_env_float("CONTEXTEN_HEARTBEAT_SECONDS", 2.0),
+            reap_local=os.environ.get("CONTEXTEN_REAP_LOCAL_WORKERS", "1") != "0",
         )
 
 
