@@ -24,7 +24,7 @@ def main() -> None:
     structlog.configure(processors=[], logger_factory=structlog.ReturnLoggerFactory())
     url, ledger_path = sys.argv[1], sys.argv[2]
     pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.001
-    app = App(url, checkpoint_interval=0.01, shutdown_grace=5.0)
+    app = App(url, checkpoint_interval=0.05, shutdown_grace=5.0)
     fd = os.open(ledger_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pid = os.getpid()
 

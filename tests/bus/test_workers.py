@@ -22,7 +22,7 @@ import pytest
 
 from contexten import Event, HandlerContext
 from contexten.bus.partitions import LeaseSettings, partition_of, subscription_checkpoint
-from contexten.store import EventStore, create_store
+from contexten.store import Append, EventStore, create_store
 
 from ._support import HANG_GUARD, Backend
 
@@ -124,12 +124,14 @@ class Workers:
 
 async def publish(store: EventStore, first: int, count: int, *, pace: float) -> None:
     """Publish events ``first .. first + count - 1`` round-robin over :data:`KEYS`, in
-    batches of 20 every ``pace`` seconds."""
+    commits of 20 every ``pace`` seconds."""
     for start in range(first, first + count, 20):
+        appends = []
         for n in range(start, min(start + 20, first + count)):
             key = KEYS[n % len(KEYS)]
             event = Event(type="test.ledger", source="tests", subject=key, data={"n": n})
-            await store.append(f"ledger-{key}", [event])
+            appends.append(Append(f"ledger-{key}", [event]))
+        await store.commit(appends)
         await asyncio.sleep(pace)
 
 
@@ -189,11 +191,13 @@ async def test_kill_9_one_of_three_workers_fails_over(shared_url: str, tmp_path:
         async with asyncio.timeout(HANG_GUARD * 2), create_store(shared_url) as store:
             for _ in range(3):
                 await workers.start()
-            await publish(store, 0, 600, pace=0.03)
             victim = workers.procs[2]
+            publisher = asyncio.ensure_future(publish(store, 0, total, pace=0.05))
+            while not any(e.pid == victim.pid for e in read_ledger(ledger)):
+                await asyncio.sleep(0.02)  # until the third worker has its share and works
             victim.kill()
             assert await victim.wait() == -signal.SIGKILL
-            await publish(store, 600, total - 600, pace=0.03)
+            await publisher
             await wait_for_all(ledger, total)
             assert await workers.stop_all() == [0, 0, -signal.SIGKILL]
             checkpoint = await subscription_checkpoint(store, "ledger")

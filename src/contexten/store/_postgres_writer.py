@@ -282,8 +282,11 @@ class PostgresWriter:
             _Rejected: (not careful) the database refused the batch's rows.
         """
         conn = await self._connection()
+        # A batch that appends nothing (checkpoints only, e.g. consumers' fenced partition
+        # checkpoints) assigns no position, so it need not queue behind the log_head lock.
+        appends = any(a.rows for r in batch for a in r.appends)
         try:
-            await conn.execute(self._sql.begin_and_lock)
+            await conn.execute(self._sql.begin_and_lock if appends else "BEGIN")
             start, now, state = await self._read_state(conn, batch)
             if careful:
                 plan = await self._one_by_one(conn, batch, state, start, now)
