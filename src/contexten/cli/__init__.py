@@ -10,6 +10,7 @@ from contexten.cli.events import events
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
 from contexten.cli.worker import worker
+from contexten.cli.workers import workers
 from contexten.cli.workflows import workflows
 
 __all__ = ["cli", "main"]
@@ -28,6 +29,7 @@ cli.add_command(serve)
 cli.add_command(simulate)
 cli.add_command(demo)
 cli.add_command(worker)
+cli.add_command(workers)
 
 
 def main() -> None:
