@@ -47,7 +47,9 @@ __all__ = [
     "PartitionLost",
     "fair_share",
     "local_worker_gone",
+    "members",
     "new_worker_id",
+    "of_this_process",
     "partition_of",
     "subscription_checkpoint",
 ]
@@ -102,6 +104,11 @@ def local_worker_gone(worker_id: str) -> bool:
         return False
     pid = int(pid_text)
     return pid != os.getpid() and not _pid_alive(pid)
+
+
+def of_this_process(worker_id: str) -> bool:
+    """Whether ``worker_id`` was made by this very process (:func:`new_worker_id`)."""
+    return worker_id.startswith(f"{_HOST}/{os.getpid()}/")
 
 
 def members(workers: Sequence[WorkerInfo], group: str) -> list[WorkerInfo]:
