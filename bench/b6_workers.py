@@ -96,7 +96,8 @@ async def throughput(
         await _publish(url, 0, events, keys)
         t0 = time.perf_counter()
         procs = [await _start(url, ledger, pause, {}) for _ in range(workers)]
-        while len({n for n, _, _ in _ledger(ledger)}) < events:
+        # The ledger is written by other processes: polling the file is the only way.
+        while len({n for n, _, _ in _ledger(ledger)}) < events:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - t0
         for p in procs:
@@ -197,9 +198,8 @@ async def main() -> None:
         backends.append(("PostgreSQL", f"{args.postgres}?schema=b6_{{run}}", args.postgres))
     for name, template, server in backends:
         made: list[str] = []
-        print(
-            f"## {name}: {args.events} events, {args.keys} keys, handlers wait {args.pause * 1000:g} ms"
-        )
+        wait = args.pause * 1000
+        print(f"## {name}: {args.events} events, {args.keys} keys, handlers wait {wait:g} ms")
         base = None
         for workers in (1, 2, 4):
             run = uuid.uuid4().hex[:8]
@@ -212,9 +212,8 @@ async def main() -> None:
                 f"duplicates {r['duplicates']:.0f} | order violations {r['violations']:.0f} |"
             )
         if server is not None:
-            print(
-                f"| raw asyncpg insert txns, 100 tasks (limit) | {await raw_asyncpg(server, 5000):,.0f} rows/s |"
-            )
+            limit = await raw_asyncpg(server, 5000)
+            print(f"| raw asyncpg insert txns, 100 tasks (limit) | {limit:,.0f} rows/s |")
         times = []
         for _ in range(args.failovers):
             run = uuid.uuid4().hex[:8]
