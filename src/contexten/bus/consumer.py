@@ -115,7 +115,7 @@ class ConsumerStatus:
 class _Part:
     """A partition this consumer holds: its epoch, reading progress and pending deliveries."""
 
-    __slots__ = ("epoch", "fetched", "number", "pending", "releasing", "saved")
+    __slots__ = ("epoch", "fetched", "inflight", "number", "pending", "releasing", "saved")
 
     def __init__(self, number: int, epoch: int, position: int) -> None:
         self.number = number
@@ -125,7 +125,10 @@ class _Part:
         self.saved = position
         self.pending: deque[Delivery] = deque()
         self.releasing = False
-        """Being handed back: no new deliveries; released once ``pending`` is empty."""
+        """Being handed back: nothing new starts; released once nothing is in flight (what
+        was read but not started is left to the next owner, from the checkpoint)."""
+        self.inflight = 0
+        """Deliveries whose handler is running (or retrying)."""
 
     @property
     def position(self) -> int:
@@ -185,6 +188,8 @@ class Consumer:
         self._count = 0
         self._changed = asyncio.Event()
         self._draining = False
+        self._handing = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, deque[Delivery]] = {}
         self._ready: deque[Delivery | str] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -340,17 +345,24 @@ class Consumer:
         await self._hand_back()
 
     async def _hand_back(self) -> None:
-        """Release the partitions being handed back whose deliveries are all done."""
-        ready = [p for p in self._parts.values() if p.releasing and not p.pending]
-        if not ready:
-            return
-        await self._save_parts(ready)
-        numbers = [p.number for p in ready if p.number in self._parts]
-        await self._store.release_partitions(self._group, self._worker_id, numbers)
-        for number in numbers:
-            self._parts.pop(number, None)
-        if numbers:
-            self._log.info("partitions handed back", partitions=numbers)
+        """Release the partitions being handed back that have nothing in flight."""
+        async with self._handing:
+            ready = [p for p in self._parts.values() if p.releasing and not p.inflight]
+            if not ready:
+                return
+            await self._save_parts(ready)
+            numbers = [p.number for p in ready if self._parts.get(p.number) is p]
+            await self._store.release_partitions(self._group, self._worker_id, numbers)
+            for number in numbers:
+                self._drop_part(number)
+            if numbers:
+                self._log.info("partitions handed back", partitions=numbers)
+
+    async def _hand_back_logged(self) -> None:
+        try:
+            await self._hand_back()
+        except Exception as e:  # the next heartbeat tries again
+            self._log.warning("handing partitions back failed", error_type=type(e).__name__)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -664,6 +676,24 @@ class Consumer:
 
     async def _run(self, d: Delivery, slot: WorkerSlot) -> None:
         """Deliver ``d`` and mark it done; only shutdown or a lost partition leave it undone."""
+        part = self._parts.get(d.partition)
+        if part is None or part.epoch != d.epoch or part.releasing:
+            return  # its partition moved on (or is being handed back): the next owner has it
+        part.inflight += 1
+        try:
+            await self._run_owned(d, slot)
+        finally:
+            part.inflight -= 1
+            self._hand_back_soon(part)
+
+    def _hand_back_soon(self, part: _Part) -> None:
+        """Release ``part`` now if it is being handed back and its last delivery ended."""
+        if part.releasing and not part.inflight and not self._stopping:
+            task = asyncio.get_running_loop().create_task(self._hand_back_logged())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _run_owned(self, d: Delivery, slot: WorkerSlot) -> None:
         while True:
             if not self.owns(d):
                 return  # its partition moved on: the new owner delivers it
