@@ -4,8 +4,9 @@ Side by side in one run, for SQLite (one file) and PostgreSQL (a throwaway schem
 
 * handler throughput with 1, 2 and 4 ``contexten`` worker processes: the workers start and
   share the partitions, then N events over K keys are stored (in commits of 100) and timed
-  until all are handled; each handler waits ``--pause`` seconds (50 ms: waiting on I/O). Also counted: duplicate deliveries (must be 0
-  while all workers live) and per-key order violations (must be 0);
+  until all are handled; each handler waits ``--pause`` seconds (50 ms: waiting on I/O).
+  Also counted: duplicate deliveries (must be 0 while all workers live) and per-key order
+  violations (must be 0);
 * the limit on PostgreSQL: raw asyncpg single-row insert transactions from 100 tasks (what
   a handler's one write per event costs the server at best);
 * failover: three workers under a steady load, one killed with SIGKILL; the time until
