@@ -138,7 +138,7 @@ async def failover(url: str, pause: float, keys: int) -> float:
                 parts = await store.partitions("sub:b6")
                 if (
                     sum(1 for p in parts if p.held and p.owner and tag in p.owner)
-                    >= len(parts) // 3
+                    >= len(parts) // 4
                 ):
                     break
                 await asyncio.sleep(0.1)
