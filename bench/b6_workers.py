@@ -18,7 +18,8 @@ DBOS queues (the peer the issue names) are not measured here (not installed in t
 environment).
 
 Run: ``.venv/bin/python bench/b6_workers.py [--events 4000] [--keys 400] [--pause 0.05]
-[--failovers 5] [--postgres postgresql://postgres@127.0.0.1:5432/test]``
+[--concurrency 200] [--failovers 5] [--postgres postgresql://postgres@127.0.0.1:5432/test]
+[--skip-sqlite]``
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from contexten import Event
 from contexten.store import Append, create_store
 
 WORKER = Path(__file__).with_name("_b6_worker.py")
+CONCURRENCY = 200  # handlers in flight per worker process (--concurrency)
 
 
 async def _start(
@@ -50,6 +52,7 @@ async def _start(
         url,
         str(ledger),
         str(pause),
+        str(CONCURRENCY),
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -197,7 +200,10 @@ async def main() -> None:
     parser.add_argument("--failovers", type=int, default=5)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=200)
     args = parser.parse_args()
+    global CONCURRENCY
+    CONCURRENCY = args.concurrency
     backends: list[tuple[str, str, str | None]] = []
     tmp = tempfile.mkdtemp()
     if not args.skip_sqlite:
@@ -207,7 +213,10 @@ async def main() -> None:
     for name, template, server in backends:
         made: list[str] = []
         wait = args.pause * 1000
-        print(f"## {name}: {args.events} events, {args.keys} keys, handlers wait {wait:g} ms")
+        print(
+            f"## {name}: {args.events} events, {args.keys} keys, handlers wait {wait:g} ms, "
+            f"{args.concurrency} in flight per worker"
+        )
         base = None
         for workers in (1, 2, 4):
             run = uuid.uuid4().hex[:8]
