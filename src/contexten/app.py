@@ -63,7 +63,7 @@ from contexten.observability.redaction import redact_url
 from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store import EventStore, create_store
-from contexten.store.base import AppendResult, ExpectedVersion, StreamState
+from contexten.store.base import AppendResult, ExpectedVersion, LeaseCheckpoint, StreamState
 from contexten.workflows import (
     IdReusePolicy,
     StateMachine,
@@ -571,11 +571,17 @@ class App:
         )
 
     async def _store_event(
-        self, event: Event, stream: str | None, dedup_key: str | None
+        self,
+        event: Event,
+        stream: str | None,
+        dedup_key: str | None,
+        /,
+        lease: LeaseCheckpoint | None = None,
     ) -> AppendResult:
-        # Handlers emit through here; it works during the shutdown grace period too.
+        # Handlers emit through here (fenced by their partition's lease); it works during the
+        # shutdown grace period too.
         return await self._store.append(
-            stream or default_stream(event), [event], dedup_key=dedup_key
+            stream or default_stream(event), [event], dedup_key=dedup_key, lease=lease
         )
 
     # -- lifecycle -------------------------------------------------------------------------

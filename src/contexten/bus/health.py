@@ -51,6 +51,9 @@ class SubscriptionHealth:
     parked: int
     restarts: int
     durations: DurationSnapshot = field(default_factory=DurationSnapshot)
+    partitions: int = 0
+    """Partitions of the subscription this process holds (of ``partition_count``)."""
+    partition_count: int = 0
 
     @classmethod
     def from_status(cls, status: ConsumerStatus, head: int | None) -> SubscriptionHealth:
@@ -67,6 +70,8 @@ class SubscriptionHealth:
             parked=status.parked,
             restarts=status.restarts,
             durations=status.durations,
+            partitions=len(status.partitions),
+            partition_count=status.partition_count,
         )
 
 
@@ -125,6 +130,7 @@ class HealthReport:
                     "failed_attempts": s.failed_attempts,
                     "parked": s.parked,
                     "restarts": s.restarts,
+                    "partitions": {"held": s.partitions, "of": s.partition_count},
                     "handler_seconds": {
                         "count": s.durations.count,
                         "sum": s.durations.total,

@@ -13,6 +13,7 @@ from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
 from contexten.cli.tokens import tokens
 from contexten.cli.worker import worker
+from contexten.cli.workers import workers
 from contexten.cli.workflows import workflows
 
 __all__ = ["cli", "main"]
@@ -34,6 +35,7 @@ cli.add_command(worker)
 cli.add_command(tokens)
 cli.add_command(replay)
 cli.add_command(schedules)
+cli.add_command(workers)
 
 
 def main() -> None:
