@@ -7,6 +7,7 @@ import click
 from contexten.cli.demo import demo
 from contexten.cli.dlq import dlq
 from contexten.cli.events import events
+from contexten.cli.projections import projections
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
 from contexten.cli.worker import worker
@@ -24,6 +25,7 @@ def cli() -> None:
 cli.add_command(events)
 cli.add_command(dlq)
 cli.add_command(workflows)
+cli.add_command(projections)
 cli.add_command(serve)
 cli.add_command(simulate)
 cli.add_command(demo)

@@ -6,6 +6,7 @@ import click
 
 from contexten.bus.dead_letters import DeadLetter, DeadLetterQueue
 from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.projections.read_side import open_read_side
 from contexten.store import EventStore
 
 __all__ = ["dlq"]
@@ -33,11 +34,11 @@ def dlq() -> None:
 async def list_letters(
     store_url: str | None, subscription: str | None, status: str, as_json: bool
 ) -> None:
-    """List dead letters, oldest first."""
+    """List dead letters, oldest first (from the ``dead_letters`` read model)."""
 
     async def body(store: EventStore) -> list[DeadLetter]:
-        queue = DeadLetterQueue(store)
-        return await queue.list(subscription, None if status == "all" else status)
+        async with open_read_side(store) as read:
+            return await read.all_dead_letters(subscription, None if status == "all" else status)
 
     letters = await with_store(store_url, body)
     for letter in letters:
@@ -69,7 +70,9 @@ async def redrive(
     async def body(store: EventStore) -> int:
         queue = DeadLetterQueue(store)
         if redrive_all:
-            return await queue.redrive_all(subscription)
+            async with open_read_side(store) as read:
+                letters = await read.all_dead_letters(subscription)
+            return sum([await queue.redrive(letter.id) for letter in letters])
         assert letter_id is not None
         return 1 if await queue.redrive(letter_id) else 0
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.projections.read_side import Page, open_read_side
 from contexten.store import EventStore
 from contexten.workflows import (
     WorkflowInfo,
     WorkflowStatus,
     get_workflow_info,
-    list_workflows,
     request_cancel,
     request_redrive,
 )
@@ -32,25 +32,44 @@ def workflows() -> None:
     help="Only instances in this status.",
 )
 @click.option("--name", default=None, help="Only instances of this workflow.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Page size."
+)
+@click.option("--cursor", default=None, help="Continue after this page (printed on stderr).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @run_async
 async def list_instances(
-    store_url: str | None, status: str | None, name: str | None, as_json: bool
+    store_url: str | None,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
 ) -> None:
-    """List workflow instances, in id order."""
+    """List workflow instances, most recently updated first, one page at a time.
 
-    async def body(store: EventStore) -> list[WorkflowInfo]:
-        return await list_workflows(store, status, name=name)
+    Reads the ``workflows`` read model (caught up to the log first), so it costs the same
+    with ten instances or a hundred thousand.
+    """
 
-    infos = await with_store(store_url, body)
-    for info in infos:
+    async def body(store: EventStore) -> Page:
+        async with open_read_side(store) as read:
+            return await read.workflows(status=status, name=name, cursor=cursor, limit=limit)
+
+    try:
+        page = await with_store(store_url, body)
+    except ValueError as e:
+        fail(str(e))
+    for row in page.items:
         if as_json:
-            echo_json(info.to_dict())
+            echo_json(row)
         else:
-            step = info.current_step or "-"
-            click.echo(f"{info.workflow_id:40} {info.name:24} {info.status!s:12} {step}")
-    if not as_json and not infos:
+            step = row["current_step"] or "-"
+            click.echo(f"{row['workflow_id']:40} {row['name']:24} {row['status']:12} {step}")
+    if not as_json and not page.items:
         click.echo("no workflow instances", err=True)
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)
 
 
 @workflows.command("show")
