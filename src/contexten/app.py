@@ -57,6 +57,7 @@ from contexten.bus.subscription import (
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.exceptions import AppNotRunning, ConfigurationError, ContextenError
+from contexten.observability import tracing
 from contexten.observability.logging import configure_logging, get_logger
 from contexten.projections import Projection, Projections, create_read_models
 from contexten.projections.read_side import ReadSide, builtin_projections
@@ -258,7 +259,8 @@ class App:
 
         @functools.wraps(handler)
         async def act_as_app(event: Event, ctx: HandlerContext) -> None:
-            await (self._runtime or self._agent_runtime()).handle(handler, event, ctx)
+            with tracing.process_span(subscription.name, event, ctx.attempt):
+                await (self._runtime or self._agent_runtime()).handle(handler, event, ctx)
 
         where = subscription.where if subscription.echoes else self._no_echoes(subscription.where)
         self._dispatcher.add(dataclasses.replace(subscription, handler=act_as_app, where=where))
@@ -486,17 +488,20 @@ class App:
             raise AppNotRunning("start the app (async with app: ...) before publishing")
         if not isinstance(event, Event):
             raise TypeError(f"publish() takes an Event, not {type(event).__name__}")
-        return await self._store.append(
-            stream or default_stream(event),
-            [event],
-            expected_version=expected_version,
-            dedup_key=dedup_key,
-        )
+        with tracing.publish_span(event):
+            event = tracing.inject(event)
+            return await self._store.append(
+                stream or default_stream(event),
+                [event],
+                expected_version=expected_version,
+                dedup_key=dedup_key,
+            )
 
     async def _store_event(
         self, event: Event, stream: str | None, dedup_key: str | None
     ) -> AppendResult:
         # Handlers emit through here; it works during the shutdown grace period too.
+        event = tracing.inject(event)
         return await self._store.append(
             stream or default_stream(event), [event], dedup_key=dedup_key
         )
@@ -513,6 +518,8 @@ class App:
             return
         if not structlog.is_configured():
             configure_logging()
+        if not tracing.tracing_enabled():
+            tracing.configure_tracing()  # from OTEL_* settings; stays off when none are set
         await self._store.open()
         try:
             await self.projections.open()
@@ -580,7 +587,8 @@ class App:
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every subscription has handled (or parked) every event stored so far,
-        including events its handlers emit meanwhile, and save the checkpoints.
+        including events its handlers emit meanwhile, and save the checkpoints; then fold
+        the read models up to the log's head.
 
         Raises:
             AppNotRunning: the app is not running (or does not dispatch).
@@ -588,6 +596,7 @@ class App:
         """
         async with asyncio.timeout(timeout):
             await self._dispatcher.drain()
+            await self.projections.catch_up()
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set, or SIGINT/SIGTERM arrives (when it can listen for them)."""

@@ -39,6 +39,7 @@ from contexten.integrations.client import (
     use_clients,
 )
 from contexten.integrations.echo import BotIdentity, EchoDetector, event_actor
+from contexten.observability import tracing
 from contexten.store.base import EventStore
 from contexten.workflows.steps import current_step
 
@@ -142,7 +143,7 @@ class AgentRuntime:
         platform may already be sending the webhook the action caused.
         """
         self.echoes.observe(record)
-        event = self.action_event(record)
+        event = tracing.inject(self.action_event(record))
         dedup = (
             f"action:{record.action}:{record.idempotency_key}" if record.idempotency_key else None
         )

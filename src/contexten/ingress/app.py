@@ -42,6 +42,8 @@ from contexten.ingress.body import read_body
 from contexten.ingress.config import IngressConfig, Platform
 from contexten.ingress.openapi import openapi_spec
 from contexten.ingress.receivers import RECEIVERS, Accepted
+from contexten.ingress.tracing import WebhookTracingMiddleware
+from contexten.observability import tracing
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from contexten.store.base import Append, EventStore
@@ -149,6 +151,7 @@ class _Ingress:
         except Overloaded:
             counter.labels(platform, "shed").inc()
             return self._shed()
+        event = tracing.inject(event)  # the webhook's span (WebhookTracingMiddleware)
         self.pending_commits += 1
         try:
             results = await self.store.commit(
@@ -298,6 +301,7 @@ def create_ingress_app(
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(WebhookTracingMiddleware)
     app.state.metrics = metrics
     app.state.config = config
     return app
