@@ -79,8 +79,12 @@ class Table:
     columns: Mapping[str, ColumnType]
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
+    time_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The columns of type ``time`` (derived)."""
 
     def __post_init__(self) -> None:
+        times = tuple(c for c, kind in self.columns.items() if kind == "time")
+        object.__setattr__(self, "time_columns", times)
         _check_name("table name", self.name)
         if not self.columns:
             raise ValueError(f"table {self.name!r} has no columns")
@@ -101,19 +105,21 @@ class Table:
 
     def check_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """``row`` with every column present (missing ones None), or ValueError."""
-        unknown = set(row) - set(self.columns)
-        if unknown:
+        columns = self.columns
+        if len(row) > len(columns) or not columns.keys() >= row.keys():
+            unknown = set(row) - set(columns)
             raise ValueError(f"table {self.name!r} has no column(s) {sorted(unknown)}")
-        out = {c: row.get(c) for c in self.columns}
+        out = {c: row.get(c) for c in columns}
         for c in self.key:
             if out[c] is None:
                 raise ValueError(f"table {self.name!r}: key column {c!r} is missing")
-        for c, kind in self.columns.items():
+        for c in self.time_columns:
             value = out[c]
-            if kind == "time" and value is not None:
+            if value is not None:
                 if not isinstance(value, datetime) or value.tzinfo is None:
                     raise ValueError(f"{self.name}.{c} needs an aware datetime, got {value!r}")
-                out[c] = value.astimezone(UTC)
+                if value.utcoffset():
+                    out[c] = value.astimezone(UTC)
         return out
 
 
