@@ -169,8 +169,12 @@ def read_api_paths() -> dict[str, Any]:
                 "listDeadLetters",
                 "Dead letters, oldest first (default: parked).",
                 "dead letters",
-                [subscription, _q("status", "Which letters.", {"enum": dl_statuses}), _CURSOR,
-                 _LIMIT],  # fmt: skip
+                [
+                    subscription,
+                    _q("status", "Which letters.", {"enum": dl_statuses}),
+                    _CURSOR,
+                    _LIMIT,
+                ],
                 page,
             )
         },
@@ -249,8 +253,11 @@ def read_api_paths() -> dict[str, Any]:
                 "work items",
                 [
                     _id("The correlation id."),
-                    _q("after", "Entries after this log position.", {"type": "integer",
-                       "minimum": 0, "maximum": 2**63 - 1}),  # fmt: skip
+                    _q(
+                        "after",
+                        "Entries after this log position.",
+                        {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                    ),
                     _LIMIT,
                 ],
                 ("200", "The work item and timeline.", _OBJ),

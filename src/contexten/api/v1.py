@@ -222,8 +222,7 @@ class ReadAPI:
                 "initial": machine.initial,
                 "states": sorted(machine.states),
                 "transitions": [
-                    {"from": sorted(t.sources), "on": t.on, "to": t.to}
-                    for t in machine.transitions
+                    {"from": sorted(t.sources), "on": t.on, "to": t.to} for t in machine.transitions
                 ],
             }
         return _json(body)
@@ -241,7 +240,9 @@ class ReadAPI:
         """Ask a failed instance to run again (202), or 409 if it is not failed."""
         workflow_id = _path_id(request)
         done = await request_redrive(self.app.store, workflow_id)
-        await self._audit(request, "workflows:redrive", "done" if done else "unchanged", workflow_id)
+        await self._audit(
+            request, "workflows:redrive", "done" if done else "unchanged", workflow_id
+        )
         if not done:
             return _error(409, "conflict", "the instance is not failed")
         return _json({"status": "redrive requested", "workflow_id": workflow_id}, 202)
@@ -258,9 +259,7 @@ class ReadAPI:
             cursor=_text(request, "cursor"),
             limit=_limit(request),
         )
-        return _json(
-            {"items": [x.to_dict() for x in page.items], "next_cursor": page.next_cursor}
-        )
+        return _json({"items": [x.to_dict() for x in page.items], "next_cursor": page.next_cursor})
 
     async def letter_counts(self, request: Request) -> Response:
         """Exact counts by subscription and status, and the open (parked) total."""

@@ -10,6 +10,7 @@ from contexten.cli.events import events
 from contexten.cli.projections import projections
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
+from contexten.cli.work_items import work_items
 from contexten.cli.worker import worker
 from contexten.cli.workflows import workflows
 
@@ -26,6 +27,7 @@ cli.add_command(events)
 cli.add_command(dlq)
 cli.add_command(workflows)
 cli.add_command(projections)
+cli.add_command(work_items)
 cli.add_command(serve)
 cli.add_command(simulate)
 cli.add_command(demo)

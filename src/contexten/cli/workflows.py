@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.cli._time import TIME, TIME_HELP
 from contexten.projections.read_side import Page, open_read_side
 from contexten.store import EventStore
 from contexten.workflows import (
@@ -75,12 +78,13 @@ async def list_instances(
 @workflows.command("show")
 @store_option
 @click.argument("workflow_id")
+@click.option("--as-of", "as_of", type=TIME, default=None, help=TIME_HELP)
 @run_async
-async def show(store_url: str | None, workflow_id: str) -> None:
-    """Show one instance with its whole history, as JSON."""
+async def show(store_url: str | None, workflow_id: str, as_of: datetime | None) -> None:
+    """Show one instance with its whole history, as JSON (as it was at ``--as-of``)."""
 
     async def body(store: EventStore) -> WorkflowInfo:
-        return await get_workflow_info(store, workflow_id)
+        return await get_workflow_info(store, workflow_id, as_of=as_of)
 
     echo_json((await with_store(store_url, body)).to_dict(with_history=True))
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -262,12 +263,23 @@ class ReadSide:
 
     # -- work items --------------------------------------------------------------------------
 
-    async def timeline(self, correlation_id: str, *, after: int = 0, limit: int = 200) -> Page:
-        """A page of one work item's timeline, in log order (cursor: the last position)."""
+    async def timeline(
+        self,
+        correlation_id: str,
+        *,
+        after: int = 0,
+        limit: int = 200,
+        as_of: datetime | None = None,
+    ) -> Page:
+        """A page of one work item's timeline, in log order (cursor: the last position);
+        with ``as_of``, only what had been recorded by then."""
         await self._ready("work_items")
-        rows = await self.projections.query(
-            "work_item_entries", _wi.timeline_page(correlation_id, after=after, limit=_limit(limit))
-        )
+        query = _wi.timeline_page(correlation_id, after=after, limit=_limit(limit))
+        if as_of is not None:
+            query = dataclasses.replace(
+                query, until=("recorded_at", as_of + timedelta(microseconds=1))
+            )
+        rows = await self.projections.query("work_item_entries", query)
         nxt = str(rows[-1]["position"]) if len(rows) == limit else None
         return Page([_wi.entry_to_dict(r) for r in rows], nxt)
 
