@@ -230,3 +230,27 @@ async def test_a_custom_projection_runs_survives_restart_and_rebuilds(tmp_path: 
         await _until(lambda: _caught_up(again))
         rows = await again.projections.query("type_counts", Query(order=("type",)))
         assert [(r["type"], r["n"]) for r in rows] == [("demo.other", 1), ("demo.thing", 6)]
+
+
+async def test_metrics_show_projection_lag_and_exact_dead_letters(tmp_path: Path) -> None:
+    from contexten.observability.app_metrics import instrument_app
+    from contexten.observability.metrics import Metrics
+
+    app = _app("sqlite", tmp_path)
+
+    @app.on("chores.*", name="fragile", retry=RetryPolicy(maximum_attempts=1))
+    async def fragile(event: Event, ctx: object) -> None:
+        raise ValueError("nope")
+
+    metrics = Metrics()
+    instrument_app(metrics, app.health)
+    async with app:
+        for i in range(3):
+            await app.publish(Event(type="chores.due", source="t", subject=f"c{i}"))
+        await app.drain(HANG_GUARD)
+        await metrics.refresh()
+        text = metrics.render().decode()
+        head = float(await app.store.head())
+    assert 'contexten_projection_lag{projection="dead_letters"} 0.0' in text
+    assert "contexten_dead_letters 3.0" in text
+    assert f'contexten_projection_position{{projection="workflows"}} {head}' in text
