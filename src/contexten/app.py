@@ -259,8 +259,7 @@ class App:
 
         @functools.wraps(handler)
         async def act_as_app(event: Event, ctx: HandlerContext) -> None:
-            with tracing.process_span(subscription.name, event, ctx.attempt):
-                await (self._runtime or self._agent_runtime()).handle(handler, event, ctx)
+            await (self._runtime or self._agent_runtime()).handle(handler, event, ctx)
 
         where = subscription.where if subscription.echoes else self._no_echoes(subscription.where)
         self._dispatcher.add(dataclasses.replace(subscription, handler=act_as_app, where=where))

@@ -88,18 +88,30 @@ async def test_one_trace_from_webhook_to_handler_step_and_platform_call(
                 {"addedLabelIds": [sandbox.linear.label_named("agent")["id"]]},
                 actor=sandbox.linear.human,
             )
-            for delivery in sandbox.outbox:
+            for delivery in list(sandbox.outbox):
                 response = await client.post(
                     f"/webhooks/{delivery.platform}",
                     content=delivery.body,
                     headers=delivery.headers,
                 )
                 assert response.status_code == 202
-        records = await app.store.read_all(limit=1000)
-        [trigger] = [r.event for r in records if r.event.type == "linear.issue.updated"]
-        handle = app.workflows.get_handle(f"claim:{trigger.id}")
-        assert await handle.result(timeout=HANG_GUARD) == "In Progress"
-        await app.drain(HANG_GUARD)
+            records = await app.store.read_all(limit=1000)
+            [trigger] = [r.event for r in records if r.event.type == "linear.issue.updated"]
+            handle = app.workflows.get_handle(f"claim:{trigger.id}")
+            assert await handle.result(timeout=HANG_GUARD) == "In Progress"
+            await app.drain(HANG_GUARD)
+            # The issue move comes back as a webhook: the echo of our own action.
+            sent = len(sandbox.outbox)
+            delivered = 2
+            assert sent > delivered
+            for delivery in sandbox.outbox[delivered:]:
+                response = await client.post(
+                    f"/webhooks/{delivery.platform}",
+                    content=delivery.body,
+                    headers=delivery.headers,
+                )
+                assert response.status_code == 202
+            await app.drain(HANG_GUARD)
         records = await app.store.read_all(limit=1000)
     finished = spans.get_finished_spans()
     assert trigger.traceparent is not None
@@ -130,10 +142,19 @@ async def test_one_trace_from_webhook_to_handler_step_and_platform_call(
         assert call.attributes is not None
         assert call.attributes["http.response.status_code"] == 200
         assert "authorization" not in str(call.attributes).lower()
-    # The recorded action joins the trace too: what it causes can be linked back.
+    # The recorded action joins the trace too, and the echo webhook it caused (a trace of its
+    # own) is linked back to it.
     [action] = [r.event for r in records if r.event.type == "contexten.action.linear.move_issue"]
     assert action.traceparent is not None
     assert f"{trace_id:032x}" in action.traceparent
+    echoes = [s for s in finished if s.name == "process contexten.echoes"]
+    linked = [
+        link
+        for span in echoes
+        for link in span.links
+        if link.attributes and link.attributes.get("contexten.link") == "contexten.echo_of"
+    ]
+    assert [link.context.trace_id for link in linked] == [trace_id]
 
 
 async def test_replayed_steps_make_no_spans(spans: InMemorySpanExporter) -> None:

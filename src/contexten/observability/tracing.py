@@ -54,6 +54,7 @@ __all__ = [
     "configure_tracing",
     "disable_tracing",
     "inject",
+    "link_current_span",
     "process_span",
     "publish_span",
     "route_template",
@@ -297,6 +298,22 @@ def client_span(
             "contexten.platform": platform,
         },
     )
+
+
+def link_current_span(traceparent: str, relation: str) -> None:
+    """Link the current span to the span ``traceparent`` names (e.g. an echo webhook's
+    delivery to the action that caused it); nothing when tracing is off or no span is open."""
+    if _tracer is None:
+        return
+    from opentelemetry.trace import get_current_span
+
+    span = get_current_span()
+    context = _context_of(traceparent)
+    if context is None or not span.get_span_context().is_valid:
+        return
+    remote = get_current_span(context).get_span_context()
+    if remote.is_valid:
+        span.add_link(remote, {"contexten.link": relation})
 
 
 @contextlib.contextmanager
