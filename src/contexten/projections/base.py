@@ -173,6 +173,10 @@ class ProjectionBatch:
         self._tables = tables
         self._shadow = shadow
         self._pending: dict[tuple[str, tuple[Any, ...]], dict[str, Any] | None] = {}
+        self.scratch: dict[str, Any] = {}
+        """Per-batch memo for the projection (e.g. folded state it writes once, in
+        :meth:`Projection.flush`); dropped with the batch, so a batch that does not commit
+        leaves nothing behind."""
 
     def _table(self, name: str) -> Table:
         try:
@@ -249,6 +253,10 @@ class Projection(ABC):
     @abstractmethod
     async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
         """Fold one event into the read model through ``batch``."""
+
+    async def flush(self, batch: ProjectionBatch) -> None:  # noqa: B027 - optional hook
+        """Called once per batch after the last :meth:`apply`, before the commit: a
+        projection that folds into ``batch.scratch`` writes its rows here."""
 
     def handles(self, record: RecordedEvent) -> bool:
         """Whether :meth:`apply` needs to see ``record`` (by :attr:`patterns`)."""

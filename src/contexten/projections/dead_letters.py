@@ -51,7 +51,11 @@ DEAD_LETTERS: Final = Table(
         "correlation_id": "text",
     },
     key=("id",),
-    indexes=(("status", "parked_at"), ("subscription", "status", "parked_at"), ("parked_at",)),
+    indexes=(
+        ("status", "parked_at", "id"),
+        ("subscription", "status", "parked_at", "id"),
+        ("parked_at", "id"),
+    ),
 )
 
 DEAD_LETTER_COUNTS: Final = Table(

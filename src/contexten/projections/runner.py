@@ -121,6 +121,7 @@ class ProjectionRunner:
         for record in records:
             if self.projection.handles(record):
                 await self.projection.apply(record, batch)
+        await self.projection.flush(batch)
         position = records[-1].position
         await self.models.commit(
             self.projection,

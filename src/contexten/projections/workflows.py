@@ -9,6 +9,7 @@ not copied; ``contexten workflows show`` still reads those from the instance's s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -52,11 +53,12 @@ WORKFLOWS: Final = Table(
         "fold": "json",
     },
     key=("workflow_id",),
+    # Each listing's index ends with the key: it is the order's tie-breaker (keyset pages),
+    # and an index that covers the whole order lets the first page stop after ``limit`` rows.
     indexes=(
-        ("status", "updated_at"),
-        ("name", "updated_at"),
-        ("updated_at",),
-        ("created_at",),
+        ("status", "updated_at", "workflow_id"),
+        ("name", "updated_at", "workflow_id"),
+        ("updated_at", "workflow_id"),
     ),
 )
 
@@ -132,45 +134,80 @@ def _error(error: Any) -> Any:
     return out
 
 
+@dataclass(slots=True)
+class _Folding:
+    """An instance being folded in the current batch (written once, at the flush)."""
+
+    state: WorkflowState
+    created_at: datetime | None
+    ended_at: datetime | None
+    last: RecordedEvent | None = None
+
+
 class WorkflowsProjection(Projection):
-    """One row per instance: name, key, status, version, times, current step, failure."""
+    """One row per instance: name, key, status, version, times, current step, failure.
+
+    Within a batch each instance is folded in memory and its row written once (in
+    :meth:`flush`), however many of its events the batch holds.
+    """
 
     name = "workflows"
     tables = (WORKFLOWS,)
     patterns = (PREFIX + "**",)
 
     async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
-        """Fold one history event into its instance's row."""
+        """Fold one history event into its instance's state."""
         workflow_id = workflow_id_of(record.stream)
         if workflow_id is None:
             return  # a public workflow event (workflow-{id} stream), not history
-        row = await batch.get("workflows", workflow_id)
-        state = _load(row["fold"], workflow_id) if row else WorkflowState(workflow_id)
-        apply(state, record)
-        if not state.name:
-            return  # history without a ``started`` event: not an instance
-        terminal = state.status in TERMINAL_STATUSES
-        ended = row["ended_at"] if row and terminal and row["ended_at"] else None
-        batch.put(
-            "workflows",
-            {
-                "workflow_id": workflow_id,
-                "name": state.name,
-                "key": _key_of(workflow_id, state.name),
-                "version": state.version,
-                "kind": state.kind,
-                "status": state.status.value,
-                "current_step": state.current_step,
-                "state": state.sm_state,
-                "parked": state.parked,
-                "error": _error(state.error),
-                "created_at": state.created_at or record.recorded_at,
-                "updated_at": record.recorded_at,
-                "ended_at": (ended or record.recorded_at) if terminal else None,
-                "stream_version": record.version,
-                "fold": _dump(state),
-            },
-        )
+        folding: dict[str, _Folding] = batch.scratch.setdefault("workflows", {})
+        entry = folding.get(workflow_id)
+        if entry is None:
+            row = await batch.get("workflows", workflow_id)
+            if row is None:
+                entry = _Folding(WorkflowState(workflow_id), None, None)
+            else:
+                entry = _Folding(
+                    _load(row["fold"], workflow_id), row["created_at"], row["ended_at"]
+                )
+            folding[workflow_id] = entry
+        apply(entry.state, record)
+        entry.state.entries.clear()  # the row keeps no history; the stream has it
+        entry.last = record
+        if entry.created_at is None:
+            entry.created_at = entry.state.created_at or record.recorded_at
+        if entry.state.status not in TERMINAL_STATUSES:
+            entry.ended_at = None
+        elif entry.ended_at is None:
+            entry.ended_at = record.recorded_at
+
+    async def flush(self, batch: ProjectionBatch) -> None:
+        """Write each instance folded in this batch, once."""
+        folding: dict[str, _Folding] = batch.scratch.get("workflows", {})
+        for workflow_id, entry in folding.items():
+            state, last = entry.state, entry.last
+            if not state.name or last is None:
+                continue  # history without a ``started`` event: not an instance
+            batch.put(
+                "workflows",
+                {
+                    "workflow_id": workflow_id,
+                    "name": state.name,
+                    "key": _key_of(workflow_id, state.name),
+                    "version": state.version,
+                    "kind": state.kind,
+                    "status": state.status.value,
+                    "current_step": state.current_step,
+                    "state": state.sm_state,
+                    "parked": state.parked,
+                    "error": _error(state.error),
+                    "created_at": entry.created_at,
+                    "updated_at": last.recorded_at,
+                    "ended_at": entry.ended_at,
+                    "stream_version": last.version,
+                    "fold": _dump(state),
+                },
+            )
 
 
 def row_to_dict(row: dict[str, Any]) -> dict[str, Any]:
