@@ -56,9 +56,11 @@ The tree::
     │   └── WorkflowFailedError     ``handle.result()``: the instance ended without completing
     ├── DeadLetterError
     │   └── DeadLetterNotFound
-    └── ProjectionError
-        ├── ProjectionNotFound      no projection is registered under that name
-        └── ProjectionConflict      a projection's checkpoint moved under a batch (retry)
+    ├── ProjectionError
+    │   ├── ProjectionNotFound      no projection is registered under that name
+    │   └── ProjectionConflict      a projection's checkpoint moved under a batch (retry)
+    └── SecurityError
+        └── TokenNotFound           no API token has that id
 """
 
 from __future__ import annotations
@@ -101,12 +103,14 @@ __all__ = [
     "RateLimited",
     "SSRFBlocked",
     "SchemaVersionError",
+    "SecurityError",
     "SignatureInvalid",
     "StepFailedError",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
+    "TokenNotFound",
     "WorkflowAlreadyStarted",
     "WorkflowCancelled",
     "WorkflowError",
@@ -498,3 +502,11 @@ class WorkflowFailedError(WorkflowError):
         self.workflow_id = workflow_id
         self.status = status
         self.error = error
+
+
+class SecurityError(ContextenError):
+    """Something about tokens, roles or access went wrong."""
+
+
+class TokenNotFound(SecurityError):
+    """No API token has that id (``contexten tokens revoke``)."""

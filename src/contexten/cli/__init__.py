@@ -10,6 +10,7 @@ from contexten.cli.events import events
 from contexten.cli.projections import projections
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
+from contexten.cli.tokens import tokens
 from contexten.cli.work_items import work_items
 from contexten.cli.worker import worker
 from contexten.cli.workflows import workflows
@@ -32,6 +33,7 @@ cli.add_command(serve)
 cli.add_command(simulate)
 cli.add_command(demo)
 cli.add_command(worker)
+cli.add_command(tokens)
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from contexten.bus.dead_letters import DeadLetter, DeadLetterQueue
-from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.cli._common import audit, echo_json, fail, run_async, store_option, with_store
+from contexten.exceptions import DeadLetterNotFound
 from contexten.projections.read_side import open_read_side
 from contexten.store import EventStore
 
@@ -72,9 +73,19 @@ async def redrive(
         if redrive_all:
             async with open_read_side(store) as read:
                 letters = await read.all_dead_letters(subscription)
-            return sum([await queue.redrive(letter.id) for letter in letters])
+            done = sum([await queue.redrive(letter.id) for letter in letters])
+            target = f"all of {subscription}" if subscription else "all"
+            await audit(store, "dlq:redrive", target=target, outcome=f"redriven {done}")
+            return done
         assert letter_id is not None
-        return 1 if await queue.redrive(letter_id) else 0
+        try:
+            done = 1 if await queue.redrive(letter_id) else 0
+        except DeadLetterNotFound:
+            await audit(store, "dlq:redrive", target=letter_id, outcome="not found")
+            raise
+        outcome = "redriven" if done else "unchanged"
+        await audit(store, "dlq:redrive", target=letter_id, outcome=outcome)
+        return done
 
     done = await with_store(store_url, body)
     if letter_id and not done:
@@ -90,7 +101,14 @@ async def discard(store_url: str | None, letter_id: str) -> None:
     """Give up on a parked letter; it stays in the store, marked discarded."""
 
     async def body(store: EventStore) -> bool:
-        return await DeadLetterQueue(store).discard(letter_id)
+        try:
+            done = await DeadLetterQueue(store).discard(letter_id)
+        except DeadLetterNotFound:
+            await audit(store, "dlq:discard", target=letter_id, outcome="not found")
+            raise
+        outcome = "discarded" if done else "unchanged"
+        await audit(store, "dlq:discard", target=letter_id, outcome=outcome)
+        return done
 
     if not await with_store(store_url, body):
         fail(f"dead letter {letter_id} is not parked (already redriven, discarded or resolved)")
