@@ -5,14 +5,14 @@ Merged into the ingress's document by :func:`add_read_api` when an App serves th
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Final
 
 from contexten.api.v1 import DEFAULT_LIMIT, MAX_LIMIT
 from contexten.bus.dead_letters import DeadLetterStatus
+from contexten.ingress.openapi import protected_operation
 from contexten.workflows.history import WorkflowStatus
 
-__all__ = ["READ_API_SCHEMAS", "add_read_api", "read_api_paths"]
+__all__ = ["read_api_paths"]
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 _OBJ: Final = {"type": "object"}
@@ -57,27 +57,6 @@ _PAGE: Final = {
     "properties": {"items": {"type": "array", "items": _OBJ}, "next_cursor": _STRING_OR_NULL},
 }
 
-READ_API_SCHEMAS: Final[dict[str, Any]] = {
-    "Page": _PAGE,
-    "Workflow": {
-        "type": "object",
-        "required": ["workflow_id", "name", "status"],
-        "properties": {
-            "workflow_id": {"type": "string"},
-            "name": {"type": "string"},
-            "key": {"type": ["string", "null"]},
-            "version": {"type": ["string", "null"]},
-            "status": {"enum": [s.value for s in WorkflowStatus]},
-            "current_step": _STRING_OR_NULL,
-            "state": _STRING_OR_NULL,
-            "created_at": _STRING_OR_NULL,
-            "updated_at": _STRING_OR_NULL,
-            "ended_at": _STRING_OR_NULL,
-        },
-    },
-    "Accepted": {"type": "object"},
-}
-
 
 def _op(
     operation_id: str,
@@ -88,6 +67,7 @@ def _op(
     *,
     not_found: bool = False,
     conflict: bool = False,
+    role: str = "viewer",
 ) -> dict[str, Any]:
     code, description, schema = ok
     responses: dict[str, Any] = {
@@ -99,20 +79,23 @@ def _op(
         responses["404"] = _json("No such id.", _ERROR)
     if conflict:
         responses["409"] = _json("Not in a state that allows it (nothing changed).", _ERROR)
-    return {
-        "operationId": operation_id,
-        "summary": summary,
-        "tags": [tag],
-        "parameters": parameters,
-        "responses": responses,
-    }
+    return protected_operation(
+        {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": [tag],
+            "parameters": parameters,
+            "responses": responses,
+        },
+        role,
+    )
 
 
 def read_api_paths() -> dict[str, Any]:
     """The ``/api/v1`` read-model paths (a fresh dict each call)."""
     wf_statuses = [s.value for s in WorkflowStatus]
     dl_statuses = [*(s.value for s in DeadLetterStatus), "all"]
-    page = ("200", "One page.", {"$ref": "#/components/schemas/Page"})
+    page = ("200", "One page.", _PAGE)
     accepted = ("202", "Requested.", _OBJ)
     subscription = _q("subscription", "Only this subscription's letters.", {"type": "string"})
     return {
@@ -151,6 +134,7 @@ def read_api_paths() -> dict[str, Any]:
                 accepted,
                 not_found=True,
                 conflict=True,
+                role="operator",
             )
         },
         "/api/v1/workflows/{id}/redrive": {
@@ -162,6 +146,7 @@ def read_api_paths() -> dict[str, Any]:
                 accepted,
                 not_found=True,
                 conflict=True,
+                role="operator",
             )
         },
         "/api/v1/dead-letters": {
@@ -194,6 +179,7 @@ def read_api_paths() -> dict[str, Any]:
                 "dead letters",
                 [subscription],
                 ("200", "How many matched and were redriven.", _OBJ),
+                role="operator",
             )
         },
         "/api/v1/dead-letters/discard": {
@@ -203,6 +189,7 @@ def read_api_paths() -> dict[str, Any]:
                 "dead letters",
                 [subscription],
                 ("200", "How many matched and were discarded.", _OBJ),
+                role="operator",
             )
         },
         "/api/v1/dead-letters/{id}": {
@@ -224,6 +211,7 @@ def read_api_paths() -> dict[str, Any]:
                 ("200", "Redriven.", _OBJ),
                 not_found=True,
                 conflict=True,
+                role="operator",
             )
         },
         "/api/v1/dead-letters/{id}/discard": {
@@ -235,6 +223,7 @@ def read_api_paths() -> dict[str, Any]:
                 ("200", "Discarded.", _OBJ),
                 not_found=True,
                 conflict=True,
+                role="operator",
             )
         },
         "/api/v1/work-items": {
@@ -283,12 +272,3 @@ def read_api_paths() -> dict[str, Any]:
             )
         },
     }
-
-
-def add_read_api(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` with the read-model paths and schemas added (in place; returned)."""
-    spec["paths"].update(read_api_paths())
-    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    for name, schema in READ_API_SCHEMAS.items():
-        schemas.setdefault(name, copy.deepcopy(schema))
-    return spec

@@ -117,6 +117,7 @@ class _Ingress:
         self.metrics = metrics
         self.readiness = readiness or self._store_readiness
         self.stream_for = stream_for
+        self.api_paths: dict[str, Any] = {}
         self.pending_commits = 0
         """Webhook requests waiting on ``store.commit`` now (what load shedding bounds)."""
 
@@ -246,7 +247,7 @@ class _Ingress:
 
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 description of this app's HTTP API."""
-        return JSONResponse(openapi_spec())
+        return JSONResponse(openapi_spec(self.api_paths))
 
 
 def readyz_action(scope: Scope) -> str | None:
@@ -265,6 +266,7 @@ def create_ingress_app(
     manage_store: bool = False,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    api_paths: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """Build the ingress ASGI app over ``store``.
 
@@ -284,6 +286,8 @@ def create_ingress_app(
         on_startup: awaited in order when the server starts, after the store is opened (an
             App passes its ``start``, so serving the ingress also runs the dispatcher).
         on_shutdown: awaited in order when the server stops, before the store is closed.
+        api_paths: the OpenAPI description of ``extra_routes`` that belong in
+            ``/openapi.json`` (the read-model API).
 
     Returns:
         The Starlette application; ``app.state.metrics``, ``app.state.config`` and
@@ -296,6 +300,7 @@ def create_ingress_app(
     config = config if config is not None else IngressConfig.from_env()
     metrics = metrics if metrics is not None else Metrics()
     ingress = _Ingress(store, config, metrics, readiness, stream_for)
+    ingress.api_paths = dict(api_paths or {})
     api = EventsAPI(store)
     rules: list[tuple[BaseRoute, RouteAction]] = [
         *(
