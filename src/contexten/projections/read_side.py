@@ -125,6 +125,8 @@ def info_from_row(row: dict[str, Any]) -> WorkflowInfo:
         state=row["state"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        run=int(row["run"] or 1),
+        blocked_reason=row["blocked_reason"],
     )
 
 
@@ -190,6 +192,25 @@ class ReadSide:
         await self._ready("workflows")
         row = await self.projections.get("workflows", workflow_id)
         return _wf.row_to_dict(row) if row else None
+
+    async def open_workflow_infos(self) -> list[WorkflowInfo]:
+        """Every instance that has not ended, as :class:`WorkflowInfo` (no history)."""
+        await self._ready("workflows")
+        infos: list[WorkflowInfo] = []
+        for status in _wf.ACTIVE_STATUSES:
+            after: list[Any] | None = None
+            while True:
+                rows = await self.projections.query(
+                    "workflows",
+                    Query(
+                        where={"status": status}, order=("workflow_id",), after=after, limit=5000
+                    ),
+                )
+                infos.extend(info_from_row(r) for r in rows)
+                if len(rows) < 5000:
+                    break
+                after = [rows[-1]["workflow_id"]]
+        return infos
 
     async def unfinished_workflow_ids(self) -> list[str]:
         """Ids of every instance that has not ended (what the engine resumes at start)."""

@@ -50,6 +50,8 @@ WORKFLOWS: Final = Table(
         "updated_at": "time",
         "ended_at": "time",
         "stream_version": "int",
+        "run": "int",
+        "blocked_reason": "text",
         "fold": "json",
     },
     key=("workflow_id",),
@@ -94,6 +96,9 @@ def _dump(state: WorkflowState) -> dict[str, Any]:
         "parked": state.parked,
         "error": state.error,
         "created_at": state.created_at.isoformat() if state.created_at else None,
+        "run": state.run,
+        "blocked_reason": state.blocked_reason,
+        "blocked_from": state.blocked_from.value if state.blocked_from else None,
         "ops": {
             str(seq): [op.kind, op.name, op.done, op.ok]
             for seq, op in _compact_ops(state.ops).items()
@@ -113,6 +118,10 @@ def _load(fold: dict[str, Any], workflow_id: str) -> WorkflowState:
     state.sm_state = fold["sm_state"]
     state.parked = fold["parked"]
     state.error = fold["error"]
+    state.run = int(fold.get("run") or 1)
+    state.blocked_reason = fold.get("blocked_reason")
+    blocked_from = fold.get("blocked_from")
+    state.blocked_from = WorkflowStatus(blocked_from) if blocked_from else None
     created = fold.get("created_at")
     state.created_at = datetime.fromisoformat(created) if created else None
     for seq, (kind, name, done, ok) in fold["ops"].items():
@@ -205,6 +214,8 @@ class WorkflowsProjection(Projection):
                     "updated_at": last.recorded_at,
                     "ended_at": entry.ended_at,
                     "stream_version": last.version,
+                    "run": state.run,
+                    "blocked_reason": state.blocked_reason,
                     "fold": _dump(state),
                 },
             )
