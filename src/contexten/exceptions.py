@@ -59,6 +59,9 @@ The tree::
     │   └── WorkflowFailedError     ``handle.result()``: the instance ended without completing
     ├── DeadLetterError
     │   └── DeadLetterNotFound
+    ├── ProjectionError
+    │   ├── ProjectionNotFound      no projection is registered under that name
+    │   └── ProjectionConflict      a projection's checkpoint moved under a batch (retry)
     └── SecurityError
         └── TokenNotFound           no API token has that id
 """
@@ -98,6 +101,9 @@ __all__ = [
     "PlatformNotFound",
     "PlatformRequestError",
     "PlatformUnavailable",
+    "ProjectionConflict",
+    "ProjectionError",
+    "ProjectionNotFound",
     "RateLimited",
     "SSRFBlocked",
     "SchemaVersionError",
@@ -381,6 +387,19 @@ class DeadLetterError(ContextenError):
 
 class DeadLetterNotFound(DeadLetterError):
     """No dead letter has that id."""
+
+
+class ProjectionError(ContextenError):
+    """Base of read-model (projection) errors."""
+
+
+class ProjectionNotFound(ProjectionError):
+    """No projection is registered under that name."""
+
+
+class ProjectionConflict(ProjectionError):
+    """A batch's checkpoint compare-and-swap failed: another runner (or a rebuild) moved the
+    projection on. Nothing of the batch was written; the runner reads the checkpoint again."""
 
 
 class AgentError(ContextenError):

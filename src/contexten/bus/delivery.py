@@ -25,6 +25,7 @@ from contexten.bus.watchdog import Watchdog, WorkerSlot
 from contexten.clock import Clock
 from contexten.events.envelope import Event
 from contexten.exceptions import HandlerCancelled, HandlerTimeout, LeaseLost, StoreError
+from contexten.observability import tracing
 from contexten.observability.logging import bind_event, event_fields, get_logger, reset_event
 from contexten.store.base import EventStore, LeaseCheckpoint
 
@@ -227,7 +228,8 @@ class Deliverer:
                 watchdog.begin(slot)
             started = time.perf_counter()
             try:
-                await sub.handler(event, ctx)
+                with tracing.process_span(sub.name, event, ctx.attempt):
+                    await sub.handler(event, ctx)
             finally:
                 self.stats.durations.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
