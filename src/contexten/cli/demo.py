@@ -92,7 +92,14 @@ class DemoResult:
     app_url: str
     sandbox_url: str
     store_url: str
+    token: str = field(default="", repr=False)
+    """The session's admin token (API and dashboard); it lives only as long as the demo."""
     outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The URL that opens the dashboard, logged in (the token becomes a cookie)."""
+        return f"{self.app_url}/?token={self.token}"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -127,12 +134,13 @@ def bot_identity(sandbox: Sandbox) -> BotIdentity:
     )
 
 
-def _ingress_config(shared: dict[str, str]) -> IngressConfig:
+def _ingress_config(shared: dict[str, str], admin_token: str) -> IngressConfig:
     return IngressConfig(
         github_secrets=(shared["github"].encode(),),
         linear_secrets=(shared["linear"].encode(),),
         slack_secrets=(shared["slack"].encode(),),
         codegen_secrets=(shared["codegen"].encode(),),
+        admin_token=admin_token,
     )
 
 
@@ -213,9 +221,19 @@ class DemoSession:
         )
         app = self.app = self._load_app()
         app.use_agents(sandbox.clients(base_url=sandbox_url), bot=bot_identity(sandbox))
-        result = DemoResult(app_url, sandbox_url, self.store_url)
+        # Imported here: the dashboard reuses the CLI timeline's wording (contexten.cli._timeline),
+        # so importing it with the CLI package would be circular.
+        from contexten.dashboard import dashboard_routes
+
+        token = secrets.token_urlsafe(32)
+        result = DemoResult(app_url, sandbox_url, self.store_url, token=token)
         server = IngressServer(
-            app, host=host, port=0, config=_ingress_config(shared), graceful_timeout=5
+            app,
+            host=host,
+            port=0,
+            config=_ingress_config(shared, token),
+            graceful_timeout=5,
+            extra_routes=dashboard_routes(app),
         )
         sandbox_server = _SandboxServer(
             uvicorn.Config(
@@ -290,6 +308,7 @@ class DemoSession:
             f"[bold]Contexten demo[/]: the dev-team app on {result.app_url}, the sandbox "
             f"(GitHub, Linear, Slack, Codegen) on {result.sandbox_url}\n"
             f"events are stored in {result.store_url}\n"
+            f"[bold]Dashboard[/] (logs you in): {result.dashboard_url}\n"
         )
 
     def _summary(self, result: DemoResult) -> None:
@@ -324,8 +343,9 @@ class DemoSession:
         app, box = result.app_url, result.sandbox_url
         self.console.rule("[bold]Still running: poke it")
         self.console.print(
+            f"  open {result.dashboard_url}\n"
             f"  curl -s {app}/readyz\n"
-            f"  curl -s '{app}/api/v1/events?limit=5'\n"
+            f"  curl -s -H 'Authorization: Bearer {result.token}' '{app}/api/v1/events?limit=5'\n"
             f"  contexten events list --store {store}\n"
             f"  contexten workflows list --store {store}\n"
             f"  contexten workflows show implement-issue:ENG-1 --store {store}\n"
@@ -335,7 +355,8 @@ class DemoSession:
             f"  curl -s -X POST {box}/_sandbox/linear/issues/<id from above> "
             "-H 'content-type: application/json' -d '{\"add_labels\": [\"agent\"]}'\n"
             "  # it stops at the Slack approval; the message's ts is in the newest of\n"
-            f"  curl -s '{app}/api/v1/events?type=contexten.action.slack.request_approval'\n"
+            f"  curl -s -H 'Authorization: Bearer {result.token}' "
+            f"'{app}/api/v1/events?type=contexten.action.slack.request_approval'\n"
             "  # press Approve as Ada:\n"
             f"  curl -s -X POST {box}/_sandbox/slack/press -H 'content-type: application/json'"
             f' -d \'{{"channel": "C0ENG", "ts": "<ts>", "action_id": "{APPROVE_ACTION_ID}"}}\'\n'
