@@ -132,7 +132,7 @@ async def serve_dashboard(tmp_path: Path, **route_options: Any) -> AsyncIterator
 async def wait_until(predicate: Any, timeout: float = HANG_GUARD) -> None:
     """Poll an async predicate until it is true (a hang guard, not a timing assertion)."""
     async with asyncio.timeout(timeout):
-        while not await predicate():
+        while not await predicate():  # noqa: ASYNC110 - polling the store, nothing to await
             await asyncio.sleep(0.02)
 
 

@@ -338,7 +338,17 @@ class DashboardData:
         return self.machines.get(name)
 
     async def cancel_workflow(self, workflow_id: str, reason: str) -> bool:
-        """Ask for an instance to be cancelled (False: it had already ended)."""
+        """Cancel an instance (False: it had already ended).
+
+        Through the host's engine when it has one (``App.cancel_workflow``: a state machine
+        is only ended by its engine), else by a request in the instance's stream.
+        """
+        cancel = getattr(self.host, "cancel_workflow", None)
+        if cancel is not None:
+            try:
+                return bool(await cancel(workflow_id))
+            except WorkflowNotFound:
+                return False
         return await admin.request_cancel(self.store, workflow_id, reason)
 
     async def redrive_workflow(self, workflow_id: str) -> bool:

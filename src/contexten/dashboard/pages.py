@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from markupsafe import Markup
 from starlette.datastructures import FormData
@@ -44,6 +44,7 @@ _MAX_PARAM: Final = 200
 _PAGE_SIZE: Final = 25
 _EVENTS_PAGE: Final = 50
 _MAX_SELECTED: Final = 1_000
+_MAX_FORM: Final = 256 * 1024
 
 
 class _BadRequest(Exception):
@@ -101,6 +102,11 @@ class Pages:
         """A page (GET) that needs ``action``."""
 
         async def endpoint(request: Request) -> Response:
+            token = request.query_params.get("token")
+            if token:  # a login URL (``contexten serve`` prints one): log in, drop the token
+                rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+                target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+                return await self._log_in(request, token, target)
             visitor = await self._visitor(request)
             if isinstance(visitor, Response):
                 return visitor
@@ -132,7 +138,10 @@ class Pages:
                 return visitor
             if visitor.principal is None:
                 return self._status(401, "log in first")
-            form = await request.form(max_files=0, max_fields=_MAX_SELECTED + 20)
+            try:
+                form = await _read_form(request, _MAX_SELECTED + 20)
+            except _BadRequest as e:
+                return self._error(visitor, 400, str(e))
             request.state.form = form
             if visitor.by_cookie and not csrf_valid(visitor.token or "", _field(form, CSRF_FIELD)):
                 await self.gate.audit(
@@ -188,7 +197,10 @@ class Pages:
 
     async def login(self, request: Request) -> Response:
         """Check the token typed into the form; set the session cookie."""
-        form = await request.form(max_files=0, max_fields=5)
+        try:
+            form = await _read_form(request, 5)
+        except _BadRequest as e:
+            return self._login_failed(str(e), 400)
         return await self._log_in(request, _field(form, "token") or "", _field(form, "next"))
 
     async def _log_in(self, request: Request, token: str, next_url: str | None) -> Response:
@@ -224,7 +236,10 @@ class Pages:
         visitor = await self._visitor(request)
         if isinstance(visitor, Response):
             return visitor
-        form = await request.form(max_files=0, max_fields=5)
+        try:
+            form = await _read_form(request, 5)
+        except _BadRequest as e:
+            return self._status(400, str(e))
         if visitor.by_cookie and not csrf_valid(visitor.token or "", _field(form, CSRF_FIELD)):
             return self._status(403, "missing or wrong CSRF token")
         response = RedirectResponse("/login", 303, SECURITY_HEADERS)
@@ -235,8 +250,6 @@ class Pages:
 
     async def overview(self, request: Request, visitor: Visitor) -> Response:
         """Health of every part, dead letters, workflows by status, events per minute."""
-        if request.query_params.get("token"):  # the printed login URL lands here
-            return await self._log_in(request, request.query_params["token"], "/")
         health = await self.data.health()
         per_minute = await self.data.events_per_minute()
         return self._render(
@@ -510,6 +523,28 @@ class Pages:
         return RedirectResponse(
             f"{back}{sep}done={verb}:{changed_count}/{len(ids)}", 303, SECURITY_HEADERS
         )
+
+
+async def _read_form(request: Request, max_fields: int) -> FormData:
+    """The request's URL-encoded form (the only kind the pages send), read under a cap.
+
+    Raises:
+        _BadRequest: another content type, a body over :data:`_MAX_FORM` bytes, or more
+            than ``max_fields`` fields.
+    """
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        raise _BadRequest("send the form URL-encoded")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM:
+            raise _BadRequest("the form is too large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
+    except (UnicodeDecodeError, ValueError):
+        raise _BadRequest("the form is malformed or has too many fields") from None
+    return FormData(pairs)
 
 
 def _field(form: FormData, name: str) -> str | None:
