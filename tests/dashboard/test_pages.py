@@ -267,6 +267,8 @@ async def test_redrive_from_the_page_confirms_acts_and_is_audited(tmp_path: Path
             assert again.headers["location"] == "/dead-letters?done=redrive:0/1"
             page = await operator.get(f"/dead-letters/{letter_id}")
             assert "dlq.redrive" in page.text  # the action shows on the letter's page
+            item = await operator.get("/work-items/ENG-1")
+            assert "contexten.audit.dlq.redrive" in item.text  # and in the work item's timeline
         acted = [e for e in await audit_events(served) if e.type == "contexten.audit.dlq.redrive"]
         assert [(e.subject, e.data["outcome"]) for e in acted] == [
             (letter_id, "done"),

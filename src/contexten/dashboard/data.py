@@ -362,7 +362,8 @@ class DashboardData:
 
         Looks at the newest :data:`WORK_ITEM_SCAN` log entries for events carrying the id
         (webhooks from every platform, our own actions, workflow outcomes, dead letters),
-        then adds the whole history of every workflow instance among them.
+        then adds the whole history of every workflow instance among them, and the audit
+        events of what people did to those workflows and dead letters.
         """
         item = WorkItem(key)
         seen: dict[int, RecordedEvent] = {}
@@ -385,6 +386,10 @@ class DashboardData:
                 break
         else:
             item.complete = False
+        letters = {r.stream[len(DEAD_LETTER_STREAM_PREFIX) :] for r in seen.values()
+                   if r.stream.startswith(DEAD_LETTER_STREAM_PREFIX)}  # fmt: skip
+        for rec in await self._audit_records(workflow_ids | letters):
+            seen[rec.position] = rec  # what people did about it, from the dashboard or CLI
         for wid in sorted(workflow_ids):
             records = await self.store.read_stream(WORKFLOW_STREAM_PREFIX + wid)
             for rec in records:
@@ -396,17 +401,23 @@ class DashboardData:
 
     # -- audit -------------------------------------------------------------------------
 
-    async def audit_for(self, target: str, *, days: int = 7, limit: int = 50) -> list[Event]:
-        """The audit events about ``target`` (a workflow or dead-letter id) of the last
-        ``days`` days that have any, newest last."""
+    async def audit_for(self, target: str, *, limit: int = 50) -> list[Event]:
+        """The audit events about ``target`` (a workflow or dead-letter id), newest last."""
+        return [r.event for r in await self._audit_records({target})][-limit:]
+
+    async def _audit_records(self, targets: set[str], days: int = 7) -> list[RecordedEvent]:
+        """Audit events about any of ``targets`` among the newest :data:`AUDIT_SCAN` of each
+        of the last ``days`` days that have any."""
+        if not targets:
+            return []
         streams = await self.store.list_streams(AUDIT_STREAM_PREFIX, limit=100_000)
-        found: list[Event] = []
+        found: list[RecordedEvent] = []
         for info in streams[-days:]:
             start = max(1, info.version - AUDIT_SCAN + 1)
             for rec in await self.store.read_stream(info.stream, from_version=start):
-                if rec.event.subject == target:
-                    found.append(rec.event)
-        return found[-limit:]
+                if rec.event.subject in targets:
+                    found.append(rec)
+        return found
 
     # -- dead letters ------------------------------------------------------------------
 
