@@ -60,7 +60,7 @@ def dashboard_routes(
     host: DashboardHost,
     *,
     machines: Mapping[str, StateMachine] | None = None,
-    stream_seconds: float = 25.0,
+    stream_seconds: float = 15.0,
     throttle: FailureThrottle | None = None,
 ) -> list[tuple[BaseRoute, RouteAction]]:
     """The dashboard's routes over ``host`` (an :class:`~contexten.App`), each with the rule
@@ -69,13 +69,15 @@ def dashboard_routes(
     Args:
         host: the application shown.
         machines: its state machines by name (default: the App's, when it has them).
-        stream_seconds: how long one live-stream connection lasts (the browser reconnects).
+        stream_seconds: how long one live-stream connection lasts (the browser reconnects
+            with ``Last-Event-ID`` and misses nothing); it also bounds how long an open page
+            delays a graceful shutdown.
         throttle: counts failed logins per client (default: 10 a minute).
     """
+    engine: Any = getattr(host, "workflows", None)
     if machines is None:
-        engine: Any = getattr(host, "workflows", None)
         machines = dict(getattr(engine, "machines", None) or {})
-    data = DashboardData(host, machines)
+    data = DashboardData(host, machines, list(getattr(engine, "definitions", None) or ()))
     gate = Gate(lambda: host.store, _registry, throttle or FailureThrottle(_LOGIN_FAILURES, 60.0))
     pages = Pages(data, gate, Renderer(), stream_seconds=stream_seconds)
     p, a = pages.page, pages.action

@@ -165,13 +165,18 @@ class DashboardData:
     Args:
         host: the application (its store and its health).
         machines: the state machines by name (for their diagrams).
+        names: the registered workflows' names (for the list's filter).
     """
 
     def __init__(
-        self, host: DashboardHost, machines: Mapping[str, StateMachine] | None = None
+        self,
+        host: DashboardHost,
+        machines: Mapping[str, StateMachine] | None = None,
+        names: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.machines: Mapping[str, StateMachine] = machines or {}
+        self.names = sorted(set(names) | set(self.machines))
 
     @property
     def store(self) -> EventStore:
@@ -316,9 +321,9 @@ class DashboardData:
         start = (page - 1) * size
         return Page(rows[start : start + size], page, size, len(rows))
 
-    async def workflow_names(self) -> list[str]:
-        """The names of the registered workflows and state machines, and of stored ones."""
-        return sorted(set(self.machines) | {w.name for w in await self._all_workflows()})
+    def workflow_names(self) -> list[str]:
+        """The names of the registered workflows and state machines."""
+        return self.names
 
     async def workflow(self, workflow_id: str) -> admin.WorkflowInfo | None:
         """One instance with its history, or None."""

@@ -23,7 +23,7 @@ _BOX_H: Final = 36
 _GAP_X: Final = 40
 _GAP_Y: Final = 78
 _MARGIN: Final = 24
-_MAX_LABEL: Final = 34
+_MAX_LABEL: Final = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +138,7 @@ def _edge_svg(e: _Edge, centre: dict[str, tuple[float, float]]) -> str:
         path = f"M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {tx:.1f},{ty:.1f}"
         lx, ly = (sx + 2 * mx + tx) / 4, (sy + 2 * my + ty) / 4
     return (
-        f'<g class="edge"><path d="{path}" marker-end="url(#arrow)"/>'
+        f'<g class="edge"><title>{escape(e.label)}</title>'
+        f'<path d="{path}" marker-end="url(#arrow)"/>'
         f'<text x="{lx + 4:.1f}" y="{ly:.1f}">{label}</text></g>'
     )

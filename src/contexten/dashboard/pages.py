@@ -89,7 +89,7 @@ class Pages:
     """
 
     def __init__(
-        self, data: DashboardData, gate: Gate, renderer: Renderer, *, stream_seconds: float = 25.0
+        self, data: DashboardData, gate: Gate, renderer: Renderer, *, stream_seconds: float = 15.0
     ) -> None:
         self.data = data
         self.gate = gate
@@ -375,7 +375,7 @@ class Pages:
             page=page,
             params=params,
             statuses=[str(s) for s in WorkflowStatus],
-            names=await self.data.workflow_names(),
+            names=self.data.workflow_names(),
         )
 
     async def workflow(self, request: Request, visitor: Visitor) -> Response:
