@@ -74,8 +74,15 @@ def build_app(store_url: str, served: dict[str, Any]) -> App:
     async def explode(reason: str) -> None:
         raise ValueError(reason)
 
+    async def flaky(key: str) -> str:
+        if key not in healed:
+            raise ValueError(f"{key}: the agent is down")
+        return "ok"
+
     @app.workflow("ship")
     async def ship(wf: Workflow, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("flaky"):  # nothing to compensate before it: the instance ends failed
+            await wf.step(flaky, payload["key"], retry=RetryPolicy(maximum_attempts=1))
         branch = await wf.step(open_branch, payload["key"], compensate=close_branch)
         if payload.get("fail"):
             await wf.step(explode, "the agent gave up", retry=RetryPolicy(maximum_attempts=1))

@@ -331,6 +331,35 @@ async def test_cancel_a_workflow_from_its_page(tmp_path: Path) -> None:
             assert 'id="cancel-workflow"' not in page.text  # it has ended
 
 
+async def test_redrive_a_failed_workflow_from_its_page(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served:
+        app = served.app
+        await app.start_workflow("ship", {"key": "ENG-3", "flaky": True}, workflow_id="ship:ENG-3")
+
+        async def status_is(word: str) -> bool:
+            return str((await app.get_workflow("ship:ENG-3")).status) == word
+
+        await wait_until(lambda: status_is("failed"))
+        served.healed.add("ENG-3")
+        async with served.client("operator") as operator:
+            page = await operator.get("/workflows/ship:ENG-3")
+            assert 'id="redrive-workflow"' in page.text
+            assert "ENG-3: the agent is down" in page.text
+            csrf = await csrf_of(operator, "/workflows/ship:ENG-3")
+            answer = await operator.post("/workflows/ship:ENG-3/redrive", data={"csrf_token": csrf})
+            assert answer.headers["location"].endswith("?done=redrive-requested")
+            await wait_until(lambda: status_is("completed"))
+            again = await operator.post("/workflows/ship:ENG-3/redrive", data={"csrf_token": csrf})
+            assert again.headers["location"].endswith("?done=redrive-unchanged")
+        acted = [
+            e for e in await audit_events(served) if e.type == "contexten.audit.workflows.redrive"
+        ]
+        assert [(e.subject, e.data["outcome"]) for e in acted] == [
+            ("ship:ENG-3", "done"),
+            ("ship:ENG-3", "unchanged"),
+        ]
+
+
 async def test_workflow_pages_show_the_timeline_the_error_and_the_diagram(
     tmp_path: Path,
 ) -> None:

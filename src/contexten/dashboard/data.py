@@ -286,6 +286,10 @@ class DashboardData:
     # -- workflows ---------------------------------------------------------------------
 
     async def _all_workflows(self) -> list[admin.WorkflowInfo]:
+        listing = getattr(self.host, "list_workflows", None)  # App: its read model, once any
+        if listing is not None:
+            infos: list[admin.WorkflowInfo] = await listing()
+            return infos
         return await admin.list_workflows(self.store, limit=_LIST_LIMIT)
 
     async def workflows(
