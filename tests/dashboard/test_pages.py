@@ -88,6 +88,18 @@ async def test_every_page_as_every_role_and_anonymous(tmp_path: Path) -> None:
             assert (await viewer.get("/events?type=a..b")).status_code == 400
 
 
+async def test_the_overview_counts_and_charts(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served:
+        await populate(served)
+        async with served.client("viewer") as viewer:
+            text = (await viewer.get("/")).text
+        assert re.search(r'id="open-letters"><b>1</b> open', text)
+        assert re.search(r'status=completed">completed</a> <b>1</b>', text)
+        assert re.search(r'status=compensated">compensated</a> <b>1</b>', text)
+        assert "1 in the last hour" in text  # the parked poison pill
+        assert "poison-handler" in text  # its subscription's health row
+
+
 async def test_a_bearer_header_works_and_a_bad_cookie_is_anonymous(tmp_path: Path) -> None:
     async with serve_dashboard(tmp_path) as served:
         headers = {"authorization": f"Bearer {served.tokens['viewer']}"}

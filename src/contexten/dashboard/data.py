@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 
 from contexten.bus.dead_letters import (
     DEAD_LETTER_STREAM_PREFIX,
+    PARKED,
     DeadLetter,
     DeadLetterQueue,
     DeadLetterStatus,
@@ -208,19 +209,23 @@ class DashboardData:
         counts = Counter(str(letter.status) for letter in letters)
         return {str(s): counts.get(str(s), 0) for s in DeadLetterStatus}
 
-    async def events_per_minute(self, minutes: int = 60) -> list[int]:
-        """Events recorded in each of the last ``minutes`` minutes, oldest first (bounded)."""
-        buckets = [0] * minutes
+    async def per_minute(self, minutes: int = 60) -> tuple[list[int], list[int]]:
+        """Events recorded, and handler failures parked as dead letters, in each of the last
+        ``minutes`` minutes before the newest event, oldest first (from the newest
+        :data:`SCAN_BUDGET` events at most)."""
+        events, errors = [0] * minutes, [0] * minutes
         recent = await self.store.read_all_backwards(limit=SCAN_BUDGET)
         if not recent:
-            return buckets
+            return events, errors
         newest = recent[0].recorded_at
         for rec in recent:
             age = int((newest - rec.recorded_at).total_seconds() // 60)
             if age >= minutes:
                 break
-            buckets[minutes - 1 - age] += 1
-        return buckets
+            events[minutes - 1 - age] += 1
+            if rec.event.type == PARKED:
+                errors[minutes - 1 - age] += 1
+        return events, errors
 
     # -- events ------------------------------------------------------------------------
 

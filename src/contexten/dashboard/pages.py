@@ -251,7 +251,7 @@ class Pages:
     async def overview(self, request: Request, visitor: Visitor) -> Response:
         """Health of every part, dead letters, workflows by status, events per minute."""
         health = await self.data.health()
-        per_minute = await self.data.events_per_minute()
+        per_minute, errors = await self.data.per_minute()
         return self._render(
             "overview.html",
             visitor,
@@ -260,6 +260,8 @@ class Pages:
             letters=await self.data.dead_letter_counts(),
             per_minute=per_minute,
             peak=max(per_minute) or 1,
+            errors=errors,
+            error_peak=max(errors) or 1,
         )
 
     # -- events --------------------------------------------------------------------------
