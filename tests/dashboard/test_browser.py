@@ -159,6 +159,20 @@ async def test_every_page_renders_in_chromium_without_errors(
         assert w.dialogs == []
 
 
+async def test_pages_read_without_javascript(browser: Any, tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served:
+        ids = await populate(served)
+        w = await open_as(browser, served, "operator", java_script_enabled=False)
+        page = w.page
+        await page.goto(f"{served.url}/events")
+        assert await page.locator("tr.event-row").count() > 0
+        await page.goto(f"{served.url}/workflows/ship:ENG-2")
+        assert await page.locator("#wf-status").inner_text() == "compensated"
+        await page.goto(f"{served.url}/dead-letters/{ids['letter']}")
+        await page.click("#redrive-one")  # plain forms: the confirmation works too
+        await page.locator("#confirm").wait_for()
+
+
 async def test_a_new_event_appears_live_without_a_reload(browser: Any, tmp_path: Path) -> None:
     async with serve_dashboard(tmp_path) as served:
         w = await open_as(browser, served, "viewer")

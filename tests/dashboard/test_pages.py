@@ -100,6 +100,24 @@ async def test_the_overview_counts_and_charts(tmp_path: Path) -> None:
         assert "poison-handler" in text  # its subscription's health row
 
 
+async def test_failed_logins_are_throttled_and_foreign_hosts_refused(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served:
+        async with served.client() as client:
+            statuses = [
+                (await client.post("/login", data={"token": f"ctx_wrong_{n}"})).status_code
+                for n in range(11)
+            ]
+            assert statuses[:10] == [401] * 10
+            assert statuses[10] == 429
+            good = await client.post("/login", data={"token": served.tokens["viewer"]})
+            assert good.status_code == 429  # even a good token waits out the window
+            assert int(good.headers["retry-after"]) > 0
+        async with served.client("viewer", headers={"host": "evil.example"}) as rebinding:
+            assert (await rebinding.get("/")).status_code == 400
+        throttled = [e for e in await audit_events(served) if e.type.endswith("auth.throttled")]
+        assert throttled
+
+
 async def test_a_bearer_header_works_and_a_bad_cookie_is_anonymous(tmp_path: Path) -> None:
     async with serve_dashboard(tmp_path) as served:
         headers = {"authorization": f"Bearer {served.tokens['viewer']}"}
