@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -45,9 +45,12 @@ __all__ = [
     "CSRF_FIELD",
     "SESSION_COOKIE",
     "Authenticator",
+    "Gate",
     "Visitor",
+    "client_of",
     "csrf_token",
     "csrf_valid",
+    "presented_token",
 ]
 
 SESSION_COOKIE: Final = "contexten_session"
@@ -203,6 +206,3 @@ class Gate:
             )
         except Exception as e:
             _log.error("audit event not recorded", audit_type=event_type, error=type(e).__name__)
-
-
-Handler = Callable[[Request, Visitor], Awaitable[object]]

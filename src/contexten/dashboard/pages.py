@@ -9,15 +9,13 @@ the form's CSRF token and is recorded as an audit event with its outcome.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
@@ -30,7 +28,17 @@ from contexten.dashboard.access import (
 )
 from contexten.dashboard.data import DashboardData, EventFilter
 from contexten.dashboard.diagram import state_machine_svg
-from contexten.dashboard.render import SECURITY_HEADERS, Renderer
+from contexten.dashboard.forms import (
+    MAX_PARAM,
+    BadRequest,
+    field,
+    int_param,
+    param,
+    read_form,
+    safe_next,
+)
+from contexten.dashboard.live import event_stream
+from contexten.dashboard.render import SECURITY_HEADERS, Renderer, history_rows
 from contexten.exceptions import InvalidPattern, StoreError
 from contexten.observability.logging import get_logger
 from contexten.workflows.history import WorkflowStatus
@@ -40,41 +48,9 @@ __all__ = ["Pages"]
 Handler = Callable[[Request, Visitor], Awaitable[Response]]
 
 _log = get_logger("contexten.dashboard")
-_MAX_PARAM: Final = 200
 _PAGE_SIZE: Final = 25
 _EVENTS_PAGE: Final = 50
 _MAX_SELECTED: Final = 1_000
-_MAX_FORM: Final = 256 * 1024
-
-
-class _BadRequest(Exception):
-    pass
-
-
-def _param(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name, "").strip()
-    if len(value) > _MAX_PARAM:
-        raise _BadRequest(f"{name} is too long")
-    return value or None
-
-
-def _int(request: Request, name: str, default: int | None, low: int = 1) -> int | None:
-    raw = _param(request, name)
-    if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) < low:
-        raise _BadRequest(f"{name} must be a whole number of at least {low}")
-    return int(raw)
-
-
-def _safe_next(target: str | None) -> str:
-    """Where to go after logging in: a path on this site only (never another origin)."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/"
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or "\\" in target:
-        return "/"
-    return target
 
 
 class Pages:
@@ -120,7 +96,7 @@ class Pages:
                 return self._error(visitor, 403, f"Your role cannot do this ({action}).")
             try:
                 return await handler(request, visitor)
-            except _BadRequest as e:
+            except BadRequest as e:
                 return self._error(visitor, 400, str(e))
             except StoreError as e:
                 _log.error("dashboard: store failed", error=type(e).__name__)
@@ -139,11 +115,11 @@ class Pages:
             if visitor.principal is None:
                 return self._status(401, "log in first")
             try:
-                form = await _read_form(request, _MAX_SELECTED + 20)
-            except _BadRequest as e:
+                form = await read_form(request, _MAX_SELECTED + 20)
+            except BadRequest as e:
                 return self._error(visitor, 400, str(e))
             request.state.form = form
-            if visitor.by_cookie and not csrf_valid(visitor.token or "", _field(form, CSRF_FIELD)):
+            if visitor.by_cookie and not csrf_valid(visitor.token or "", field(form, CSRF_FIELD)):
                 await self.gate.audit(
                     request, "contexten.audit.auth.denied", visitor.principal, "403",
                     detail="missing or wrong CSRF token",
@@ -154,7 +130,7 @@ class Pages:
                 return self._error(visitor, 403, f"Your role cannot do this ({action}).")
             try:
                 return await handler(request, visitor)
-            except _BadRequest as e:
+            except BadRequest as e:
                 return self._error(visitor, 400, str(e))
             except StoreError as e:
                 _log.error("dashboard: store failed", error=type(e).__name__)
@@ -191,17 +167,17 @@ class Pages:
         visitor = Visitor(None)
         return self.renderer.html(
             "login.html",
-            {"visitor": visitor, "next": _safe_next(request.query_params.get("next")),
+            {"visitor": visitor, "next": safe_next(request.query_params.get("next")),
              "error": None},
         )  # fmt: skip
 
     async def login(self, request: Request) -> Response:
         """Check the token typed into the form; set the session cookie."""
         try:
-            form = await _read_form(request, 5)
-        except _BadRequest as e:
+            form = await read_form(request, 5)
+        except BadRequest as e:
             return self._login_failed(str(e), 400)
-        return await self._log_in(request, _field(form, "token") or "", _field(form, "next"))
+        return await self._log_in(request, field(form, "token") or "", field(form, "next"))
 
     async def _log_in(self, request: Request, token: str, next_url: str | None) -> Response:
         wait = self.gate.retry_after(request)
@@ -215,7 +191,7 @@ class Pages:
             return self._status(503, "credentials cannot be checked now")
         if principal is None:
             return self._login_failed("That token is not valid (or was revoked).", 401)
-        response = RedirectResponse(_safe_next(next_url), 303, SECURITY_HEADERS)
+        response = RedirectResponse(safe_next(next_url), 303, SECURITY_HEADERS)
         response.set_cookie(
             SESSION_COOKIE,
             token.strip(),
@@ -237,10 +213,10 @@ class Pages:
         if isinstance(visitor, Response):
             return visitor
         try:
-            form = await _read_form(request, 5)
-        except _BadRequest as e:
+            form = await read_form(request, 5)
+        except BadRequest as e:
             return self._status(400, str(e))
-        if visitor.by_cookie and not csrf_valid(visitor.token or "", _field(form, CSRF_FIELD)):
+        if visitor.by_cookie and not csrf_valid(visitor.token or "", field(form, CSRF_FIELD)):
             return self._status(403, "missing or wrong CSRF token")
         response = RedirectResponse("/login", 303, SECURITY_HEADERS)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
@@ -267,15 +243,15 @@ class Pages:
     # -- events --------------------------------------------------------------------------
 
     def _event_filter(self, request: Request) -> EventFilter:
-        since_minutes = _int(request, "since_minutes", None)
+        since_minutes = int_param(request, "since_minutes", None)
         since = None
         if since_minutes is not None:
             since = datetime.now(UTC) - timedelta(minutes=min(since_minutes, 10**7))
         return EventFilter(
-            type=_param(request, "type"),
-            source=_param(request, "source"),
-            correlation_id=_param(request, "correlation_id"),
-            subject=_param(request, "subject"),
+            type=param(request, "type"),
+            source=param(request, "source"),
+            correlation_id=param(request, "correlation_id"),
+            subject=param(request, "subject"),
             since=since,
         )
 
@@ -286,11 +262,11 @@ class Pages:
     async def events(self, request: Request, visitor: Visitor) -> Response:
         """The newest events, filtered, with a live stream of new ones on top."""
         filters = self._event_filter(request)
-        before = _int(request, "before", None)
+        before = int_param(request, "before", None)
         try:
             page = await self.data.events(filters, before=before, limit=_EVENTS_PAGE)
         except InvalidPattern as e:
-            raise _BadRequest(f"type: {e}") from None
+            raise BadRequest(f"type: {e}") from None
         return self._render(
             "events.html",
             visitor,
@@ -302,7 +278,7 @@ class Pages:
     async def event(self, request: Request, visitor: Visitor) -> Response:
         """One event: its envelope, its payload (secrets redacted), its causes and effects."""
         event_id = request.path_params["event_id"]
-        rec = await self.data.event(event_id) if len(event_id) <= _MAX_PARAM else None
+        rec = await self.data.event(event_id) if len(event_id) <= MAX_PARAM else None
         if rec is None:
             return self._error(visitor, 404, "No such event.")
         cause = await self.data.event(rec.event.causation_id) if rec.event.causation_id else None
@@ -320,50 +296,30 @@ class Pages:
         try:
             filters.predicate()
         except InvalidPattern as e:
-            raise _BadRequest(f"type: {e}") from None
+            raise BadRequest(f"type: {e}") from None
         last_id = request.headers.get("last-event-id") or request.query_params.get("after")
         if last_id is not None and last_id.isascii() and last_id.isdigit() and len(last_id) < 19:
             after = int(last_id)
         else:
             after = await self.data.head()
         return StreamingResponse(
-            self._sse(request, filters, after),
+            event_stream(request, self.data, self.renderer, filters, after, self.stream_seconds),
             media_type="text/event-stream",
             headers={**SECURITY_HEADERS, "x-accel-buffering": "no"},
         )
-
-    async def _sse(self, request: Request, filters: EventFilter, after: int) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        ends = loop.time() + self.stream_seconds
-        yield "retry: 1000\n\n"
-        while loop.time() < ends:
-            with contextlib.suppress(TimeoutError):
-                await self.data.store.wait_for_new(after, timeout=min(2.0, ends - loop.time()))
-            if await request.is_disconnected():
-                return
-            try:
-                found, after = await self.data.events_after(after, filters)
-            except StoreError:
-                return  # the browser reconnects (Last-Event-ID) and tries again
-            for rec in found:
-                row = self.renderer.fragment("_event_row.html", {"rec": rec, "fresh": True})
-                data = "".join(f"data: {line}\n" for line in row.splitlines() if line.strip())
-                yield f"id: {rec.position}\nevent: message\n{data}\n"
-            if not found:
-                yield f"id: {after}\n: keep-alive\n\n"
 
     # -- workflows -----------------------------------------------------------------------
 
     async def workflows(self, request: Request, visitor: Visitor) -> Response:
         """Instances with filters (status, name), search by id or key, paginated."""
-        status = _param(request, "status")
+        status = param(request, "status")
         if status is not None and status not in {str(s) for s in WorkflowStatus}:
-            raise _BadRequest(f"unknown status {status!r}")
+            raise BadRequest(f"unknown status {status!r}")
         page = await self.data.workflows(
             status=status,
-            name=_param(request, "name"),
-            search=_param(request, "q"),
-            page=_int(request, "page", 1) or 1,
+            name=param(request, "name"),
+            search=param(request, "q"),
+            page=int_param(request, "page", 1) or 1,
             size=_PAGE_SIZE,
         )
         params = {
@@ -383,7 +339,7 @@ class Pages:
     async def workflow(self, request: Request, visitor: Visitor) -> Response:
         """One instance: status, input, result, history timeline, diagram, actions."""
         workflow_id = request.path_params["workflow_id"]
-        info = await self.data.workflow(workflow_id) if len(workflow_id) <= _MAX_PARAM else None
+        info = await self.data.workflow(workflow_id) if len(workflow_id) <= MAX_PARAM else None
         if info is None:
             return self._error(visitor, 404, "No such workflow instance.")
         machine = self.data.machine(info.name) if info.kind == "state_machine" else None
@@ -392,7 +348,7 @@ class Pages:
             visitor,
             info=info,
             input=await self.data.workflow_input(workflow_id),
-            timeline=_timeline(info.history),
+            timeline=history_rows(info.history),
             # Markup: the diagram escapes every label itself (contexten.dashboard.diagram).
             diagram=Markup(state_machine_svg(machine, info.state)) if machine else None,
             mermaid=machine.to_mermaid(info.state) if machine is not None else None,
@@ -420,7 +376,7 @@ class Pages:
 
     async def work_items(self, request: Request, visitor: Visitor) -> Response:
         """Search a work item by its id (``ENG-123``)."""
-        key = _param(request, "q")
+        key = param(request, "q")
         if key:
             return RedirectResponse(f"/work-items/{quote(key, safe='')}", 303, SECURITY_HEADERS)
         return self._render("work_items.html", visitor)
@@ -428,8 +384,8 @@ class Pages:
     async def work_item(self, request: Request, visitor: Visitor) -> Response:
         """The cross-platform timeline of one correlation id."""
         key = request.path_params["key"]
-        if len(key) > _MAX_PARAM:
-            raise _BadRequest("that id is too long")
+        if len(key) > MAX_PARAM:
+            raise BadRequest("that id is too long")
         return self._render("work_item.html", visitor, item=await self.data.work_item(key))
 
     # -- dead letters --------------------------------------------------------------------
@@ -438,13 +394,13 @@ class Pages:
         out = {}
         for name in ("status", "subscription", "error_type"):
             value = str(source.get(name) or "").strip()
-            if len(value) > _MAX_PARAM:
-                raise _BadRequest(f"{name} is too long")
+            if len(value) > MAX_PARAM:
+                raise BadRequest(f"{name} is too long")
             if value:
                 out[name] = value
         status = out.get("status", "parked")
         if status != "all" and status not in ("parked", "redriven", "discarded", "resolved"):
-            raise _BadRequest(f"unknown status {status!r}")
+            raise BadRequest(f"unknown status {status!r}")
         out["status"] = status
         return out
 
@@ -497,21 +453,21 @@ class Pages:
         form: FormData = request.state.form
         verb = request.url.path.rsplit("/", 1)[-1]
         params = self._letter_params(form)
-        if _field(form, "scope") == "matching":
+        if field(form, "scope") == "matching":
             ids = [x.id for x in await self._matching_letters(params) if str(x.status) == "parked"]
         else:
-            ids = [str(v)[:_MAX_PARAM] for v in form.getlist("id")][:_MAX_SELECTED]
+            ids = [str(v)[:MAX_PARAM] for v in form.getlist("id")][:_MAX_SELECTED]
         if not ids:
-            raise _BadRequest("select at least one parked letter")
-        if _field(form, "confirm") != "yes":
+            raise BadRequest("select at least one parked letter")
+        if field(form, "confirm") != "yes":
             return self._render(
                 "confirm.html",
                 visitor,
                 verb=verb,
                 ids=ids,
-                scope=_field(form, "scope") or "selected",
+                scope=field(form, "scope") or "selected",
                 params=params,
-                back=_field(form, "back") or "/dead-letters",
+                back=field(form, "back") or "/dead-letters",
             )
         act = self.data.redrive_letters if verb == "redrive" else self.data.discard_letters
         results = await act(ids)
@@ -520,62 +476,8 @@ class Pages:
                 request, visitor, f"dlq:{verb}", letter_id, "done" if changed else "unchanged"
             )
         changed_count = sum(results.values())
-        back = _safe_next(_field(form, "back") or "/dead-letters")
+        back = safe_next(field(form, "back") or "/dead-letters")
         sep = "&" if "?" in back else "?"
         return RedirectResponse(
             f"{back}{sep}done={verb}:{changed_count}/{len(ids)}", 303, SECURITY_HEADERS
         )
-
-
-async def _read_form(request: Request, max_fields: int) -> FormData:
-    """The request's URL-encoded form (the only kind the pages send), read under a cap.
-
-    Raises:
-        _BadRequest: another content type, a body over :data:`_MAX_FORM` bytes, or more
-            than ``max_fields`` fields.
-    """
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind not in ("application/x-www-form-urlencoded", ""):
-        raise _BadRequest("send the form URL-encoded")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_FORM:
-            raise _BadRequest("the form is too large")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
-    except (UnicodeDecodeError, ValueError):
-        raise _BadRequest("the form is malformed or has too many fields") from None
-    fields: list[tuple[str, str | UploadFile]] = list(pairs)
-    return FormData(fields)
-
-
-def _field(form: FormData, name: str) -> str | None:
-    value = form.get(name)
-    return value if isinstance(value, str) else None
-
-
-def _timeline(history: list[Any]) -> list[dict[str, Any]]:
-    """The history entries with what a person wants beside each: how long since the
-    previous entry, the attempts, the error, a deadline."""
-    rows = []
-    previous: datetime | None = None
-    for h in history:
-        data = dict(h.data)
-        took = (h.recorded_at - previous).total_seconds() if previous is not None else None
-        previous = h.recorded_at
-        error = data.get("error") if isinstance(data.get("error"), dict) else None
-        rows.append(
-            {
-                "entry": h,
-                "kind": h.kind,
-                "name": data.get("name") or data.get("to") or data.get("pattern") or "",
-                "attempts": data.get("attempts"),
-                "took": took,
-                "error": error,
-                "deadline": data.get("fire_at") or data.get("deadline"),
-                "compensation": h.kind.startswith("compensation"),
-                "data": data,
-            }
-        )
-    return rows

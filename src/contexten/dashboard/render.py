@@ -32,6 +32,7 @@ __all__ = [
     "TEMPLATES_DIR",
     "Renderer",
     "event_link",
+    "history_rows",
     "pretty_json",
     "safe_url",
     "summary",
@@ -149,3 +150,29 @@ class Renderer:
     def fragment(self, template: str, context: Mapping[str, Any]) -> str:
         """A template's text (for the live stream)."""
         return self.env.get_template(template).render(**context)
+
+
+def history_rows(history: list[Any]) -> list[dict[str, Any]]:
+    """The history entries with what a person wants beside each: how long since the
+    previous entry, the attempts, the error, a deadline."""
+    rows = []
+    previous: datetime | None = None
+    for h in history:
+        data = dict(h.data)
+        took = (h.recorded_at - previous).total_seconds() if previous is not None else None
+        previous = h.recorded_at
+        error = data.get("error") if isinstance(data.get("error"), dict) else None
+        rows.append(
+            {
+                "entry": h,
+                "kind": h.kind,
+                "name": data.get("name") or data.get("to") or data.get("pattern") or "",
+                "attempts": data.get("attempts"),
+                "took": took,
+                "error": error,
+                "deadline": data.get("fire_at") or data.get("deadline"),
+                "compensation": h.kind.startswith("compensation"),
+                "data": data,
+            }
+        )
+    return rows
