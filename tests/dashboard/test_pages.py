@@ -283,6 +283,10 @@ async def test_redrive_from_the_page_confirms_acts_and_is_audited(tmp_path: Path
             confirm = await operator.post("/dead-letters/redrive", data=form)
             assert confirm.status_code == 200
             assert "Redrive 1 dead letter?" in confirm.text
+            hostile = await operator.post(
+                "/dead-letters/redrive", data={**form, "back": "javascript:alert(1)"}
+            )
+            assert "javascript:" not in hostile.text  # the way back is a path on this site
             assert (await served.app.dead_letters.get(letter_id)).status is DeadLetterStatus.PARKED
             done = await operator.post("/dead-letters/redrive", data={**form, "confirm": "yes"})
             assert done.status_code == 303

@@ -467,7 +467,7 @@ class Pages:
                 ids=ids,
                 scope=field(form, "scope") or "selected",
                 params=params,
-                back=field(form, "back") or "/dead-letters",
+                back=safe_next(field(form, "back") or "/dead-letters"),
             )
         act = self.data.redrive_letters if verb == "redrive" else self.data.discard_letters
         results = await act(ids)
