@@ -118,6 +118,21 @@ async def test_failed_logins_are_throttled_and_foreign_hosts_refused(tmp_path: P
         assert throttled
 
 
+async def test_the_audit_trail_is_shown_to_admins_only(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served:
+        async with served.client() as anonymous:
+            await anonymous.post("/login", data={"token": "ctx_wrong"})  # audited
+        audit = (await audit_events(served))[0]
+        for role, shown in (("viewer", False), ("operator", False), ("admin", True)):
+            async with served.client(role) as client:
+                listing = await client.get("/events")
+                assert ("contexten.audit.auth.failed" in listing.text) is shown, role
+                page = await client.get(f"/events/{audit.id}")
+                assert page.status_code == (200 if shown else 404), role
+                tokens = await client.get("/events?type=contexten.token.*")
+                assert ("contexten.token.created" in tokens.text) is shown, role
+
+
 async def test_a_bearer_header_works_and_a_bad_cookie_is_anonymous(tmp_path: Path) -> None:
     async with serve_dashboard(tmp_path) as served:
         headers = {"authorization": f"Bearer {served.tokens['viewer']}"}
@@ -300,8 +315,11 @@ async def test_redrive_from_the_page_confirms_acts_and_is_audited(tmp_path: Path
             again = await operator.post("/dead-letters/redrive", data={**form, "confirm": "yes"})
             assert again.headers["location"] == "/dead-letters?done=redrive:0/1"
             page = await operator.get(f"/dead-letters/{letter_id}")
+            assert "dlq.redrive" not in page.text  # the audit trail is for admins
+        async with served.client("admin") as admin:
+            page = await admin.get(f"/dead-letters/{letter_id}")
             assert "dlq.redrive" in page.text  # the action shows on the letter's page
-            item = await operator.get("/work-items/ENG-1")
+            item = await admin.get("/work-items/ENG-1")
             assert "contexten.audit.dlq.redrive" in item.text  # and in the work item's timeline
         acted = [e for e in await audit_events(served) if e.type == "contexten.audit.dlq.redrive"]
         assert [(e.subject, e.data["outcome"]) for e in acted] == [
@@ -361,8 +379,11 @@ async def test_cancel_a_workflow_from_its_page(tmp_path: Path) -> None:
             await wait_until(cancelled)
             page = await operator.get("/workflows/pr-lifecycle:pr-7")
             assert 'id="wf-status">cancelled<' in page.text
-            assert "workflows.cancel" in page.text
             assert 'id="cancel-workflow"' not in page.text  # it has ended
+            assert "workflows.cancel" not in page.text  # the audit trail is for admins
+        async with served.client("admin") as admin:
+            page = await admin.get("/workflows/pr-lifecycle:pr-7")
+            assert "workflows.cancel</b> by operator-1" in page.text
 
 
 async def test_redrive_a_failed_workflow_from_its_page(tmp_path: Path) -> None:

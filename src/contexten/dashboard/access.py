@@ -30,6 +30,7 @@ from starlette.requests import Request
 
 from contexten.observability.logging import get_logger
 from contexten.security import (
+    AUDIT_STREAM_PREFIX,
     AUTH_DENIED,
     AUTH_FAILED,
     AUTH_THROTTLED,
@@ -43,6 +44,7 @@ from contexten.store.base import EventStore
 
 __all__ = [
     "CSRF_FIELD",
+    "RESTRICTED_STREAMS",
     "SESSION_COOKIE",
     "Authenticator",
     "Gate",
@@ -53,6 +55,9 @@ __all__ = [
     "presented_token",
 ]
 
+RESTRICTED_STREAMS: Final = ((AUDIT_STREAM_PREFIX, "audit:read"), ("$security-", "tokens:manage"))
+"""System streams shown only to those allowed the paired action, as in the events API: the
+audit trail to ``audit:read``, the token records (hashes only) to ``tokens:manage``."""
 SESSION_COOKIE: Final = "contexten_session"
 CSRF_FIELD: Final = "csrf_token"
 _CSRF_LABEL: Final = b"contexten-dashboard-csrf-v1"
@@ -104,6 +109,11 @@ class Visitor:
     def can(self, action: str) -> bool:
         """The one permission check (:func:`contexten.security.allowed`)."""
         return allowed(self.principal, action)
+
+    @property
+    def hidden_streams(self) -> tuple[str, ...]:
+        """The prefixes of the streams this visitor may not see (:data:`RESTRICTED_STREAMS`)."""
+        return tuple(prefix for prefix, action in RESTRICTED_STREAMS if not self.can(action))
 
 
 def client_of(request: Request) -> str:

@@ -75,6 +75,8 @@ class EventFilter:
     correlation_id: str | None = None
     subject: str | None = None
     since: datetime | None = None
+    hidden: tuple[str, ...] = ()
+    """Prefixes of streams never shown (what the visitor's role may not read)."""
 
     @property
     def active(self) -> bool:
@@ -100,6 +102,7 @@ class EventFilter:
                 and (self.correlation_id is None or e.correlation_id == self.correlation_id)
                 and (self.subject is None or e.subject == self.subject)
                 and (self.since is None or rec.recorded_at >= self.since)
+                and not (self.hidden and rec.stream.startswith(self.hidden))
             )
 
         return matches
@@ -274,9 +277,11 @@ class DashboardData:
         """One stored event by id, or None."""
         return await self.store.get_event(event_id)
 
-    async def caused_by(self, rec: RecordedEvent, *, limit: int = 50) -> list[RecordedEvent]:
+    async def caused_by(
+        self, rec: RecordedEvent, *, hidden: tuple[str, ...] = (), limit: int = 50
+    ) -> list[RecordedEvent]:
         """The events whose ``causation_id`` is ``rec``'s id (looked for in the
-        :data:`SCAN_BUDGET` entries after it)."""
+        :data:`SCAN_BUDGET` entries after it), but for streams starting with ``hidden``."""
         found: list[RecordedEvent] = []
         after, scanned = rec.position, 0
         while scanned < SCAN_BUDGET and len(found) < limit:
@@ -285,7 +290,12 @@ class DashboardData:
                 break
             scanned += len(page)
             after = page[-1].position
-            found.extend(r for r in page if r.event.causation_id == rec.event.id)
+            found.extend(
+                r
+                for r in page
+                if r.event.causation_id == rec.event.id
+                and not (hidden and r.stream.startswith(hidden))
+            )
         return found[:limit]
 
     # -- workflows ---------------------------------------------------------------------
@@ -371,13 +381,14 @@ class DashboardData:
 
     # -- work items --------------------------------------------------------------------
 
-    async def work_item(self, key: str) -> WorkItem:
+    async def work_item(self, key: str, *, audit: bool = False) -> WorkItem:
         """The cross-platform timeline of correlation id ``key``.
 
         Looks at the newest :data:`WORK_ITEM_SCAN` log entries for events carrying the id
         (webhooks from every platform, our own actions, workflow outcomes, dead letters),
-        then adds the whole history of every workflow instance among them, and the audit
-        events of what people did to those workflows and dead letters.
+        then adds the whole history of every workflow instance among them, and (with
+        ``audit``, for those who may read the audit trail) the audit events of what people did
+        to those workflows and dead letters.
         """
         item = WorkItem(key)
         seen: dict[int, RecordedEvent] = {}
@@ -402,8 +413,9 @@ class DashboardData:
             item.complete = False
         letters = {r.stream[len(DEAD_LETTER_STREAM_PREFIX) :] for r in seen.values()
                    if r.stream.startswith(DEAD_LETTER_STREAM_PREFIX)}  # fmt: skip
-        for rec in await self._audit_records(workflow_ids | letters):
-            seen[rec.position] = rec  # what people did about it, from the dashboard or CLI
+        if audit:
+            for rec in await self._audit_records(workflow_ids | letters):
+                seen[rec.position] = rec  # what people did about it, from the dashboard or CLI
         for wid in sorted(workflow_ids):
             records = await self.store.read_stream(WORKFLOW_STREAM_PREFIX + wid)
             for rec in records:

@@ -242,7 +242,7 @@ class Pages:
 
     # -- events --------------------------------------------------------------------------
 
-    def _event_filter(self, request: Request) -> EventFilter:
+    def _event_filter(self, request: Request, visitor: Visitor) -> EventFilter:
         since_minutes = int_param(request, "since_minutes", None)
         since = None
         if since_minutes is not None:
@@ -253,6 +253,7 @@ class Pages:
             correlation_id=param(request, "correlation_id"),
             subject=param(request, "subject"),
             since=since,
+            hidden=visitor.hidden_streams,
         )
 
     def _filter_params(self, request: Request) -> dict[str, str]:
@@ -261,7 +262,7 @@ class Pages:
 
     async def events(self, request: Request, visitor: Visitor) -> Response:
         """The newest events, filtered, with a live stream of new ones on top."""
-        filters = self._event_filter(request)
+        filters = self._event_filter(request, visitor)
         before = int_param(request, "before", None)
         try:
             page = await self.data.events(filters, before=before, limit=_EVENTS_PAGE)
@@ -279,20 +280,23 @@ class Pages:
         """One event: its envelope, its payload (secrets redacted), its causes and effects."""
         event_id = request.path_params["event_id"]
         rec = await self.data.event(event_id) if len(event_id) <= MAX_PARAM else None
-        if rec is None:
+        hidden = visitor.hidden_streams
+        if rec is None or (hidden and rec.stream.startswith(hidden)):
             return self._error(visitor, 404, "No such event.")
         cause = await self.data.event(rec.event.causation_id) if rec.event.causation_id else None
+        if cause is not None and hidden and cause.stream.startswith(hidden):
+            cause = None
         return self._render(
             "event.html",
             visitor,
             rec=rec,
             cause=cause,
-            caused=await self.data.caused_by(rec),
+            caused=await self.data.caused_by(rec, hidden=hidden),
         )
 
     async def stream(self, request: Request, visitor: Visitor) -> Response:
         """Server-sent events: each new matching event as a table row, ``id`` = position."""
-        filters = self._event_filter(request)
+        filters = self._event_filter(request, visitor)
         try:
             filters.predicate()
         except InvalidPattern as e:
@@ -352,7 +356,7 @@ class Pages:
             # Markup: the diagram escapes every label itself (contexten.dashboard.diagram).
             diagram=Markup(state_machine_svg(machine, info.state)) if machine else None,
             mermaid=machine.to_mermaid(info.state) if machine is not None else None,
-            audit=await self.data.audit_for(workflow_id),
+            audit=await self.data.audit_for(workflow_id) if visitor.can("audit:read") else [],
             done=request.query_params.get("done"),
         )
 
@@ -386,7 +390,8 @@ class Pages:
         key = request.path_params["key"]
         if len(key) > MAX_PARAM:
             raise BadRequest("that id is too long")
-        return self._render("work_item.html", visitor, item=await self.data.work_item(key))
+        item = await self.data.work_item(key, audit=visitor.can("audit:read"))
+        return self._render("work_item.html", visitor, item=item)
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -440,7 +445,7 @@ class Pages:
             letter=letter,
             rec=await self.data.event(letter.event_id),
             history=await self.data.letter_history(letter),
-            audit=await self.data.audit_for(letter.id),
+            audit=await self.data.audit_for(letter.id) if visitor.can("audit:read") else [],
             done=request.query_params.get("done"),
         )
 
