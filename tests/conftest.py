@@ -7,6 +7,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check behaviour, not speed: on a loaded 2-core machine a generated example
+# can take longer than Hypothesis's defaults, which would fail a correct test at random.
+settings.register_profile("contexten", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("contexten")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

@@ -157,6 +157,14 @@ async def test_the_scripted_scenario_ends_exactly_as_scripted(tmp_path: Path) ->
     assert "↶ undo move_issue ENG-2" in timeline
     assert "echo, not delivered" in timeline
 
+    # The API needs a token here too: the demo prints its session's token with the API URL,
+    # and keeps it out of the store (it lives in the process only).
+    assert len(result.api_token) >= 32
+    assert f"Authorization: Bearer {result.api_token}' '{result.app_url}/api/v1/" in timeline
+    assert result.app_url.startswith("http://127.0.0.1:")
+    assert all(result.api_token not in repr(e.data) for e in events)
+    assert not [e for e in events if e.type.startswith("contexten.token.")]
+
 
 async def test_the_store_must_be_empty(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'used.db'}"

@@ -54,8 +54,10 @@ The tree::
     │   ├── StepFailedError         a step failed after its retries (recorded type and message)
     │   ├── ChildWorkflowError      a child workflow ended without completing
     │   └── WorkflowFailedError     ``handle.result()``: the instance ended without completing
-    └── DeadLetterError
-        └── DeadLetterNotFound
+    ├── DeadLetterError
+    │   └── DeadLetterNotFound
+    └── SecurityError
+        └── TokenNotFound           no API token has that id
 """
 
 from __future__ import annotations
@@ -95,12 +97,14 @@ __all__ = [
     "RateLimited",
     "SSRFBlocked",
     "SchemaVersionError",
+    "SecurityError",
     "SignatureInvalid",
     "StepFailedError",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
+    "TokenNotFound",
     "WorkflowAlreadyStarted",
     "WorkflowCancelled",
     "WorkflowError",
@@ -479,3 +483,11 @@ class WorkflowFailedError(WorkflowError):
         self.workflow_id = workflow_id
         self.status = status
         self.error = error
+
+
+class SecurityError(ContextenError):
+    """Something about tokens, roles or access went wrong."""
+
+
+class TokenNotFound(SecurityError):
+    """No API token has that id (``contexten tokens revoke``)."""

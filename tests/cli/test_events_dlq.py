@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from contexten import App, Event, HandlerContext, RetryPolicy
 from contexten.cli import cli
 
+from ._audit import audit_events
+
 
 def _populate(url: str) -> None:
     """Store three events; the handler fails on one of them, which ends up dead-lettered."""
@@ -101,6 +103,20 @@ def test_dlq_list_redrive_once_and_discard(store_url: str) -> None:
 
     discard = CliRunner().invoke(cli, ["dlq", "discard", "--store", store_url, letter["id"]])
     assert discard.exit_code == 1
+    missing = CliRunner().invoke(cli, ["dlq", "redrive", "--store", store_url, "no-such-letter"])
+    assert missing.exit_code == 1
+
+    # Every operator command is an audit event: who (the OS user), what, to what, outcome.
+    audit = audit_events(store_url)
+    assert [(a["type"], a["target"], a["outcome"]) for a in audit] == [
+        ("contexten.audit.dlq.redrive", letter["id"], "redriven"),
+        ("contexten.audit.dlq.redrive", letter["id"], "unchanged"),
+        ("contexten.audit.dlq.discard", letter["id"], "unchanged"),
+        ("contexten.audit.dlq.redrive", "no-such-letter", "not found"),
+    ]
+    assert all(a["principal"]["token_id"] == "cli" for a in audit)
+    assert all(a["principal"]["name"].startswith("cli:") for a in audit)
+    assert all(a["client"].startswith("cli@") for a in audit)
 
 
 def test_dlq_redrive_all_and_discard(tmp_path: Path) -> None:

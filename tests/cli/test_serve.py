@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -61,7 +62,9 @@ def _write_devteam(cwd: Path, store: str = "") -> None:
 
 async def _stored_deliveries(db: Path) -> list[str | None]:
     async with create_store(f"sqlite:///{db}") as store:
-        return [rec.event.delivery_id for rec in await store.read_all(after=0, limit=10_000)]
+        records = await store.read_all(after=0, limit=10_000)
+        # The webhooks' events (not the first start's admin token in its system stream).
+        return [rec.event.delivery_id for rec in records if not rec.stream.startswith("$")]
 
 
 @pytest.fixture
@@ -179,3 +182,82 @@ def test_an_explicit_app_reference_wins_over_the_default(tmp_path: Path) -> None
     assert app.store.url == "memory://"
     with pytest.raises(AppLoadError):
         resolve_app("mine_x7:nothing", None, tmp_path)
+
+
+_TOKEN = re.compile(r"ctx_[0-9a-f]{12}_[A-Za-z0-9_\-]{43}")
+
+
+async def _printed_tokens(serve: ServeProcess) -> list[str]:
+    """The tokens the process printed, once it printed its login URL (or 2 s passed)."""
+    async with asyncio.timeout(HANG_GUARD):
+        for _ in range(40):
+            if "Dashboard" in serve.log():
+                break
+            await asyncio.sleep(0.05)
+    return _TOKEN.findall(serve.log())
+
+
+async def test_the_first_start_prints_an_admin_token_once_and_never_logs_it(
+    tmp_path: Path, processes: list[ServeProcess], http: httpx.AsyncClient
+) -> None:
+    db = tmp_path / "fresh.db"
+    first = ServeProcess(tmp_path, ["--store", f"sqlite:///{db}"], ENV)
+    processes.append(first)
+    url = await first.wait_ready()
+    printed = await _printed_tokens(first)
+    assert len(set(printed)) == 1, first.log()
+    token = printed[0]
+    assert f"{url}/?token={token}" in first.log()  # the login URL (for the dashboard)
+    for line in first.log().splitlines():  # and never in a structured log line
+        if line.startswith("{"):
+            assert token not in line
+    assert (await http.get(f"{url}/api/v1/events")).status_code == 401
+    bearer = {"Authorization": f"Bearer {token}"}
+    listed = await http.get(f"{url}/api/v1/events", headers=bearer)
+    assert listed.status_code == 200, listed.text
+    # The store holds its hash, never the token.
+    async with create_store(f"sqlite:///{db}") as store:
+        stored = [r.event for r in await store.read_all(after=0, limit=1000)]
+    assert [e.type for e in stored if e.type == "contexten.token.created"]
+    assert all(token not in json.dumps(e.data) for e in stored)
+    first.terminate()
+    assert await first.wait_exit() == 0, first.log()
+
+    again = ServeProcess(tmp_path, ["--store", f"sqlite:///{db}"], ENV)
+    processes.append(again)
+    url = await again.wait_ready()
+    assert await _printed_tokens(again) == []  # not again: a token exists
+    assert (await http.get(f"{url}/api/v1/events", headers=bearer)).status_code == 200
+    again.terminate()
+    assert await again.wait_exit() == 0, again.log()
+
+
+async def test_an_environment_admin_token_means_no_token_is_created(
+    tmp_path: Path, processes: list[ServeProcess], http: httpx.AsyncClient
+) -> None:
+    db = tmp_path / "env.db"
+    admin = "env-admin-token-Yt5wQ9pL"
+    serve = ServeProcess(
+        tmp_path, ["--store", f"sqlite:///{db}"], {**ENV, "CONTEXTEN_ADMIN_TOKEN": admin}
+    )
+    processes.append(serve)
+    url = await serve.wait_ready()
+    assert await _printed_tokens(serve) == []
+    answer = await http.get(f"{url}/readyz?verbose=1", headers={"Authorization": f"Bearer {admin}"})
+    assert answer.status_code == 200
+    assert answer.json()["details"]["ok"] is True
+    assert admin not in serve.log()
+    serve.terminate()
+    assert await serve.wait_exit() == 0, serve.log()
+    async with create_store(f"sqlite:///{db}") as store:
+        assert await store.stream_version("$security-tokens") == 0
+
+
+async def test_a_short_environment_admin_token_is_refused(
+    tmp_path: Path, processes: list[ServeProcess]
+) -> None:
+    serve = ServeProcess(tmp_path, [], {**ENV, "CONTEXTEN_ADMIN_TOKEN": "Zq7shortKx"})
+    processes.append(serve)
+    assert await serve.wait_exit() == 1
+    assert "CONTEXTEN_ADMIN_TOKEN must be at least 16 characters" in serve.log()
+    assert "Zq7shortKx" not in serve.log()

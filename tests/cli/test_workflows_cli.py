@@ -14,6 +14,8 @@ from contexten.cli import cli
 from contexten.store import create_store
 from contexten.workflows import Workflow, WorkflowEngine
 
+from ._audit import audit_events
+
 
 async def _double(x: int) -> int:
     return 2 * x
@@ -104,3 +106,19 @@ def test_redrive_refuses_an_instance_that_is_not_failed(store_url: str) -> None:
     result = CliRunner().invoke(cli, ["workflows", "redrive", "--store", store_url, "wf-done"])
     assert result.exit_code == 1
     assert "not failed" in result.output
+
+
+def test_cancel_and_redrive_are_audit_events(store_url: str) -> None:
+    run("workflows", "cancel", "--store", store_url, "wf-sleeping", "--reason", "wrong issue")
+    CliRunner().invoke(cli, ["workflows", "cancel", "--store", store_url, "wf-done"])
+    CliRunner().invoke(cli, ["workflows", "redrive", "--store", store_url, "wf-done"])
+    CliRunner().invoke(cli, ["workflows", "redrive", "--store", store_url, "nope"])
+    audit = audit_events(store_url)
+    assert [(a["type"], a["target"], a["outcome"]) for a in audit] == [
+        ("contexten.audit.workflows.cancel", "wf-sleeping", "requested"),
+        ("contexten.audit.workflows.cancel", "wf-done", "unchanged"),
+        ("contexten.audit.workflows.redrive", "wf-done", "unchanged"),
+        ("contexten.audit.workflows.redrive", "nope", "not found"),
+    ]
+    assert "wrong issue" in audit[0]["text"]
+    assert all(a["principal"]["role"] == "admin" for a in audit)

@@ -24,13 +24,26 @@ GITHUB_NEXT_SECRET = "gh-next-secret-Kp3x"
 LINEAR_SECRET = "lin-secret-Wm4t"
 SLACK_SECRET = "slack-secret-Hy7r"
 CODEGEN_SECRET = "codegen-secret-Pq2n"
-ALL_SECRETS = (GITHUB_SECRET, GITHUB_NEXT_SECRET, LINEAR_SECRET, SLACK_SECRET, CODEGEN_SECRET)
+ADMIN_TOKEN = "test-admin-token-Vb7sQ2"
+"""The configuration's ``CONTEXTEN_ADMIN_TOKEN`` (an admin bearer token) in these tests."""
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+"""Headers that authenticate as that admin."""
+ALL_SECRETS = (
+    GITHUB_SECRET,
+    GITHUB_NEXT_SECRET,
+    LINEAR_SECRET,
+    SLACK_SECRET,
+    CODEGEN_SECRET,
+    ADMIN_TOKEN,
+)
 HANG_GUARD = 30.0
 
 
 def make_config(**overrides: Any) -> IngressConfig:
-    """Secrets for the three platforms (GitHub with two, as during a rotation), a fixed clock."""
+    """Secrets for the platforms (GitHub with two, as during a rotation), the admin token,
+    a fixed clock."""
     env = {
+        "CONTEXTEN_ADMIN_TOKEN": ADMIN_TOKEN,
         "CONTEXTEN_GITHUB_WEBHOOK_SECRET": f"{GITHUB_SECRET},{GITHUB_NEXT_SECRET}",
         "CONTEXTEN_LINEAR_WEBHOOK_SECRET": LINEAR_SECRET,
         "CONTEXTEN_SLACK_SIGNING_SECRET": SLACK_SECRET,

@@ -1,4 +1,5 @@
-"""Fixtures for the ingress tests: stores (memory and SQLite), the app, an in-process client."""
+"""Fixtures for the ingress tests: stores (memory and SQLite), the app, an in-process client
+(authenticated as the configuration's admin token)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from starlette.applications import Starlette
 from contexten.ingress import IngressConfig, create_ingress_app
 from contexten.store import EventStore, create_store
 
-from ._support import make_config
+from ._support import AUTH, make_config
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -43,5 +44,7 @@ def app(store: EventStore, config: IngressConfig) -> Starlette:
 @pytest.fixture
 async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ingress.test") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://localhost", headers=AUTH
+    ) as c:
         yield c

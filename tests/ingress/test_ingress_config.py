@@ -53,3 +53,22 @@ def test_repr_hides_secrets() -> None:
     assert "hunter2" not in text
     assert "xyzzy" not in text
     assert "github" in text
+
+
+def test_security_settings_from_the_environment() -> None:
+    default = IngressConfig.from_env({}, bind_host="10.1.2.3")
+    assert default.allowed_hosts == ("localhost", "127.0.0.1", "::1", "10.1.2.3")
+    assert default.admin_token is None
+    assert default.metrics_public is False
+    assert default.auth_failure_limit == 10
+    env = {
+        "CONTEXTEN_ALLOWED_HOSTS": "hooks.example.com, *.internal",
+        "CONTEXTEN_ADMIN_TOKEN": "adm1n-t0ken-from-the-env",
+    }
+    config = IngressConfig.from_env(env, bind_host="0.0.0.0", metrics_public=True)
+    assert config.allowed_hosts == ("hooks.example.com", "*.internal")
+    assert config.admin_token == "adm1n-t0ken-from-the-env"
+    assert config.metrics_public is True
+    assert "adm1n" not in repr(config) + str(config)
+    with pytest.raises(ConfigurationError, match="auth_failure_limit"):
+        IngressConfig(auth_failure_limit=-1)

@@ -18,7 +18,7 @@ from contexten.events.envelope import Event
 from contexten.ingress import create_ingress_app
 from contexten.store import create_store
 
-from ._support import github_request, linear_request, make_config, slack_request
+from ._support import AUTH, github_request, linear_request, make_config, slack_request
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
@@ -29,7 +29,9 @@ async def _run(requests: list[tuple[str, str, dict[str, Any]]]) -> list[int]:
         await store.append("s", [Event(type=f"t.e{i}") for i in range(5)])
         app = create_ingress_app(store, make_config())
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=AUTH
+        ) as client:
             codes = []
             for method, path, kwargs in requests:
                 codes.append((await client.request(method, path, **kwargs)).status_code)

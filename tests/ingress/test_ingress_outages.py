@@ -11,12 +11,14 @@ from contexten.exceptions import StoreUnavailable
 from contexten.ingress import create_ingress_app
 from contexten.store import EventStore, create_store
 
-from ._support import DownStore, github_request, linear_request, make_config, slack_request
+from ._support import AUTH, DownStore, github_request, linear_request, make_config, slack_request
 
 
 def _client(store: EventStore) -> httpx.AsyncClient:
     app = create_ingress_app(store, make_config())
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=AUTH
+    )
 
 
 @pytest.mark.parametrize(

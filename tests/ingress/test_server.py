@@ -19,7 +19,7 @@ from contexten.exceptions import StoreUnavailable
 from contexten.ingress.server import IngressServer, create_server
 
 from ._serving import serving
-from ._support import GITHUB_SECRET, HANG_GUARD, make_config, pull_request_payload
+from ._support import AUTH, GITHUB_SECRET, HANG_GUARD, make_config, pull_request_payload
 
 
 @pytest.fixture
@@ -75,16 +75,18 @@ async def test_a_webhook_is_answered_before_its_slow_handler_finishes(app: App) 
 async def test_readiness_follows_the_app(app: App) -> None:
     asgi = create_server(app, make_config())
     transport = httpx.ASGITransport(app=asgi)  # no lifespan: we start and stop the app
-    async with httpx.AsyncClient(transport=transport, base_url="http://served") as client:
-        before = await client.get("/readyz")
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://localhost", headers=AUTH
+    ) as client:
+        before = await client.get("/readyz", params={"verbose": "1"})
         assert before.status_code == 503
-        assert before.json()["running"] is False
+        assert before.json()["details"]["running"] is False
         assert (await client.get("/healthz")).status_code == 200
 
         await app.start()
-        ready = await client.get("/readyz")
+        ready = await client.get("/readyz", params={"verbose": "1"})
         assert ready.status_code == 200, ready.text
-        assert ready.json()["store"]["reachable"] is True
+        assert ready.json()["details"]["store"]["reachable"] is True
 
         await app.stop()
         after = await client.get("/readyz")
@@ -95,13 +97,15 @@ async def test_readiness_follows_the_app(app: App) -> None:
 async def test_readiness_fails_when_the_store_is_closed_under_the_app(app: App) -> None:
     asgi = create_server(app, make_config())
     transport = httpx.ASGITransport(app=asgi)
-    async with httpx.AsyncClient(transport=transport, base_url="http://served") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://localhost", headers=AUTH
+    ) as client:
         await app.start()
         assert (await client.get("/readyz")).status_code == 200
         await app.store.close()
-        gone = await client.get("/readyz")
+        gone = await client.get("/readyz", params={"verbose": "1"})
         assert gone.status_code == 503
-        assert gone.json()["store"]["reachable"] is False
+        assert gone.json()["details"]["store"]["reachable"] is False
         metrics = _samples((await client.get("/metrics")).text)
         assert metrics[("contexten_store_up", ())] == 0.0
         assert metrics[("contexten_up", ())] == 0.0
@@ -124,7 +128,7 @@ async def test_metrics_carry_the_dispatcher_gauges(app: App) -> None:
 
     async with (
         serving(app, make_config()) as (_, url),
-        httpx.AsyncClient(base_url=url, timeout=HANG_GUARD) as client,
+        httpx.AsyncClient(base_url=url, timeout=HANG_GUARD, headers=AUTH) as client,
     ):
         for number in (1, 2):
             request = github_request(
@@ -177,7 +181,7 @@ async def test_a_bare_app_serves_the_ingress_and_api(tmp_path: Path) -> None:
     )
     async with (
         serving(app, make_config()) as (_, url),
-        httpx.AsyncClient(base_url=url, timeout=HANG_GUARD) as client,
+        httpx.AsyncClient(base_url=url, timeout=HANG_GUARD, headers=AUTH) as client,
     ):
         assert (await send(client, url, request)).status_code == 202
         listed = await client.get("/api/v1/events", params={"type": "github.**"})

@@ -15,7 +15,7 @@ from contexten.ingress import IngressConfig, create_ingress_app
 from contexten.store.base import Append, AppendResult
 from contexten.store.memory import MemoryEventStore
 
-from ._support import HANG_GUARD, github_request, make_config, pull_request_payload
+from ._support import AUTH, HANG_GUARD, github_request, make_config, pull_request_payload
 
 
 class SlowStore(MemoryEventStore):
@@ -55,7 +55,9 @@ async def test_requests_past_the_limit_are_shed_with_retry_after() -> None:
     async with store:
         app = create_ingress_app(store, make_config(max_pending_commits=3, retry_after=7))
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://in") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=AUTH
+        ) as client:
 
             async def post(number: int) -> httpx.Response:
                 body, headers = github_request(pull_request_payload(number))
@@ -88,7 +90,9 @@ async def test_shedding_comes_before_reading_and_verifying_the_body() -> None:
         config = make_config(max_pending_commits=1)
         app = create_ingress_app(store, config)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://in") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=AUTH
+        ) as client:
             body, headers = github_request(pull_request_payload(1))
             first = asyncio.create_task(
                 client.post("/webhooks/github", content=body, headers=headers)

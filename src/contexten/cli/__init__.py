@@ -9,6 +9,7 @@ from contexten.cli.dlq import dlq
 from contexten.cli.events import events
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
+from contexten.cli.tokens import tokens
 from contexten.cli.worker import worker
 from contexten.cli.workflows import workflows
 
@@ -28,6 +29,7 @@ cli.add_command(serve)
 cli.add_command(simulate)
 cli.add_command(demo)
 cli.add_command(worker)
+cli.add_command(tokens)
 
 
 def main() -> None:

@@ -13,9 +13,18 @@ import click
 import msgspec
 
 from contexten.exceptions import ContextenError
+from contexten.security.audit import audit_type, cli_client, cli_principal, record_audit
 from contexten.store import EventStore, create_store, store_url_from_env
 
-__all__ = ["echo_json", "fail", "open_store", "run_async", "store_option", "with_store"]
+__all__ = [
+    "audit",
+    "echo_json",
+    "fail",
+    "open_store",
+    "run_async",
+    "store_option",
+    "with_store",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,6 +72,25 @@ async def with_store(url: str | None, body: Callable[[EventStore], Awaitable[T]]
         return await body(store)
     finally:
         await store.close()
+
+
+async def audit(
+    store: EventStore, action: str, *, target: str, outcome: str, detail: str | None = None
+) -> None:
+    """Record an operator/admin command as an audit event (who: the OS user, from: this host).
+
+    Raises:
+        StoreUnavailable: it could not be recorded (the command then fails loudly).
+    """
+    await record_audit(
+        store,
+        audit_type(action),
+        principal=cli_principal(),
+        client=cli_client(),
+        outcome=outcome,
+        target=target,
+        detail=detail,
+    )
 
 
 def _default(value: Any) -> Any:

@@ -8,6 +8,10 @@ agent run fails and is rolled back) and prints what happens as it happens: webho
 actions out, workflow steps, one line each. Afterwards the servers keep running so you can
 poke them (it prints how) until Ctrl-C; ``--exit-when-done`` stops there instead (tests, CI).
 
+The app's API needs a token like any other server's: the session makes an admin token of
+its own (it lives only in this process, never in the store) and prints the API URL with it.
+Both servers listen on loopback only and answer only to loopback ``Host`` names.
+
 Run it from the repository root (``make run``): the app is loaded from
 ``examples/devteam.py``.
 """
@@ -42,6 +46,7 @@ from contexten.ingress.server import IngressServer
 from contexten.integrations.echo import BotIdentity
 from contexten.integrations.slack import APPROVE_ACTION_ID
 from contexten.observability.logging import configure_logging
+from contexten.security.hosts import default_allowed_hosts
 from contexten.store import create_store
 from contexten.testing.sandbox import Sandbox, SandboxConfig
 
@@ -92,14 +97,14 @@ class DemoResult:
     app_url: str
     sandbox_url: str
     store_url: str
-    token: str = field(default="", repr=False)
-    """The session's admin token (API and dashboard); it lives only as long as the demo."""
+    api_token: str = field(default="", repr=False)
+    """The session's admin token for the app's API (``Authorization: Bearer``)."""
     outcomes: list[Outcome] = field(default_factory=list)
 
     @property
     def dashboard_url(self) -> str:
         """The URL that opens the dashboard, logged in (the token becomes a cookie)."""
-        return f"{self.app_url}/?token={self.token}"
+        return f"{self.app_url}/?token={self.api_token}"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -134,13 +139,14 @@ def bot_identity(sandbox: Sandbox) -> BotIdentity:
     )
 
 
-def _ingress_config(shared: dict[str, str], admin_token: str) -> IngressConfig:
+def _ingress_config(shared: dict[str, str], host: str, api_token: str) -> IngressConfig:
     return IngressConfig(
         github_secrets=(shared["github"].encode(),),
         linear_secrets=(shared["linear"].encode(),),
         slack_secrets=(shared["slack"].encode(),),
         codegen_secrets=(shared["codegen"].encode(),),
-        admin_token=admin_token,
+        allowed_hosts=default_allowed_hosts(host),
+        admin_token=api_token,
     )
 
 
@@ -225,13 +231,13 @@ class DemoSession:
         # so importing it with the CLI package would be circular.
         from contexten.dashboard import dashboard_routes
 
-        token = secrets.token_urlsafe(32)
-        result = DemoResult(app_url, sandbox_url, self.store_url, token=token)
+        api_token = secrets.token_urlsafe(32)
+        result = DemoResult(app_url, sandbox_url, self.store_url, api_token)
         server = IngressServer(
             app,
             host=host,
             port=0,
-            config=_ingress_config(shared, token),
+            config=_ingress_config(shared, host, api_token),
             graceful_timeout=5,
             extra_routes=dashboard_routes(app),
         )
@@ -309,6 +315,9 @@ class DemoSession:
             f"(GitHub, Linear, Slack, Codegen) on {result.sandbox_url}\n"
             f"events are stored in {result.store_url}\n"
             f"[bold]Dashboard[/] (logs you in): {result.dashboard_url}\n"
+            f"API token (admin, this session only): {result.api_token}\n"
+            f"  curl -H 'Authorization: Bearer {result.api_token}' "
+            f"'{result.app_url}/api/v1/events?limit=5'\n"
         )
 
     def _summary(self, result: DemoResult) -> None:
@@ -341,11 +350,12 @@ class DemoSession:
     def _poke_help(self, result: DemoResult) -> None:
         store = result.store_url
         app, box = result.app_url, result.sandbox_url
+        auth = f"-H 'Authorization: Bearer {result.api_token}'"
         self.console.rule("[bold]Still running: poke it")
         self.console.print(
             f"  open {result.dashboard_url}\n"
-            f"  curl -s {app}/readyz\n"
-            f"  curl -s -H 'Authorization: Bearer {result.token}' '{app}/api/v1/events?limit=5'\n"
+            f"  curl -s {auth} '{app}/readyz?verbose=1'\n"
+            f"  curl -s {auth} '{app}/api/v1/events?limit=5'\n"
             f"  contexten events list --store {store}\n"
             f"  contexten workflows list --store {store}\n"
             f"  contexten workflows show implement-issue:ENG-1 --store {store}\n"
@@ -355,7 +365,7 @@ class DemoSession:
             f"  curl -s -X POST {box}/_sandbox/linear/issues/<id from above> "
             "-H 'content-type: application/json' -d '{\"add_labels\": [\"agent\"]}'\n"
             "  # it stops at the Slack approval; the message's ts is in the newest of\n"
-            f"  curl -s -H 'Authorization: Bearer {result.token}' "
+            f"  curl -s {auth} "
             f"'{app}/api/v1/events?type=contexten.action.slack.request_approval'\n"
             "  # press Approve as Ada:\n"
             f"  curl -s -X POST {box}/_sandbox/slack/press -H 'content-type: application/json'"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from contexten.bus.dead_letters import DeadLetter, DeadLetterQueue
-from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.cli._common import audit, echo_json, fail, run_async, store_option, with_store
+from contexten.exceptions import DeadLetterNotFound
 from contexten.store import EventStore
 
 __all__ = ["dlq"]
@@ -69,9 +70,19 @@ async def redrive(
     async def body(store: EventStore) -> int:
         queue = DeadLetterQueue(store)
         if redrive_all:
-            return await queue.redrive_all(subscription)
+            done = await queue.redrive_all(subscription)
+            target = f"all of {subscription}" if subscription else "all"
+            await audit(store, "dlq:redrive", target=target, outcome=f"redriven {done}")
+            return done
         assert letter_id is not None
-        return 1 if await queue.redrive(letter_id) else 0
+        try:
+            done = 1 if await queue.redrive(letter_id) else 0
+        except DeadLetterNotFound:
+            await audit(store, "dlq:redrive", target=letter_id, outcome="not found")
+            raise
+        outcome = "redriven" if done else "unchanged"
+        await audit(store, "dlq:redrive", target=letter_id, outcome=outcome)
+        return done
 
     done = await with_store(store_url, body)
     if letter_id and not done:
@@ -87,7 +98,14 @@ async def discard(store_url: str | None, letter_id: str) -> None:
     """Give up on a parked letter; it stays in the store, marked discarded."""
 
     async def body(store: EventStore) -> bool:
-        return await DeadLetterQueue(store).discard(letter_id)
+        try:
+            done = await DeadLetterQueue(store).discard(letter_id)
+        except DeadLetterNotFound:
+            await audit(store, "dlq:discard", target=letter_id, outcome="not found")
+            raise
+        outcome = "discarded" if done else "unchanged"
+        await audit(store, "dlq:discard", target=letter_id, outcome=outcome)
+        return done
 
     if not await with_store(store_url, body):
         fail(f"dead letter {letter_id} is not parked (already redriven, discarded or resolved)")

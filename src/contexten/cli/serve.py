@@ -8,6 +8,12 @@ directory, else a bare ``App()`` (ingress and API only, no handlers). The log sa
 an App built without an explicit store (``App()``) reads it. An App built with its own store
 (``App("sqlite:///x.db")``) keeps it, and ``--store`` naming another store is refused, rather
 than silently writing somewhere else than asked.
+
+Everything but the webhooks and ``/healthz``/``/readyz`` needs ``Authorization: Bearer
+<token>``. With no token anywhere (no ``CONTEXTEN_ADMIN_TOKEN``, none ever created in the
+store), the first start creates an admin token and prints it once, with a login URL, to
+stderr (outside the JSON log); later starts print nothing. ``contexten tokens`` manages the
+others.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from contexten.ingress.config import IngressConfig
 from contexten.ingress.loader import load_app
 from contexten.ingress.server import serve as serve_app
 from contexten.observability.logging import configure_logging, get_logger
+from contexten.security.hosts import ENV_ALLOWED_HOSTS
+from contexten.security.tokens import IssuedToken
 from contexten.store import create_store
 
-__all__ = ["DEFAULT_APP", "StructlogBridge", "resolve_app", "serve"]
+__all__ = ["DEFAULT_APP", "StructlogBridge", "announce_bootstrap_token", "resolve_app", "serve"]
 
 DEFAULT_APP: Final = "examples/devteam.py:app"
 """What ``contexten serve`` runs without ``--app``, when the file exists."""
@@ -102,6 +110,21 @@ def resolve_app(reference: str | None, store_url: str | None, cwd: Path) -> tupl
     return app, reference
 
 
+def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
+    """Print the first admin token once, Jupyter-style, to stderr (never into the log)."""
+    click.echo(
+        "\n"
+        "  No API token was configured, so an admin token was created (shown this once;\n"
+        "  only its hash is stored). Keep it, or revoke it once you made your own with\n"
+        "  `contexten tokens create`:\n\n"
+        f"      {issued.token}\n\n"
+        "  API:        curl -H 'Authorization: Bearer <token>' "
+        f"{url}/api/v1/events\n"
+        f"  Dashboard:  {url}/?token={issued.token}\n",
+        err=True,
+    )
+
+
 @click.command()
 @click.option(
     "--app",
@@ -139,6 +162,13 @@ def resolve_app(reference: str | None, store_url: str | None, cwd: Path) -> tupl
     help="Run handlers and workflows here too; --no-dispatch only stores webhooks, for a "
     "separate `contexten worker` on the same store.",
 )
+@click.option(
+    "--metrics-public/--no-metrics-public",
+    default=False,
+    show_default=True,
+    help="Serve /metrics without a token (for a scraper on a private network); by default "
+    "it needs the viewer role.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option(
     "--log-level",
@@ -154,6 +184,7 @@ def serve(
     max_pending_commits: int | None,
     graceful_timeout: int,
     dispatch: bool,
+    metrics_public: bool,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -163,10 +194,10 @@ def serve(
     _bridge_uvicorn_logs(level)
     try:
         app, origin = resolve_app(reference, store_url, Path.cwd())
-        overrides = (
-            {} if max_pending_commits is None else {"max_pending_commits": max_pending_commits}
-        )
-        config = IngressConfig.from_env(None, **overrides)
+        overrides: dict[str, object] = {"metrics_public": metrics_public}
+        if max_pending_commits is not None:
+            overrides["max_pending_commits"] = max_pending_commits
+        config = IngressConfig.from_env(None, bind_host=host, **overrides)
     except ContextenError as e:
         fail(str(e))
     app.dispatch = app.dispatch and dispatch
@@ -177,7 +208,15 @@ def serve(
         store=redact_url(app.store.url),
         subscriptions=len(app.subscriptions),
         dispatch=app.dispatch,
+        allowed_hosts=list(config.allowed_hosts),
+        metrics_public=config.metrics_public,
     )
+    if host in ("0.0.0.0", "::") and not os.environ.get(ENV_ALLOWED_HOSTS):
+        _log.warning(
+            "listening on every interface, but only these Host names are answered (the "
+            "webhooks excepted); set CONTEXTEN_ALLOWED_HOSTS to the names clients use",
+            allowed_hosts=list(config.allowed_hosts),
+        )
     if unsigned:
         _log.warning(
             "no webhook secret configured: these platforms' webhooks are refused (401)",
@@ -191,6 +230,7 @@ def serve(
             config=config,
             graceful_timeout=graceful_timeout,
             access_log=access_log,
+            announce_bootstrap=announce_bootstrap_token,
         )
     except (ContextenError, RuntimeError) as e:
         fail(str(e))

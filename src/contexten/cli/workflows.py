@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.cli._common import audit, echo_json, fail, run_async, store_option, with_store
+from contexten.exceptions import WorkflowNotFound
 from contexten.store import EventStore
 from contexten.workflows import (
     WorkflowInfo,
@@ -75,7 +76,14 @@ async def cancel(store_url: str | None, workflow_id: str, reason: str) -> None:
     """Cancel an instance: its completed steps are compensated, then it ends cancelled."""
 
     async def body(store: EventStore) -> bool:
-        return await request_cancel(store, workflow_id, reason)
+        try:
+            done = await request_cancel(store, workflow_id, reason)
+        except WorkflowNotFound:
+            await audit(store, "workflows:cancel", target=workflow_id, outcome="not found")
+            raise
+        outcome = "requested" if done else "unchanged"
+        await audit(store, "workflows:cancel", target=workflow_id, outcome=outcome, detail=reason)
+        return done
 
     if not await with_store(store_url, body):
         fail(f"workflow {workflow_id} has already ended or is being cancelled")
@@ -90,7 +98,14 @@ async def redrive(store_url: str | None, workflow_id: str) -> None:
     """Run a failed instance again from where it failed."""
 
     async def body(store: EventStore) -> bool:
-        return await request_redrive(store, workflow_id)
+        try:
+            done = await request_redrive(store, workflow_id)
+        except WorkflowNotFound:
+            await audit(store, "workflows:redrive", target=workflow_id, outcome="not found")
+            raise
+        outcome = "requested" if done else "unchanged"
+        await audit(store, "workflows:redrive", target=workflow_id, outcome=outcome)
+        return done
 
     if not await with_store(store_url, body):
         fail(f"workflow {workflow_id} is not failed")

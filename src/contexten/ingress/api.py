@@ -12,6 +12,11 @@ a bounded part of the log (:data:`SCAN_BUDGET` entries) and, when that runs out,
 what it found and a ``next`` that continues the scan, so no request is unbounded.
 
 Store failures answer 503, bad parameters 400.
+
+Every route needs a ``viewer`` token (the middleware checks it). The audit trail
+(``$audit-...`` streams) is shown only to tokens allowed ``audit:read`` and the token
+records (``$security-...``, hashes only) only to those allowed ``tokens:manage`` (admins);
+for anyone else those events are not there (404 by id, skipped in listings).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from contexten.events.codec import encode_json
 from contexten.events.patterns import Pattern, compile_pattern
 from contexten.exceptions import InvalidPattern
 from contexten.observability.logging import get_logger
+from contexten.security.audit import AUDIT_STREAM_PREFIX
+from contexten.security.middleware import principal_of
+from contexten.security.roles import allowed
 from contexten.store.base import EventStore, RecordedEvent
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "SCAN_BUDGET", "EventsAPI", "recorded_to_json"]
@@ -40,7 +48,21 @@ _MAX_POSITION: Final = 2**63 - 1
 _MAX_ID_LENGTH: Final = 200
 _PATH: Final = "/api/v1/events"
 
+_RESTRICTED: Final = ((AUDIT_STREAM_PREFIX, "audit:read"), ("$security-", "tokens:manage"))
+"""System streams shown only to principals allowed the paired action."""
+
 _log = get_logger("contexten.ingress.api")
+
+Visible = Callable[[RecordedEvent], bool]
+
+
+def _visibility(request: Request) -> Visible | None:
+    """What the request's principal may not see, as a filter (None: it may see it all)."""
+    principal = principal_of(request)
+    hidden = tuple(prefix for prefix, action in _RESTRICTED if not allowed(principal, action))
+    if not hidden:
+        return None
+    return lambda rec: not rec.stream.startswith(hidden)
 
 
 class _BadRequest(Exception):
@@ -78,6 +100,7 @@ async def _scan(
     limit: int,
     *,
     last_position: int | None,
+    visible: Visible | None = None,
 ) -> tuple[list[RecordedEvent], int | None, bool]:
     """Read pages from ``cursor`` until ``limit`` matches, :data:`SCAN_BUDGET` or the log's end.
 
@@ -87,13 +110,15 @@ async def _scan(
     """
     found: list[RecordedEvent] = []
     scanned = 0
-    want = limit if pattern is None else max(limit, 200)
+    want = limit if pattern is None and visible is None else max(limit, 200)
     while len(found) < limit and scanned < SCAN_BUDGET:
         page = await read(cursor, want)
         for rec in page:
             scanned += 1
             cursor = rec.position
-            if pattern is None or pattern.matches(rec.event.type):
+            if (pattern is None or pattern.matches(rec.event.type)) and (
+                visible is None or visible(rec)
+            ):
                 found.append(rec)
                 if len(found) == limit:
                     return found, cursor, False
@@ -129,12 +154,13 @@ class EventsAPI:
         except (_BadRequest, InvalidPattern) as e:
             return JSONResponse({"error": "bad request", "detail": str(e)}, 400)
         assert limit is not None
+        visible = _visibility(request)
         try:
             if after is not None:
-                found, cursor = await self._forward(pattern, after, limit)
+                found, cursor = await self._forward(pattern, after, limit, visible)
                 next_query: dict[str, Any] | None = {"after": cursor}
             else:
-                found, cursor_or_none = await self._backward(pattern, before, limit)
+                found, cursor_or_none = await self._backward(pattern, before, limit, visible)
                 next_query = None if cursor_or_none is None else {"before": cursor_or_none}
         except Exception as e:
             _log.error("events API: store failed", error=type(e).__name__)
@@ -146,25 +172,29 @@ class EventsAPI:
         return _json({"events": [recorded_to_json(r) for r in found], "next": next_url})
 
     async def _backward(
-        self, pattern: Pattern | None, before: int | None, limit: int
+        self, pattern: Pattern | None, before: int | None, limit: int, visible: Visible | None
     ) -> tuple[list[RecordedEvent], int | None]:
         """Newest first below ``before``; the cursor is None once the log's start is reached."""
 
         async def read(cursor: int | None, want: int) -> list[RecordedEvent]:
             return await self.store.read_all_backwards(before=cursor, limit=want)
 
-        found, cursor, at_end = await _scan(read, pattern, before, limit, last_position=1)
+        found, cursor, at_end = await _scan(
+            read, pattern, before, limit, last_position=1, visible=visible
+        )
         return found, None if at_end else cursor
 
     async def _forward(
-        self, pattern: Pattern | None, after: int, limit: int
+        self, pattern: Pattern | None, after: int, limit: int, visible: Visible | None
     ) -> tuple[list[RecordedEvent], int]:
         """Oldest first above ``after``; the cursor is the last position looked at."""
 
         async def read(cursor: int | None, want: int) -> list[RecordedEvent]:
             return await self.store.read_all(after=after if cursor is None else cursor, limit=want)
 
-        found, cursor, _ = await _scan(read, pattern, after, limit, last_position=None)
+        found, cursor, _ = await _scan(
+            read, pattern, after, limit, last_position=None, visible=visible
+        )
         return found, after if cursor is None else cursor
 
     async def get_event(self, request: Request) -> Response:
@@ -177,6 +207,7 @@ class EventsAPI:
         except Exception as e:
             _log.error("events API: store failed", error=type(e).__name__)
             return JSONResponse({"error": "store unavailable"}, 503, headers={"Retry-After": "1"})
-        if rec is None:
+        visible = _visibility(request)
+        if rec is None or (visible is not None and not visible(rec)):
             return JSONResponse({"error": "not found"}, 404)
         return _json(recorded_to_json(rec))

@@ -17,6 +17,11 @@ A webhook request goes through, in order (each step refuses fast and stores noth
    not stored.
 
 Handlers never run inside the request: the dispatcher picks the event up from the log.
+
+Every other route sits behind :class:`~contexten.security.SecurityMiddleware`: the ``Host``
+check, then a bearer token whose role allows the route's action (:data:`ROUTE_ACTIONS`).
+``GET /healthz`` and a bare ``GET /readyz`` (status only) are public; ``/readyz?verbose=1``
+and ``/metrics`` need ``viewer`` (``/metrics`` is public with ``metrics_public``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
 
 from contexten.bus.streams import default_stream
 from contexten.events.codec import encode_json
@@ -44,9 +50,13 @@ from contexten.ingress.openapi import openapi_spec
 from contexten.ingress.receivers import RECEIVERS, Accepted
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from contexten.security.hosts import AllowedHosts
+from contexten.security.middleware import RouteAction, SecurityMiddleware, verbose_requested
+from contexten.security.throttle import FailureThrottle
+from contexten.security.tokens import TokenRegistry
 from contexten.store.base import Append, EventStore
 
-__all__ = ["HealthLike", "Readiness", "create_ingress_app"]
+__all__ = ["HealthLike", "Readiness", "create_ingress_app", "readyz_action"]
 
 _log = get_logger("contexten.ingress")
 
@@ -212,13 +222,19 @@ class _Ingress:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """200 when ready (store reachable, dispatcher running when an App is wired), else 503."""
+        """200 when ready (store reachable, dispatcher running when an App is wired), else 503.
+
+        The body is only the status; ``?verbose=1`` (``viewer`` and up) adds the details.
+        """
         try:
             report = await self.readiness()
             ok, details = report.ok, report.to_dict()
         except Exception as e:
             ok, details = False, {"ok": False, "error": type(e).__name__}
-        return JSONResponse(details, 200 if ok else 503)
+        status: dict[str, Any] = {"status": "ready" if ok else "not ready"}
+        if verbose_requested(request.scope):
+            status["details"] = details
+        return JSONResponse(status, 200 if ok else 503)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         """Prometheus text exposition of this app's registry (refreshed for this scrape)."""
@@ -230,6 +246,11 @@ class _Ingress:
         return JSONResponse(openapi_spec())
 
 
+def readyz_action(scope: Scope) -> str | None:
+    """What ``/readyz`` needs: nothing for the status, ``health:read`` for the details."""
+    return "health:read" if verbose_requested(scope) else None
+
+
 def create_ingress_app(
     store: EventStore,
     config: IngressConfig | None = None,
@@ -237,7 +258,7 @@ def create_ingress_app(
     readiness: Readiness | None = None,
     metrics: Metrics | None = None,
     stream_for: Callable[[Event], str] = default_stream,
-    extra_routes: Sequence[BaseRoute] = (),
+    extra_routes: Sequence[tuple[BaseRoute, RouteAction]] = (),
     manage_store: bool = False,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
@@ -252,7 +273,9 @@ def create_ingress_app(
         metrics: the metrics to feed and serve at ``/metrics`` (default: a fresh registry).
         stream_for: the stream each webhook event is appended to (default:
             ``{source}-{subject}``, as ``App.publish`` does).
-        extra_routes: more routes to serve (a dashboard...).
+        extra_routes: more routes to serve (a dashboard...), each with the action it needs
+            (:data:`~contexten.security.RouteAction`: an action name, None for public, or a
+            function of the request).
         manage_store: open the store at startup and close it at shutdown (when the app is
             served on its own rather than by an App that owns the store).
         on_startup: awaited in order when the server starts, after the store is opened (an
@@ -260,25 +283,35 @@ def create_ingress_app(
         on_shutdown: awaited in order when the server stops, before the store is closed.
 
     Returns:
-        The Starlette application; ``app.state.metrics`` and ``app.state.config`` hold what it
-        uses.
+        The Starlette application; ``app.state.metrics``, ``app.state.config`` and
+        ``app.state.tokens`` (the :class:`~contexten.security.TokenRegistry`) hold what it
+        uses, ``app.state.route_actions`` every route with the action it needs.
+
+    Raises:
+        ConfigurationError: ``config.admin_token`` is too short.
     """
     config = config if config is not None else IngressConfig.from_env()
     metrics = metrics if metrics is not None else Metrics()
     ingress = _Ingress(store, config, metrics, readiness, stream_for)
     api = EventsAPI(store)
-    routes: list[BaseRoute] = [
+    rules: list[tuple[BaseRoute, RouteAction]] = [
         *(
-            Route(f"/webhooks/{p}", ingress.webhook_endpoint(p), methods=["POST"])
+            (Route(f"/webhooks/{p}", ingress.webhook_endpoint(p), methods=["POST"]), None)
             for p in RECEIVERS
         ),
-        Route("/healthz", ingress.healthz, methods=["GET"]),
-        Route("/readyz", ingress.readyz, methods=["GET"]),
-        Route("/metrics", ingress.metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", ingress.openapi, methods=["GET"]),
-        *api.routes(),
+        (Route("/healthz", ingress.healthz, methods=["GET"]), None),
+        (Route("/readyz", ingress.readyz, methods=["GET"]), readyz_action),
+        (
+            Route("/metrics", ingress.metrics_endpoint, methods=["GET"]),
+            None if config.metrics_public else "metrics:read",
+        ),
+        (Route("/openapi.json", ingress.openapi, methods=["GET"]), "api:describe"),
+        *((route, "events:read") for route in api.routes()),
         *extra_routes,
     ]
+    tokens = TokenRegistry(
+        store, admin_token=config.admin_token, refresh_interval=config.token_refresh
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -296,8 +329,21 @@ def create_ingress_app(
             if manage_store:
                 await store.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=[route for route, _ in rules], lifespan=lifespan)
+    app.add_middleware(
+        SecurityMiddleware,
+        rules=rules,
+        tokens=tokens,
+        hosts=AllowedHosts(config.allowed_hosts),
+        throttle=FailureThrottle(
+            config.auth_failure_limit, config.auth_failure_window, clock=config.clock
+        ),
+        store=store,
+        clock=config.clock,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
     app.state.config = config
+    app.state.tokens = tokens
+    app.state.route_actions = tuple(rules)
     return app

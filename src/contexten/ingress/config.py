@@ -10,6 +10,8 @@ variable                               secret
 ``CONTEXTEN_SLACK_SIGNING_SECRET``     Slack app signing secret
 ``CONTEXTEN_CODEGEN_WEBHOOK_SECRET``   Codegen agent-run delivery secret
 ``CONTEXTEN_LINEAR_TEAM_KEYS``         (not a secret) Linear team keys, for correlation
+``CONTEXTEN_ADMIN_TOKEN``              an admin API token that lives only here
+``CONTEXTEN_ALLOWED_HOSTS``            (not a secret) the ``Host`` names served
 =====================================  ==========================================
 
 Each secret variable may hold two secrets separated by a comma, so a secret can be rotated
@@ -29,6 +31,8 @@ from typing import Final, Literal
 from contexten.clock import Clock, WallClock
 from contexten.exceptions import ConfigurationError
 from contexten.ingress.body import MiB
+from contexten.security.hosts import ENV_ALLOWED_HOSTS, LOOPBACK_HOSTS, default_allowed_hosts
+from contexten.security.tokens import ENV_ADMIN_TOKEN
 
 __all__ = ["ENV_SECRETS", "IngressConfig", "Platform", "parse_secrets"]
 
@@ -88,6 +92,17 @@ class IngressConfig:
             bites when the store falls behind.
         retry_after: seconds a shed (429) or store-down (503) answer asks the client to wait
             (``Retry-After``).
+        allowed_hosts: the ``Host`` names every route but the webhooks answers to (DNS
+            rebinding); ``*.example.com`` matches subdomains, ``*`` anything.
+        metrics_public: serve ``/metrics`` without a token (a scraper on a private network);
+            by default it needs the ``viewer`` role.
+        admin_token: an admin API token from the environment (``CONTEXTEN_ADMIN_TOKEN``), on
+            top of the tokens in the store; never in ``repr()``.
+        auth_failure_limit: authentication failures one client address may make per
+            ``auth_failure_window`` before it is answered 429 (0: unlimited).
+        auth_failure_window: that window, in seconds.
+        token_refresh: seconds a process trusts its cached view of the tokens: a token
+            revoked elsewhere is refused here within this long.
     """
 
     github_secrets: tuple[bytes, ...] = field(default=(), repr=False)
@@ -106,12 +121,27 @@ class IngressConfig:
     offload_threshold: int = 1 * MiB
     max_pending_commits: int = 2048
     retry_after: int = 1
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    metrics_public: bool = False
+    admin_token: str | None = field(default=None, repr=False)
+    auth_failure_limit: int = 10
+    auth_failure_window: float = 60.0
+    token_refresh: float = 1.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> IngressConfig:
-        """Read the secrets and team keys from ``env`` (default: ``os.environ``).
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        bind_host: str | None = None,
+        **overrides: object,
+    ) -> IngressConfig:
+        """Read the secrets, team keys, admin token and allowed hosts from ``env``
+        (default: ``os.environ``).
 
-        Keyword ``overrides`` set any other attribute (``clock=...``, ``body_timeout=...``).
+        ``bind_host`` (the address served on) joins the default allowed hosts when
+        ``CONTEXTEN_ALLOWED_HOSTS`` is not set. Keyword ``overrides`` set any other attribute
+        (``clock=...``, ``body_timeout=...``).
 
         Raises:
             ConfigurationError: a variable holds more than two secrets.
@@ -124,13 +154,22 @@ class IngressConfig:
         team_keys = frozenset(
             k.strip().upper() for k in env.get(_ENV_TEAM_KEYS, "").split(",") if k.strip()
         )
-        return cls(**{**secrets, "team_keys": team_keys, **overrides})  # type: ignore[arg-type]
+        hosts = [h.strip() for h in env.get(ENV_ALLOWED_HOSTS, "").split(",") if h.strip()]
+        fields: dict[str, object] = {
+            **secrets,
+            "team_keys": team_keys,
+            "allowed_hosts": tuple(hosts) or default_allowed_hosts(bind_host),
+            "admin_token": env.get(ENV_ADMIN_TOKEN) or None,
+        }
+        return cls(**{**fields, **overrides})  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if self.max_pending_commits < 1:
             raise ConfigurationError("max_pending_commits must be at least 1")
         if self.retry_after < 0:
             raise ConfigurationError("retry_after must be >= 0 seconds")
+        if self.auth_failure_limit < 0:
+            raise ConfigurationError("auth_failure_limit must be >= 0")
 
     def secrets(self, platform: Platform) -> tuple[bytes, ...]:
         """The secrets configured for ``platform`` (empty: it refuses everything)."""

@@ -2,6 +2,10 @@
 
 Written by hand (it is small, and a generator would need docstring YAML): a test checks that
 every route the app serves is described here and that the answers match their schemas.
+
+Operations that need a token declare the ``bearerAuth`` scheme and their 401/403/429
+answers; the webhooks (signed instead), ``/healthz`` and ``/readyz`` declare none
+(``/readyz?verbose=1`` takes a token optionally).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def _webhook(platform: str, summary: str, headers: list[tuple[str, bool]], form:
             "operationId": f"{platform}Webhook",
             "summary": summary,
             "tags": ["webhooks"],
+            "security": [],
             "parameters": [
                 {"name": name, "in": "header", "required": required, "schema": {"type": "string"}}
                 for name, required in headers
@@ -59,6 +64,32 @@ def _webhook(platform: str, summary: str, headers: list[tuple[str, bool]], form:
     }
 
 
+_BEARER_SCHEME: Final = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API token: `contexten tokens create --role viewer --name NAME`, or "
+    "CONTEXTEN_ADMIN_TOKEN. Roles: viewer (read), operator (also act), admin (also tokens).",
+}
+
+
+def _auth_responses(role: str) -> dict[str, Any]:
+    return {
+        "400": _json_response("Bad parameters, or a Host this server does not answer to.", _ERROR),
+        "401": _json_response("No bearer token, or not an active one.", _ERROR),
+        "403": _json_response(f"The token's role is below {role}.", _ERROR),
+        "429": _json_response(
+            "Too many failed authentications from this client; retry after Retry-After.",
+            _ERROR,
+        ),
+    }
+
+
+def _protected(operation: dict[str, Any], role: str = "viewer") -> dict[str, Any]:
+    """``operation`` with the bearer scheme and the answers of the authentication layer."""
+    responses = {**_auth_responses(role), **operation["responses"]}
+    return {**operation, "security": [{"bearerAuth": []}], "responses": responses}
+
+
 def _int_query(name: str, description: str, minimum: int, default: int | None = None) -> Any:
     schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "maximum": 2**63 - 1}
     if name == "limit":
@@ -75,6 +106,14 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "required": ["error"],
         "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
     },
+    "Ready": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["ready", "not ready"]},
+            "details": {"type": "object", "description": "With verbose=1 only."},
+        },
+    },
     "Accepted": {
         "type": "object",
         "required": ["status", "id", "position"],
@@ -86,11 +125,12 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "Event": {
         "type": "object",
-        "description": "The event envelope (CloudEvents 1.0 attributes plus extensions).",
-        "required": ["type", "source", "id", "time"],
+        "description": "The event envelope (CloudEvents 1.0 attributes plus extensions). "
+        "Attributes at their default are left out: no source means contexten.",
+        "required": ["type", "id", "time"],
         "properties": {
             "type": {"type": "string", "examples": ["github.pull_request.opened"]},
-            "source": {"type": "string"},
+            "source": {"type": "string", "default": "contexten"},
             "id": {"type": "string"},
             "time": {"type": "string", "format": "date-time"},
             "subject": {"type": "string"},
@@ -175,86 +215,128 @@ def openapi_spec() -> dict[str, Any]:
                     "operationId": "healthz",
                     "summary": "The process is alive.",
                     "tags": ["operations"],
+                    "security": [],
                     "responses": {"200": _json_response("Alive.", {"type": "object"})},
                 }
             },
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
-                    "summary": "Ready: the store is reachable (and the dispatcher runs).",
+                    "summary": "Ready: the store is reachable (and the dispatcher runs). "
+                    "Status only; verbose=1 (viewer) adds the details.",
                     "tags": ["operations"],
+                    "security": [{}, {"bearerAuth": []}],
+                    "parameters": [
+                        {
+                            "name": "verbose",
+                            "in": "query",
+                            "required": False,
+                            "description": "1: add the details (needs a viewer token).",
+                            "schema": {"type": "string", "enum": ["0", "1"]},
+                        }
+                    ],
                     "responses": {
-                        "200": _json_response("Ready.", {"type": "object"}),
-                        "503": _json_response("Not ready; the body says why.", {"type": "object"}),
+                        **_auth_responses("viewer"),
+                        "200": _json_response("Ready.", {"$ref": "#/components/schemas/Ready"}),
+                        "503": _json_response(
+                            "Not ready (with verbose=1, the details say why).",
+                            {"$ref": "#/components/schemas/Ready"},
+                        ),
                     },
                 }
             },
             "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics (text exposition format).",
-                    "tags": ["operations"],
-                    "responses": {
-                        "200": {
-                            "description": "The metrics.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
+                "get": _protected(
+                    {
+                        "operationId": "metrics",
+                        "summary": "Prometheus metrics (text exposition format).",
+                        "tags": ["operations"],
+                        "responses": {
+                            "200": {
+                                "description": "The metrics.",
+                                "content": {"text/plain": {"schema": {"type": "string"}}},
+                            }
+                        },
+                    }
+                )
+            },
+            "/openapi.json": {
+                "get": _protected(
+                    {
+                        "operationId": "openapi",
+                        "summary": "This description.",
+                        "tags": ["operations"],
+                        "responses": {
+                            "200": _json_response("The OpenAPI document.", {"type": "object"})
+                        },
+                    }
+                )
             },
             "/api/v1/events": {
-                "get": {
-                    "operationId": "listEvents",
-                    "summary": "Page through the event log, newest first (or after a position).",
-                    "tags": ["events"],
-                    "parameters": [
-                        {
-                            "name": "type",
-                            "in": "query",
-                            "required": False,
-                            "description": "Type pattern: '*' one segment, trailing '**' the rest.",
-                            "schema": {
-                                "type": "string",
-                                "pattern": _TYPE_PATTERN,
-                                "examples": ["github.pull_request.*"],
+                "get": _protected(
+                    {
+                        "operationId": "listEvents",
+                        "summary": "Page through the event log, newest first (or after one).",
+                        "tags": ["events"],
+                        "parameters": [
+                            {
+                                "name": "type",
+                                "in": "query",
+                                "required": False,
+                                "description": "Type pattern ('*': a segment, '**': the rest).",
+                                "schema": {
+                                    "type": "string",
+                                    "pattern": _TYPE_PATTERN,
+                                    "examples": ["github.pull_request.*"],
+                                },
                             },
+                            _int_query(
+                                "before", "Only events below this position (not with after).", 1
+                            ),
+                            _int_query(
+                                "after",
+                                "Only events above this position, oldest first (not with before).",
+                                0,
+                            ),
+                            _int_query("limit", "Events per page.", 1, DEFAULT_LIMIT),
+                        ],
+                        "responses": {
+                            "200": _json_response(
+                                "One page.", {"$ref": "#/components/schemas/EventPage"}
+                            ),
+                            "400": _json_response("Bad parameters.", _ERROR),
+                            "503": _json_response("The store is unreachable.", _ERROR),
                         },
-                        _int_query(
-                            "before", "Only events below this position (not with after).", 1
-                        ),
-                        _int_query(
-                            "after",
-                            "Only events above this position, oldest first (not with before).",
-                            0,
-                        ),
-                        _int_query("limit", "Events per page.", 1, DEFAULT_LIMIT),
-                    ],
-                    "responses": {
-                        "200": _json_response(
-                            "One page.", {"$ref": "#/components/schemas/EventPage"}
-                        ),
-                        "400": _json_response("Bad parameters.", _ERROR),
-                        "503": _json_response("The store is unreachable.", _ERROR),
-                    },
-                }
+                    }
+                )
             },
             "/api/v1/events/{id}": {
-                "get": {
-                    "operationId": "getEvent",
-                    "summary": "One stored event by id.",
-                    "tags": ["events"],
-                    "parameters": [
-                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-                    ],
-                    "responses": {
-                        "200": _json_response(
-                            "The event.", {"$ref": "#/components/schemas/RecordedEvent"}
-                        ),
-                        "404": _json_response("No event has that id.", _ERROR),
-                        "503": _json_response("The store is unreachable.", _ERROR),
-                    },
-                }
+                "get": _protected(
+                    {
+                        "operationId": "getEvent",
+                        "summary": "One stored event by id.",
+                        "tags": ["events"],
+                        "parameters": [
+                            {
+                                "name": "id",
+                                "in": "path",
+                                "required": True,
+                                "schema": {"type": "string"},
+                            }
+                        ],
+                        "responses": {
+                            "200": _json_response(
+                                "The event.", {"$ref": "#/components/schemas/RecordedEvent"}
+                            ),
+                            "404": _json_response("No event has that id.", _ERROR),
+                            "503": _json_response("The store is unreachable.", _ERROR),
+                        },
+                    }
+                )
             },
         },
-        "components": {"schemas": copy.deepcopy(_SCHEMAS)},
+        "components": {
+            "schemas": copy.deepcopy(_SCHEMAS),
+            "securitySchemes": {"bearerAuth": dict(_BEARER_SCHEME)},
+        },
     }

@@ -18,6 +18,11 @@ the rest are redelivered at the next start), close the store; then :meth:`Ingres
 returns normally, so the process exits 0. A second SIGINT forces an immediate exit (every
 acknowledged webhook is already durable).
 
+With ``announce_bootstrap``, a server whose store has never held an API token and which has
+no ``CONTEXTEN_ADMIN_TOKEN`` creates an admin token once it has started (exactly one, even
+when several processes start together on one store) and hands it, with the URL it listens
+on, to that callback once listening (``contexten serve`` prints a login URL).
+
 uvicorn picks ``uvloop`` and ``httptools`` when they are installed (they are dependencies
 where they have wheels; ``bench/b3_ingress.py`` measures the difference), else the standard
 asyncio loop and ``h11``.
@@ -43,8 +48,13 @@ from contexten.ingress.config import IngressConfig
 from contexten.observability.app_metrics import instrument_app
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import Metrics
+from contexten.security.middleware import RouteAction
+from contexten.security.tokens import IssuedToken, ensure_bootstrap_token
 
-__all__ = ["IngressServer", "create_server", "serve"]
+__all__ = ["BootstrapAnnouncer", "IngressServer", "create_server", "serve"]
+
+BootstrapAnnouncer = Callable[[IssuedToken, str], None]
+"""Called once with the first admin token and the base URL served (``http://host:port``)."""
 
 _log = get_logger("contexten.server")
 _SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
@@ -57,7 +67,7 @@ def _build(
     config: IngressConfig | None,
     *,
     metrics: Metrics | None,
-    extra_routes: Sequence[BaseRoute],
+    extra_routes: Sequence[tuple[BaseRoute, RouteAction]],
     start: Callable[[], Awaitable[None]],
     close_store: bool,
 ) -> Starlette:
@@ -83,7 +93,7 @@ def create_server(
     config: IngressConfig | None = None,
     *,
     metrics: Metrics | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
+    extra_routes: Sequence[tuple[BaseRoute, RouteAction]] = (),
     close_store: bool = False,
 ) -> Starlette:
     """The ASGI app that serves ``app``: webhooks into its store, and its health and metrics.
@@ -98,7 +108,7 @@ def create_server(
         config: secrets, caps and load shedding (default: :meth:`IngressConfig.from_env`).
         metrics: the registry ``/metrics`` serves (default: a fresh one); the App's
             dispatcher lag, dead letters and restarts are added to it.
-        extra_routes: more routes to serve (a dashboard...).
+        extra_routes: more routes to serve (a dashboard...), each with the action it needs.
         close_store: also close the store when the server stops, even when the App does not
             own it (the serving process is its last user).
 
@@ -120,7 +130,15 @@ class _Server(uvicorn.Server):
 
     uvicorn re-raises SIGINT/SIGTERM after a graceful shutdown so that a host program sees
     it; here the graceful shutdown *is* the intended outcome, so serving simply returns.
+    It also tells its owner when it listens (``on_listening``).
     """
+
+    on_listening: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_listening is not None:
+            self.on_listening()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -142,15 +160,18 @@ class IngressServer:
         app: the application to serve (started and stopped by the server).
         host: the interface to listen on.
         port: the TCP port (0: any free port; see :attr:`port` once started).
-        config: the ingress configuration (default: from the environment).
+        config: the ingress configuration (default: from the environment, with ``host``
+            among the allowed hosts).
         graceful_timeout: seconds in-flight requests get to finish at shutdown.
         access_log: log every request through the ``uvicorn.access`` logger.
         http: uvicorn's HTTP implementation: ``"auto"`` (httptools when installed), ``"h11"``
             or ``"httptools"``.
         loop: uvicorn's event loop: ``"auto"`` (uvloop when installed), ``"asyncio"`` or
             ``"uvloop"``.
-        extra_routes: more routes to serve.
+        extra_routes: more routes to serve, each with the action it needs.
         close_store: close the store at shutdown even when the App does not own it.
+        announce_bootstrap: create the first admin token when none is configured and call
+            this with it once listening (see the module docstring); None: never create one.
     """
 
     def __init__(
@@ -164,14 +185,19 @@ class IngressServer:
         access_log: bool = False,
         http: str = "auto",
         loop: str = "auto",
-        extra_routes: Sequence[BaseRoute] = (),
+        extra_routes: Sequence[tuple[BaseRoute, RouteAction]] = (),
         close_store: bool = True,
+        announce_bootstrap: BootstrapAnnouncer | None = None,
     ) -> None:
         self.app = app
+        self.host = host
         self._startup_error: BaseException | None = None
+        self._announce = announce_bootstrap
+        self.bootstrap_token: IssuedToken | None = None
+        """The admin token this server created at its first start, if it did."""
         self.asgi = _build(
             app,
-            config,
+            config if config is not None else IngressConfig.from_env(bind_host=host),
             metrics=None,
             extra_routes=extra_routes,
             start=self._start_app,
@@ -192,13 +218,29 @@ class IngressServer:
                 timeout_graceful_shutdown=graceful_timeout,
             )
         )
+        self._server.on_listening = self._listening
 
     async def _start_app(self) -> None:
         try:
             await self.app.start()
+            if self._announce is not None and not self.asgi.state.tokens.has_admin_token:
+                self.bootstrap_token = await ensure_bootstrap_token(self.app.store)
         except BaseException as e:
             self._startup_error = e  # uvicorn only logs it; serve() re-raises it
             raise
+
+    @property
+    def url(self) -> str | None:
+        """The base URL served, once listening (a wildcard bind shows as 127.0.0.1)."""
+        port = self.port
+        if port is None:
+            return None
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def _listening(self) -> None:
+        if self._announce is not None and self.bootstrap_token is not None and self.url:
+            self._announce(self.bootstrap_token, self.url)
 
     @property
     def started(self) -> bool:
@@ -280,8 +322,11 @@ def serve(
     config: IngressConfig | None = None,
     graceful_timeout: int = 30,
     access_log: bool = False,
+    announce_bootstrap: BootstrapAnnouncer | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly (see the module docstring).
+
+    ``announce_bootstrap``: see :class:`IngressServer`.
 
     Raises:
         Exception: ``App.start()`` failed (the server never listened).
@@ -293,6 +338,7 @@ def serve(
         config=config,
         graceful_timeout=graceful_timeout,
         access_log=access_log,
+        announce_bootstrap=announce_bootstrap,
     )
     _log.info("serving", host=host, port=port, app=repr(app))
     server.run()
