@@ -11,8 +11,12 @@ import pytest
 
 from contexten import App, Event, StateMachine, Transition, Workflow
 from contexten.clock import WallClock
-from contexten.exceptions import WorkflowAlreadyStarted
+from contexten.exceptions import WorkflowAlreadyStarted, WorkflowFailedError
+from contexten.integrations import github
+from contexten.observability.app_metrics import instrument_app
+from contexten.observability.metrics import Metrics
 from contexten.testing import create_test_app
+from contexten.testing.sandbox import Sandbox
 
 HANG_GUARD = 30
 
@@ -163,3 +167,44 @@ async def test_a_sleeping_workflow_finishes_after_the_app_restarts(tmp_path: Pat
         await status_of(second, "nap-1", "completed")
         assert (await second.get_workflow("nap-1")).result == "after"
     assert calls == ["before", "after"]
+
+
+async def test_a_step_whose_platform_call_hangs_fails_by_its_timeout_and_is_counted() -> None:
+    sandbox = Sandbox()
+    number = sandbox.github.create_issue("acme/api", "Bug")["number"]
+    hang = sandbox.inject(  # every comment POST hangs (for real: 11 days on the event loop)
+        "latency",
+        platform="github",
+        method="POST",
+        path="/repos/acme/api/issues",
+        latency=10**6,
+        times=None,
+    )
+    app = create_test_app()  # the default step timeout is real time: shortened below
+    app.workflows.default_step_timeout = 0.2
+    app.use_agents(sandbox.clients(clock=app.clock))
+    metrics = Metrics()
+    instrument_app(metrics, app.health, app.workflows.stats)
+
+    @app.workflow("notify")
+    async def notify(wf: Workflow, issue: int) -> Any:
+        return await wf.step(github.create_issue_comment, "acme/api", issue, "Looking")
+
+    async with app:
+        handle = await app.start_workflow("notify", number, workflow_id="notify-1")
+        with pytest.raises(WorkflowFailedError):
+            await handle.result(timeout=HANG_GUARD)
+        info = await app.get_workflow("notify-1")
+        await metrics.refresh()
+
+    assert hang.fired == 3, "each of the default policy's three attempts hung and timed out"
+    (step_failed,) = [h for h in info.history if h.kind == "step_failed"]
+    assert step_failed.data["error"]["type"] == "contexten.exceptions.StepTimeout"
+    assert "timed out after 0.2s" in step_failed.data["error"]["message"]
+    assert step_failed.data["attempts"] == 3
+    assert info.history[-1].kind == "failed"
+    assert "StepTimeout" in info.history[-1].data["error"]["message"]
+    text = metrics.render().decode()
+    assert 'contexten_workflows_failed_total{cause="StepTimeout",workflow="notify"} 1.0' in text
+    assert 'contexten_workflows_ended_total{status="failed",workflow="notify"} 1.0' in text
+    assert sandbox.github.repo("acme/api").comments == {}

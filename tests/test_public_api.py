@@ -27,6 +27,7 @@ TESTING = {
     "Replayer",
     "TestApp",
     "VirtualClock",
+    "check_replays",
     "create_test_app",
     "export_history",
     "load_history",

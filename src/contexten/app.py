@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import os
@@ -62,7 +63,14 @@ from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor
 from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, StreamState
-from contexten.workflows import StateMachine, WorkflowEngine, WorkflowHandle, WorkflowInfo
+from contexten.workflows import (
+    IdReusePolicy,
+    StateMachine,
+    WorkflowEngine,
+    WorkflowHandle,
+    WorkflowInfo,
+)
+from contexten.workflows.schedules import Schedule
 
 if TYPE_CHECKING:
     from contexten.agents.manager import AgentManager
@@ -131,6 +139,10 @@ class App:
         agents: AgentManager | ClientRegistry | None = None,
         bot: BotIdentity | None = None,
     ) -> None:
+        pinned = _PINNED.get()
+        if pinned is not None:  # a tool runs this app elsewhere (shadow replay)
+            store, clock, agents = pinned.store, pinned.clock, pinned.agents
+        self._pinned = pinned is not None
         if isinstance(store, EventStore):
             self._store, self._owns_store = store, False
         else:
@@ -294,6 +306,9 @@ class App:
         """
         if self._running:
             raise ConfigurationError("use_agents() must be called before the app starts")
+        if self._pinned and self._runtime is not None:
+            self._log.info("use_agents() ignored: this app runs pinned to other agents")
+            return self._runtime.manager
         from contexten.agents.manager import AgentManager
         from contexten.agents.runtime import AgentRuntime
         from contexten.integrations.client import ClientRegistry
@@ -363,17 +378,22 @@ class App:
         on: str | None = None,
         where: Predicate | None = None,
         key: Callable[[Event], Any] | None = None,
-        version: str = "1",
+        version: int | str = 1,
         max_concurrent: int | None = None,
         max_per_key: int | None = None,
         echoes: bool = False,
+        id_reuse: IdReusePolicy | str | None = None,
     ) -> Callable[[W], W]:
         """Decorator: register a durable workflow ``async def fn(wf, input)``.
 
         With ``on`` (and optionally ``where``), each matching event starts an instance whose
-        id is ``{name}:{key(event)}``, so a second event for the same key does not start a
-        second instance; echoes of our own actions start nothing unless ``echoes=True``.
-        Instances are also started explicitly with :meth:`start_workflow`. See
+        id is ``{name}:{key(event)}``: while that instance is open, a second event for the
+        same key is absorbed (recorded in its history, logged, counted); once it has closed,
+        the next event starts run 2 of the id (``id_reuse`` says otherwise). Echoes of our
+        own actions start nothing unless ``echoes=True``. Instances are also started
+        explicitly with :meth:`start_workflow`. Register ``version=2`` of a name beside
+        version 1 to change it safely: new instances start on the newest, each instance
+        finishes on the version it started with. See
         :class:`~contexten.workflows.WorkflowEngine` for the options.
         """
         if on is not None and not echoes:
@@ -386,7 +406,58 @@ class App:
             version=version,
             max_concurrent=max_concurrent,
             max_per_key=max_per_key,
+            id_reuse=id_reuse,
         )
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        timezone: str = "UTC",
+        input: Any = None,
+        overlap: Literal["skip", "buffer_one", "allow_all"] = "skip",
+        catch_up: Literal["none", "last", "all"] = "last",
+        catch_up_window: timedelta = timedelta(hours=1),
+        max_catch_up: int = 10,
+    ) -> Callable[[W], W]:
+        """Decorator: register ``async def fn(wf, input)`` as workflow ``name`` and start it
+        on a durable schedule: once per tick across every worker on the store, surviving
+        restarts (run ids ``sched:{name}:{tick}``)::
+
+            @app.schedule("standup", cron="0 9 * * MON-FRI", timezone="Europe/Berlin")
+            async def standup(wf, _):
+                ...
+
+        See :class:`~contexten.workflows.schedules.Schedule` for the options; use
+        :meth:`add_schedule` for a schedule that starts another workflow or publishes an
+        event.
+        """
+
+        def register(fn: W) -> W:
+            self.workflows.register(fn, name=name)
+            self.add_schedule(
+                Schedule(
+                    name,
+                    cron=cron,
+                    every=every,
+                    timezone=timezone,
+                    workflow=name,
+                    input=input,
+                    overlap=overlap,
+                    catch_up=catch_up,
+                    catch_up_window=catch_up_window,
+                    max_catch_up=max_catch_up,
+                )
+            )
+            return fn
+
+        return register
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Register a durable :class:`~contexten.workflows.schedules.Schedule`."""
+        return self.workflows.schedule(schedule)
 
     def add(self, machine: StateMachine) -> StateMachine:
         """Register a state machine; the events its transitions name drive its instances."""
@@ -421,6 +492,23 @@ class App:
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel an instance: compensate its completed steps, then end it ``cancelled``."""
         return await self.workflows.cancel_workflow(workflow_id)
+
+    async def retry_workflow(self, workflow_id: str) -> WorkflowHandle:
+        """Redrive a ``failed`` or ``blocked`` instance on its own version (after a fix)."""
+        with self._bound():
+            return await self.workflows.retry_workflow(workflow_id)
+
+    async def fork_workflow(self, workflow_id: str, *, cancel_old: bool = False) -> WorkflowHandle:
+        """Start a new instance from ``workflow_id``'s input on the newest version, linked to
+        it; cancel the old one (with its compensations) when ``cancel_old``."""
+        with self._bound():
+            return await self.workflows.fork_workflow(workflow_id, cancel_old=cancel_old)
+
+    async def migrate_workflow(self, workflow_id: str, to_version: int | str) -> WorkflowHandle:
+        """Move a ``blocked`` instance to registered version ``to_version`` (verified by
+        replaying its history first) and resume it there."""
+        with self._bound():
+            return await self.workflows.migrate_workflow(workflow_id, to_version)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -491,7 +579,11 @@ class App:
             if self.dispatch:
                 with self._bound():  # their tasks keep the app's clients and action log
                     await self._dispatcher.start()
-                    if self.workflows.definitions or self.workflows.machines:
+                    if (
+                        self.workflows.definitions
+                        or self.workflows.machines
+                        or self.workflows.schedules.schedules
+                    ):
                         await self.workflows.start()
                         self._workflows_started = True
         except BaseException:
@@ -603,6 +695,32 @@ class App:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"App(store={redact_url(self._store.url)!r}, {state})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Pinned:
+    store: EventStore
+    clock: Clock
+    agents: Any
+
+
+_PINNED: Final[contextvars.ContextVar[_Pinned | None]] = contextvars.ContextVar(
+    "contexten_app_pinned", default=None
+)
+
+
+@contextlib.contextmanager
+def pinned_apps(store: EventStore, clock: Clock, agents: Any) -> Iterator[None]:
+    """Every :class:`App` built inside the block uses ``store``, ``clock`` and ``agents`` (a
+    client registry or agent manager), whatever its code passes; later ``use_agents`` calls
+    are ignored. For tools that load a user's app to run it somewhere else: shadow replay
+    runs it on a memory store, a virtual clock and the sandbox, so nothing it does reaches
+    a real platform."""
+    token = _PINNED.set(_Pinned(store, clock, agents))
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
 
 
 def _name_of(fn: object) -> str:

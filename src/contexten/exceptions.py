@@ -50,6 +50,7 @@ The tree::
     │   ├── WorkflowAlreadyStarted  start asked to raise, and an instance with that id exists
     │   ├── NondeterminismError     a replay diverged from the recorded history: instance parked
     │   ├── WorkflowTimeoutError    a ``wf.wait_for`` deadline passed (also a ``TimeoutError``)
+    │   ├── StepTimeout             a step attempt ran past its timeout (also a ``TimeoutError``)
     │   ├── WorkflowCancelled       raised inside a workflow that is being cancelled
     │   ├── StepFailedError         a step failed after its retries (recorded type and message)
     │   ├── ChildWorkflowError      a child workflow ended without completing
@@ -100,6 +101,7 @@ __all__ = [
     "SecurityError",
     "SignatureInvalid",
     "StepFailedError",
+    "StepTimeout",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
@@ -403,23 +405,43 @@ class NondeterminismError(WorkflowError):
 
     The workflow code asked for something (a step, timer, wait...) other than what the history
     recorded at the same position, usually because the code changed under an in-flight
-    instance. The engine parks the instance (status ``failed``) instead of corrupting it.
+    instance. The engine blocks the instance (status ``blocked``) instead of corrupting it.
 
     Attributes:
         workflow_id: the instance.
         seq: the position (durable-call number) where replay diverged.
+        expected: what the history recorded there (``step 'charge'``), when known.
+        produced: what the code asked for instead (``timer``, ``return``...), when known.
     """
 
-    def __init__(self, workflow_id: str, seq: int, message: str) -> None:
+    def __init__(
+        self,
+        workflow_id: str,
+        seq: int,
+        message: str,
+        *,
+        expected: str | None = None,
+        produced: str | None = None,
+    ) -> None:
         super().__init__(f"workflow {workflow_id!r}, call #{seq}: {message}")
         self.workflow_id = workflow_id
         self.seq = seq
+        self.expected = expected
+        self.produced = produced
 
 
 class WorkflowTimeoutError(WorkflowError, TimeoutError):
     """A ``wf.wait_for`` reached its deadline before a matching event came.
 
     Raised inside the workflow, which may catch it and carry on.
+    """
+
+
+class StepTimeout(WorkflowError, TimeoutError):
+    """One attempt of a workflow step (or compensation, or action) ran past its timeout.
+
+    The attempt is abandoned (its task cancelled) and counts as a failure, which the step's
+    retry policy may retry; the history records this type when the retries run out.
     """
 
 

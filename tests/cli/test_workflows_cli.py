@@ -105,7 +105,7 @@ def test_unknown_instance_is_a_clear_error(store_url: str) -> None:
 def test_redrive_refuses_an_instance_that_is_not_failed(store_url: str) -> None:
     result = CliRunner().invoke(cli, ["workflows", "redrive", "--store", store_url, "wf-done"])
     assert result.exit_code == 1
-    assert "not failed" in result.output
+    assert "neither failed nor blocked" in result.output
 
 
 def test_cancel_and_redrive_are_audit_events(store_url: str) -> None:

@@ -82,6 +82,67 @@ async def test_fresh_client_finds_the_marked_comment(
     assert len(sandbox.github.repo(REPO).comments) == 1
 
 
+async def test_lost_response_on_a_thread_of_1050_comments_makes_one_comment(
+    gh: GitHubClient, sandbox: Sandbox, issue: int
+) -> None:
+    repo = sandbox.github.repo(REPO)
+    for n in range(1050):
+        sandbox.github.create_comment(repo, issue, {"body": f"comment {n}"}, author="octocat")
+    lost = sandbox.inject(
+        "lost_response", platform="github", method="POST", path=f"/repos/{REPO}/issues"
+    )
+    reads = sandbox.inject(  # a no-op fault that counts the lookups' reads
+        "latency", platform="github", method="GET", path=f"/repos/{REPO}/issues", times=None
+    )
+    comment = await gh.create_issue_comment(REPO, issue, "Late", idempotency_key="wf-long:s1")
+    assert lost.fired == 1
+    assert find_marker(comment["body"]) == "wf-long:s1"
+    assert len(repo.comments) == 1051, "the retry found the first attempt's comment"
+    # The lookup before the create misses (all 11 pages of 100); the one after the lost
+    # response finds the copy on the last page: page 1 for the Link header, then page 11.
+    assert reads.fired == 11 + 2
+
+
+async def test_an_older_marked_comment_deep_in_a_long_thread_is_found(
+    sandbox: Sandbox, clock: VirtualClock, issue: int
+) -> None:
+    repo = sandbox.github.repo(REPO)
+    for n in range(400):
+        sandbox.github.create_comment(repo, issue, {"body": f"before {n}"}, author="octocat")
+    async with sandbox.clients(clock=clock) as registry:
+        first = await registry.get(GitHubClient).create_issue_comment(
+            REPO, issue, "Once", idempotency_key="wf-deep:s1"
+        )
+    for n in range(650):
+        sandbox.github.create_comment(repo, issue, {"body": f"after {n}"}, author="octocat")
+    async with sandbox.clients(clock=clock) as registry:  # a new process, same key
+        again = await registry.get(GitHubClient).create_issue_comment(
+            REPO, issue, "Once", idempotency_key="wf-deep:s1"
+        )
+    assert again["id"] == first["id"]
+    assert len(repo.comments) == 1051
+
+
+async def test_a_retried_pull_request_is_found_among_many_for_its_branch(
+    gh: GitHubClient, sandbox: Sandbox
+) -> None:
+    repo = sandbox.github.repo(REPO)
+    for n in range(150):  # closed earlier attempts on the same branch
+        _, pr = sandbox.github.create_pull(
+            repo, {"title": f"old {n}", "head": "feat", "base": "main"}
+        )
+        pr["state"] = "closed"
+    lost = sandbox.inject(
+        "lost_response", platform="github", method="POST", path=f"/repos/{REPO}/pulls"
+    )
+    pr = await gh.create_pull_request(
+        REPO, title="Feature", head="feat", base="main", idempotency_key="wf-pr:s1"
+    )
+    assert lost.fired == 1
+    assert find_marker(pr["body"]) == "wf-pr:s1"
+    assert sum(1 for i in repo.issues.values() if "head" in i) == 151
+
+
 async def test_create_without_key_is_not_blindly_retried(
     gh: GitHubClient, sandbox: Sandbox, issue: int
 ) -> None:

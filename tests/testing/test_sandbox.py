@@ -200,3 +200,36 @@ async def test_unauthenticated_requests_are_refused() -> None:
         assert linear.json()["errors"][0]["extensions"]["code"] == "AUTHENTICATION_ERROR"
         codegen = await raw.get("/codegen/v1/organizations/1/agent/runs")
         assert codegen.status_code == 401
+
+
+async def test_github_lists_paginate_like_github() -> None:
+    sandbox = Sandbox()
+    number = sandbox.github.create_issue("acme/api", "Long thread")["number"]
+    repo = sandbox.github.repo("acme/api")
+    for n in range(250):
+        sandbox.github.create_comment(repo, number, {"body": f"c{n}"}, author="octocat")
+    old = next(iter(repo.comments.values()))
+    old["updated_at"] = "2020-01-01T00:00:00Z"
+    path = f"/github/repos/acme/api/issues/{number}/comments"
+    headers = {"Authorization": "Bearer t"}
+    async with httpx.AsyncClient(
+        transport=sandbox.transport(), base_url="http://x", headers=headers
+    ) as raw:
+        first = await raw.get(path)
+        assert [c["body"] for c in first.json()] == [f"c{n}" for n in range(30)]  # 30 a page
+        assert set(first.links) == {"next", "last"}
+        last = httpx.URL(first.links["last"]["url"])
+        assert (last.path, last.params["page"], last.params["per_page"]) == (path, "9", "30")
+
+        middle = await raw.get(path, params={"per_page": 100, "page": 2})
+        assert [c["body"] for c in middle.json()][:1] == ["c100"]
+        assert set(middle.links) == {"prev", "first", "next", "last"}
+        end = await raw.get(middle.links["last"]["url"])
+        assert [c["body"] for c in end.json()] == [f"c{n}" for n in range(200, 250)]
+        assert set(end.links) == {"prev", "first"}
+        assert (await raw.get(path, params={"per_page": 500})).json()[-1]["body"] == "c99"
+
+        since = await raw.get(path, params={"since": "2021-01-01T00:00:00Z", "per_page": 100})
+        assert since.json()[0]["body"] == "c1", "since drops comments updated before it"
+        assert (await raw.get(path, params={"since": "yesterday"})).status_code == 422
+        assert (await raw.get(path, params={"page": "two"})).status_code == 422

@@ -97,27 +97,29 @@ def _v2(engine: WorkflowEngine) -> None:
         return str(await wf.step(hold, "b", name="second"))
 
 
-async def test_divergent_code_parks_the_instance_and_a_fix_redrives_it(env: Env) -> None:
+async def test_divergent_code_blocks_the_instance_and_a_fix_redrives_it(env: Env) -> None:
     from contexten.events import Event
 
     engine = await env.engine(_v1)
     await engine.start_workflow("evolving", None, workflow_id="ev1")
     await until_status(engine, "ev1", WorkflowStatus.WAITING)
     engine = await env.restart(engine, _v2)
-    with pytest.raises(WorkflowFailedError):
+    with pytest.raises(WorkflowFailedError) as raised:
         await engine.get_handle("ev1").result(timeout=HANG_GUARD)
+    assert raised.value.status == "blocked"
     info = await engine.get_workflow("ev1")
-    assert info.status is WorkflowStatus.FAILED
-    assert info.parked
+    assert info.status is WorkflowStatus.BLOCKED, "never silently failed"
+    assert info.blocked_reason == "nondeterminism"
     assert info.error is not None
     assert info.error["type"] == "contexten.exceptions.NondeterminismError"
     assert "'renamed-first'" in info.error["message"]
     assert "'first'" in info.error["message"]
     recorded = [h.kind for h in info.history]
-    assert recorded == ["started", "step_completed", "wait_started", "claimed", "failed"]
+    assert recorded == ["started", "step_completed", "wait_started", "claimed", "blocked"]
+    assert engine.stats.blocked["evolving"] == 1
 
     engine = await env.restart(engine, _v1)  # the fix is deployed: redrive
-    assert (await engine.get_workflow("ev1")).status is WorkflowStatus.FAILED  # stays parked
+    assert (await engine.get_workflow("ev1")).status is WorkflowStatus.BLOCKED  # stays put
     handle = await engine.retry_workflow("ev1")
     await engine.store.append("go", [Event(type="go.ahead")])
     assert await handle.result(timeout=HANG_GUARD) == "b"

@@ -125,7 +125,7 @@ async def test_a_compensation_that_keeps_failing_ends_failed_and_can_be_redriven
     assert caught.value.status == "compensated"
     assert journal.entries[-2:] == [("undo", 2), ("undo", 1)]
     assert journal.entries.count(("undo", 3)) == 1
-    with pytest.raises(WorkflowError, match="not failed"):
+    with pytest.raises(WorkflowError, match="neither failed nor blocked"):
         await engine.retry_workflow("stuck")
 
 

@@ -222,6 +222,7 @@ async def test_workflows_start_on_matching_events_once_per_key(env: Env) -> None
             on="linear.issue.*",
             where=lambda e: "agent" in e.data.get("labels", []),
             key=lambda e: e.correlation_id,
+            id_reuse="never",
         )
         async def on_label(wf: Any, event: Event) -> str:
             assert isinstance(event, Event)

@@ -7,6 +7,8 @@ import click
 from contexten.cli.demo import demo
 from contexten.cli.dlq import dlq
 from contexten.cli.events import events
+from contexten.cli.replay import replay
+from contexten.cli.schedules import schedules
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
 from contexten.cli.tokens import tokens
@@ -30,6 +32,8 @@ cli.add_command(simulate)
 cli.add_command(demo)
 cli.add_command(worker)
 cli.add_command(tokens)
+cli.add_command(replay)
+cli.add_command(schedules)
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ def _build(
     close_store: bool,
 ) -> Starlette:
     metrics = metrics if metrics is not None else Metrics()
-    instrument_app(metrics, app.health)
+    instrument_app(metrics, app.health, app.workflows.stats)
 
     async def close() -> None:
         await app.store.close()  # idempotent: a no-op when the App closed its own store

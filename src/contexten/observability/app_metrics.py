@@ -25,16 +25,25 @@ metric                                            type     labels
 ``contexten_client_open_connections``             gauge    ``agent``: pooled connections open
 ``contexten_dead_letters``                        gauge    letters parked in the DLQ now
 ``contexten_supervisor_restarts_total``           counter  ``task``: background restarts
+``contexten_workflows_ended_total``               counter  ``workflow``, ``status``
+``contexten_workflows_failed_total``              counter  ``workflow``, ``cause`` (error type)
+``contexten_workflows_blocked_total``             counter  ``workflow``: instances blocked
+``contexten_workflow_triggers_absorbed_total``    counter  ``workflow``: absorbed by an open run
+``contexten_workflow_runs_restarted_total``       counter  ``workflow``: new run on a closed id
+``contexten_schedule_ticks_total``                counter  ``schedule``: runs started
+``contexten_schedule_skipped_total``              counter  ``schedule``: previous run still open
+``contexten_schedule_missed_total``               counter  ``schedule``: not run after downtime
 ================================================  =======  ==================================
 
-The delivery counters and the handler-duration histogram count since the dispatcher started
-(Prometheus reads a drop to zero as a counter reset).
+The delivery counters and the handler-duration histogram count since the dispatcher started,
+the workflow counters since the engine started (Prometheus reads a drop to zero as a counter
+reset).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -49,7 +58,52 @@ from contexten.observability.metrics import Metrics
 if TYPE_CHECKING:
     from contexten.bus.health import HealthReport, SubscriptionHealth
 
-__all__ = ["AppCollector", "instrument_app"]
+__all__ = ["AppCollector", "WorkflowCounts", "instrument_app"]
+
+
+class WorkflowCounts(Protocol):
+    """What the workflow engine counts (``App.workflows.stats``), as the collector reads it."""
+
+    @property
+    def ended(self) -> Mapping[tuple[str, str], int]:
+        """Instances that ended, by (workflow, status)."""
+        ...
+
+    @property
+    def failed(self) -> Mapping[tuple[str, str], int]:
+        """Instances that ended ``failed``, by (workflow, cause)."""
+        ...
+
+    @property
+    def blocked(self) -> Mapping[str, int]:
+        """Instances marked ``blocked``, by workflow."""
+        ...
+
+    @property
+    def absorbed(self) -> Mapping[str, int]:
+        """Triggers absorbed by an open instance, by workflow."""
+        ...
+
+    @property
+    def restarted(self) -> Mapping[str, int]:
+        """New runs started on an id whose previous run had closed, by workflow."""
+        ...
+
+    @property
+    def schedule_ticks(self) -> Mapping[str, int]:
+        """Runs (or events) schedules started, by schedule."""
+        ...
+
+    @property
+    def schedule_skipped(self) -> Mapping[str, int]:
+        """Ticks skipped because the previous run was still open, by schedule."""
+        ...
+
+    @property
+    def schedule_missed(self) -> Mapping[str, int]:
+        """Ticks that did not run after downtime, by schedule."""
+        ...
+
 
 HealthSource = Callable[[], Awaitable["HealthReport"]]
 """Where the collector gets its report from: ``App.health``."""
@@ -76,10 +130,12 @@ class AppCollector(Collector):
 
     Args:
         health: an async callable returning the report (``app.health``).
+        workflows: the workflow engine's counters (``app.workflows.stats``), if any.
     """
 
-    def __init__(self, health: HealthSource) -> None:
+    def __init__(self, health: HealthSource, workflows: WorkflowCounts | None = None) -> None:
         self._health = health
+        self._workflows = workflows
         self._report: HealthReport | None = None
 
     async def refresh(self) -> None:
@@ -200,6 +256,67 @@ class AppCollector(Collector):
         for task, count in sorted(report.supervisor_restarts.items()):
             restarts.add_metric([task], count)
         yield restarts
+        if self._workflows is not None:
+            yield from _workflow_families(self._workflows)
+
+
+def _workflow_families(counts: WorkflowCounts) -> Iterator[Metric]:
+    """The workflow engine's counters as metric families."""
+    ended = CounterMetricFamily(
+        "contexten_workflows_ended",
+        "Workflow instances that ended (completed, failed, compensated, cancelled).",
+        labels=["workflow", "status"],
+    )
+    for (name, status), count in sorted(counts.ended.items()):
+        ended.add_metric([name, status], count)
+    yield ended
+    failed = CounterMetricFamily(
+        "contexten_workflows_failed",
+        "Workflow instances that ended failed, by cause (the failing step's error type, "
+        "StepTimeout for a step that hung).",
+        labels=["workflow", "cause"],
+    )
+    for (name, cause), count in sorted(counts.failed.items()):
+        failed.add_metric([name, cause], count)
+    yield failed
+    for metric, help_text, values in (
+        (
+            "contexten_workflows_blocked",
+            "Workflow instances that could not continue and were marked blocked.",
+            counts.blocked,
+        ),
+        (
+            "contexten_workflow_triggers_absorbed",
+            "Trigger events that an open instance with the same id absorbed (no new run).",
+            counts.absorbed,
+        ),
+        (
+            "contexten_workflow_runs_restarted",
+            "New runs started on an instance id whose previous run had closed.",
+            counts.restarted,
+        ),
+    ):
+        family = CounterMetricFamily(metric, help_text, labels=["workflow"])
+        for name, count in sorted(values.items()):
+            family.add_metric([name], count)
+        yield family
+    for metric, help_text, values in (
+        ("contexten_schedule_ticks", "Runs or events schedules started.", counts.schedule_ticks),
+        (
+            "contexten_schedule_skipped",
+            "Schedule ticks skipped because the previous run was still open.",
+            counts.schedule_skipped,
+        ),
+        (
+            "contexten_schedule_missed",
+            "Schedule ticks that did not run (downtime beyond the catch-up policy).",
+            counts.schedule_missed,
+        ),
+    ):
+        family = CounterMetricFamily(metric, help_text, labels=["schedule"])
+        for name, count in sorted(values.items()):
+            family.add_metric([name], count)
+        yield family
 
 
 def _agent_families(report: HealthReport) -> Iterator[Metric]:
@@ -232,13 +349,16 @@ def _agent_families(report: HealthReport) -> Iterator[Metric]:
     yield connections
 
 
-def instrument_app(metrics: Metrics, health: HealthSource) -> AppCollector:
-    """Register an :class:`AppCollector` over ``health`` on ``metrics`` and its scrape hook.
+def instrument_app(
+    metrics: Metrics, health: HealthSource, workflows: WorkflowCounts | None = None
+) -> AppCollector:
+    """Register an :class:`AppCollector` over ``health`` (and the workflow engine's
+    ``workflows`` counters) on ``metrics`` and its scrape hook.
 
     Returns:
         The collector (already registered).
     """
-    collector = AppCollector(health)
+    collector = AppCollector(health, workflows)
     metrics.registry.register(collector)
     metrics.on_scrape(collector.refresh)
     return collector

@@ -63,6 +63,13 @@ ACTIONS: Final[Mapping[str, Role]] = MappingProxyType(
         "workflows:cancel": Role.OPERATOR,
         "workflows:redrive": Role.OPERATOR,
         "events:replay": Role.OPERATOR,
+        "workflows:migrate": Role.OPERATOR,
+        "workflows:fork": Role.OPERATOR,
+        "schedules:read": Role.VIEWER,
+        "schedules:pause": Role.OPERATOR,
+        "schedules:resume": Role.OPERATOR,
+        "schedules:trigger": Role.OPERATOR,
+        "schedules:backfill": Role.OPERATOR,
         "tokens:manage": Role.ADMIN,
         "audit:read": Role.ADMIN,
     }

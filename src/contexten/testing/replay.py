@@ -31,10 +31,14 @@ from contexten.exceptions import WorkflowNotFound, WorkflowNotRegistered
 from contexten.store.base import EventStore, RecordedEvent
 from contexten.workflows.history import WorkflowState, fold, stream_name
 from contexten.workflows.replay import ReplayOutcome, replay_state
+from contexten.workflows.replay_check import ReplayReport
+from contexten.workflows.replay_check import check_replays as _check_replays
 
 __all__ = [
     "ReplayOutcome",
+    "ReplayReport",
     "Replayer",
+    "check_replays",
     "export_history",
     "history_from_json",
     "load_history",
@@ -112,10 +116,13 @@ class Replayer:
     """
 
     def __init__(self, workflows: Mapping[str, Callable[..., Any]] | Any) -> None:
+        self._engine: Any = None
         if isinstance(workflows, Mapping):
             self._fns: dict[str, Callable[..., Any]] = dict(workflows)
         else:
             self._fns = {name: d.fn for name, d in workflows.definitions.items()}
+            if hasattr(workflows, "definition_for"):
+                self._engine = workflows  # versions: each history on its own version
 
     async def replay(self, history: Mapping[str, Any]) -> ReplayOutcome:
         """Replay one JSON history.
@@ -126,6 +133,13 @@ class Replayer:
         """
         state = history_from_json(history)
         fn = self._fns.get(state.name)
+        if self._engine is not None and fn is not None:
+            definition = self._engine.definition_for(state)
+            if definition is None:
+                raise WorkflowNotRegistered(
+                    f"no version {state.version or '1'} of workflow {state.name!r} to replay"
+                )
+            fn = definition.fn
         if fn is None:
             raise WorkflowNotRegistered(f"no workflow named {state.name!r} to replay")
         return await replay_state(fn, state)
@@ -140,3 +154,17 @@ class Replayer:
         for path in _json_files(Path(directory)):
             out[path.name] = await self.replay_file(path)
         return out
+
+
+async def check_replays(
+    store: EventStore, app: Any, *, closed_since: datetime | None = None
+) -> ReplayReport:
+    """What ``contexten replay check`` does, for a project's own test suite: replay every
+    open instance in ``store`` (and those closed since ``closed_since``; None: all) against
+    the workflows of ``app`` (an :class:`~contexten.App` or a workflow engine)::
+
+        report = await check_replays(store_with_recorded_instances, new_app)
+        assert report.ok, report.breaking
+    """
+    engine = getattr(app, "workflows", app)
+    return await _check_replays(store, engine, closed_since=closed_since)

@@ -15,8 +15,10 @@ from contexten.workflows.admin import (
     request_redrive,
 )
 from contexten.workflows.context import Workflow, WorkflowContext
+from contexten.workflows.definition import IdReusePolicy
 from contexten.workflows.engine import WorkflowDefinition, WorkflowEngine, WorkflowHandle
 from contexten.workflows.history import (
+    TERMINAL_STATUSES,
     HistoryEntry,
     WorkflowState,
     WorkflowStatus,
@@ -27,7 +29,9 @@ from contexten.workflows.state_machine import StateMachine, Transition
 from contexten.workflows.steps import StepInfo, current_step
 
 __all__ = [
+    "TERMINAL_STATUSES",
     "HistoryEntry",
+    "IdReusePolicy",
     "StateMachine",
     "StepInfo",
     "Transition",

@@ -32,6 +32,8 @@ from contexten.workflows._waits import Waiter
 from contexten.workflows.context import WorkflowContext
 from contexten.workflows.history import (
     CANCEL_REQUESTED,
+    FORKED,
+    TRIGGER_ABSORBED,
     WorkflowState,
     WorkflowStatus,
     apply,
@@ -52,7 +54,7 @@ __all__ = ["Reload", "WorkflowInstance", "lifecycle_event"]
 
 _log = logging.getLogger("contexten.workflows")
 
-_ABSORBABLE = frozenset({CANCEL_REQUESTED})
+_ABSORBABLE = frozenset({CANCEL_REQUESTED, TRIGGER_ABSORBED, FORKED})
 
 
 class Reload(BaseException):
@@ -108,6 +110,10 @@ class WorkflowInstance:
     @property
     def default_retry(self) -> RetryPolicy:
         return self.engine.default_retry
+
+    @property
+    def default_step_timeout(self) -> float | None:
+        return self.engine.default_step_timeout
 
     def go_live(self) -> None:
         return None
@@ -244,7 +250,7 @@ class WorkflowInstance:
 
     async def _execute(self) -> None:
         state = self.state
-        if state.terminal:
+        if state.terminal or state.blocked:
             self._finish()
             return
         await self.slot.acquire()
@@ -256,15 +262,13 @@ class WorkflowInstance:
         except Exception as e:
             error = e
         if ctx.nondeterminism is not None:
-            await self._end(
-                ctx, "failed", {"error": error_info(ctx.nondeterminism), "parked": True}
-            )
+            await self._block(ctx, ctx.nondeterminism)
             return
         cancelled = ctx.cancelled or state.cancel_requested or self._cancel
         if error is None and not cancelled:
             problem = self._completion_problem(ctx, state)
             if problem is not None:
-                await self._end(ctx, "failed", {"error": error_info(problem), "parked": True})
+                await self._block(ctx, problem)
                 return
             try:
                 value = to_json_value(result)
@@ -328,6 +332,26 @@ class WorkflowInstance:
         else:
             await self._end(ctx, "compensated", {"error": state.error})
 
+    async def _block(self, ctx: WorkflowContext, problem: NondeterminismError) -> None:
+        """Stop an instance whose code diverged from its history: ``blocked``, not failed.
+
+        Nothing more runs (no compensation: the code that would run it is what diverged);
+        an operator redrives it after fixing the code, or migrates it to another version.
+        """
+        state = self.state
+        error = error_info(problem)
+        data = {"reason": "nondeterminism", "error": error, "version": state.version}
+        event = history_event("blocked", data, self.workflow_id)
+        public = lifecycle_event(state, "blocked", {"error": error, "version": state.version})
+        await ctx._append([event], [Append(public_stream(self.workflow_id), [public])])
+        state.blocked_from = state.status
+        state.status = WorkflowStatus.BLOCKED
+        state.blocked_reason = "nondeterminism"
+        state.error = error
+        self.engine.stats.blocked[state.name] += 1
+        _log.error("workflow %s blocked: %s", self.workflow_id, problem)
+        self._finish()
+
     async def _end(self, ctx: WorkflowContext, kind: str, data: dict[str, Any]) -> None:
         state = self.state
         event = history_event(kind, data, self.workflow_id)
@@ -338,6 +362,7 @@ class WorkflowInstance:
         state.result = data.get("result")
         state.error = data.get("error")
         state.parked = bool(data.get("parked", False))
+        self.engine.stats.record_end(state, kind, data)
         if state.parked:
             _log.error("workflow %s parked: %s", self.workflow_id, state.error)
         self._finish()

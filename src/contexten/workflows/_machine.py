@@ -168,6 +168,7 @@ class MachineInstance:
         event = history_event(kind, data, self.workflow_id)
         public = lifecycle_event(self.state, kind, {"state": self.state.sm_state, **data})
         await self._commit([event], [Append(public_stream(self.workflow_id), [public])])
+        self.engine.stats.record_end(self.state, kind, data)
 
     def resume(self) -> None:
         """Queue the actions the history shows as not done (after a restart or redrive)."""
@@ -227,6 +228,7 @@ class MachineInstance:
             info=StepInfo(self.workflow_id, seq + 1, name),
             policy=t.retry or self.engine.default_retry,
             clock=self.engine.clock,
+            default_timeout=self.engine.default_step_timeout,
         )
         async with self._lock:
             if outcome.ok:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from contexten.exceptions import StoreClosed, StoreError
 from contexten.store.base import RecordedEvent
 from contexten.workflows import admin
-from contexten.workflows.history import CANCEL_REQUESTED, REDRIVEN, workflow_id_of
+from contexten.workflows.history import CANCEL_REQUESTED, MIGRATED, REDRIVEN, workflow_id_of
 from contexten.workflows.state_machine import StateMachine
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ async def _process(engine: WorkflowEngine, batch: list[RecordedEvent]) -> bool:
     for rec in batch:
         if rec.stream.startswith("$"):
             engine.waits.advance(rec.position)
-            if rec.event.type in (CANCEL_REQUESTED, REDRIVEN):
+            if rec.event.type in (CANCEL_REQUESTED, REDRIVEN, MIGRATED):
                 _on_control(engine, rec)
             continue
         engine.waits.observe(rec)
@@ -133,11 +133,9 @@ def _on_control(engine: WorkflowEngine, rec: RecordedEvent) -> None:
     wid = workflow_id_of(rec.stream)
     if wid is None:
         return
-    if rec.event.type == CANCEL_REQUESTED:
-        inst = engine._live.get(wid)
-        if inst is not None:
-            inst.request_cancel()
-    elif wid not in engine._live:
+    if rec.event.type == CANCEL_REQUESTED and wid in engine._live:
+        engine._live[wid].request_cancel()
+    elif wid not in engine._live:  # redriven, migrated, or a cancel of a blocked instance
         task = asyncio.ensure_future(_redrive_local(engine, wid))
         engine._background.add(task)
         task.add_done_callback(engine._background.discard)

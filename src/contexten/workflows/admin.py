@@ -51,6 +51,9 @@ class WorkflowInfo:
         current_step: what it is at (``step:charge``, ``wait:github.push``, a machine's state).
         parked: True when it stopped on a nondeterminism error (redrive after fixing code).
         state: a state machine's current state.
+        run: the run number of this id (2, 3... after earlier runs closed).
+        previous_run: the run before (its ``run``, ``status``, ``version``), if any.
+        blocked_reason: why it is ``blocked`` (``nondeterminism``, ``version_not_registered``).
         created_at: when it started.
         updated_at: when its history last grew.
         history: the history events (only filled by :func:`get_workflow_info`).
@@ -69,6 +72,9 @@ class WorkflowInfo:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     history: list[Any] = field(default_factory=list)
+    run: int = 1
+    previous_run: Mapping[str, Any] | None = None
+    blocked_reason: str | None = None
 
     @classmethod
     def from_state(
@@ -89,6 +95,9 @@ class WorkflowInfo:
             created_at=state.created_at,
             updated_at=state.updated_at,
             history=list(state.entries) if history else [],
+            run=state.run,
+            previous_run=state.previous_run,
+            blocked_reason=state.blocked_reason,
         )
 
     def to_dict(self, *, with_history: bool = False) -> dict[str, Any]:
@@ -104,6 +113,9 @@ class WorkflowInfo:
             "result": self.result,
             "error": dict(self.error) if self.error is not None else None,
             "parked": self.parked,
+            "run": self.run,
+            "previous_run": dict(self.previous_run) if self.previous_run else None,
+            "blocked_reason": self.blocked_reason,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
@@ -208,15 +220,19 @@ async def request_cancel(
 
 
 async def request_redrive(store: EventStore, workflow_id: str) -> bool:
-    """Ask for a ``failed`` instance to run again. False if it is not ``failed``.
+    """Ask for a ``failed`` or ``blocked`` instance to run again. False if it is neither.
 
     A failed compensation is retried (the ones that succeeded are not run again); a parked
-    instance is re-executed with the current code; a workflow that failed on a step with
-    nothing to compensate retries that step.
+    or blocked instance is re-executed with the current code of its version; a workflow that
+    failed on a step with nothing to compensate retries that step.
 
     Raises:
         WorkflowNotFound: no such instance.
     """
     return await _append_control(
-        store, workflow_id, "redriven", {}, lambda s: s.status is WorkflowStatus.FAILED
+        store,
+        workflow_id,
+        "redriven",
+        {},
+        lambda s: s.status in (WorkflowStatus.FAILED, WorkflowStatus.BLOCKED),
     )

@@ -63,6 +63,11 @@ class WorkflowRuntime(Protocol):
         """The retry policy of steps that do not name one."""
         ...
 
+    @property
+    def default_step_timeout(self) -> float | None:
+        """Seconds an attempt of a step that names no timeout may take (None: no limit)."""
+        ...
+
     def go_live(self) -> None:
         """Called before a call runs for real; a replay-only runtime raises here."""
 
@@ -193,6 +198,8 @@ class WorkflowContext:
                 seq,
                 f"the code asked for {asked} but the history recorded {recorded}; "
                 "the workflow code changed under an in-flight instance",
+                expected=recorded,
+                produced=asked,
             )
             raise self.nondeterminism
         return seq, op
@@ -246,7 +253,9 @@ class WorkflowContext:
             name: the step's name in the history (default: ``fn``'s qualified name).
             retry: how to retry ``fn`` (default: the engine's ``default_retry``;
                 ``RetryPolicy.no_retries()`` to try once).
-            timeout: seconds (or timedelta) per attempt; a timed-out attempt is a failure.
+            timeout: seconds (or timedelta) per attempt; a timed-out attempt is a failure,
+                retried by ``retry`` (default: the engine's ``default_step_timeout``, so a
+                platform call that hangs fails the step instead of stalling the instance).
             compensate: called with the same arguments (plus ``result=`` if it declares it)
                 to undo this step if the workflow fails or is cancelled later.
             **kwargs: keyword arguments for ``fn`` (and for ``compensate``).
@@ -269,10 +278,11 @@ class WorkflowContext:
             fn,
             args,
             kwargs,
-            info=StepInfo(self.workflow_id, seq, step_name),
+            info=StepInfo(self.workflow_id, seq, step_name, run=self._state.run),
             policy=retry or self._rt.default_retry,
             clock=self._rt.clock,
             timeout=timeout,
+            default_timeout=self._rt.default_step_timeout,
         )
         if not outcome.ok:
             assert outcome.error is not None
@@ -401,6 +411,39 @@ class WorkflowContext:
         self._consumed.add(event.id)
         return event
 
+    # -- patches ----------------------------------------------------------------------------
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this instance takes the new path of change ``patch_id`` (Temporal's model).
+
+        Wrap a small change inside one version as ``if wf.patched("id"): new else: old``.
+        True for an instance that reaches this point with this code for the first time
+        (new instances, and in-flight ones that had not got this far), recorded in its
+        history so every replay agrees; False for an instance whose history already went
+        past this point on the old path. A marker takes no call number, so histories
+        recorded before the patch existed replay unchanged.
+
+        Cleaning up, once no instance that took the old path is left open: replace the
+        ``if`` with :meth:`deprecate_patch` and the new path alone; later still, delete the
+        ``deprecate_patch`` call too (markers never constrain a replay).
+        """
+        if patch_id in self._state.patches:
+            return True
+        if self.is_replaying:
+            return False
+        self._state.patches[patch_id] = self._seq
+        self._pending.append(self._event("patched", {"patch_id": patch_id, "seq": self._seq}))
+        return True
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Mark that only the new path of ``patch_id`` remains (see :meth:`patched`).
+
+        Still records the marker for instances reaching this point live, so engines that
+        run the previous code (with the ``if wf.patched(...)``) during a rolling deploy take
+        the new path on these histories too.
+        """
+        self.patched(patch_id)
+
     # -- recorded side effects --------------------------------------------------------------
 
     def _side_effect(self, kind: str, make: Callable[[], Any]) -> Any:
@@ -454,7 +497,7 @@ class WorkflowContext:
         if op is None:
             await self._before_live()
             await self.flush()
-            child_id = workflow_id or f"{self.workflow_id}/{seq}"
+            child_id = workflow_id or f"{self._state.run_key}/{seq}"
             await self._rt.start_child(name, input, child_id)
             data = {"seq": seq, "name": name, "child_id": child_id}
             await self._append([self._event("child_started", data)])

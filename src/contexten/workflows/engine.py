@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -40,40 +41,57 @@ from contexten.exceptions import (
     StoreClosed,
     StoreError,
     WorkflowAlreadyStarted,
+    WorkflowError,
     WorkflowNotFound,
     WorkflowNotRegistered,
     WrongExpectedVersion,
 )
 from contexten.resilience.retry import RetryPolicy
-from contexten.store.base import EventStore, RecordedEvent, StreamState
+from contexten.store.base import Append, EventStore, RecordedEvent, StreamState
 from contexten.workflows import admin
-from contexten.workflows._instance import WorkflowInstance
+from contexten.workflows._instance import WorkflowInstance, lifecycle_event
 from contexten.workflows._limits import Limiter
 from contexten.workflows._machine import MachineInstance
 from contexten.workflows._ownership import Ownership, new_owner_id
 from contexten.workflows._tail import prefill, run_tail
 from contexten.workflows._waits import WaitIndex
 from contexten.workflows.admin import WorkflowInfo
-from contexten.workflows.definition import WorkflowDefinition, WorkflowFn, WorkflowHandle
+from contexten.workflows.definition import (
+    IdReusePolicy,
+    WorkflowDefinition,
+    WorkflowFn,
+    WorkflowHandle,
+    version_key,
+)
 from contexten.workflows.history import (
     STREAM_PREFIX,
     WorkflowState,
     WorkflowStatus,
+    apply,
     fold,
     history_event,
+    public_stream,
     stream_name,
     workflow_id_of,
 )
+from contexten.workflows.replay import replay_state
+from contexten.workflows.schedules import Schedule, Scheduler
 from contexten.workflows.state_machine import StateMachine
+from contexten.workflows.stats import WorkflowStats
 from contexten.workflows.steps import to_json_value
 
-__all__ = ["WorkflowDefinition", "WorkflowEngine", "WorkflowFn", "WorkflowHandle"]
+__all__ = ["IdReusePolicy", "WorkflowDefinition", "WorkflowEngine", "WorkflowFn", "WorkflowHandle"]
 
 _log = logging.getLogger("contexten.workflows")
 
 F = TypeVar("F", bound=WorkflowFn)
 
 _RECOVERY_CHUNK = 512
+_VERSION_GONE = "version_not_registered"
+_START_TRIES = 20
+
+DEFAULT_STEP_TIMEOUT: float = 300.0
+"""Seconds one step attempt may take when neither the step nor the engine says otherwise."""
 
 
 class WorkflowEngine:
@@ -83,6 +101,13 @@ class WorkflowEngine:
         store: the event store (opened and closed by the caller).
         clock: where time comes from (default: the wall clock; tests pass a VirtualClock).
         default_retry: the retry policy of steps and actions that name none.
+        default_step_timeout: how long one attempt of a step, compensation or action that
+            names no timeout may take, in real seconds (or a timedelta; None: no limit). A
+            platform call that hangs then fails its attempt, which ``default_retry`` retries,
+            and the instance fails or compensates with the timeout in its history instead of
+            stalling forever. Five minutes: far above a platform call's own deadlines, far
+            below the hours a workflow may wait or sleep. Real time, not ``clock``'s, so a
+            virtual clock that skips idle time never cuts short a step doing real I/O.
         checkpoint: the name of the engine's tail checkpoint in the store.
         start_from: where the tail starts when it has no checkpoint yet: ``"beginning"``
             (every stored event may trigger workflows) or ``"end"`` (only new ones).
@@ -102,6 +127,7 @@ class WorkflowEngine:
         *,
         clock: Clock | None = None,
         default_retry: RetryPolicy | None = None,
+        default_step_timeout: float | timedelta | None = DEFAULT_STEP_TIMEOUT,
         checkpoint: str = "wf-engine",
         start_from: Literal["beginning", "end"] = "beginning",
         buffer_size: int = 10_000,
@@ -113,6 +139,13 @@ class WorkflowEngine:
         self.store = store
         self.clock: Clock = clock or WallClock()
         self.default_retry = default_retry or RetryPolicy(maximum_attempts=3)
+        self.default_step_timeout: float | None = (
+            default_step_timeout.total_seconds()
+            if isinstance(default_step_timeout, timedelta)
+            else default_step_timeout
+        )
+        if self.default_step_timeout is not None and self.default_step_timeout <= 0:
+            raise ConfigurationError("default_step_timeout must be positive (or None)")
         self.checkpoint = checkpoint
         self.start_from = start_from
         self.batch_size = batch_size
@@ -120,13 +153,18 @@ class WorkflowEngine:
         self.ownership = Ownership(store, owner or new_owner_id(), lease)
         self.adopt_interval = adopt_interval
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._definitions: dict[str, WorkflowDefinition] = {}
+        self._definitions: dict[str, WorkflowDefinition] = {}  # the newest version by name
+        self._versions: dict[str, dict[str, WorkflowDefinition]] = {}
         self._machines: dict[str, StateMachine] = {}
         self._live: dict[str, WorkflowInstance] = {}
         self._sm_live: dict[str, MachineInstance] = {}
         self._tail_task: asyncio.Task[None] | None = None
         self._running = False
         self._background: set[asyncio.Future[None]] = set()
+        self.stats = WorkflowStats()
+        """What this engine counted since it started (ended, failed by cause...)."""
+        self.schedules = Scheduler(self)
+        """The durable schedules this engine fires (with every other engine on the store)."""
 
     # -- registration ------------------------------------------------------------------------
 
@@ -137,10 +175,11 @@ class WorkflowEngine:
         on: str | None = None,
         where: Callable[[Event], bool] | None = None,
         key: Callable[[Event], Any] | None = None,
-        version: str = "1",
+        version: int | str = 1,
         max_concurrent: int | None = None,
         max_per_key: int | None = None,
         concurrency_key: Callable[[Any], Any] | None = None,
+        id_reuse: IdReusePolicy | str | None = None,
     ) -> Callable[[F], F]:
         """Register a function workflow (decorator); returns the function unchanged.
 
@@ -151,12 +190,19 @@ class WorkflowEngine:
             key: instance key of a trigger event: the id is ``"{name}:{key(event)}"``, so a
                 second event with the same key does not start a second instance (default:
                 the event id).
-            version: recorded in each instance's history.
+            version: this function's version (``1``, ``2``...). Several versions of one
+                name may be registered side by side: new instances start on the newest (whose
+                ``on``/``where``/``key`` are the trigger), and each instance runs on the
+                version it started with for as long as that version is registered; an
+                instance whose version is gone is ``blocked`` until it is migrated.
             max_concurrent: at most this many instances running at once (parked ones do not
                 count).
             max_per_key: at most this many running per ``concurrency_key(input)`` (default
                 key: the instance id).
             concurrency_key: the per-key limit's key, from the workflow's input.
+            id_reuse: when a start whose id exists starts a new run (see
+                :class:`IdReusePolicy`; default: after the previous run closed for trigger
+                events, never for explicit starts).
         """
 
         def register(fn: F) -> F:
@@ -170,6 +216,7 @@ class WorkflowEngine:
                 max_concurrent=max_concurrent,
                 max_per_key=max_per_key,
                 concurrency_key=concurrency_key,
+                id_reuse=id_reuse,
             )
             return fn
 
@@ -183,29 +230,55 @@ class WorkflowEngine:
         on: str | None = None,
         where: Callable[[Event], bool] | None = None,
         key: Callable[[Event], Any] | None = None,
-        version: str = "1",
+        version: int | str = 1,
         max_concurrent: int | None = None,
         max_per_key: int | None = None,
         concurrency_key: Callable[[Any], Any] | None = None,
+        id_reuse: IdReusePolicy | str | None = None,
     ) -> WorkflowDefinition:
-        """Register ``fn`` as a workflow (the non-decorator form of :meth:`workflow`)."""
+        """Register ``fn`` as a workflow (the non-decorator form of :meth:`workflow`).
+
+        Raises:
+            ConfigurationError: no name, an empty version, an unknown ``id_reuse``, a state
+                machine of that name, or this version of the name already registered.
+        """
         wf_name = name or getattr(fn, "__name__", None)
         if not wf_name:
             raise ConfigurationError("a workflow needs a name")
-        if wf_name in self._definitions or wf_name in self._machines:
-            raise ConfigurationError(f"a workflow named {wf_name!r} is already registered")
+        ver = str(version).strip()
+        if not ver or any(c.isspace() for c in ver):
+            raise ConfigurationError(f"workflow {wf_name!r}: bad version {version!r}")
+        try:
+            policy = IdReusePolicy(id_reuse) if id_reuse is not None else None
+        except ValueError:
+            choices = ", ".join(p.value for p in IdReusePolicy)
+            raise ConfigurationError(
+                f"workflow {wf_name!r}: id_reuse must be one of {choices}, not {id_reuse!r}"
+            ) from None
+        versions = self._versions.setdefault(wf_name, {})
+        if wf_name in self._machines or ver in versions:
+            raise ConfigurationError(
+                f"a workflow named {wf_name!r} (version {ver}) is already registered"
+            )
         definition = WorkflowDefinition(
             name=wf_name,
             fn=fn,
-            version=str(version),
+            version=ver,
             on=compile_pattern(on) if on else None,
             where=where,
             key=key,
             limiter=Limiter(max_concurrent, max_per_key),
             concurrency_key=concurrency_key,
+            id_reuse=policy,
         )
-        self._definitions[wf_name] = definition
+        versions[ver] = definition
+        self._definitions[wf_name] = max(versions.values(), key=lambda d: version_key(d.version))
         return definition
+
+    def schedule(self, schedule: Schedule) -> Schedule:
+        """Register a durable schedule (see :mod:`contexten.workflows.schedules`); it fires
+        while the engine runs, once per tick across every engine on the store."""
+        return self.schedules.add(schedule)
 
     def add(self, machine: StateMachine) -> StateMachine:
         """Register a state machine; its instances are driven by the events it listens to."""
@@ -216,8 +289,26 @@ class WorkflowEngine:
 
     @property
     def definitions(self) -> dict[str, WorkflowDefinition]:
-        """The registered function workflows by name."""
+        """The registered function workflows by name (the newest version of each)."""
         return dict(self._definitions)
+
+    def versions(self, name: str) -> dict[str, WorkflowDefinition]:
+        """Every registered version of workflow ``name``, oldest first (empty if unknown)."""
+        found = self._versions.get(name, {})
+        return {v: found[v] for v in sorted(found, key=version_key)}
+
+    def definition_for(self, state: WorkflowState) -> WorkflowDefinition | None:
+        """The registered definition an instance runs on: the version it started with (a
+        history without a version is version ``1``, or the only version registered), or
+        None when that version is not registered."""
+        versions = self._versions.get(state.name)
+        if not versions:
+            return None
+        if state.version:
+            return versions.get(state.version)
+        if "1" in versions:
+            return versions["1"]
+        return next(iter(versions.values())) if len(versions) == 1 else None
 
     @property
     def machines(self) -> dict[str, StateMachine]:
@@ -259,10 +350,12 @@ class WorkflowEngine:
             raise
         self._tail_task = asyncio.create_task(run_tail(self, checkpoint), name="wf-engine-tail")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="wf-engine-heartbeat")
+        self.schedules.start()
 
     async def stop(self) -> None:
         """Stop the tail and every live instance (their progress is in the store). Idempotent."""
         self._running = False
+        await self.schedules.stop()
         tasks: list[asyncio.Task[Any]] = []
         for background in (self._tail_task, self._heartbeat_task):
             if background is not None:
@@ -351,18 +444,85 @@ class WorkflowEngine:
                 inst.state = state
             inst.resume()
             return
-        definition = self._definitions.get(state.name)
-        if definition is None:
+        if state.name not in self._versions:
             _log.warning("no workflow %r registered for instance %s", state.name, state.workflow_id)
             return
+        definition = self.definition_for(state)
+        if state.blocked and state.cancel_requested:
+            if state.workflow_id not in self._live and await self._claim(state, force=force):
+                await self._cancel_blocked(state)
+            return
+        if state.blocked and (definition is None or state.blocked_reason != _VERSION_GONE):
+            return  # waits for an operator (redrive after a fix, or migrate)
         if state.workflow_id in self._live or not await self._claim(state, force=force):
             return
+        if definition is None:
+            await self._block_unregistered(state)
+            return
+        if state.blocked:  # its version is registered again: carry on where it stopped
+            await self._control(state, "redriven", {"reason": f"version {state.version} is back"})
         self._launch(definition, state)
+
+    async def _control(self, state: WorkflowState, kind: str, data: dict[str, Any]) -> bool:
+        """Append one control event to an instance this engine owns; False if it moved."""
+        event = history_event(kind, data, state.workflow_id)
+        try:
+            result = await self.store.append(
+                stream_name(state.workflow_id), [event], expected_version=state.stream_version
+            )
+        except WrongExpectedVersion:
+            return False
+        rec = RecordedEvent(
+            result.first_position,
+            stream_name(state.workflow_id),
+            result.version,
+            self.clock.now(),
+            event,
+        )
+        apply(state, rec)
+        return True
+
+    async def _cancel_blocked(self, state: WorkflowState) -> None:
+        """End a blocked instance whose cancellation was asked for: ``cancelled``, saying
+        that its compensations did not run (the code that would run them diverged or is
+        gone; undo by hand, or migrate first and cancel then)."""
+        error = {
+            "type": "cancelled",
+            "message": "cancelled while blocked: its compensations were not run",
+            "non_retryable": True,
+        }
+        event = history_event("cancelled", {"error": error}, state.workflow_id)
+        public = lifecycle_event(state, "cancelled", {"error": error})
+        try:
+            await self.store.commit(
+                [
+                    Append(stream_name(state.workflow_id), [event], state.stream_version),
+                    Append(public_stream(state.workflow_id), [public]),
+                ]
+            )
+        except WrongExpectedVersion:
+            return  # it moved: whoever moved it decides
+        self.stats.record_end(state, "cancelled", {"error": error})
+        _log.warning("workflow %s cancelled while blocked", state.workflow_id)
+
+    async def _block_unregistered(self, state: WorkflowState) -> None:
+        registered = ", ".join(self.versions(state.name)) or "none"
+        message = (
+            f"workflow {state.name!r} version {state.version or '?'} is not registered "
+            f"(registered: {registered}); migrate the instance to one of them, or deploy "
+            "that version again"
+        )
+        error = {"type": "VersionNotRegistered", "message": message, "non_retryable": True}
+        data = {"reason": _VERSION_GONE, "error": error, "version": state.version}
+        if state.blocked or not await self._control(state, "blocked", data):
+            return
+        self.stats.blocked[state.name] += 1
+        _log.error("workflow %s blocked: %s", state.workflow_id, message)
 
     def _launch(self, definition: WorkflowDefinition, state: WorkflowState) -> WorkflowInstance:
         existing = self._live.get(state.workflow_id)
-        if existing is not None:
-            return existing
+        if existing is not None and not existing.done.done():
+            return existing  # (a finished one may linger a moment: a new run replaces it)
         inst = WorkflowInstance(self, definition, state)
         self._live[state.workflow_id] = inst
         inst.task = asyncio.create_task(inst.run(), name=f"wf:{state.workflow_id}")
@@ -399,19 +559,25 @@ class WorkflowEngine:
         """Start an instance of workflow ``name`` (idempotently) and return its handle.
 
         Starting is appending the instance's first event on the condition that its stream
-        does not exist, so concurrent starts of one id (from any number of processes) make
-        exactly one instance.
+        does not exist (or, for a later run, is still where the previous run ended), so
+        concurrent starts of one id (from any number of processes) make exactly one run.
+        The new instance runs on the newest registered version.
+
+        When the id exists, the workflow's :class:`IdReusePolicy` decides: a new run
+        (numbered, linked to the previous one) or the existing run's handle.
 
         Args:
             name: a registered workflow.
             input: the workflow's input: an :class:`Event` or any JSON value.
             workflow_id: the instance id (default: a new UUIDv7).
-            if_exists: when the id exists, ``"return"`` its handle or ``"raise"``.
+            if_exists: when the id exists and no new run starts, ``"return"`` its handle or
+                ``"raise"``.
             parent_id: the parent instance (set by ``wf.run_child``).
 
         Raises:
             WorkflowNotRegistered: no workflow ``name``.
-            WorkflowAlreadyStarted: the id exists and ``if_exists="raise"``.
+            WorkflowAlreadyStarted: the id exists, no new run starts, and
+                ``if_exists="raise"``.
         """
         definition = self._definitions.get(name)
         if definition is None:
@@ -419,37 +585,103 @@ class WorkflowEngine:
         from contexten.events.ids import new_id
 
         wid = workflow_id or new_id()
+        data = self.started_data(definition, wid, input, parent_id=parent_id)
+        if _trigger is not None:
+            data["trigger_event_id"] = _trigger.event.id
+            data["after"] = _trigger.position
+        expected: int | StreamState = StreamState.NO_STREAM
+        for _ in range(_START_TRIES):
+            started = history_event("started", data, wid)
+            stream = stream_name(wid)
+            try:
+                result = await self.store.append(stream, [started], expected_version=expected)
+            except WrongExpectedVersion:
+                previous = await admin.load_state(self.store, wid)
+                if previous is None:
+                    continue
+                policy = definition.reuse_policy(_trigger is not None)
+                fresh = _trigger is None or _trigger.position > previous.trigger_fence
+                if previous.kind == "function" and fresh and policy.allows(previous):
+                    data["run"] = previous.run + 1
+                    data["previous_run"] = {
+                        "run": previous.run,
+                        "status": str(previous.status),
+                        "version": previous.version,
+                        "trigger_event_id": previous.trigger_event_id,
+                    }
+                    expected = previous.stream_version
+                    continue
+                if _trigger is not None and fresh and not previous.terminal:
+                    await self._absorb_trigger(previous, _trigger)
+                if if_exists == "raise":
+                    raise WorkflowAlreadyStarted(wid) from None
+                return WorkflowHandle(self, wid)
+            if expected is not StreamState.NO_STREAM:
+                self.stats.restarted[name] += 1
+                _log.info("workflow %s: run %s started", wid, data["run"])
+            if self._running:
+                rec = RecordedEvent(
+                    result.first_position, stream, result.version, self.clock.now(), started
+                )
+                self._launch(definition, fold([rec], wid))
+            return WorkflowHandle(self, wid)
+        return WorkflowHandle(self, wid)  # others kept moving the stream: theirs is the run
+
+    def started_data(
+        self,
+        definition: WorkflowDefinition,
+        workflow_id: str,
+        input: Any,
+        *,
+        parent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The data of a new instance's ``started`` event (for starts committed together
+        with something else, such as a schedule's tick)."""
         is_event = isinstance(input, Event)
         data: dict[str, Any] = {
-            "workflow_id": wid,
-            "name": name,
+            "workflow_id": workflow_id,
+            "name": definition.name,
             "version": definition.version,
             "kind": "function",
             "input": msgspec.to_builtins(input) if is_event else to_json_value(input),
             "input_is_event": is_event,
             "owner": self.ownership.owner,
         }
-        if _trigger is not None:
-            data["trigger_event_id"] = _trigger.event.id
-            data["after"] = _trigger.position
-        elif is_event:
+        if is_event:
             data["trigger_event_id"] = input.id
         if parent_id is not None:
             data["parent_id"] = parent_id
-        started = history_event("started", data, wid)
-        stream = stream_name(wid)
-        try:
-            result = await self.store.append(
-                stream, [started], expected_version=StreamState.NO_STREAM
-            )
-        except WrongExpectedVersion:
-            if if_exists == "raise":
-                raise WorkflowAlreadyStarted(wid) from None
-            return WorkflowHandle(self, wid)
+        return data
+
+    def launch_started(self, definition: WorkflowDefinition, rec: RecordedEvent) -> None:
+        """Run an instance whose ``started`` event ``rec`` was just committed (if running)."""
         if self._running:
-            rec = RecordedEvent(result.first_position, stream, 1, self.clock.now(), started)
+            wid = workflow_id_of(rec.stream) or ""
             self._launch(definition, fold([rec], wid))
-        return WorkflowHandle(self, wid)
+
+    async def _absorb_trigger(self, state: WorkflowState, trigger: RecordedEvent) -> None:
+        """Record, log and count a trigger that the id's open run absorbs."""
+        data = {
+            "event_id": trigger.event.id,
+            "event_type": trigger.event.type,
+            "position": trigger.position,
+        }
+        for _ in range(_START_TRIES):
+            if await self._control(state, "trigger_absorbed", data):
+                self.stats.absorbed[state.name] += 1
+                _log.info(
+                    "workflow %s: trigger %s (%s) absorbed by the open run %s (%s)",
+                    state.workflow_id,
+                    trigger.event.id,
+                    trigger.event.type,
+                    state.run,
+                    state.status,
+                )
+                return
+            reloaded = await admin.load_state(self.store, state.workflow_id)
+            if reloaded is None or reloaded.terminal or trigger.position <= reloaded.trigger_fence:
+                return
+            state = reloaded
 
     def live_state(self, workflow_id: str) -> WorkflowState | None:
         """The in-memory state of an instance this engine is running now, else None.
@@ -510,21 +742,121 @@ class WorkflowEngine:
         return await admin.request_cancel(self.store, workflow_id)
 
     async def retry_workflow(self, workflow_id: str) -> WorkflowHandle:
-        """Redrive a ``failed`` instance (see :func:`~contexten.workflows.request_redrive`).
+        """Redrive a ``failed`` or ``blocked`` instance on its own version (see
+        :func:`~contexten.workflows.request_redrive`): after a fix to that version's code.
 
         Raises:
             WorkflowNotFound: no such instance.
-            WorkflowError: the instance is not ``failed``.
+            WorkflowError: the instance is neither ``failed`` nor ``blocked``.
         """
         if not await admin.request_redrive(self.store, workflow_id):
-            from contexten.exceptions import WorkflowError
-
-            raise WorkflowError(f"workflow {workflow_id!r} is not failed; nothing to redrive")
+            raise WorkflowError(
+                f"workflow {workflow_id!r} is neither failed nor blocked; nothing to redrive"
+            )
         if self._running:
             state = await admin.load_state(self.store, workflow_id)
             if state is not None and not state.terminal:
                 await self._resume(state, force=True)
         return WorkflowHandle(self, workflow_id)
+
+    async def check_replay(self, state: WorkflowState, version: str | None = None) -> None:
+        """Replay ``state``'s history against the registered code of ``version`` (default:
+        the instance's own); return quietly when it agrees.
+
+        Raises:
+            WorkflowNotRegistered: that version is not registered.
+            NondeterminismError: the code diverges from the history.
+        """
+        target = version if version is not None else state.version
+        definition = self.versions(state.name).get(target)
+        if definition is None:
+            raise WorkflowNotRegistered(
+                f"workflow {state.name!r} has no registered version {target!r}"
+            )
+        await replay_state(definition.fn, state)
+
+    async def migrate_workflow(self, workflow_id: str, to_version: int | str) -> WorkflowHandle:
+        """Move a ``blocked`` instance to registered version ``to_version`` and resume it.
+
+        The instance's whole history is first replayed against that version's code; the
+        move is refused when it diverges, so the instance never resumes on code that would
+        disagree with what it already did. The move is recorded (``migrated``) and the
+        instance carries on from where its history ends.
+
+        Raises:
+            WorkflowNotFound: no such instance.
+            WorkflowNotRegistered: ``to_version`` is not registered for its workflow.
+            NondeterminismError: ``to_version``'s code diverges from the history.
+            WorkflowError: the instance is not ``blocked`` (or moved meanwhile).
+        """
+        target = str(to_version)
+        state = await admin.load_state(self.store, workflow_id)
+        if state is None:
+            raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
+        if not state.blocked:
+            raise WorkflowError(
+                f"workflow {workflow_id!r} is {state.status}, not blocked; only a blocked "
+                "instance is migrated"
+            )
+        await self.check_replay(state, target)
+        data = {"from_version": state.version, "to_version": target}
+        if not await self._control(state, "migrated", data):
+            raise WorkflowError(f"workflow {workflow_id!r} changed meanwhile; try again")
+        _log.warning(
+            "workflow %s migrated from version %s to %s",
+            workflow_id,
+            data["from_version"] or "?",
+            target,
+        )
+        if self._running:
+            await self._resume(state, force=True)
+        return WorkflowHandle(self, workflow_id)
+
+    async def fork_workflow(self, workflow_id: str, *, cancel_old: bool = False) -> WorkflowHandle:
+        """Start a new instance from instance ``workflow_id``'s input on the newest version,
+        linked both ways (``forked_from`` in its ``started`` event, ``forked`` in the old
+        history); the old one is cancelled (compensating what it did; a blocked one without)
+        when ``cancel_old``, else left as it is.
+
+        The new id is ``{workflow_id}~fork-{n}``.
+
+        Raises:
+            WorkflowNotFound: no such instance.
+            WorkflowNotRegistered: its workflow is not registered.
+            WorkflowError: it is a state machine.
+        """
+        state = await admin.load_state(self.store, workflow_id)
+        if state is None:
+            raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
+        if state.kind != "function":
+            raise WorkflowError(f"{workflow_id!r} is a state machine; only workflows are forked")
+        definition = self._definitions.get(state.name)
+        if definition is None:
+            raise WorkflowNotRegistered(f"no workflow named {state.name!r} is registered")
+        for n in range(1, 1000):
+            new_id = f"{workflow_id}~fork-{n}"
+            data = self.started_data(definition, new_id, state.input_value())
+            data["forked_from"] = {"workflow_id": workflow_id, "run": state.run}
+            started = history_event("started", data, new_id)
+            try:
+                result = await self.store.append(
+                    stream_name(new_id), [started], expected_version=StreamState.NO_STREAM
+                )
+            except WrongExpectedVersion:
+                continue
+            await self.store.append(
+                stream_name(workflow_id),
+                [history_event("forked", {"to": new_id, "cancel_old": cancel_old}, workflow_id)],
+            )
+            rec = RecordedEvent(
+                result.first_position, stream_name(new_id), 1, self.clock.now(), started
+            )
+            self.launch_started(definition, rec)
+            if cancel_old and not state.terminal:
+                await self.cancel_workflow(workflow_id)
+            _log.warning("workflow %s forked as %s", workflow_id, new_id)
+            return WorkflowHandle(self, new_id)
+        raise WorkflowError(f"workflow {workflow_id!r} has been forked too often")
 
     async def _wait_terminal(self, workflow_id: str) -> WorkflowState:
         while True:
@@ -537,7 +869,7 @@ class WorkflowEngine:
                 continue
             head = await self.store.head()
             state = await admin.load_state(self.store, workflow_id)
-            if state is not None and state.terminal:
+            if state is not None and (state.terminal or state.blocked):
                 return state
             with contextlib.suppress(TimeoutError):
                 await self.store.wait_for_new(head, timeout=1.0)

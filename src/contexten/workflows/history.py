@@ -9,7 +9,9 @@ a replay finds the recorded result of call number *n*.
 The event types, all under ``contexten.workflow.``:
 
 =========================== ==============================================================
-``started``                 name, version, input, trigger, parent (first event, always)
+``started``                 name, version, input, trigger, parent (first event, always);
+                            again after a terminal event for a new *run* of the same id:
+                            ``run`` (2, 3...) and ``previous_run`` (its run, status, version)
 ``step_completed``          seq, name, result
 ``step_failed``             seq, name, error, attempts (after the step's retries)
 ``timer_started``           seq, fire_at
@@ -27,9 +29,25 @@ The event types, all under ``contexten.workflow.``:
 ``transitioned``            state machines: seq, event_id, event_type, position, source, to
 ``transition_rejected``     state machines: event_id, event_type, position, state, reason
 ``completed`` / ``failed`` / ``compensated`` / ``cancelled``   terminal
-``redriven``                an operator asked a failed instance to try again
+``redriven``                an operator asked a failed or blocked instance to try again
 ``claimed``                 owner: another engine took the instance over (its owner died)
+``blocked``                 reason (``nondeterminism`` / ``version_not_registered``), error,
+                            version: the instance cannot continue; not terminal, it waits
+                            for an operator (``redriven`` after a fix, or ``migrated``)
+``migrated``                from_version, to_version: an operator moved a blocked instance
+                            to another registered version (verified by replay first)
+``patched``                 patch_id, seq: ``wf.patched(patch_id)`` was first reached live
+                            after call ``seq`` (takes no call number of its own)
+``trigger_absorbed``        event_id, event_type, position: a trigger event for this id came
+                            while the run was open and started nothing
+``forked``                  to, cancel_old: an operator started ``to`` from this instance's
+                            input (its ``started`` has ``forked_from``)
 =========================== ==============================================================
+
+An instance id is one stream for its whole life: a later run of the same id (see
+:class:`~contexten.workflows.IdReusePolicy`) begins with another ``started`` event after the
+previous run's terminal one, and :func:`fold` folds only the latest run (keeping its number
+and a summary of the run before).
 """
 
 from __future__ import annotations
@@ -39,7 +57,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final
 
@@ -95,6 +113,11 @@ COMPENSATED: Final = PREFIX + "compensated"
 CANCELLED: Final = PREFIX + "cancelled"
 REDRIVEN: Final = PREFIX + "redriven"
 CLAIMED: Final = PREFIX + "claimed"
+BLOCKED: Final = PREFIX + "blocked"
+MIGRATED: Final = PREFIX + "migrated"
+PATCHED: Final = PREFIX + "patched"
+TRIGGER_ABSORBED: Final = PREFIX + "trigger_absorbed"
+FORKED: Final = PREFIX + "forked"
 
 
 class WorkflowStatus(enum.StrEnum):
@@ -108,6 +131,8 @@ class WorkflowStatus(enum.StrEnum):
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+    """Cannot continue (its code diverged, or its version is gone): waits for an operator."""
 
 
 TERMINAL_STATUSES: Final = frozenset(
@@ -255,6 +280,12 @@ class WorkflowState:
     failed_seq: int | None = None
     sm_state: str | None = None
     reserved_seq: int = 0
+    run: int = 1
+    previous_run: dict[str, Any] | None = None
+    trigger_fence: int = 0
+    patches: dict[str, int] = field(default_factory=dict)
+    blocked_reason: str | None = None
+    blocked_from: WorkflowStatus | None = None
     owner: str | None = None
     last_position: int = 0
     stream_version: int = 0
@@ -271,6 +302,17 @@ class WorkflowState:
     def terminal(self) -> bool:
         """Whether the instance has ended (completed, failed, compensated, cancelled)."""
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the instance is ``blocked`` (waiting for an operator)."""
+        return self.status is WorkflowStatus.BLOCKED
+
+    @property
+    def run_key(self) -> str:
+        """What the run's idempotency keys and child ids start with: the id for run 1,
+        ``{id}#{run}`` for later runs (so a new run never reuses an earlier run's effects)."""
+        return self.workflow_id if self.run <= 1 else f"{self.workflow_id}#{self.run}"
 
     @property
     def max_seq(self) -> int:
@@ -321,7 +363,19 @@ def apply(state: WorkflowState, rec: RecordedEvent) -> None:
         handler(state, data, rec)
 
 
+def _new_run(s: WorkflowState) -> None:
+    """Forget the previous run's state (a ``started`` after a terminal event)."""
+    fresh = WorkflowState(s.workflow_id)
+    for f in fields(WorkflowState):
+        if f.name not in ("workflow_id", "stream_version", "updated_at", "trigger_fence"):
+            setattr(s, f.name, getattr(fresh, f.name))
+
+
 def _started(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
+    if s.name:
+        entry = s.entries[-1]
+        _new_run(s)
+        s.entries.append(entry)
     s.workflow_id = d.get("workflow_id", s.workflow_id) or rec.stream[len(STREAM_PREFIX) :]
     s.name = d.get("name", "")
     s.version = str(d.get("version", ""))
@@ -332,6 +386,9 @@ def _started(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
     s.parent_id = d.get("parent_id")
     after = d.get("after")
     s.after = int(after) if after is not None else rec.position
+    s.trigger_fence = max(s.trigger_fence, s.after)
+    s.run = int(d.get("run", 1))
+    s.previous_run = d.get("previous_run")
     s.created_at = rec.recorded_at
     s.sm_state = d.get("initial")
     s.owner = d.get("owner")
@@ -475,7 +532,17 @@ def _terminal(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
     s.failed_seq = int(failed_seq) if failed_seq is not None else None
 
 
+def _unblock(s: WorkflowState) -> None:
+    s.blocked_reason = None
+    s.error = s.error if s.compensating else None
+    s.status = s.blocked_from or WorkflowStatus.RUNNING  # waiting, sleeping... as it was
+    s.blocked_from = None
+
+
 def _redriven(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
+    if s.status is WorkflowStatus.BLOCKED:
+        _unblock(s)
+        return
     if s.status is not WorkflowStatus.FAILED:
         return
     s.compensation_failures.clear()
@@ -491,6 +558,30 @@ def _redriven(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
 
 def _claimed(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
     s.owner = d.get("owner")
+
+
+def _blocked(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
+    if s.terminal:
+        return
+    s.blocked_from = s.status
+    s.status = WorkflowStatus.BLOCKED
+    s.blocked_reason = d.get("reason")
+    s.error = d.get("error")
+
+
+def _migrated(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
+    if s.status is not WorkflowStatus.BLOCKED:
+        return
+    s.version = str(d.get("to_version", s.version))
+    _unblock(s)
+
+
+def _patched(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
+    s.patches.setdefault(str(d.get("patch_id")), int(d.get("seq", 0)))
+
+
+def _trigger_absorbed(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
+    s.trigger_fence = max(s.trigger_fence, int(d.get("position", 0)))
 
 
 def _running(s: WorkflowState) -> None:
@@ -523,4 +614,8 @@ _APPLY: Final = {
     CANCELLED: _terminal,
     REDRIVEN: _redriven,
     CLAIMED: _claimed,
+    BLOCKED: _blocked,
+    MIGRATED: _migrated,
+    PATCHED: _patched,
+    TRIGGER_ABSORBED: _trigger_absorbed,
 }

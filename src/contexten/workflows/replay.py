@@ -21,9 +21,13 @@ from contexten.exceptions import NondeterminismError, WorkflowCancelled
 from contexten.resilience.retry import RetryPolicy
 from contexten.store.base import Append, AppendResult, RecordedEvent
 from contexten.workflows.context import WorkflowContext
-from contexten.workflows.history import WorkflowState, WorkflowStatus
+from contexten.workflows.history import Op, WorkflowState, WorkflowStatus
 
 __all__ = ["ReplayOutcome", "replay_state"]
+
+
+def _describe(op: Op) -> str:
+    return f"{op.kind} {op.name!r}" if op.name else op.kind
 
 
 class _EndOfHistory(BaseException):
@@ -57,6 +61,10 @@ class _ReplayRuntime:
     @property
     def default_retry(self) -> RetryPolicy:
         return RetryPolicy.no_retries()
+
+    @property
+    def default_step_timeout(self) -> float | None:
+        return None
 
     def go_live(self) -> None:
         raise _EndOfHistory
@@ -130,19 +138,30 @@ async def replay_state(fn: Callable[[Any, Any], Any], state: WorkflowState) -> R
             raise ctx.nondeterminism from e
         if state.status is WorkflowStatus.COMPLETED:
             raise NondeterminismError(
-                wid, ctx.seq, f"the history completed, but the code now raises {e!r}"
+                wid,
+                ctx.seq,
+                f"the history completed, but the code now raises {e!r}",
+                expected="completed",
+                produced=f"raise {type(e).__name__}",
             ) from e
         return ReplayOutcome(wid, ctx.seq, False, False, error=e)
     if ctx.nondeterminism is not None:
         raise ctx.nondeterminism
     if state.max_seq > ctx.seq:
+        recorded = state.ops.get(ctx.seq + 1)
         raise NondeterminismError(
             wid,
             ctx.seq + 1,
             f"the code returned after {ctx.seq} call(s) but the history recorded {state.max_seq}",
+            expected=_describe(recorded) if recorded else f"{state.max_seq} calls",
+            produced="return",
         )
     if state.compensating and not state.cancel_requested:
         raise NondeterminismError(
-            wid, ctx.seq, "the history shows the workflow failed, but the code now completes"
+            wid,
+            ctx.seq,
+            "the history shows the workflow failed, but the code now completes",
+            expected="failure (compensating)",
+            produced="return",
         )
     return ReplayOutcome(wid, ctx.seq, False, True, result=result)

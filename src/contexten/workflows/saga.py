@@ -38,6 +38,11 @@ class CompensationRuntime(Protocol):
         """The retry policy for compensations of steps that named none."""
         ...
 
+    @property
+    def default_step_timeout(self) -> float | None:
+        """Seconds per attempt for compensations of steps that named no timeout."""
+        ...
+
     async def append(self, events: list[Event], extra: Sequence[Any] = ()) -> Any:
         """Append to the instance's history."""
         ...
@@ -63,10 +68,11 @@ async def run_compensations(
             entry.compensate,
             entry.args,
             entry.kwargs,
-            info=StepInfo(wid, entry.seq, entry.name, compensation=True),
+            info=StepInfo(wid, entry.seq, entry.name, compensation=True, run=state.run),
             policy=entry.retry or runtime.default_retry,
             clock=runtime.clock,
             timeout=entry.timeout,
+            default_timeout=runtime.default_step_timeout,
             extra={"result": entry.result},
         )
         if outcome.ok:

@@ -6,7 +6,8 @@ actions, so they all retry, time out and hand out idempotency keys the same way.
 
 How a step gets its idempotency key: while it runs, :func:`current_step` returns a
 :class:`StepInfo` whose :attr:`~StepInfo.idempotency_key` is ``"{workflow_id}:{seq}:{name}"``
-(``...:compensate`` for a compensation). It is the same on every attempt and after a crash,
+(``...:compensate`` for a compensation; ``{workflow_id}#{run}:...`` from an id's second run
+on). It is the same on every attempt and after a crash,
 so pass it to the platform and the platform makes the effect once. For convenience, a step
 function that declares a parameter named ``idempotency_key`` also receives it as that keyword.
 """
@@ -23,8 +24,8 @@ from typing import Any, Final
 
 import msgspec
 
-from contexten.clock import Clock
-from contexten.exceptions import NonRetryableError, WorkflowError
+from contexten.clock import Clock, WallClock
+from contexten.exceptions import NonRetryableError, StepTimeout, WorkflowError
 from contexten.resilience.retry import RetryPolicy
 
 __all__ = [
@@ -51,6 +52,7 @@ class StepInfo:
         name: the step's name.
         attempt: 1 for the first attempt, 2 for the first retry...
         compensation: True while running the step's compensation.
+        run: the instance's run number (a later run of the same id gets new keys).
     """
 
     workflow_id: str
@@ -58,11 +60,14 @@ class StepInfo:
     name: str
     attempt: int = 1
     compensation: bool = False
+    run: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        """A key that is the same on every attempt and every replay of this step."""
-        key = f"{self.workflow_id}:{self.seq}:{self.name}"
+        """A key that is the same on every attempt and every replay of this step (and
+        different in a later run of the same id: ``{id}#{run}:...``)."""
+        owner = self.workflow_id if self.run <= 1 else f"{self.workflow_id}#{self.run}"
+        key = f"{owner}:{self.seq}:{self.name}"
         return key + ":compensate" if self.compensation else key
 
 
@@ -128,6 +133,9 @@ def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
     return name in names
 
 
+_REAL_TIME: Final = WallClock()
+
+
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
     """How :func:`execute_step` ended: ``ok`` with a JSON ``value``, or the last ``error``."""
@@ -159,7 +167,7 @@ async def _with_timeout(
         await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
         if work.done():
             return work.result()
-        raise TimeoutError(f"step {name!r} timed out after {timeout:g}s")
+        raise StepTimeout(f"step {name!r} timed out after {timeout:g}s")
     finally:
         for task in (work, timer):
             if not task.done():
@@ -176,6 +184,7 @@ async def execute_step(
     policy: RetryPolicy | None,
     clock: Clock,
     timeout: float | timedelta | None = None,
+    default_timeout: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> StepOutcome:
     """Run ``fn`` until it succeeds or ``policy`` gives up; never raises for ``fn``'s errors.
@@ -184,9 +193,16 @@ async def execute_step(
     declares them; ``idempotency_key`` likewise. Retry waits use ``clock``, so a virtual clock
     skips them. The returned value is already JSON round-tripped (see :func:`to_json_value`).
     Cancellation (``asyncio.CancelledError``) is not an error of the step: it propagates.
+
+    ``timeout`` (the step's own) is measured on ``clock``; without one, ``default_timeout``
+    (the engine's safety net against a call that hangs) is measured in real seconds, so a
+    virtual clock that skips idle time never cuts short a step waiting on real I/O.
     """
     policy = policy or RetryPolicy.no_retries()
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    timer_clock = clock
+    if seconds is None and default_timeout is not None:
+        seconds, timer_clock = default_timeout, _REAL_TIME
     call_kwargs = dict(kwargs)
     if accepts_keyword(fn, "idempotency_key") and "idempotency_key" not in call_kwargs:
         call_kwargs["idempotency_key"] = info.idempotency_key
@@ -202,7 +218,7 @@ async def execute_step(
             if seconds is None:
                 raw = await _invoke(fn, args, call_kwargs)
             else:
-                raw = await _with_timeout(clock, seconds, fn, args, call_kwargs, info.name)
+                raw = await _with_timeout(timer_clock, seconds, fn, args, call_kwargs, info.name)
             return StepOutcome(True, to_json_value(raw), None, attempt)
         except Exception as error:
             if not policy.should_retry(attempt, error):

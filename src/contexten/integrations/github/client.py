@@ -10,6 +10,7 @@ the idempotency key with the object and look for it first.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -27,7 +28,6 @@ __all__ = ["GitHubAdapter", "GitHubClient"]
 JSON = dict[str, Any]
 
 _SECONDARY_DEFAULT_WAIT = 60.0
-_MAX_LOOKUP_PAGES = 10
 
 
 def _int(value: str | None) -> int | None:
@@ -201,10 +201,47 @@ class GitHubClient(PlatformClient):
     async def _find_marked(
         self, path: str, key: str, params: dict[str, Any] | None = None
     ) -> JSON | None:
-        for item in await self.paginate(path, params, max_pages=_MAX_LOOKUP_PAGES):
-            if isinstance(item, dict) and find_marker(item.get("body")) == key:
-                return item
+        """The newest item of an oldest-first list whose body carries ``key``'s marker.
+
+        An earlier attempt's copy is among the newest items, however long the list is: the
+        pages are read from the last (``Link: rel="last"``) back to the first.
+        """
+        async for page in self._pages_newest_first(path, params):
+            for item in page:
+                if isinstance(item, dict) and find_marker(item.get("body")) == key:
+                    return item
         return None
+
+    async def _find_marked_newest_first(
+        self, path: str, key: str, params: dict[str, Any] | None = None
+    ) -> JSON | None:
+        """The first item whose body carries ``key``'s marker, in a list the API already
+        sorts newest first (every page, following ``Link: rel="next"``)."""
+        url: str | None = path
+        query: dict[str, Any] | None = {"per_page": 100, **(params or {})}
+        while url is not None:
+            response = await self.http.request("GET", url, params=query)
+            for item in response.json():
+                if isinstance(item, dict) and find_marker(item.get("body")) == key:
+                    return dict(item)
+            url = response.links.get("next", {}).get("url")
+            query = None  # the next link carries its own query
+        return None
+
+    async def _pages_newest_first(
+        self, path: str, params: dict[str, Any] | None
+    ) -> AsyncIterator[list[Any]]:
+        """The pages of an oldest-first list, last page first, each page newest item first."""
+        first = await self.http.request("GET", path, params={"per_page": 100, **(params or {})})
+        last_link = first.links.get("last", {}).get("url")
+        if last_link is not None:
+            last = httpx.URL(last_link)
+            # Items only ever move to earlier pages (deletions), never later: walking back
+            # from the last page cannot skip one that was there when the walk began.
+            for number in range(int(last.params.get("page", "1")), 1, -1):
+                response = await self.http.request("GET", str(last.copy_set_param("page", number)))
+                yield list(reversed(response.json()))
+        yield list(reversed(first.json()))
 
     # -- labels ---------------------------------------------------------------------------------
 
@@ -262,8 +299,10 @@ class GitHubClient(PlatformClient):
 
         async def lookup() -> JSON | None:
             assert idempotency_key is not None
-            return await self._find_marked(
-                f"/repos/{repo}/pulls", idempotency_key, {"head": head_filter, "state": "all"}
+            return await self._find_marked_newest_first(
+                f"/repos/{repo}/pulls",
+                idempotency_key,
+                {"head": head_filter, "state": "all", "sort": "created", "direction": "desc"},
             )
 
         async def create() -> JSON:

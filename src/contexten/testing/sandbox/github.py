@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,6 +26,36 @@ __all__ = ["GitHubEmulator"]
 JSON = dict[str, Any]
 API = "https://api.github.com"
 WEB = "https://github.com"
+
+
+_DEFAULT_PER_PAGE = 30
+_MAX_PER_PAGE = 100
+
+
+def _paginate(items: list[Any], query: dict[str, str], url: str) -> tuple[list[Any], str] | str:
+    """One page of ``items`` (``per_page``, default 30, at most 100; ``page`` from 1) and the
+    ``Link`` header GitHub sends with it (``next``/``last`` unless on the last page,
+    ``prev``/``first`` unless on the first); an error message for a malformed value."""
+    try:
+        per_page = int(query.get("per_page", _DEFAULT_PER_PAGE))
+        page = int(query.get("page", 1))
+    except ValueError:
+        return "Invalid per_page or page: not an integer"
+    per_page = min(max(per_page, 1), _MAX_PER_PAGE)
+    page = max(page, 1)
+    last = max(1, -(-len(items) // per_page))
+    base = httpx.URL(url)
+
+    def link(number: int, rel: str) -> str:
+        target = base.copy_set_param("per_page", per_page).copy_set_param("page", number)
+        return f'<{target}>; rel="{rel}"'
+
+    links: list[str] = []
+    if page > 1:
+        links += [link(min(page - 1, last), "prev"), link(1, "first")]
+    if page < last:
+        links += [link(page + 1, "next"), link(last, "last")]
+    return items[(page - 1) * per_page : page * per_page], ", ".join(links)
 
 
 def _node_id(prefix: str, number: int) -> str:
@@ -164,12 +196,21 @@ class GitHubEmulator(Emulator):
         if request.method in ("POST", "PATCH", "PUT", "DELETE"):
             raw = await request.body()
             body = (await request.json()) if raw else {}
-        status, result = self._route(request.method, parts, body, dict(request.query_params))
+        query = dict(request.query_params)
+        status, result = self._route(request.method, parts, body, query)
         if status >= 400:
             return self._error(status, str(result), token)
         if status == 204:
             return Response(status_code=204, headers=self._headers(token))
-        return json_response(result, status, self._headers(token))
+        headers = self._headers(token)
+        if request.method == "GET" and isinstance(result, list):
+            page = _paginate(result, query, str(request.url))
+            if isinstance(page, str):
+                return self._error(422, page, token)
+            result, link = page
+            if link:
+                headers["Link"] = link
+        return json_response(result, status, headers)
 
     def _route(
         self, method: str, parts: list[str], body: JSON, query: dict[str, str]
@@ -185,7 +226,7 @@ class GitHubEmulator(Emulator):
                 if rest[2] == "comments"
                 else self.add_labels(repo, int(rest[1]), body)
             ),
-            ("GET", "issues", 3): lambda: (200, self.list_comments(repo, int(rest[1]))),
+            ("GET", "issues", 3): lambda: self.list_comments(repo, int(rest[1]), query),
             ("PATCH", "issues", 2): lambda: self.patch_issue(repo, int(rest[1]), body),
             ("DELETE", "issues", 4): lambda: self.remove_label(repo, int(rest[1]), rest[3]),
             ("POST", "pulls", 1): lambda: self.create_pull(repo, body),
@@ -296,9 +337,27 @@ class GitHubEmulator(Emulator):
         self._hook("issue_comment", "created", repo, issue=issue, comment=comment, sender=author)
         return 201, comment
 
-    def list_comments(self, repo: Repo, number: int) -> list[JSON]:
+    def list_comments(
+        self, repo: Repo, number: int, query: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """``GET /repos/{repo}/issues/{number}/comments``: oldest first; ``since`` keeps those
+        updated at or after a time (pages are cut by the dispatcher)."""
         url = f"{API}/repos/{repo.full_name}/issues/{number}"
-        return [c for c in repo.comments.values() if c["issue_url"] == url]
+        comments = [c for c in repo.comments.values() if c["issue_url"] == url]
+        since = (query or {}).get("since")
+        if since:
+            try:
+                floor = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            except ValueError:
+                return 422, f"Invalid since: {since!r} is not an ISO 8601 timestamp"
+            if floor.tzinfo is None:
+                floor = floor.replace(tzinfo=UTC)
+            comments = [
+                c
+                for c in comments
+                if datetime.fromisoformat(c["updated_at"].replace("Z", "+00:00")) >= floor
+            ]
+        return 200, comments
 
     def get_comment(self, repo: Repo, comment_id: int) -> tuple[int, Any]:
         comment = repo.comments.get(comment_id)
@@ -435,15 +494,19 @@ class GitHubEmulator(Emulator):
         return 201, pr
 
     def list_pulls(self, repo: Repo, query: dict[str, str]) -> list[JSON]:
+        """``GET /repos/{repo}/pulls``: ``state``, ``head``; ``sort=created`` (the only order
+        kept) newest first unless ``direction=asc``, as GitHub's default is."""
         state = query.get("state", "open")
         head = query.get("head", "").split(":")[-1]
-        return [
+        pulls = [
             pr
             for pr in repo.issues.values()
             if "head" in pr
             and (state == "all" or pr["state"] == state)
             and (not head or pr["head"]["ref"] == head)
         ]
+        pulls.sort(key=lambda pr: int(pr["number"]), reverse=query.get("direction") != "asc")
+        return pulls
 
     def get_pull(self, repo: Repo, number: int) -> tuple[int, Any]:
         pr = repo.issues.get(number)

@@ -1,0 +1,66 @@
+"""Counters of what the workflow engine did since it started, for ``/metrics``.
+
+The engine counts as it goes (no store reads on a scrape): instances that ended, by workflow
+and status; failures by their cause (the error type of the step that failed the instance, so
+a step that hung and timed out shows as ``StepTimeout``); instances found ``blocked``; and
+triggers a running instance absorbed. Like the dispatcher's counters they restart from zero
+with the process, which Prometheus reads as a counter reset.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from contexten.workflows.history import WorkflowState
+
+__all__ = ["WorkflowStats", "failure_cause"]
+
+
+def failure_cause(state: WorkflowState, data: Mapping[str, Any]) -> str:
+    """The short name of what failed an instance, from its ``failed`` event's ``data``: the
+    failing step's error type when it names the step (``StepTimeout``,
+    ``PlatformUnavailable``...), else the recorded error's."""
+    failed_seq = data.get("failed_seq")
+    error = data.get("error")
+    if failed_seq is not None:
+        op = state.ops.get(int(failed_seq))
+        if op is not None and op.error and op.error.get("type"):
+            return str(op.error["type"]).rsplit(".", 1)[-1]
+    if error and error.get("type"):
+        return str(error["type"]).rsplit(".", 1)[-1]
+    return "unknown"
+
+
+@dataclass(slots=True)
+class WorkflowStats:
+    """What one engine counted since it started (see the module docstring).
+
+    Attributes:
+        ended: instances that ended, by ``(workflow, status)``.
+        failed: instances that ended ``failed``, by ``(workflow, cause)``.
+        blocked: instances this engine marked ``blocked``, by workflow.
+        absorbed: trigger events an open instance with the same id absorbed, by workflow.
+        restarted: new runs started on an id whose previous run had closed, by workflow.
+        schedule_ticks: runs (or events) schedules started, by schedule.
+        schedule_skipped: ticks skipped because the previous run was still open.
+        schedule_missed: ticks that did not run (downtime past the catch-up policy).
+    """
+
+    ended: Counter[tuple[str, str]] = field(default_factory=Counter)
+    failed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    blocked: Counter[str] = field(default_factory=Counter)
+    absorbed: Counter[str] = field(default_factory=Counter)
+    restarted: Counter[str] = field(default_factory=Counter)
+    schedule_ticks: Counter[str] = field(default_factory=Counter)
+    schedule_skipped: Counter[str] = field(default_factory=Counter)
+    schedule_missed: Counter[str] = field(default_factory=Counter)
+
+    def record_end(self, state: WorkflowState, status: str, data: Mapping[str, Any]) -> None:
+        """Count instance ``state`` ending with ``status`` (and its cause when failed);
+        ``data`` is the terminal event's data."""
+        self.ended[(state.name, status)] += 1
+        if status == "failed":
+            self.failed[(state.name, failure_cause(state, data))] += 1
