@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,14 @@ class Served:
         await self.app.publish(event)
 
 
-def build_app(store_url: str, served: dict[str, Any]) -> App:
+def build_app(store_url: str, served: dict[str, Any], *, schedule: bool = False) -> App:
     app = App(store_url, checkpoint_interval=0.01)
+    if schedule:
+
+        @app.schedule("nightly", every=timedelta(hours=1))
+        async def nightly(wf: Workflow, _: Any) -> str:
+            return "done"
+
     failures: dict[str, int] = served.setdefault("failures", {})
     healed: set[str] = served.setdefault("healed", set())
 
@@ -104,10 +111,12 @@ def build_app(store_url: str, served: dict[str, Any]) -> App:
 
 
 @contextlib.asynccontextmanager
-async def serve_dashboard(tmp_path: Path, **route_options: Any) -> AsyncIterator[Served]:
+async def serve_dashboard(
+    tmp_path: Path, *, schedule: bool = False, **route_options: Any
+) -> AsyncIterator[Served]:
     """Serve the test app with its dashboard on a free loopback port."""
     extra: dict[str, Any] = {}
-    app = build_app(f"sqlite:///{tmp_path / 'dash.db'}", extra)
+    app = build_app(f"sqlite:///{tmp_path / 'dash.db'}", extra, schedule=schedule)
     server = IngressServer(
         app,
         port=0,

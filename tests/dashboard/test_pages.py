@@ -19,6 +19,7 @@ from contexten import Event
 from contexten.bus.dead_letters import DeadLetterStatus
 from contexten.dashboard.render import CSP
 from contexten.security import AUDIT_STREAM_PREFIX
+from contexten.workflows.schedules import SCHEDULE_PREFIX, request_trigger
 
 from ._support import HANG_GUARD, ROLES, Served, populate, serve_dashboard, wait_until
 
@@ -46,6 +47,7 @@ def pages(ids: dict[str, str]) -> list[str]:
         "/workflows/ship:ENG-1",
         "/workflows/ship:ENG-2",
         "/workflows/pr-lifecycle:pr-7",
+        "/schedules",
         "/work-items",
         "/work-items/ENG-1",
         "/dead-letters",
@@ -131,6 +133,25 @@ async def test_the_audit_trail_is_shown_to_admins_only(tmp_path: Path) -> None:
                 assert page.status_code == (200 if shown else 404), role
                 tokens = await client.get("/events?type=contexten.token.*")
                 assert ("contexten.token.created" in tokens.text) is shown, role
+
+
+async def test_the_schedules_page_lists_each_schedule_with_its_requests(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served, served.client("viewer") as viewer:
+        assert "No schedule has run on this store." in (await viewer.get("/schedules")).text
+    (tmp_path / "scheduled").mkdir()
+    async with serve_dashboard(tmp_path / "scheduled", schedule=True) as served:
+        store = served.app.store
+
+        async def scheduled() -> bool:
+            return bool(await store.list_streams(SCHEDULE_PREFIX))
+
+        await wait_until(scheduled)
+        await request_trigger(store, "nightly")
+        async with served.client("viewer") as viewer:
+            text = (await viewer.get("/schedules")).text
+        assert "<td>nightly</td>" in text
+        assert ">active<" in text
+        assert re.search(r"\d trigger", text)
 
 
 async def test_a_bearer_header_works_and_a_bad_cookie_is_anonymous(tmp_path: Path) -> None:

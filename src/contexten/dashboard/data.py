@@ -34,6 +34,7 @@ from contexten.store.base import EventStore, RecordedEvent
 from contexten.workflows import admin
 from contexten.workflows.history import STREAM_PREFIX as WORKFLOW_STREAM_PREFIX
 from contexten.workflows.history import WorkflowStatus
+from contexten.workflows.schedules import SCHEDULE_PREFIX, ScheduleState, fold_schedule
 from contexten.workflows.state_machine import StateMachine
 
 __all__ = [
@@ -378,6 +379,20 @@ class DashboardData:
     async def redrive_workflow(self, workflow_id: str) -> bool:
         """Ask for a failed instance to run again (False: it is not failed)."""
         return await admin.request_redrive(self.store, workflow_id)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def schedules(self) -> list[tuple[str, ScheduleState]]:
+        """Every schedule that has a stream in the store (it ticked or was asked to), with
+        its folded state, by name."""
+        found = await self.store.list_streams(SCHEDULE_PREFIX, limit=_LIST_LIMIT)
+        return [
+            (
+                info.stream.removeprefix(SCHEDULE_PREFIX),
+                fold_schedule(await self.store.read_stream(info.stream)),
+            )
+            for info in found
+        ]
 
     # -- work items --------------------------------------------------------------------
 

@@ -376,6 +376,13 @@ class Pages:
             f"/workflows/{quote(workflow_id, safe=':')}?done={done}", 303, SECURITY_HEADERS
         )
 
+    # -- schedules ---------------------------------------------------------------------
+
+    async def schedules(self, request: Request, visitor: Visitor) -> Response:
+        """Durable schedules: paused or not, last tick and run, counts (read only here; the
+        CLI pauses, resumes, triggers and backfills)."""
+        return self._render("schedules.html", visitor, schedules=await self.data.schedules())
+
     # -- work items ----------------------------------------------------------------------
 
     async def work_items(self, request: Request, visitor: Visitor) -> Response:
