@@ -22,10 +22,10 @@ sees its own app's comment.
 Try it with no accounts, against the local sandbox: ``contexten demo``. Serve it for real
 with ``contexten serve --app examples/devteam.py`` and the credentials in the environment
 (``CONTEXTEN_GITHUB_TOKEN``, ``CONTEXTEN_LINEAR_API_KEY``, ``CONTEXTEN_SLACK_BOT_TOKEN``,
-``CONTEXTEN_CODEGEN_TOKEN`` and ``CONTEXTEN_CODEGEN_ORG_ID``, the webhook secrets, and
-``CONTEXTEN_GITHUB_BOT_LOGIN``... for echo detection). On a real repository the draft's
-branch must exist before the draft can be opened: create it first, or drop that step if
-your agent opens a draft itself.
+``CONTEXTEN_CODEGEN_TOKEN`` and ``CONTEXTEN_CODEGEN_ORG_ID``: agent runs are polled), the
+webhook secrets, and ``CONTEXTEN_GITHUB_BOT_LOGIN``... for echo detection). On a real
+repository the draft's branch must exist before the draft can be opened: create it first,
+or drop that step if your agent opens a draft itself.
 """
 
 from __future__ import annotations

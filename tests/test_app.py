@@ -202,7 +202,7 @@ async def test_health_reports_each_part() -> None:
 
 
 def test_health_hides_store_passwords() -> None:
-    from contexten.bus.health import redact_url
+    from contexten.observability.redaction import redact_url
 
     assert redact_url("postgresql://app:hunter2@db:5432/x") == "postgresql://app:***@db:5432/x"
     assert redact_url("sqlite:///x.db") == "sqlite:///x.db"

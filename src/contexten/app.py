@@ -46,7 +46,7 @@ import structlog
 
 from contexten.bus.dead_letters import DeadLetterQueue
 from contexten.bus.dispatcher import Dispatcher
-from contexten.bus.health import HealthReport, check_health, redact_url
+from contexten.bus.health import HealthReport, check_health
 from contexten.bus.streams import default_stream
 from contexten.bus.subscription import (
     KeyFunction,
@@ -59,8 +59,9 @@ from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.exceptions import AppNotRunning, ConfigurationError, ContextenError
 from contexten.observability.logging import configure_logging, get_logger
+from contexten.observability.redaction import redact_url
 from contexten.resilience.retry import RetryPolicy
-from contexten.resilience.supervisor import Supervisor
+from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, StreamState
 from contexten.workflows import (
@@ -94,6 +95,10 @@ _PLATFORM_ENV: Final = (
     "CONTEXTEN_SLACK_BOT_TOKEN",
     "CONTEXTEN_CODEGEN_TOKEN",
 )
+
+
+CODEGEN_WATCHER: Final = "codegen-agent-runs"
+"""The supervised task that polls the Codegen runs the App's actions started."""
 
 
 class App:
@@ -368,6 +373,21 @@ class App:
             marker = runtime.echo_marker()
             if self.dispatch and marker.name not in self.subscriptions:
                 self._dispatcher.add(marker)
+            if self.dispatch and self._watcher_stopped():
+                # Codegen documents polling, not webhooks: the runs our actions started are
+                # followed here and their status changes stored as codegen.agent_run.* events.
+                from contexten.agents.codegen_runs import AgentRunWatcher
+
+                watcher = AgentRunWatcher(self._store, runtime.clients, clock=self.clock)
+                self.supervisor.start(CODEGEN_WATCHER, watcher.run)
+
+    def _watcher_stopped(self) -> bool:
+        if CODEGEN_WATCHER not in self.supervisor:
+            return True
+        return self.supervisor.status(CODEGEN_WATCHER).state in (
+            TaskState.STOPPED,
+            TaskState.FINISHED,
+        )
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -606,6 +626,8 @@ class App:
             if self._workflows_started:
                 self._workflows_started = False
                 await self.workflows.stop()
+            if CODEGEN_WATCHER in self.supervisor:
+                await self.supervisor.stop(CODEGEN_WATCHER)  # before its clients close
             if self._runtime is not None:
                 try:
                     await self._runtime.stop()

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
-from contexten.observability.logging import configure_logging
+from contexten.observability.logging import configure_logging, reset_logging
 
 from ._support import Backend, StepClock
 
@@ -20,7 +19,7 @@ def _production_logging() -> Iterator[None]:
     structlog's default renders every DEBUG traceback richly, which is slow."""
     configure_logging(json=True, level="INFO")
     yield
-    structlog.reset_defaults()
+    reset_logging()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -48,16 +48,22 @@ async def serving(
 class ServeProcess:
     """``contexten serve`` in a subprocess, its log in a file, its port read from the log."""
 
-    def __init__(self, cwd: Path, args: list[str], env: Mapping[str, str]) -> None:
-        self.log_path = cwd / f"serve-{time.monotonic_ns()}.log"
+    def __init__(
+        self, cwd: Path, args: list[str], env: Mapping[str, str], *, separate_stdout: bool = False
+    ) -> None:
+        stamp = time.monotonic_ns()
+        self.log_path = cwd / f"serve-{stamp}.log"
         self._log = self.log_path.open("wb")
+        # separate_stdout: the log file holds stderr alone (the log); stdout goes to its own.
+        self.stdout_path = cwd / f"serve-{stamp}.out" if separate_stdout else None
+        self._out = self.stdout_path.open("wb") if self.stdout_path else None
         command = [sys.executable, "-c", "from contexten.cli import main; main()", "serve"]
         self.process = subprocess.Popen(
             [*command, "--port", "0", *args],
             cwd=cwd,
             env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=self._out or self._log,
+            stderr=self._log if self._out else subprocess.STDOUT,
         )
         self.url = ""
 
@@ -87,8 +93,13 @@ class ServeProcess:
 
     async def wait_exit(self) -> int:
         await asyncio.to_thread(self.process.wait, HANG_GUARD)
-        self._log.close()
+        self._close_files()
         return self.process.returncode
+
+    def _close_files(self) -> None:
+        self._log.close()
+        if self._out is not None:
+            self._out.close()
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -101,4 +112,4 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(HANG_GUARD)
-        self._log.close()
+        self._close_files()

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from contexten.exceptions import StoreUnavailable
 from contexten.ingress import IngressConfig
+from contexten.ingress.receivers import SIGNATURE_HEADERS
 from contexten.integrations.github import webhooks as gh
 from contexten.integrations.linear import webhooks as lw
 from contexten.integrations.slack import webhooks as sw
@@ -23,7 +24,6 @@ GITHUB_SECRET = "gh-secret-Zq8v"
 GITHUB_NEXT_SECRET = "gh-next-secret-Kp3x"
 LINEAR_SECRET = "lin-secret-Wm4t"
 SLACK_SECRET = "slack-secret-Hy7r"
-CODEGEN_SECRET = "codegen-secret-Pq2n"
 ADMIN_TOKEN = "test-admin-token-Vb7sQ2"
 """The configuration's ``CONTEXTEN_ADMIN_TOKEN`` (an admin bearer token) in these tests."""
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -33,7 +33,6 @@ ALL_SECRETS = (
     GITHUB_NEXT_SECRET,
     LINEAR_SECRET,
     SLACK_SECRET,
-    CODEGEN_SECRET,
     ADMIN_TOKEN,
 )
 HANG_GUARD = 30.0
@@ -47,10 +46,14 @@ def make_config(**overrides: Any) -> IngressConfig:
         "CONTEXTEN_GITHUB_WEBHOOK_SECRET": f"{GITHUB_SECRET},{GITHUB_NEXT_SECRET}",
         "CONTEXTEN_LINEAR_WEBHOOK_SECRET": LINEAR_SECRET,
         "CONTEXTEN_SLACK_SIGNING_SECRET": SLACK_SECRET,
-        "CONTEXTEN_CODEGEN_WEBHOOK_SECRET": CODEGEN_SECRET,
     }
     overrides.setdefault("clock", VirtualClock(NOW))
     return IngressConfig.from_env(env, **overrides)
+
+
+def unverified_signature(platform: str) -> dict[str, str]:
+    """A signature header that is present but wrong: the request gets as far as its body."""
+    return {SIGNATURE_HEADERS[platform]: "sha256=" + "0" * 64}  # type: ignore[index]
 
 
 def pull_request_payload(number: int = 7, updated_at: str = "2030-01-01T00:00:00Z") -> Any:
@@ -117,20 +120,6 @@ def linear_request(
         "Linear-Event": "Issue",
         "Linear-Delivery": delivery or str(uuid.uuid4()),
         "Linear-Signature": lw.sign(secret, body),
-    }
-
-
-def codegen_request(
-    status: str = "running", *, run_id: int = 41, secret: str = CODEGEN_SECRET
-) -> tuple[bytes, dict[str, str]]:
-    """A Codegen agent-run delivery, as the sandbox sends it."""
-    run = {"id": run_id, "status": status, "metadata": {"correlation_id": "ENG-1"}}
-    body = json.dumps({"event": "agent_run.status_changed", "agent_run": run}).encode()
-    return body, {
-        "Content-Type": "application/json",
-        "X-Codegen-Event": "agent_run.status_changed",
-        "X-Codegen-Delivery": str(uuid.uuid4()),
-        "X-Codegen-Signature": gh.sign(secret, body),
     }
 
 

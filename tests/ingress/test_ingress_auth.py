@@ -36,7 +36,6 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("POST", "/webhooks/github"): PUBLIC,
     ("POST", "/webhooks/linear"): PUBLIC,
     ("POST", "/webhooks/slack"): PUBLIC,
-    ("POST", "/webhooks/codegen"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): Role.VIEWER,

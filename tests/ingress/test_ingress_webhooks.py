@@ -16,17 +16,14 @@ from structlog.testing import capture_logs
 
 from contexten.ingress import create_ingress_app
 from contexten.ingress.config import IngressConfig
-from contexten.integrations.github import webhooks as gh
 from contexten.store import EventStore
 from contexten.store.base import RecordedEvent
 
 from ._support import (
     ALL_SECRETS,
-    CODEGEN_SECRET,
     GITHUB_NEXT_SECRET,
     HANG_GUARD,
     NOW,
-    codegen_request,
     github_request,
     linear_payload,
     linear_request,
@@ -34,6 +31,7 @@ from ._support import (
     pull_request_payload,
     slack_event_payload,
     slack_request,
+    unverified_signature,
 )
 
 
@@ -172,7 +170,6 @@ async def test_platform_without_a_secret_refuses_everything(store: EventStore) -
             ("/webhooks/github", github_request()),
             ("/webhooks/linear", linear_request()),
             ("/webhooks/slack", slack_request()),
-            ("/webhooks/codegen", codegen_request()),
         ):
             response = await client.post(path, content=body, headers=headers)
             assert response.status_code == 401
@@ -261,6 +258,16 @@ async def test_slack_interactivity_and_commands(
     assert events[1].correlation_id == "ENG-3"
 
 
+async def test_slack_ssl_check_is_answered_200_and_not_stored(
+    client: httpx.AsyncClient, store: EventStore
+) -> None:
+    # Slack probes command and interactivity URLs with ssl_check=1 and expects a 200.
+    body, headers = slack_request(form={"ssl_check": "1", "token": "xyzz0WbapA4vBCDEFasx0q6G"})
+    response = await client.post("/webhooks/slack", content=body, headers=headers)
+    assert response.status_code == 200
+    assert await stored(store) == []
+
+
 @pytest.mark.parametrize("offset", [-301, 301])
 async def test_slack_stale_or_future_timestamp(
     client: httpx.AsyncClient, store: EventStore, offset: int
@@ -273,32 +280,11 @@ async def test_slack_stale_or_future_timestamp(
 # -- Codegen ---------------------------------------------------------------------------------
 
 
-async def test_codegen_agent_run_deliveries(client: httpx.AsyncClient, store: EventStore) -> None:
-    for status, code in (("running", 202), ("running", 200), ("complete", 202)):
-        body, headers = codegen_request(status)
-        response = await client.post("/webhooks/codegen", content=body, headers=headers)
-        assert response.status_code == code
-    events = [r.event for r in await stored(store)]
-    assert [e.delivery_id for e in events] == ["codegen:41:running", "codegen:41:complete"]
-    assert {e.correlation_id for e in events} == {"ENG-1"}
-
-
-async def test_codegen_refusals(client: httpx.AsyncClient, store: EventStore) -> None:
-    body, headers = codegen_request(secret="forged")
-    assert (
-        await client.post("/webhooks/codegen", content=body, headers=headers)
-    ).status_code == 401
-    body, headers = codegen_request()
-    headers["X-Codegen-Signature"] = headers["X-Codegen-Signature"].removeprefix("sha256=")
-    assert (
-        await client.post("/webhooks/codegen", content=body, headers=headers)
-    ).status_code == 401
-    body = b'{"event": "agent_run.status_changed"}'
-    headers["X-Codegen-Signature"] = gh.sign(CODEGEN_SECRET, body)
-    assert (
-        await client.post("/webhooks/codegen", content=body, headers=headers)
-    ).status_code == 400
-    assert await stored(store) == []
+async def test_there_is_no_codegen_webhook_route(client: httpx.AsyncClient) -> None:
+    # Codegen documents no webhooks (runs are polled): nothing may post events as Codegen.
+    body = b'{"event": "agent_run.status_changed", "agent_run": {"id": 1, "status": "completed"}}'
+    response = await client.post("/webhooks/codegen", content=body)
+    assert response.status_code in (404, 405)
 
 
 # -- caps --------------------------------------------------------------------------------------
@@ -335,7 +321,9 @@ async def test_chunked_body_growing_past_the_cap_is_413(
     client: httpx.AsyncClient, store: EventStore, config: IngressConfig, path: str
 ) -> None:
     cap = config.max_body(path.rsplit("/", 1)[1])  # type: ignore[arg-type]
-    response = await client.post(path, content=_chunks(cap + 1))
+    response = await client.post(
+        path, content=_chunks(cap + 1), headers=unverified_signature(path.rsplit("/", 1)[1])
+    )
     assert response.status_code == 413
     assert await stored(store) == []
 
@@ -369,7 +357,9 @@ async def test_slow_body_times_out(memory_store: EventStore) -> None:
         transport=httpx.ASGITransport(app=app), base_url="http://x"
     ) as client:
         async with asyncio.timeout(HANG_GUARD / 2):
-            response = await client.post("/webhooks/slack", content=trickle())
+            response = await client.post(
+                "/webhooks/slack", content=trickle(), headers=unverified_signature("slack")
+            )
     assert response.status_code == 408
 
 

@@ -181,9 +181,16 @@ async def test_reads_do_not_wait_for_an_open_write(tmp_path: Path) -> None:
 class _TinySqliteEventStore(SqliteEventStore):
     """A store whose file may grow by only a few pages: a disk that fills up."""
 
+    write_conn: sqlite3.Connection
+
     def _prepare_write_connection(self, conn: sqlite3.Connection) -> None:
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages + 30}")
+        self.write_conn = conn
+
+    def free_space(self) -> None:
+        """Let the file grow again (space was freed on the disk)."""
+        self.write_conn.execute("PRAGMA max_page_count = 4294967294")
 
 
 async def test_full_disk_fails_the_batch_and_acknowledges_nothing_unstored(
@@ -207,6 +214,13 @@ async def test_full_disk_fails_the_batch_and_acknowledges_nothing_unstored(
             *(store.append(f"b{i}", [e]) for i, e in enumerate(batch)), return_exceptions=True
         )
         assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+        # Not ready while writes fail, and saying why; ready again once a write succeeds.
+        with pytest.raises(StoreUnavailable, match=r"disk is full.*ENOSPC"):
+            await store.ping()
+        store.free_space()
+        late = _event()
+        await store.append("late", [late])
+        acknowledged.append(late.id)
         await store.ping()
     async with SqliteEventStore(_url(tmp_path)) as store:
         stored = [r.event.id for r in await store.read_all(limit=100_000)]

@@ -169,3 +169,36 @@ async def test_undecodable_event_is_reported_as_corruption(tmp_path: Path) -> No
         with pytest.raises(StoreCorrupted, match="position 2"):
             await store.read_all()
         assert [r.position for r in await store.read_all(limit=1)] == [1]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_file_deleted_or_replaced_under_the_store_stops_its_writes(
+    tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "gone.db"
+    other = tmp_path / "other.db"
+    await _fill(other, 1)
+    async with SqliteEventStore(f"sqlite:///{path}") as store:
+        before = _event(n=1)
+        await store.append("s", [before])
+        await store.ping()
+        # Keep the open files reachable under another name, then take the path away.
+        _remove_keeping_a_link(path, tmp_path / "kept.db")
+        if how == "replaced":
+            other.rename(path)
+        with pytest.raises(StoreUnavailable, match=how):
+            await store.append("s", [_event(n=2)])
+        with pytest.raises(StoreUnavailable, match="writes have stopped"):
+            await store.ping()
+        with pytest.raises(StoreUnavailable, match=how):  # for good, not just once
+            await store.append("t", [_event(n=3)])
+    async with SqliteEventStore(f"sqlite:///{tmp_path / 'kept.db'}") as original:
+        assert [r.event for r in await original.read_all()] == [before]
+
+
+def _remove_keeping_a_link(db: Path, kept: Path) -> None:
+    """``rm db*``, after linking the database and its WAL as ``kept`` (to check them later)."""
+    for suffix in ("", "-wal"):
+        Path(f"{kept}{suffix}").hardlink_to(f"{db}{suffix}")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)

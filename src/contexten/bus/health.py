@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from contexten.bus.consumer import ConsumerState, ConsumerStatus
 from contexten.bus.dead_letters import DeadLetterQueue
 from contexten.bus.dispatcher import Dispatcher
 from contexten.bus.timing import DurationSnapshot
+from contexten.observability.redaction import redact_text, redact_url
 from contexten.resilience.supervisor import Supervisor
 from contexten.store.base import EventStore
 
@@ -23,7 +23,6 @@ __all__ = [
     "StoreHealth",
     "SubscriptionHealth",
     "check_health",
-    "redact_url",
 ]
 
 
@@ -109,10 +108,10 @@ class HealthReport:
             "ok": self.ok,
             "running": self.running,
             "store": {
-                "url": self.store.url,
+                "url": redact_url(self.store.url),
                 "reachable": self.store.reachable,
                 "head": self.store.head,
-                "error": self.store.error,
+                "error": None if self.store.error is None else redact_text(self.store.error),
             },
             "subscriptions": [
                 {
@@ -139,19 +138,6 @@ class HealthReport:
         }
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password (``postgresql://app:***@db/contexten``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("@")[-1]
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
-
-
 async def check_health(
     *,
     store: EventStore,
@@ -174,7 +160,7 @@ async def check_health(
             head = await store.head()
             store_health = StoreHealth(url, True, head)
         except Exception as e:
-            store_health = StoreHealth(url, False, error=f"{type(e).__name__}: {e}")
+            store_health = StoreHealth(url, False, error=redact_text(f"{type(e).__name__}: {e}"))
         if store_health.reachable:
             try:
                 parked = await dead_letters.count()

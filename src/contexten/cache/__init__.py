@@ -23,6 +23,7 @@ from contexten.cache.memory import MemoryCache
 from contexten.cache.multilevel import CacheStats, MultiLevelCache
 from contexten.clock import Clock
 from contexten.exceptions import ConfigurationError
+from contexten.observability.redaction import redact_url
 
 __all__ = [
     "Cache",
@@ -43,7 +44,8 @@ def _number(options: dict[str, str], name: str, url: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise ConfigurationError(f"cache URL {url!r}: {name}={text!r} is not a number") from None
+        shown = redact_url(url)
+        raise ConfigurationError(f"cache URL {shown!r}: {name}={text!r} is not a number") from None
 
 
 def create_cache(url: str, *, clock: Clock | None = None) -> Cache:
@@ -58,6 +60,7 @@ def create_cache(url: str, *, clock: Clock | None = None) -> Cache:
             extra is not installed.
     """
     parts = urlsplit(url)
+    shown = redact_url(url)  # for messages: a Redis URL may carry a password
     scheme = parts.scheme.lower()
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = {k: v for k, v in query if k in _OURS}
@@ -66,7 +69,7 @@ def create_cache(url: str, *, clock: Clock | None = None) -> Cache:
         if scheme == "memory":
             unknown = sorted({k for k, _ in query} - {"max_entries", "ttl"})
             if unknown:
-                raise ConfigurationError(f"cache URL {url!r}: unknown option(s) {unknown}")
+                raise ConfigurationError(f"cache URL {shown!r}: unknown option(s) {unknown}")
             size = _number(options, "max_entries", url)
             return MemoryCache(
                 int(size) if size is not None else 10_000, default_ttl=ttl, clock=clock
@@ -74,9 +77,9 @@ def create_cache(url: str, *, clock: Clock | None = None) -> Cache:
         if scheme in ("redis", "rediss"):
             return _create_redis(url, parts, query, options, ttl, clock)
     except ValueError as e:
-        raise ConfigurationError(f"cache URL {url!r}: {e}") from e
+        raise ConfigurationError(f"cache URL {shown!r}: {e}") from e
     raise ConfigurationError(
-        f"unknown cache URL scheme {parts.scheme!r} in {url!r}; known: memory://, redis://, "
+        f"unknown cache URL scheme {parts.scheme!r} in {shown!r}; known: memory://, redis://, "
         "rediss://"
     )
 

@@ -1,25 +1,36 @@
-"""Shared plumbing for the ``contexten`` command: store option, async runner, output."""
+"""Shared plumbing for the ``contexten`` command: store option, async runner, output.
+
+Everything the command prints that came from the store or a server (subjects, ids, types,
+stream names, error messages) goes through :func:`clean` (plain text), :func:`markup` (for
+rich) or :func:`echo_json`, so a webhook cannot retitle, clear or scribble on the operator's
+terminal with control characters or ANSI escape sequences, nor style it with rich markup.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 import msgspec
+from rich.markup import escape as escape_markup
 
 from contexten.exceptions import ContextenError
+from contexten.observability.redaction import escape_control, redact_text
 from contexten.security.audit import audit_type, cli_client, cli_principal, record_audit
 from contexten.store import EventStore, create_store, store_url_from_env
 
 __all__ = [
     "audit",
+    "clean",
     "echo_json",
     "fail",
+    "markup",
     "open_store",
     "run_async",
     "store_option",
@@ -39,9 +50,24 @@ store_option = click.option(
 )
 
 
+def clean(value: object) -> str:
+    """``value`` as one line of inert text: control characters and escape sequences written
+    out (``\\x1b[2J``, ``\\n``), credentials in quoted URLs redacted."""
+    return escape_control(redact_text(str(value)))
+
+
+def markup(value: object) -> str:
+    """:func:`clean`, and rich markup escaped too (``[bold]`` prints as itself): for a value
+    put into a string that rich renders."""
+    return escape_markup(clean(value))
+
+
 def fail(message: str) -> NoReturn:
-    """Print ``message`` as an error and exit with status 1 (no traceback)."""
-    click.echo(f"error: {message}", err=True)
+    """Print ``message`` as an error and exit with status 1 (no traceback).
+
+    The message is :func:`clean`-ed: it may quote a store URL or a stored value.
+    """
+    click.echo(f"error: {clean(message)}", err=True)
     sys.exit(1)
 
 
@@ -100,8 +126,12 @@ def _default(value: Any) -> Any:
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_default)
+# JSON escapes C0 controls (ESC is \u001b); these it may leave raw, and a terminal may act on
+# them: DEL, the C1 controls (0x9b is CSI), line separators, bidirectional overrides.
+_UNSAFE_IN_JSON: Final = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def echo_json(obj: Any) -> None:
-    """Print ``obj`` as one JSON object on one line."""
-    click.echo(_encoder.encode(obj).decode())
+    """Print ``obj`` as one JSON object on one line, every control character escaped."""
+    text = _encoder.encode(obj).decode()
+    click.echo(_UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m[0]):04x}", text))

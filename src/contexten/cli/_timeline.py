@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from rich.console import Console
-from rich.markup import escape
 
+from contexten.cli._common import markup
 from contexten.events.envelope import Event
 from contexten.exceptions import StoreClosed
 from contexten.store.base import EventStore, RecordedEvent
@@ -33,7 +33,9 @@ from contexten.store.base import EventStore, RecordedEvent
 __all__ = ["Line", "Timeline", "describe"]
 
 Line = tuple[str, str, str]
-"""(source, work item, what happened); rich markup allowed in the last."""
+"""(source, work item, what happened): the first two plain stored text (the printer makes
+them inert), the last rich markup in which every stored value was made inert
+(:func:`~contexten.cli._common.markup`): no control characters, no markup of its own."""
 
 _STYLES: Final[Mapping[str, str]] = {
     "linear": "magenta",
@@ -52,8 +54,13 @@ def _short(text: Any, limit: int = _MAX_TEXT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _v(value: Any) -> str:
+    """A stored value as inert text inside rich markup (no controls, no markup of its own)."""
+    return markup("" if value is None else value)
+
+
 def _q(text: Any) -> str:
-    return f"“{escape(_short(text, 48))}”"
+    return f"“{_v(_short(text, 48))}”"
 
 
 # -- incoming events -----------------------------------------------------------------------
@@ -62,8 +69,8 @@ def _q(text: Any) -> str:
 def _linear(event: Event) -> str | None:
     data = event.data
     entity = data.get("data") or {}
-    who = escape(str((data.get("actor") or {}).get("name") or "someone"))
-    ident = entity.get("identifier") or (entity.get("issue") or {}).get("identifier") or ""
+    who = _v((data.get("actor") or {}).get("name") or "someone")
+    ident = _v(entity.get("identifier") or (entity.get("issue") or {}).get("identifier") or "")
     kind = event.type.removeprefix("linear.")
     if kind == "issue.created":
         return f"{who} filed {ident} {_q(entity.get('title'))}"
@@ -72,35 +79,39 @@ def _linear(event: Event) -> str | None:
         said = []
         if "labelIds" in changes:
             before = set((changes["labelIds"] or {}).get("from") or [])
-            added = [lb["name"] for lb in entity.get("labels") or [] if lb["id"] not in before]
+            added = [
+                str(lb.get("name"))
+                for lb in entity.get("labels") or []
+                if isinstance(lb, dict) and lb.get("id") not in before
+            ]
             if added:
-                said.append(f"labelled {ident} [bold]{escape(', '.join(added))}[/]")
+                said.append(f"labelled {ident} [bold]{_v(', '.join(added))}[/]")
         if "stateId" in changes:
             said.append(
-                f"moved {ident} to [bold]{escape((entity.get('state') or {}).get('name', '?'))}[/]"
+                f"moved {ident} to [bold]{_v((entity.get('state') or {}).get('name', '?'))}[/]"
             )
         return f"{who} {' and '.join(said) or f'updated {ident}'}"
     if kind == "comment.created":
         return f"{who} commented on {ident}: {_q(entity.get('body'))}"
-    return f"{who}: {kind}"
+    return f"{who}: {_v(kind)}"
 
 
 def _github(event: Event) -> str | None:
     data = event.data
-    who = escape(str((data.get("sender") or {}).get("login") or "someone"))
+    who = _v((data.get("sender") or {}).get("login") or "someone")
     kind = event.type.removeprefix("github.")
     pr = data.get("pull_request") or {}
     if kind == "pull_request.opened":
         draft = "draft " if pr.get("draft") else ""
-        return f"{who} opened {draft}PR #{pr.get('number')} {_q(pr.get('title'))}"
+        return f"{who} opened {draft}PR #{_v(pr.get('number'))} {_q(pr.get('title'))}"
     if kind == "pull_request.closed":
         done = "[bold]merged[/]" if pr.get("merged") else "closed"
-        return f"{who} {done} PR #{pr.get('number')}"
+        return f"{who} {done} PR #{_v(pr.get('number'))}"
     if kind == "issue_comment.created":
         issue = data.get("issue") or {}
-        body = (data.get("comment") or {}).get("body", "").split("<!--")[0]
-        return f"{who} commented on #{issue.get('number')}: {_q(body)}"
-    return f"{who}: {kind}"
+        body = str((data.get("comment") or {}).get("body", "")).split("<!--")[0]
+        return f"{who} commented on #{_v(issue.get('number'))}: {_q(body)}"
+    return f"{who}: {_v(kind)}"
 
 
 def _slack(event: Event) -> str | None:
@@ -108,23 +119,27 @@ def _slack(event: Event) -> str | None:
     kind = event.type.removeprefix("slack.")
     if kind == "block_actions":
         user = (data.get("user") or {}).get("username") or (data.get("user") or {}).get("id")
-        pressed = [a.get("text", {}).get("text") or a.get("action_id") for a in data["actions"]]
-        return f"{escape(str(user))} pressed [bold]{escape(', '.join(map(str, pressed)))}[/]"
+        pressed = [
+            (a.get("text") or {}).get("text") or a.get("action_id")
+            for a in data.get("actions") or []
+            if isinstance(a, dict)
+        ]
+        return f"{_v(user)} pressed [bold]{_v(', '.join(map(str, pressed)))}[/]"
     inner = data.get("event") or {}
     who = "the app" if inner.get("bot_id") else inner.get("user", "someone")
-    return f"{escape(str(who))} posted in {inner.get('channel', '?')}: {_q(inner.get('text'))}"
+    return f"{_v(who)} posted in {_v(inner.get('channel', '?'))}: {_q(inner.get('text'))}"
 
 
 def _codegen(event: Event) -> str | None:
     data = event.data
-    status = event.type.rsplit(".", 1)[-1]
-    line = f"agent run {data.get('id')} [bold]{status}[/]"
+    status = _v(event.type.rsplit(".", 1)[-1])
+    line = f"agent run {_v(data.get('id'))} [bold]{status}[/]"
     if status == "failed" and data.get("result"):
         line += f": {_q(data['result'])}"
     if status == "completed":
         prs = data.get("github_pull_requests") or []
-        if prs:
-            line += f", opened {escape(str(prs[0].get('url', '')))}"
+        if prs and isinstance(prs[0], dict):
+            line += f", opened {_v(prs[0].get('url', ''))}"
     return line
 
 
@@ -142,25 +157,25 @@ def _step_detail(name: str, result: Any) -> str:
     if not isinstance(result, dict):
         return ""
     if name == "move_issue":
-        return f"{result.get('identifier')} → {(result.get('state') or {}).get('name')}"
+        return f"{_v(result.get('identifier'))} → {_v((result.get('state') or {}).get('name'))}"
     if name in ("create_pull_request",):
         draft = "draft " if result.get("draft") else ""
-        return f"{draft}PR #{result.get('number')} {_q(result.get('title'))}"
+        return f"{draft}PR #{_v(result.get('number'))} {_q(result.get('title'))}"
     if name == "create_agent_run":
-        return f"run {result.get('id')} {result.get('status')}"
+        return f"run {_v(result.get('id'))} {_v(result.get('status'))}"
     if name == "create_issue_comment":
         number = str(result.get("issue_url", "")).rsplit("/", 1)[-1]
-        return f"linked on #{number}"
+        return f"linked on #{_v(number)}"
     if name == "close_pull_request":
-        return f"PR #{result.get('number')} closed"
+        return f"PR #{_v(result.get('number'))} closed"
     if name in ("post_message", "request_approval"):
         text = (result.get("message") or {}).get("text")
         buttons = " (Approve / Reject buttons)" if name == "request_approval" else ""
-        return f"in {result.get('channel')}{buttons}: {_q(text)}"
+        return f"in {_v(result.get('channel'))}{buttons}: {_q(text)}"
     if name == "update_message":
         return f"{_q(result.get('text'))}"
     if name == "merge_pull_request":
-        return f"merged ({str(result.get('sha') or '')[:7]})"
+        return f"merged ({_v(str(result.get('sha') or '')[:7])})"
     return ""
 
 
@@ -204,8 +219,9 @@ class _Describer:
             summary = data.get("result") or {}
             number = summary.get("number")
             target = summary.get("identifier") or (f"#{number}" if number else summary.get("id"))
-            return platform, event.correlation_id or "", f"↶ undo {base} {target or ''}".rstrip()
-        return platform, event.correlation_id or "", f"◀ {action}"
+            undo = f"↶ undo {_v(base)} {_v(target or '')}".rstrip()
+            return platform, event.correlation_id or "", undo
+        return platform, event.correlation_id or "", f"◀ {_v(action)}"
 
     def _workflow(self, rec: RecordedEvent) -> Line | None:
         event = rec.event
@@ -219,30 +235,30 @@ class _Describer:
             detail = data.get("result") if kind == "completed" else (data.get("error") or {})
             if isinstance(detail, dict):
                 detail = detail.get("message") or ", ".join(f"{k}={v}" for k, v in detail.items())
-            text = f"● {wid} [{style}]{kind}[/] {escape(_short(detail, 60))}"
+            text = f"● {_v(wid)} [{style}]{kind}[/] {_v(_short(detail, 60))}"
             return "workflow", event.correlation_id or "", text
         item = self.work_items.get(wid, "")
         if kind == "started":
             inputs = data.get("input")
             if isinstance(inputs, dict):
                 item = self.work_items[wid] = str(inputs.get("correlation_id") or "")
-            return "workflow", item, f"● {wid} started"
+            return "workflow", item, f"● {_v(wid)} started"
         if kind == "step_completed":
             name = str(data.get("name"))
             platform = self.platforms.pop((wid, int(data.get("seq", 0))), "workflow")
             detail = _step_detail(name, data.get("result"))
-            return platform, item, f"◀ {name}: {detail}" if detail else f"◀ {name}"
+            return platform, item, f"◀ {_v(name)}: {detail}" if detail else f"◀ {_v(name)}"
         if kind == "step_failed":
             error = (data.get("error") or {}).get("message")
-            return "workflow", item, f"[red]✗ step {data.get('name')} failed: {_q(error)}[/]"
+            return "workflow", item, f"[red]✗ step {_v(data.get('name'))} failed: {_q(error)}[/]"
         if kind == "wait_started":
-            return "workflow", item, f"● waiting for {data.get('pattern')}"
+            return "workflow", item, f"● waiting for {_v(data.get('pattern'))}"
         if kind == "wait_timed_out":
             return "workflow", item, "[red]● wait timed out[/]"
         if kind == "compensation_started":
             return "workflow", item, "[yellow]● compensating: undoing the completed steps[/]"
         if kind == "compensation_step_failed":
-            return "workflow", item, f"[red]✗ could not undo {data.get('name')}[/]"
+            return "workflow", item, f"[red]✗ could not undo {_v(data.get('name'))}[/]"
         return None
 
 
@@ -284,8 +300,9 @@ class Timeline:
         when = datetime.fromtimestamp(rec.event.time.timestamp()).strftime("%H:%M:%S.%f")[:-3]
         style = _STYLES.get(source, "white")
         self.console.print(
-            f"[dim]{when}[/]  [{style}]{source:<8}[/]  [bold]{escape(item):<6}[/]  {text}",
+            f"[dim]{when}[/]  [{style}]{_v(source):<8}[/]  [bold]{_v(item):<6}[/]  {text}",
             soft_wrap=True,
+            emoji=False,  # a stored ":skull:" prints as itself
         )
         self.lines += 1
 

@@ -36,7 +36,7 @@ import uvicorn
 from rich.console import Console
 
 from contexten.app import App
-from contexten.cli._common import fail
+from contexten.cli._common import fail, markup
 from contexten.cli._scenario import Outcome, Scenario
 from contexten.cli._timeline import Timeline
 from contexten.exceptions import ContextenError
@@ -46,6 +46,7 @@ from contexten.ingress.server import IngressServer
 from contexten.integrations.echo import BotIdentity
 from contexten.integrations.slack import APPROVE_ACTION_ID
 from contexten.observability.logging import configure_logging
+from contexten.observability.redaction import redact_url
 from contexten.security.hosts import default_allowed_hosts
 from contexten.store import create_store
 from contexten.testing.sandbox import Sandbox, SandboxConfig
@@ -144,7 +145,6 @@ def _ingress_config(shared: dict[str, str], host: str, api_token: str) -> Ingres
         github_secrets=(shared["github"].encode(),),
         linear_secrets=(shared["linear"].encode(),),
         slack_secrets=(shared["slack"].encode(),),
-        codegen_secrets=(shared["codegen"].encode(),),
         allowed_hosts=default_allowed_hosts(host),
         admin_token=api_token,
     )
@@ -176,8 +176,8 @@ class DemoSession:
         try:
             if await store.head() > 0:
                 raise DemoError(
-                    f"the store {self.store_url} already holds events; the demo needs an "
-                    "empty one (leave --store out to get a fresh one)"
+                    f"the store {redact_url(self.store_url)} already holds events; the demo "
+                    "needs an empty one (leave --store out to get a fresh one)"
                 )
         finally:
             await store.close()
@@ -216,7 +216,7 @@ class DemoSession:
         host = opts.host
         app_url = f"http://{host}:{app_sock.getsockname()[1]}"
         sandbox_url = f"http://{host}:{sandbox_sock.getsockname()[1]}"
-        shared = {p: secrets.token_urlsafe(24) for p in ("github", "linear", "slack", "codegen")}
+        shared = {p: secrets.token_urlsafe(24) for p in ("github", "linear", "slack")}
         sandbox = self.sandbox = Sandbox(
             SandboxConfig(
                 webhook_url=f"{app_url}/webhooks",
@@ -313,7 +313,7 @@ class DemoSession:
         self.console.print(
             f"[bold]Contexten demo[/]: the dev-team app on {result.app_url}, the sandbox "
             f"(GitHub, Linear, Slack, Codegen) on {result.sandbox_url}\n"
-            f"events are stored in {result.store_url}\n"
+            f"events are stored in {markup(redact_url(result.store_url))}\n"
             f"[bold]Dashboard[/] (logs you in): {result.dashboard_url}\n"
             f"API token (admin, this session only): {result.api_token}\n"
             f"  curl -H 'Authorization: Bearer {result.api_token}' "
@@ -328,11 +328,15 @@ class DemoSession:
             detail = outcome.error or ""
             if isinstance(outcome.result, dict):
                 detail = ", ".join(f"{k}={v}" for k, v in outcome.result.items())
-            self.console.print(f"  {outcome.workflow_id}: [bold]{outcome.status}[/] ({detail})")
+            self.console.print(
+                f"  {markup(outcome.workflow_id)}: [bold]{markup(outcome.status)}[/] "
+                f"({markup(detail)})"
+            )
         for issue in sandbox.linear.issues.values():
             shaped = sandbox.linear.issue_json(issue)
             self.console.print(
-                f"  Linear {shaped['identifier']} “{shaped['title']}”: {shaped['state']['name']}"
+                f"  Linear {markup(shaped['identifier'])} “{markup(shaped['title'])}”: "
+                f"{markup(shaped['state']['name'])}"
             )
         for repo in sandbox.github.repos.values():
             for pr in repo.issues.values():
@@ -340,15 +344,19 @@ class DemoSession:
                     continue
                 state = "merged" if pr.get("merged") else pr["state"]
                 kind = "draft PR" if pr.get("draft") else "PR"
-                self.console.print(f"  GitHub {repo.full_name} {kind} #{pr['number']}: {state}")
+                self.console.print(
+                    f"  GitHub {markup(repo.full_name)} {kind} #{markup(pr['number'])}: "
+                    f"{markup(state)}"
+                )
         for channel, messages in sandbox.slack.messages.items():
             if messages:
                 self.console.print(
-                    f"  Slack #{sandbox.slack.channels[channel]}: {len(messages)} message(s)"
+                    f"  Slack #{markup(sandbox.slack.channels[channel])}: "
+                    f"{len(messages)} message(s)"
                 )
 
     def _poke_help(self, result: DemoResult) -> None:
-        store = result.store_url
+        store = markup(redact_url(result.store_url))
         app, box = result.app_url, result.sandbox_url
         auth = f"-H 'Authorization: Bearer {result.api_token}'"
         self.console.rule("[bold]Still running: poke it")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from contexten.bus.dead_letters import DeadLetter, DeadLetterQueue
-from contexten.cli._common import audit, echo_json, fail, run_async, store_option, with_store
+from contexten.cli._common import (
+    audit,
+    clean,
+    echo_json,
+    fail,
+    run_async,
+    store_option,
+    with_store,
+)
 from contexten.exceptions import DeadLetterNotFound
 from contexten.store import EventStore
 
@@ -46,9 +54,9 @@ async def list_letters(
             echo_json(letter.to_dict())
         else:
             click.echo(
-                f"{letter.id}  {letter.status.value:9} {letter.subscription:30} "
-                f"{letter.event_type:32} attempts={letter.attempts} "
-                f"{letter.error_type}: {letter.error_message[:80]}"
+                f"{clean(letter.id)}  {letter.status.value:9} {clean(letter.subscription):30} "
+                f"{clean(letter.event_type):32} attempts={letter.attempts} "
+                f"{clean(letter.error_type)}: {clean(letter.error_message[:80])}"
             )
     if not as_json and not letters:
         click.echo("no dead letters", err=True)
@@ -109,4 +117,4 @@ async def discard(store_url: str | None, letter_id: str) -> None:
 
     if not await with_store(store_url, body):
         fail(f"dead letter {letter_id} is not parked (already redriven, discarded or resolved)")
-    click.echo(f"discarded: {letter_id}")
+    click.echo(f"discarded: {clean(letter_id)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import msgspec
 
-from contexten.cli._common import echo_json, fail, run_async, store_option, with_store
+from contexten.cli._common import clean, echo_json, fail, run_async, store_option, with_store
 from contexten.events.patterns import compile_pattern
 from contexten.store import EventStore, RecordedEvent
 
@@ -68,8 +68,8 @@ async def list_events(
         else:
             e = rec.event
             click.echo(
-                f"{rec.position:>8}  {rec.recorded_at:%Y-%m-%d %H:%M:%S}  {e.type:40} "
-                f"{e.subject or '-':30} {e.id}"
+                f"{rec.position:>8}  {rec.recorded_at:%Y-%m-%d %H:%M:%S}  {clean(e.type):40} "
+                f"{clean(e.subject or '-'):30} {clean(e.id)}"
             )
 
 

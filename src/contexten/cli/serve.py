@@ -22,55 +22,30 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import click
-import structlog
 
 from contexten.app import App
-from contexten.bus.health import redact_url
 from contexten.cli._common import fail
 from contexten.exceptions import ConfigurationError, ContextenError
 from contexten.ingress.config import IngressConfig
+from contexten.ingress.frontdoor import raise_open_files_limit
 from contexten.ingress.loader import load_app
 from contexten.ingress.server import serve as serve_app
 from contexten.observability.logging import configure_logging, get_logger
+from contexten.observability.redaction import redact_url
 from contexten.security.hosts import ENV_ALLOWED_HOSTS
 from contexten.security.tokens import IssuedToken
 from contexten.store import create_store
 
-__all__ = ["DEFAULT_APP", "StructlogBridge", "announce_bootstrap_token", "resolve_app", "serve"]
+__all__ = ["DEFAULT_APP", "announce_bootstrap_token", "resolve_app", "serve"]
 
 DEFAULT_APP: Final = "examples/devteam.py:app"
 """What ``contexten serve`` runs without ``--app``, when the file exists."""
 _STORE_ENV: Final = "CONTEXTEN_STORE_URL"
 
 _log = get_logger("contexten.cli")
-
-
-class StructlogBridge(logging.Handler):
-    """Forward stdlib log records (uvicorn's) to structlog, so every line has one format."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:
-            self.handleError(record)
-            return
-        logger = structlog.get_logger(record.name)
-        fields: dict[str, Any] = {}
-        if record.exc_info and record.exc_info[1] is not None:
-            fields["exc_info"] = record.exc_info[1]
-        logger.log(record.levelno, message, **fields)
-
-
-def _bridge_uvicorn_logs(level: int) -> None:
-    handler = StructlogBridge()
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler] if name == "uvicorn" else []
-        logger.propagate = name != "uvicorn"
-        logger.setLevel(level)
 
 
 def _same_store(url: str, app: App) -> bool:
@@ -112,7 +87,11 @@ def resolve_app(reference: str | None, store_url: str | None, cwd: Path) -> tupl
 
 
 def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
-    """Print the first admin token once, Jupyter-style, to stderr (never into the log)."""
+    """Print the first admin token once, Jupyter-style, on standard output.
+
+    Never into the log: stderr carries log records only (one JSON line each off a terminal),
+    and a token must not end up in a log collector.
+    """
     click.echo(
         "\n"
         "  No API token was configured, so an admin token was created (shown this once;\n"
@@ -121,8 +100,7 @@ def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
         f"      {issued.token}\n\n"
         "  API:        curl -H 'Authorization: Bearer <token>' "
         f"{url}/api/v1/events\n"
-        f"  Dashboard:  {url}/?token={issued.token}\n",
-        err=True,
+        f"  Dashboard:  {url}/?token={issued.token}\n"
     )
 
 
@@ -148,6 +126,31 @@ def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Shed webhooks (429) when this many already wait on the store [default: 2048].",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most open connections; beyond it the one idle longest is closed, or the new one "
+    "refused (503) when all are busy [default: 4096].",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds a connection may stay open without sending a request [default: 5].",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds a client gets to send a request's headers, else 408 [default: 10].",
+)
+@click.option(
+    "--max-header-bytes",
+    type=click.IntRange(min=1024),
+    default=None,
+    help="Largest request header section, else 431 [default: 16384].",
 )
 @click.option(
     "--graceful-timeout",
@@ -183,6 +186,10 @@ def serve(
     port: int,
     store_url: str | None,
     max_pending_commits: int | None,
+    max_connections: int | None,
+    keep_alive_timeout: int | None,
+    header_timeout: float | None,
+    max_header_bytes: int | None,
     graceful_timeout: int,
     dispatch: bool,
     metrics_public: bool,
@@ -191,13 +198,20 @@ def serve(
 ) -> None:
     """Serve an App: webhooks, /healthz, /readyz, /metrics and /api/v1, until SIGINT/SIGTERM."""
     level = logging.getLevelName(log_level.upper())
-    configure_logging(level=level)
-    _bridge_uvicorn_logs(level)
+    configure_logging(level=level)  # uvicorn's records too (IngressServer routes them)
     try:
         app, origin = resolve_app(reference, store_url, Path.cwd())
-        overrides: dict[str, object] = {"metrics_public": metrics_public}
-        if max_pending_commits is not None:
-            overrides["max_pending_commits"] = max_pending_commits
+        given = {
+            "max_pending_commits": max_pending_commits,
+            "max_connections": max_connections,
+            "keep_alive_timeout": keep_alive_timeout,
+            "header_timeout": header_timeout,
+            "max_header_bytes": max_header_bytes,
+        }
+        overrides: dict[str, object] = {
+            name: value for name, value in given.items() if value is not None
+        }
+        overrides["metrics_public"] = metrics_public
         config = IngressConfig.from_env(None, bind_host=host, **overrides)
     except ContextenError as e:
         fail(str(e))
@@ -218,6 +232,8 @@ def serve(
             "webhooks excepted); set CONTEXTEN_ALLOWED_HOSTS to the names clients use",
             allowed_hosts=list(config.allowed_hosts),
         )
+    before, after = raise_open_files_limit()
+    _log.info("open files limit", soft=after, raised_from=before if before != after else None)
     if unsigned:
         _log.warning(
             "no webhook secret configured: these platforms' webhooks are refused (401)",

@@ -43,7 +43,7 @@ from urllib.parse import urlencode
 import click
 import httpx
 
-from contexten.cli._common import fail
+from contexten.cli._common import clean, fail
 from contexten.exceptions import ConfigurationError
 from contexten.ingress.config import ENV_SECRETS, IngressConfig
 from contexten.integrations.github import webhooks as github
@@ -353,7 +353,7 @@ def simulate(
         f"HTTP {response.status_code} {response.reason_phrase} in {elapsed:.0f} ms"
         f" ({platform} {event}{ident})"
     )
-    if response.content:
-        click.echo(response.text)
+    if response.content:  # the server's answer may quote the payload: print it inert
+        click.echo("\n".join(clean(line) for line in response.text.split("\n")))
     if not response.is_success:
         sys.exit(1)

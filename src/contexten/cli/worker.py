@@ -12,11 +12,11 @@ from pathlib import Path
 
 import click
 
-from contexten.bus.health import redact_url
 from contexten.cli._common import fail
 from contexten.cli.serve import resolve_app
 from contexten.exceptions import ContextenError
 from contexten.observability.logging import configure_logging, get_logger
+from contexten.observability.redaction import redact_url
 
 __all__ = ["worker"]
 

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from contexten.cli._common import audit, echo_json, fail, run_async, store_option, with_store
+from contexten.cli._common import (
+    audit,
+    clean,
+    echo_json,
+    fail,
+    run_async,
+    store_option,
+    with_store,
+)
 from contexten.exceptions import WorkflowNotFound
 from contexten.ingress.loader import load_app
 from contexten.store import EventStore
@@ -54,12 +62,12 @@ async def list_instances(
         if as_json:
             echo_json(info.to_dict())
         else:
-            step = info.current_step or "-"
+            step = clean(info.current_step or "-")
             if info.status is WorkflowStatus.BLOCKED:
-                step = f"{info.blocked_reason}: {step}"
+                step = f"{clean(info.blocked_reason or '')}: {step}"
             click.echo(
-                f"{info.workflow_id:40} {info.name:24} v{info.version:<4} #{info.run:<3} "
-                f"{info.status!s:12} {step}"
+                f"{clean(info.workflow_id):40} {clean(info.name):24} v{clean(info.version):<4} "
+                f"#{info.run:<3} {info.status!s:12} {step}"
             )
     if not as_json and not infos:
         click.echo("no workflow instances", err=True)
@@ -112,7 +120,7 @@ async def cancel(store_url: str | None, workflow_id: str, reason: str) -> None:
 
     if not await with_store(store_url, body):
         fail(f"workflow {workflow_id} has already ended or is being cancelled")
-    click.echo(f"cancel requested: {workflow_id}")
+    click.echo(f"cancel requested: {clean(workflow_id)}")
 
 
 @workflows.command("redrive")
@@ -134,7 +142,7 @@ async def redrive(store_url: str | None, workflow_id: str) -> None:
 
     if not await with_store(store_url, body):
         fail(f"workflow {workflow_id} is neither failed nor blocked")
-    click.echo(f"redrive requested: {workflow_id}")
+    click.echo(f"redrive requested: {clean(workflow_id)}")
 
 
 @workflows.command("migrate")
@@ -163,7 +171,7 @@ async def migrate(store_url: str | None, reference: str, workflow_id: str, to_ve
         await audit(store, "workflows:migrate", target=workflow_id, outcome="migrated")
 
     await with_store(store_url, body)
-    click.echo(f"migrated: {workflow_id} to version {to_version}")
+    click.echo(f"migrated: {clean(workflow_id)} to version {clean(to_version)}")
 
 
 @workflows.command("fork")
@@ -189,4 +197,5 @@ async def fork(store_url: str | None, reference: str, workflow_id: str, cancel_o
         await audit(store, "workflows:fork", target=workflow_id, outcome=f"forked as {forked}")
         return forked
 
-    click.echo(f"forked: {workflow_id} as {await with_store(store_url, body)}")
+    forked = await with_store(store_url, body)
+    click.echo(f"forked: {clean(workflow_id)} as {clean(forked)}")

@@ -9,12 +9,18 @@ A webhook request goes through, in order (each step refuses fast and stores noth
 1. no secret configured for the platform: 401 before reading the body; too many requests
    already waiting on the store (``IngressConfig.max_pending_commits``): 429 with
    ``Retry-After`` (load shedding, checked again just before the commit);
-2. the body, read under the platform's cap and a deadline (413, 408);
+2. a ``Content-Length`` over the platform's cap: 413, and no signature header: 401, both
+   before reading the body; a large body (over
+   ``IngressConfig.offload_threshold``) first waits for its share of the large-body memory
+   budget (429 when none frees up within the platform's deadline); the body, read under the
+   platform's cap and a deadline (413, 408);
 3. the signature on the raw bytes (401, no detail), the JSON with hostile-input limits (400),
    the platform's post-signature checks (401), normalisation (400);
 4. ONE ``store.commit`` of the event with its dedup key; only then 202. A duplicate answers
    200 and changes nothing. Any store failure answers 503: never a 2xx for an event that is
-   not stored.
+   not stored. So does a commit not done within the platform's deadline
+   (``IngressConfig.commit_deadline``, counted from the request's start): the platform
+   retries, and a commit that still lands makes that retry a duplicate.
 
 Handlers never run inside the request: the dispatcher picks the event up from the log.
 
@@ -42,12 +48,12 @@ from starlette.types import Scope
 from contexten.bus.streams import default_stream
 from contexten.events.codec import encode_json
 from contexten.events.envelope import Event
-from contexten.exceptions import IngressError, Overloaded, SignatureInvalid
+from contexten.exceptions import IngressError, Overloaded, PayloadTooLarge, SignatureInvalid
 from contexten.ingress.api import EventsAPI
-from contexten.ingress.body import read_body
+from contexten.ingress.body import ByteBudget, announced_length, read_body
 from contexten.ingress.config import IngressConfig, Platform
 from contexten.ingress.openapi import openapi_spec
-from contexten.ingress.receivers import RECEIVERS, Accepted
+from contexten.ingress.receivers import RECEIVERS, SIGNATURE_HEADERS, Accepted
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from contexten.security.hosts import AllowedHosts
@@ -117,6 +123,8 @@ class _Ingress:
         self.stream_for = stream_for
         self.pending_commits = 0
         """Webhook requests waiting on ``store.commit`` now (what load shedding bounds)."""
+        self.large_bodies = ByteBudget(config.large_body_budget)
+        """Memory for large bodies, shared by the requests reading and checking them."""
 
     async def _store_readiness(self) -> HealthLike:
         try:
@@ -160,9 +168,27 @@ class _Ingress:
             counter.labels(platform, "shed").inc()
             return self._shed()
         self.pending_commits += 1
+        deadline = self.config.commit_deadline(platform) - (time.perf_counter() - started)
         try:
-            results = await self.store.commit(
-                [Append(self.stream_for(event), [event])], dedup_key=accepted.dedup_key
+            async with asyncio.timeout(max(deadline, 0.0)):
+                results = await self.store.commit(
+                    [Append(self.stream_for(event), [event])], dedup_key=accepted.dedup_key
+                )
+        except TimeoutError:
+            # The platform stops waiting soon: answer now so it retries. The commit may
+            # still land; then the retry is a duplicate (same dedup key), never a second copy.
+            counter.labels(platform, "late").inc()
+            _log.warning(
+                "webhook not committed within the platform's deadline",
+                platform=platform,
+                event_type=event.type,
+                delivery_id=event.delivery_id,
+                deadline=self.config.commit_deadline(platform),
+            )
+            return JSONResponse(
+                {"error": "store too slow, retry later"},
+                503,
+                headers={"Retry-After": str(self.config.retry_after)},
             )
         except Exception as e:  # whatever broke, the event is not stored: never a 2xx
             counter.labels(platform, "unavailable").inc()
@@ -210,12 +236,30 @@ class _Ingress:
         if not config.secrets(platform):  # refuse before reading anything
             raise SignatureInvalid(f"{platform}: no secret configured")
         self._admit()  # shed before reading the body: an overloaded server does no work
-        body = await read_body(
-            request, limit=config.max_body(platform), timeout=config.body_timeout
-        )
-        if len(body) > config.offload_threshold:
+        limit = config.max_body(platform)
+        size = announced_length(request)
+        if size is not None and size > limit:
+            raise PayloadTooLarge(f"body of {size} bytes announced; the limit is {limit}")
+        if not request.headers.get(SIGNATURE_HEADERS[platform]):  # unsigned: read nothing
+            raise SignatureInvalid(f"{platform}: {SIGNATURE_HEADERS[platform]} missing")
+        share = limit if size is None else min(size, limit)
+        if share <= config.offload_threshold:
+            body = await read_body(request, limit=limit, timeout=config.body_timeout)
+            return receiver(request.headers, body, config)
+        # A large body: held, with its copy and its parse, within the shared budget. No
+        # share before the platform's deadline: 429, the platform retries.
+        waiting_since = time.monotonic()
+        try:
+            async with asyncio.timeout(min(config.body_timeout, config.commit_deadline(platform))):
+                share = await self.large_bodies.acquire(share)
+        except TimeoutError:
+            raise Overloaded("too many large bodies being read; retry later") from None
+        try:
+            left = config.body_timeout - (time.monotonic() - waiting_since)
+            body = await read_body(request, limit=limit, timeout=max(left, 0.001))
             return await asyncio.to_thread(receiver, request.headers, body, config)
-        return receiver(request.headers, body, config)
+        finally:
+            self.large_bodies.release(share)
 
     async def healthz(self, request: Request) -> Response:
         """The process is alive and serving."""

@@ -8,7 +8,6 @@ variable                               secret
 ``CONTEXTEN_GITHUB_WEBHOOK_SECRET``    GitHub webhook secret
 ``CONTEXTEN_LINEAR_WEBHOOK_SECRET``    Linear webhook signing secret
 ``CONTEXTEN_SLACK_SIGNING_SECRET``     Slack app signing secret
-``CONTEXTEN_CODEGEN_WEBHOOK_SECRET``   Codegen agent-run delivery secret
 ``CONTEXTEN_LINEAR_TEAM_KEYS``         (not a secret) Linear team keys, for correlation
 ``CONTEXTEN_ADMIN_TOKEN``              an admin API token that lives only here
 ``CONTEXTEN_ALLOWED_HOSTS``            (not a secret) the ``Host`` names served
@@ -36,13 +35,12 @@ from contexten.security.tokens import ENV_ADMIN_TOKEN
 
 __all__ = ["ENV_SECRETS", "IngressConfig", "Platform", "parse_secrets"]
 
-Platform = Literal["github", "linear", "slack", "codegen"]
+Platform = Literal["github", "linear", "slack"]
 
 ENV_SECRETS: Final[Mapping[Platform, str]] = {
     "github": "CONTEXTEN_GITHUB_WEBHOOK_SECRET",
     "linear": "CONTEXTEN_LINEAR_WEBHOOK_SECRET",
     "slack": "CONTEXTEN_SLACK_SIGNING_SECRET",
-    "codegen": "CONTEXTEN_CODEGEN_WEBHOOK_SECRET",
 }
 _ENV_TEAM_KEYS: Final = "CONTEXTEN_LINEAR_TEAM_KEYS"
 _MAX_SECRETS: Final = 2
@@ -73,11 +71,9 @@ class IngressConfig:
         github_secrets: GitHub webhook secrets (one, or two while rotating).
         linear_secrets: Linear signing secrets.
         slack_secrets: Slack signing secrets.
-        codegen_secrets: Codegen agent-run delivery secrets.
         github_max_body: GitHub body cap in bytes (GitHub caps its payloads at 25 MB).
         linear_max_body: Linear body cap.
         slack_max_body: Slack body cap.
-        codegen_max_body: Codegen body cap.
         slack_tolerance: seconds a Slack request timestamp may be from now.
         linear_tolerance: seconds a Linear ``webhookTimestamp`` may be from now.
         body_timeout: seconds a client gets to send the whole body.
@@ -103,16 +99,34 @@ class IngressConfig:
         auth_failure_window: that window, in seconds.
         token_refresh: seconds a process trusts its cached view of the tokens: a token
             revoked elsewhere is refused here within this long.
+        large_body_budget: bytes of large bodies (over ``offload_threshold``) held in memory at
+            once, across requests, from reading through verification and parsing. Further
+            large bodies wait their turn (their senders are paused by TCP flow control), up
+            to the platform's commit deadline, then get 429. Bounds memory when many unsigned
+            24 MB bodies arrive at once; small webhooks never wait for it.
+        keep_alive_timeout: seconds a connection may stay open without sending a request.
+        header_timeout: seconds a client gets to send a request's complete headers (else 408
+            and close: slowloris).
+        max_header_bytes: largest request header section accepted (else 431 and close).
+        max_connections: most connections open at once; beyond it a new connection evicts
+            the one waiting longest for its headers, or is refused (503) when all are busy
+            (see :mod:`contexten.ingress.frontdoor`).
+        slack_deadline: seconds Slack waits for an answer before it gives up and retries.
+        linear_deadline: seconds Linear waits.
+        github_deadline: seconds GitHub waits.
+        deadline_margin: seconds kept in hand under each platform's deadline (network, the
+            answer's way back). A webhook not committed within ``deadline - margin`` of its
+            request's start is answered 503 with ``Retry-After``; a commit that still lands
+            later makes the platform's retry a duplicate (its dedup key), so nothing is lost
+            or doubled.
     """
 
     github_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     linear_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     slack_secrets: tuple[bytes, ...] = field(default=(), repr=False)
-    codegen_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     github_max_body: int = 25 * MiB
     linear_max_body: int = 1 * MiB
     slack_max_body: int = 1 * MiB
-    codegen_max_body: int = 1 * MiB
     slack_tolerance: float = 300.0
     linear_tolerance: float = 60.0
     body_timeout: float = 30.0
@@ -127,6 +141,15 @@ class IngressConfig:
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     token_refresh: float = 1.0
+    large_body_budget: int = 25 * MiB
+    keep_alive_timeout: int = 5
+    header_timeout: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 4096
+    slack_deadline: float = 3.0
+    linear_deadline: float = 5.0
+    github_deadline: float = 10.0
+    deadline_margin: float = 1.0
 
     @classmethod
     def from_env(
@@ -170,6 +193,19 @@ class IngressConfig:
             raise ConfigurationError("retry_after must be >= 0 seconds")
         if self.auth_failure_limit < 0:
             raise ConfigurationError("auth_failure_limit must be >= 0")
+        if self.large_body_budget < 1 or self.max_header_bytes < 1024:
+            raise ConfigurationError(
+                "large_body_budget must be positive and max_header_bytes at least 1024"
+            )
+        if self.keep_alive_timeout < 1 or self.header_timeout <= 0:
+            raise ConfigurationError("keep_alive_timeout and header_timeout must be positive")
+        if self.max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
+        for platform in ENV_SECRETS:
+            if self.commit_deadline(platform) <= 0:
+                raise ConfigurationError(
+                    f"{platform}_deadline must exceed deadline_margin ({self.deadline_margin} s)"
+                )
 
     def secrets(self, platform: Platform) -> tuple[bytes, ...]:
         """The secrets configured for ``platform`` (empty: it refuses everything)."""
@@ -177,7 +213,6 @@ class IngressConfig:
             "github": self.github_secrets,
             "linear": self.linear_secrets,
             "slack": self.slack_secrets,
-            "codegen": self.codegen_secrets,
         }[platform]
 
     def max_body(self, platform: Platform) -> int:
@@ -186,13 +221,25 @@ class IngressConfig:
             "github": self.github_max_body,
             "linear": self.linear_max_body,
             "slack": self.slack_max_body,
-            "codegen": self.codegen_max_body,
         }[platform]
+
+    def commit_deadline(self, platform: Platform) -> float:
+        """Seconds from a ``platform`` request's start within which it must be committed.
+
+        The platform's own deadline minus :attr:`deadline_margin`; past it the ingress
+        answers 503 so the platform retries, instead of answering after it gave up.
+        """
+        deadline = {
+            "github": self.github_deadline,
+            "linear": self.linear_deadline,
+            "slack": self.slack_deadline,
+        }[platform]
+        return deadline - self.deadline_margin
 
     def __repr__(self) -> str:
         configured = [p for p in ENV_SECRETS if self.secrets(p)]
         return (
             f"IngressConfig(secrets configured for {configured}, "
             f"caps github={self.github_max_body} linear={self.linear_max_body} "
-            f"slack={self.slack_max_body} codegen={self.codegen_max_body})"
+            f"slack={self.slack_max_body})"
         )

@@ -200,16 +200,6 @@ def openapi_spec() -> dict[str, Any]:
                 ],
                 form=True,
             ),
-            "/webhooks/codegen": _webhook(
-                "codegen",
-                "Receive a Codegen agent-run status delivery (X-Codegen-Signature, 1 MB cap).",
-                [
-                    ("X-Codegen-Signature", True),
-                    ("X-Codegen-Event", False),
-                    ("X-Codegen-Delivery", False),
-                ],
-                form=False,
-            ),
             "/healthz": {
                 "get": {
                     "operationId": "healthz",

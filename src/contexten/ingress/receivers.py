@@ -18,20 +18,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from contexten.events.envelope import Event
-from contexten.exceptions import InvalidEvent, MalformedPayload, SignatureInvalid
+from contexten.exceptions import MalformedPayload
 from contexten.ingress.config import IngressConfig, Platform
 from contexten.ingress.jsonsafe import loads_object
-from contexten.integrations.codegen import webhooks as codegen
 from contexten.integrations.github import webhooks as github
 from contexten.integrations.linear import webhooks as linear
-from contexten.integrations.signing import matches_any
 from contexten.integrations.slack import webhooks as slack
 
 __all__ = [
     "RECEIVERS",
+    "SIGNATURE_HEADERS",
     "Accepted",
     "Receiver",
-    "receive_codegen",
     "receive_github",
     "receive_linear",
     "receive_slack",
@@ -114,6 +112,8 @@ def receive_slack(headers: Mapping[str, str], body: bytes, config: IngressConfig
     Retries (``X-Slack-Retry-Num``) are not dropped: they go through the same dedup as the
     first attempt, so a retry whose first attempt was never stored is stored once.
     """
+    if slack.is_ssl_check(_header(headers, "content-type") or "", body):
+        return Accepted(None, None, reply={})
     now = config.clock.now()
     slack.verify(
         body,
@@ -130,31 +130,16 @@ def receive_slack(headers: Mapping[str, str], body: bytes, config: IngressConfig
     return Accepted(event, slack.dedup_key(request, body))
 
 
-def receive_codegen(headers: Mapping[str, str], body: bytes, config: IngressConfig) -> Accepted:
-    """Verify and normalise a Codegen agent-run delivery (``X-Codegen-Signature: sha256=``).
-
-    The dedup key is the event's delivery id, ``codegen:<run id>:<status>``: one event per
-    status transition, whether the webhook or the poller saw it first (when the poller
-    publishes with the same key).
-    """
-    if not config.codegen_secrets:
-        raise SignatureInvalid("codegen: no webhook secret configured")
-    signature = _header(headers, codegen.SIGNATURE_HEADER) or ""
-    if not signature.startswith("sha256="):
-        raise SignatureInvalid(f"codegen: {codegen.SIGNATURE_HEADER} missing or not sha256=")
-    if not matches_any(config.codegen_secrets, signature.removeprefix("sha256="), body):
-        raise SignatureInvalid("codegen: signature mismatch")
-    payload = loads_object(body)
-    try:
-        event = codegen.normalize(payload)
-    except (InvalidEvent, KeyError, TypeError, ValueError) as e:
-        raise MalformedPayload(f"codegen: {type(e).__name__}: not an agent-run delivery") from None
-    return Accepted(event, event.delivery_id)
-
-
 RECEIVERS: Final[Mapping[Platform, Receiver]] = {
     "github": receive_github,
     "linear": receive_linear,
     "slack": receive_slack,
-    "codegen": receive_codegen,
 }
+
+SIGNATURE_HEADERS: Final[Mapping[Platform, str]] = {
+    "github": github.SIGNATURE_HEADER,
+    "linear": linear.SIGNATURE_HEADER,
+    "slack": slack.SIGNATURE_HEADER,
+}
+"""The header carrying each platform's signature: without it a request is refused (401)
+before its body is read."""

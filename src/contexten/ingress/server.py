@@ -23,6 +23,10 @@ no ``CONTEXTEN_ADMIN_TOKEN`` creates an admin token once it has started (exactly
 when several processes start together on one store) and hands it, with the URL it listens
 on, to that callback once listening (``contexten serve`` prints a login URL).
 
+Connections go through the front door (:mod:`contexten.ingress.frontdoor`): idle and slow
+clients are closed, header sections capped, the number of connections bounded, with the
+limits of the :class:`IngressConfig`.
+
 uvicorn picks ``uvloop`` and ``httptools`` when they are installed (they are dependencies
 where they have wheels; ``bench/b3_ingress.py`` measures the difference), else the standard
 asyncio loop and ``h11``.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import signal
 import socket
 import threading
@@ -45,6 +50,7 @@ from starlette.routing import BaseRoute
 from contexten.app import App
 from contexten.ingress.app import create_ingress_app
 from contexten.ingress.config import IngressConfig
+from contexten.ingress.frontdoor import ConnectionCollector, FrontDoorConfig, FrontDoorLimits
 from contexten.observability.app_metrics import instrument_app
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import Metrics
@@ -203,22 +209,34 @@ class IngressServer:
             start=self._start_app,
             close_store=close_store,
         )
-        self._server = _Server(
-            uvicorn.Config(
-                self.asgi,
-                host=host,
-                port=port,
-                loop=loop,
-                http=http,
-                ws="none",
-                lifespan="on",
-                log_config=None,
-                access_log=access_log,
-                server_header=False,
-                timeout_graceful_shutdown=graceful_timeout,
-            )
+        resolved: IngressConfig = self.asgi.state.config
+        self.uvicorn_config = FrontDoorConfig(
+            self.asgi,
+            limits=FrontDoorLimits(
+                keep_alive_timeout=resolved.keep_alive_timeout,
+                header_timeout=resolved.header_timeout,
+                max_header_bytes=resolved.max_header_bytes,
+                max_connections=resolved.max_connections,
+                retry_after=resolved.retry_after,
+            ),
+            host=host,
+            port=port,
+            loop=loop,
+            http=http,
+            ws="none",
+            lifespan="on",
+            log_config=None,  # no handlers of uvicorn's own: see _route_uvicorn_logs
+            access_log=access_log,
+            server_header=False,
+            timeout_graceful_shutdown=graceful_timeout,
+            # Not uvicorn's limit_concurrency: it counts idle connections and refuses the
+            # next *request* with 503, turning platforms away while attackers hold the
+            # sockets. The front door's max_connections evicts the idle ones instead.
         )
+        self.asgi.state.metrics.registry.register(ConnectionCollector(self.uvicorn_config))
+        self._server = _Server(self.uvicorn_config)
         self._server.on_listening = self._listening
+        _route_uvicorn_logs(access_log=access_log)
 
     async def _start_app(self) -> None:
         try:
@@ -290,6 +308,24 @@ class IngressServer:
             raise self._startup_error
         if not self._server.started:
             raise RuntimeError("the server did not start (the address is in use?); see the log")
+
+
+_UVICORN_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+
+
+def _route_uvicorn_logs(*, access_log: bool) -> None:
+    """Send uvicorn's records to the root logger, where the process's one renderer is.
+
+    uvicorn's own handlers and formatters (plain text, colour codes) are removed, so its
+    server and access lines become JSON lines like every other (see
+    :func:`~contexten.observability.logging.configure_logging`); their levels follow the
+    root's. The access log is on only when asked for.
+    """
+    for name in (*_UVICORN_LOGGERS, "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = name != "uvicorn.access" or access_log
 
 
 @contextlib.contextmanager

@@ -55,8 +55,14 @@ def find_marker(body: str | None) -> str | None:
 
 
 def id_for_key(key: str, scope: str = "") -> str:
-    """A stable UUID (v5) for ``key``: the client-chosen id of the object it creates."""
-    return str(uuid.uuid5(_NAMESPACE, f"{scope}\x00{_clean(key)}"))
+    """A stable, version-4-shaped UUID for ``key``: the client-chosen id of the object it creates.
+
+    The bits come from a name-based (v5) hash, so the same key always gives the same id, but
+    the version and variant bits are those of a v4 UUID: Linear documents its client-chosen
+    ids (``IssueCreateInput.id``, ``CommentCreateInput.id``) as "UUID v4 format".
+    """
+    digest = uuid.uuid5(_NAMESPACE, f"{scope}\x00{_clean(key)}").bytes
+    return str(uuid.UUID(bytes=digest, version=4))
 
 
 class RecentResults:

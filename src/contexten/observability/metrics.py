@@ -46,7 +46,8 @@ class Metrics:
             byte to the durable commit, for webhooks that were stored or deduplicated.
         webhooks: ``contexten_webhooks_total{platform, outcome}``: ``stored``, ``duplicate``,
             ``unauthorized``, ``too_large``, ``malformed``, ``timeout``, ``unavailable``,
-            ``answered`` (Slack's url_verification).
+            ``late`` (not committed within the platform's deadline: 503), ``answered``
+            (Slack's url_verification).
         events_stored: ``contexten_events_stored_total{source}``.
     """
 

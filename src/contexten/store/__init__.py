@@ -12,6 +12,7 @@ import os
 from typing import Final
 
 from contexten.exceptions import ConfigurationError
+from contexten.observability.redaction import redact_url
 from contexten.store.base import (
     Append,
     AppendResult,
@@ -66,7 +67,7 @@ def create_store(url: str | None = None) -> EventStore:
     except KeyError:
         known = ", ".join(sorted(f"{s}://" for s in _BACKENDS))
         raise ConfigurationError(
-            f"unknown event store URL scheme {scheme!r} in {url!r}; known: {known}"
+            f"unknown event store URL scheme {scheme!r} in {redact_url(url)!r}; known: {known}"
         ) from None
     try:
         module = importlib.import_module(module_name)

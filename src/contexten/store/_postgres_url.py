@@ -9,6 +9,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from contexten.exceptions import ConfigurationError
+from contexten.observability.redaction import redact_url
 from contexten.store._postgres_schema import SCHEMA_NAME_RE
 
 __all__ = ["PostgresSettings", "parse_postgres_url"]
@@ -86,7 +87,7 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresSettings:
     parts = urlsplit(url)
     if parts.scheme.lower() not in _SCHEMES:
         raise ConfigurationError(
-            f"{_redact(url)!r} is not a PostgreSQL URL (postgresql://user@host:5432/database)"
+            f"{redact_url(url)!r} is not a PostgreSQL URL (postgresql://user@host:5432/database)"
         )
     userinfo, at, hostport = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
@@ -107,9 +108,3 @@ def parse_postgres_url(url: str, **overrides: Any) -> PostgresSettings:
     options.update({k: v for k, v in overrides.items() if v is not None})
     dsn = urlunsplit(parts._replace(query=urlencode(passed)))
     return PostgresSettings(dsn, where, **options)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=userinfo.partition(":")[0] + at + hostport, query=""))

@@ -31,6 +31,7 @@ from contexten.exceptions import (
 __all__ = [
     "APPLICATION_ID",
     "MIGRATIONS",
+    "FileIdentity",
     "Migration",
     "connect",
     "prepare_schema",
@@ -70,11 +71,71 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
 length. Append new steps; never edit a released one."""
 
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_WATCHED_SUFFIXES: Final = ("", "-wal")
+
+
+class FileIdentity:
+    """Whether the store's files at their paths are still the ones its connections hold open.
+
+    SQLite keeps its database and WAL files open. If someone deletes them (``rm
+    contexten.db*``) or puts another file in their place, every later commit would still
+    succeed, into a file nobody will ever open again: acknowledged, then lost at the next
+    restart. So the writer compares ``(st_dev, st_ino)`` of each path, once per group
+    commit, with what it was when the store opened (one ``stat`` per file). Because SQLite
+    holds the original files open, their inode numbers cannot be reused meanwhile: equal
+    numbers mean the same file.
+
+    Args:
+        path: the database file (its ``-wal`` is watched too, from when it first exists).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._known: dict[str, tuple[int, int]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Record the identity of each watched file that exists and is not recorded yet.
+
+        The writer thread and the event loop (readiness) both call this: the mapping is
+        replaced whole, never changed in place, so a reader always sees a complete one.
+        """
+        known = dict(self._known)
+        for suffix in _WATCHED_SUFFIXES:
+            name = self.path + suffix
+            if name in known:
+                continue
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                continue
+            known[name] = (st.st_dev, st.st_ino)
+        self._known = known
+
+    def problem(self) -> str | None:
+        """What happened to the files since they were opened, or None when they are intact."""
+        for name, identity in self._known.items():
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                return f"{name!r} was deleted while the store had it open"
+            except OSError as e:
+                return f"{name!r} cannot be checked: {e}"
+            if (st.st_dev, st.st_ino) != identity:
+                return f"{name!r} was replaced by another file while the store had it open"
+        if len(self._known) < len(_WATCHED_SUFFIXES):
+            self.refresh()
+        return None
 
 
 def translate_error(error: sqlite3.Error, path: str, doing: str) -> StoreError:
     """Map a ``sqlite3`` error to the store's exception tree (the one place that does)."""
     code = getattr(error, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return StoreUnavailable(
+            f"the SQLite event store {path!r}: {doing} failed: the disk is full (ENOSPC / "
+            f"SQLITE_FULL: {error}); writes resume once space is freed"
+        )
     if code is not None and code & 0xFF in _CORRUPT_CODES:
         return StoreCorrupted(
             f"the SQLite event store {path!r} is damaged or is not a SQLite database "

@@ -12,6 +12,13 @@ the rows (an event id stored earlier), the batch is redone commit by commit, eac
 own ``SAVEPOINT``, so only the offending commit fails. Positions are assigned in Python as
 head + 1, ... under the write lock, so they are gapless and follow commit order, also across
 processes (``BEGIN IMMEDIATE`` serialises every writer of the file).
+
+Inside each transaction, before writing, the writer checks that the files at the store's
+path are still the ones it has open (:class:`~contexten.store._sqlite_schema.FileIdentity`):
+once they were deleted or replaced, it stops writing for good (every commit fails with
+``StoreUnavailable``) rather than acknowledge commits into a file that is gone. A batch that
+fails on the file (disk full, I/O error, a lock held too long) leaves the writer
+:attr:`~SqliteWriter.failing` until a batch succeeds again, so readiness can say so.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any, Final
 from contexten.events.codec import decode_json, encode_json
 from contexten.events.envelope import Event
 from contexten.exceptions import InvalidEvent, StoreError, StoreUnavailable, WrongExpectedVersion
-from contexten.store._sqlite_schema import translate_error
+from contexten.store._sqlite_schema import FileIdentity, translate_error
 from contexten.store.base import (
     AppendResult,
     ExpectedVersion,
@@ -149,6 +156,7 @@ class SqliteWriter:
             can wake its waiters.
         on_recorded: called on the loop after each committed batch, before its callers are
             told, with the batch, the outcomes and the batch's ``recorded_at`` (microseconds).
+        identity: the identity of the files ``conn`` has open (default: taken now).
     """
 
     def __init__(
@@ -158,8 +166,14 @@ class SqliteWriter:
         loop: asyncio.AbstractEventLoop,
         on_committed: Callable[[int], None],
         on_recorded: Callable[[list[CommitRequest], list[Outcome], int], None] | None = None,
+        identity: FileIdentity | None = None,
     ) -> None:
         self._conn = conn
+        self._identity = identity if identity is not None else FileIdentity(path)
+        self.lost: str | None = None
+        """Why the store's files are no longer the ones open (then nothing is written)."""
+        self.failing: str | None = None
+        """Why the last batch could not be written, until a batch is written again."""
         self._on_recorded = on_recorded
         self._path = path
         self._loop = loop
@@ -182,6 +196,22 @@ class SqliteWriter:
     def alive(self) -> bool:
         """Whether the writer thread is running."""
         return self._thread.is_alive()
+
+    def unwritable(self) -> str | None:
+        """Why commits cannot be written now (files gone, last batch failed), or None."""
+        if self.lost is None:
+            problem = self._identity.problem()
+            if problem is not None:
+                self._lose(problem)
+        return self.lost or self.failing
+
+    def _lose(self, problem: str) -> None:
+        if self.lost is None:
+            self.lost = (
+                f"the SQLite event store {self._path!r}: {problem}; writes have stopped and "
+                "nothing more is acknowledged: put the file back or restart on a new one"
+            )
+            _log.error("SQLite event store lost its file: %s", self.lost)
 
     async def stop(self) -> None:
         """Write everything queued so far, close the connection, end the thread."""
@@ -231,11 +261,22 @@ class SqliteWriter:
             outcomes, head, now = self._transaction(batch)
         except StoreError as e:
             outcomes, head = [_copy_error(e) for _ in batch], None
+            self._failed(str(e))
         except Exception as e:  # a bug must not kill the writer and hang every caller
             _log.exception("SQLite writer failed on a batch")
             err = StoreUnavailable(f"the SQLite event store {self._path!r} failed: {e!r}")
             outcomes, head = [_copy_error(err) for _ in batch], None
+            self._failed(str(err))
+        else:
+            if self.failing is not None:
+                _log.warning("SQLite event store writes succeed again on %s", self._path)
+                self.failing = None
         self._call_soon(self._deliver, batch, outcomes, head, now)
+
+    def _failed(self, reason: str) -> None:
+        if self.failing is None and self.lost is None:
+            _log.error("SQLite event store writes are failing: %s", reason)
+        self.failing = reason
 
     def _deliver(
         self, batch: list[CommitRequest], outcomes: list[Outcome], head: int | None, now: int
@@ -258,10 +299,17 @@ class SqliteWriter:
 
     def _transaction(self, batch: list[CommitRequest]) -> tuple[list[Outcome], int, int]:
         conn = self._conn
+        if self.lost is not None:
+            raise StoreUnavailable(self.lost)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise translate_error(e, self._path, "starting a write") from e
+        problem = self._identity.problem()  # under the write lock, before writing anything
+        if problem is not None:
+            self._rollback()
+            self._lose(problem)
+            raise StoreUnavailable(self.lost or problem)
         try:
             row = conn.execute(
                 "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"

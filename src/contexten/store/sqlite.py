@@ -44,9 +44,11 @@ from contexten.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from contexten.observability.redaction import redact_url
 from contexten.store._recent import RecentLog
 from contexten.store._sqlite_schema import (
     MIGRATIONS,
+    FileIdentity,
     Migration,
     connect,
     prepare_schema,
@@ -101,7 +103,8 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
         if not path:
             raise ConfigurationError(f"{url!r} names no file (sqlite:///path/contexten.db)")
         raise ConfigurationError(
-            f"{url!r}: a SQLite URL names a file, not a host; use sqlite:///relative.db or "
+            f"{redact_url(url)!r}: a SQLite URL names a file, not a host; use "
+            "sqlite:///relative.db or "
             "sqlite:////absolute/path.db"
         )
     else:
@@ -188,7 +191,9 @@ class SqliteEventStore(EventStore):
             loop = asyncio.get_running_loop()
             executor = ThreadPoolExecutor(self.readers, thread_name_prefix="contexten-sqlite-read")
             try:
-                conn, head = await loop.run_in_executor(executor, self._open_writer_connection)
+                conn, head, identity = await loop.run_in_executor(
+                    executor, self._open_writer_connection
+                )
             except BaseException:
                 executor.shutdown(wait=True)
                 raise
@@ -196,16 +201,17 @@ class SqliteEventStore(EventStore):
             self._notifier = HeadNotifier(head=head)
             self._recent.clear()
             self._writer = SqliteWriter(
-                conn, self.path, loop, self._notifier.advance, self._remember
+                conn, self.path, loop, self._notifier.advance, self._remember, identity
             )
             self._writer.start()
 
-    def _open_writer_connection(self) -> tuple[sqlite3.Connection, int]:
+    def _open_writer_connection(self) -> tuple[sqlite3.Connection, int, FileIdentity]:
         conn = connect(self.path, busy_timeout=self.busy_timeout)
         try:
             prepare_schema(conn, self.path, self._migrations)
             self._prepare_write_connection(conn)
-            return conn, _select_head(conn)
+            head = _select_head(conn)  # also opens the WAL, so its identity is taken too
+            return conn, head, FileIdentity(self.path)
         except sqlite3.Error as e:
             conn.close()
             raise translate_error(e, self.path, "opening") from e
@@ -286,6 +292,8 @@ class SqliteEventStore(EventStore):
         writer = self._require_writer()
         if not writer.alive:
             raise StoreUnavailable(f"the SQLite event store {self.path!r}: its writer stopped")
+        if writer.lost is not None:
+            raise StoreUnavailable(writer.lost)
         prepared = [_prepare(a) for a in appends]
         if checkpoint is not None:
             check_checkpoint(checkpoint)
@@ -402,10 +410,18 @@ class SqliteEventStore(EventStore):
         return await self._read(functools.partial(_select_optional_int, sql, name))
 
     async def ping(self) -> None:
-        """Raise ``StoreUnavailable`` unless the writer runs and the file answers a read."""
+        """Raise ``StoreUnavailable`` unless the store can take writes now.
+
+        That is: the writer runs, the files at the path are the ones open (not deleted or
+        replaced), the last group commit did not fail (a full disk), and the file answers a
+        read.
+        """
         writer = self._require_writer()
         if not writer.alive:
             raise StoreUnavailable(f"the SQLite event store {self.path!r}: its writer stopped")
+        problem = writer.unwritable()
+        if problem is not None:
+            raise StoreUnavailable(problem)
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     # -- waiting -----------------------------------------------------------------------------

@@ -5,11 +5,12 @@
     run = await wf.step(codegen.create_agent_run, prompt=title, repo="acme/api",
                         compensate=codegen.create_agent_run.undo)
 
-Run updates become ``codegen.agent_run.<created|started|completed|failed|cancelled>`` events,
-either from Codegen-style webhooks (the sandbox sends them) or by polling with
-:class:`AgentRunPoller`. Each event carries a delivery id derived from the run and its status,
-so an App that appends them with that dedup key stores each transition once, whichever way it
-arrived and however often it was seen.
+Run updates become ``codegen.agent_run.<created|started|completed|failed|cancelled>`` events by
+polling, the way Codegen's API reference describes following a run (it documents no
+webhooks): :class:`AgentRunPoller` reads the runs it tracks and yields an event for each status
+change; the App's watcher (:mod:`contexten.agents.codegen_runs`) does so durably for every run
+its actions started. Each event carries a delivery id derived from the run and its status, so
+appending them with that dedup key stores each transition once, however often it was seen.
 """
 
 from __future__ import annotations
@@ -144,27 +145,55 @@ class AgentRunPoller:
     def __init__(self, client: CodegenClient | None = None) -> None:
         self._client = client
         self._seen: dict[str, str] = {}
+        self._correlation: dict[str, str | None] = {}
 
-    def track(self, agent_run_ids: Iterable[int | str]) -> None:
-        """Watch these runs (again)."""
+    def track(
+        self,
+        agent_run_ids: Iterable[int | str],
+        *,
+        status: str = "",
+        correlation_id: str | None = None,
+    ) -> None:
+        """Watch these runs (again).
+
+        Args:
+            agent_run_ids: the runs.
+            status: the status last reported for them (no event until it changes).
+            correlation_id: the work item their events belong to (default: the run's
+                ``metadata.correlation_id``).
+        """
         for run_id in agent_run_ids:
-            self._seen.setdefault(str(run_id), "")
+            key = str(run_id)
+            self._seen.setdefault(key, status.lower())
+            if correlation_id is not None:
+                self._correlation[key] = correlation_id
 
     @property
     def tracked(self) -> list[str]:
         """Runs still being watched."""
         return list(self._seen)
 
+    async def poll_run(self, agent_run_id: int | str) -> list[Event]:
+        """Read one tracked run; its event if its status changed (``[]`` otherwise).
+
+        A run that reached a terminal status is no longer tracked.
+        """
+        run_id = str(agent_run_id)
+        last = self._seen.get(run_id, "")
+        run = await _client(self._client).get_agent_run(run_id)
+        status = str(run.get("status") or "").lower()
+        events: list[Event] = []
+        if status != last:
+            events.append(agent_run_event(run, correlation_id=self._correlation.get(run_id)))
+            self._seen[run_id] = status
+        if status in TERMINAL_STATUSES:
+            self._seen.pop(run_id, None)
+            self._correlation.pop(run_id, None)
+        return events
+
     async def poll_once(self) -> list[Event]:
         """Read every tracked run once; return events for the ones that changed."""
-        client = _client(self._client)
         events: list[Event] = []
-        for run_id, last in list(self._seen.items()):
-            run = await client.get_agent_run(run_id)
-            status = str(run.get("status") or "").lower()
-            if status != last:
-                events.append(agent_run_event(run))
-                self._seen[run_id] = status
-            if status in TERMINAL_STATUSES:
-                del self._seen[run_id]
+        for run_id in list(self._seen):
+            events += await self.poll_run(run_id)
         return events

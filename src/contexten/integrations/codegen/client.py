@@ -7,9 +7,11 @@ Endpoints (``https://api.codegen.com``): ``POST /v1/organizations/{org_id}/agent
 (agent creation 10 per minute, other endpoints 60 per 30 s) and answers 429 past them; creation
 is also paced client-side so a burst of workflows queues instead of collecting 429s.
 
-Creates carry the idempotency key twice: as an ``Idempotency-Key`` header (honoured by the
-sandbox, harmless where ignored) and in the run's ``metadata`` (``contexten_idempotency_key``),
-which a retry looks for among the latest runs before creating another.
+Codegen's API reference documents no idempotency header, so a create carries its key in the
+run's ``metadata`` (``contexten_idempotency_key``), which a retry looks for among the latest
+runs before creating another. Nor does it document webhooks: a run's progress is read by
+polling ``GET .../agent/run/{id}`` (see :class:`~contexten.integrations.codegen.AgentRunPoller`
+and the App's agent-run watcher), every ``poll_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ __all__ = ["TERMINAL_STATUSES", "CodegenAdapter", "CodegenClient"]
 
 JSON = dict[str, Any]
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "error", "cancelled", "stopped"})
+TERMINAL_STATUSES = frozenset({"completed", "complete", "failed", "error", "cancelled", "stopped"})
 """Run statuses (lower-cased) after which a run no longer changes."""
 
 _LOOKUP_LIMIT = 50
@@ -53,6 +55,8 @@ class CodegenClient(PlatformClient):
     Args:
         org_id: the organisation (default: ``CONTEXTEN_CODEGEN_ORG_ID``).
         create_rate: agent runs per second created at most (default: the API's 10/minute).
+        poll_interval: seconds between two reads of a run being watched (default:
+            ``CONTEXTEN_CODEGEN_POLL_INTERVAL``, else 15).
         *args: see :class:`~contexten.integrations.client.PlatformClient`.
         **kwargs: see :class:`~contexten.integrations.client.PlatformClient`.
     """
@@ -67,9 +71,14 @@ class CodegenClient(PlatformClient):
         *args: Any,
         org_id: int | str | None = None,
         create_rate: float | None = 10 / 60,
+        poll_interval: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        interval = float(poll_interval) if poll_interval not in (None, "") else 15.0
+        if not interval > 0:
+            raise ConfigurationError("the Codegen poll interval must be a positive number")
+        self.poll_interval = interval
         org = org_id if org_id is not None else os.environ.get("CONTEXTEN_CODEGEN_ORG_ID")
         if org is None or str(org).strip() == "":
             raise ConfigurationError(
@@ -89,6 +98,7 @@ class CodegenClient(PlatformClient):
         kwargs = super().settings_from_env(env, **overrides)
         env = os.environ if env is None else env
         kwargs.setdefault("org_id", env.get("CONTEXTEN_CODEGEN_ORG_ID"))
+        kwargs.setdefault("poll_interval", env.get("CONTEXTEN_CODEGEN_POLL_INTERVAL"))
         return kwargs
 
     def _adapter(self) -> PlatformAdapter:
@@ -122,7 +132,6 @@ class CodegenClient(PlatformClient):
             payload["repo_id"] = repo_id
         if model is not None:
             payload["model"] = model
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
 
         async def lookup() -> JSON | None:
             page = await self.list_agent_runs(limit=_LOOKUP_LIMIT)
@@ -138,8 +147,9 @@ class CodegenClient(PlatformClient):
                 "POST",
                 "agent/run",
                 json=payload,
-                headers=headers,
-                replay_safe=idempotency_key is not None,
+                # Not replayed blindly: Codegen has no idempotency header, so a create whose
+                # response was lost is retried by create_once, after looking for the run.
+                replay_safe=False,
             )
 
         return await self.create_once("codegen:run", idempotency_key, lookup, create)

@@ -329,6 +329,9 @@ async def update_pull_request(
     previous = {
         k: (before.get(k) if k != "base" else before.get("base", {}).get("ref")) for k in fields
     }
+    if "body" in previous and previous["body"] is None:
+        # GitHub answers ``null`` for an empty description but takes only a string back.
+        previous["body"] = ""
     result = await gh.update_pull_request(repo, number, **fields)
     return {**result, "contexten_previous": previous}
 
@@ -342,9 +345,10 @@ async def _restore_pull_request(
     client: GitHubClient | None = None,
     **_: Any,
 ) -> JSON:
-    return await _client(client).update_pull_request(
-        repo, number, **_result(result)["contexten_previous"]
-    )
+    previous = dict(_result(result)["contexten_previous"])
+    if "body" in previous and previous["body"] is None:
+        previous["body"] = ""  # a step recorded before the null was mapped at the source
+    return await _client(client).update_pull_request(repo, number, **previous)
 
 
 @action(platform="github", fingerprint=_fingerprint)

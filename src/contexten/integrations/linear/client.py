@@ -13,6 +13,7 @@ duplicate id, and the client fetches it).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar
 
 import httpx
@@ -221,8 +222,13 @@ class LinearClient(PlatformClient):
     ) -> JSON:
         """Create an issue (``description``, ``stateId``, ``labelIds``... as keywords)."""
         issue_input: JSON = {"teamId": team_id, "title": title, **fields}
-        if idempotency_key is not None:
-            issue_input["id"] = id_for_key(idempotency_key, "linear:issue")
+        # Always a client-chosen id: Linear's IssuePayload.issue may be null, and the id
+        # lets the issue be read back then.
+        issue_input["id"] = (
+            id_for_key(idempotency_key, "linear:issue")
+            if idempotency_key is not None
+            else str(uuid.uuid4())
+        )
 
         async def lookup() -> JSON | None:
             try:
@@ -234,8 +240,8 @@ class LinearClient(PlatformClient):
             payload = await self._mutate(
                 _M_ISSUE_CREATE, {"input": issue_input}, "issueCreate", replay_safe=False
             )
-            issue: JSON = payload["issue"]
-            return issue
+            issue: JSON | None = payload.get("issue")
+            return issue if issue is not None else await self.get_issue(issue_input["id"])
 
         return await self.create_once("linear:issue", idempotency_key, lookup, create)
 
@@ -245,8 +251,8 @@ class LinearClient(PlatformClient):
         payload = await self._mutate(
             _M_ISSUE_UPDATE, {"id": issue_id, "input": fields}, "issueUpdate", replay_safe=True
         )
-        issue: JSON = payload["issue"]
-        return issue
+        issue: JSON | None = payload.get("issue")  # nullable in Linear's schema
+        return issue if issue is not None else await self.get_issue(issue_id)
 
     async def archive_issue(self, issue_id: str) -> JSON:
         """Archive an issue."""
@@ -275,8 +281,12 @@ class LinearClient(PlatformClient):
     ) -> JSON:
         """Comment on an issue (once per idempotency key)."""
         comment_input: JSON = {"issueId": issue_id, "body": body}
-        if idempotency_key is not None:
-            comment_input["id"] = id_for_key(idempotency_key, "linear:comment")
+        # Always a client-chosen id, to read the comment back if the payload's is null.
+        comment_input["id"] = (
+            id_for_key(idempotency_key, "linear:comment")
+            if idempotency_key is not None
+            else str(uuid.uuid4())
+        )
 
         async def lookup() -> JSON | None:
             try:
@@ -288,8 +298,8 @@ class LinearClient(PlatformClient):
             payload = await self._mutate(
                 _M_COMMENT_CREATE, {"input": comment_input}, "commentCreate", replay_safe=False
             )
-            comment: JSON = payload["comment"]
-            return comment
+            comment: JSON | None = payload.get("comment")
+            return comment if comment is not None else await self.get_comment(comment_input["id"])
 
         return await self.create_once("linear:comment", idempotency_key, lookup, create)
 

@@ -82,13 +82,33 @@ def _matches_label(label: str, ids: set[str], names: Mapping[str, str]) -> bool:
     return any(i == label or names.get(i, "").casefold() == wanted for i in ids)
 
 
+def _github_label(event: Event, action: str, label: str) -> bool:
+    """Whether ``event`` is GitHub's ``labeled``/``unlabeled`` (``action``) for ``label``.
+
+    GitHub names the one label that came or went in the payload's ``label`` (issues and
+    pull requests alike); it matches by name (any case), id or node id.
+    """
+    if event.source != "github" or event.data.get("action") != action:
+        return False
+    found = event.data.get("label")
+    if not isinstance(found, Mapping):
+        return False
+    name = found.get("name")
+    if isinstance(name, str) and name.casefold() == label.casefold():
+        return True
+    return label in (str(found.get("id")), found.get("node_id"))
+
+
 def label_added(label: str) -> EventPredicate:
     """True when this update added ``label`` (a label name, case-insensitive, or an id).
 
-    Names come from the entity's ``labels``; Linear sends them with issue webhooks.
+    Linear: names come from the entity's ``labels``, which Linear sends with issue webhooks.
+    GitHub: an ``issues.labeled`` or ``pull_request.labeled`` event for that label.
     """
 
     def check(event: Event) -> bool:
+        if event.source == "github":
+            return _github_label(event, "labeled", label)
         added, _ = _label_diff(event)
         return bool(added) and _matches_label(label, added, _labels_by_id(event))
 
@@ -97,9 +117,12 @@ def label_added(label: str) -> EventPredicate:
 
 def label_removed(label: str) -> EventPredicate:
     """True when this update removed ``label`` (by id, or by name when the payload still
-    names it: Linear's entity only lists the current labels)."""
+    names it: Linear's entity only lists the current labels); on GitHub, an ``unlabeled``
+    event for that label."""
 
     def check(event: Event) -> bool:
+        if event.source == "github":
+            return _github_label(event, "unlabeled", label)
         _, removed = _label_diff(event)
         return bool(removed) and _matches_label(label, removed, _labels_by_id(event))
 

@@ -149,9 +149,31 @@ def changes(payload: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+_ISSUE_URL: Final = re.compile(
+    r"^https://linear\.app/[^/?#]+/issue/([A-Za-z][A-Za-z0-9]*-[0-9]+)(?:[/?#]|$)"
+)
+
+
+def _identifier_in_url(value: Any) -> str | None:
+    """The identifier in an issue URL (``https://linear.app/<org>/issue/ENG-1/<slug>``)."""
+    if not isinstance(value, str):
+        return None
+    match = _ISSUE_URL.match(value)
+    return match.group(1).upper() if match else None
+
+
 def _identifier(payload: Mapping[str, Any]) -> str | None:
     entity = _dict(payload.get("data"))
-    return _str(entity.get("identifier")) or _str(_dict(entity.get("issue")).get("identifier"))
+    issue = _dict(entity.get("issue"))
+    return (
+        _str(entity.get("identifier"))
+        or _str(issue.get("identifier"))
+        # Older and partial deliveries (a comment naming only its issue's id, say) still link
+        # the issue: the delivery's url, the entity's, or its issue's.
+        or _identifier_in_url(entity.get("url"))
+        or _identifier_in_url(issue.get("url"))
+        or _identifier_in_url(payload.get("url"))
+    )
 
 
 def _subject(payload: Mapping[str, Any]) -> str | None:

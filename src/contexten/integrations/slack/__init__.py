@@ -9,6 +9,12 @@ from contexten.integrations.slack.actions import (
     request_approval,
     update_message,
 )
+from contexten.integrations.slack.approvals import (
+    NOT_ALLOWED_TEXT,
+    Approval,
+    Approvers,
+    wait_for_approval,
+)
 from contexten.integrations.slack.client import (
     APPROVE_ACTION_ID,
     REJECT_ACTION_ID,
@@ -19,7 +25,10 @@ from contexten.integrations.slack.client import (
 
 __all__ = [
     "APPROVE_ACTION_ID",
+    "NOT_ALLOWED_TEXT",
     "REJECT_ACTION_ID",
+    "Approval",
+    "Approvers",
     "SlackAdapter",
     "SlackClient",
     "add_reaction",
@@ -30,4 +39,5 @@ __all__ = [
     "post_message",
     "request_approval",
     "update_message",
+    "wait_for_approval",
 ]

@@ -13,6 +13,7 @@ read back by ``conversations.history``); a failed lookup never blocks the post.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import httpx
@@ -31,10 +32,12 @@ from contexten.resilience.rate_limit import RateLimitUpdate
 
 __all__ = [
     "APPROVE_ACTION_ID",
+    "JSON_METHODS",
     "REJECT_ACTION_ID",
     "SlackAdapter",
     "SlackClient",
     "approval_blocks",
+    "form_fields",
 ]
 
 JSON = dict[str, Any]
@@ -44,6 +47,36 @@ REJECT_ACTION_ID = "contexten_reject"
 METADATA_EVENT_TYPE = "contexten_action"
 _LOOKUP_LIMIT = 100
 
+JSON_METHODS = frozenset(
+    {
+        "chat.postEphemeral",
+        "chat.postMessage",
+        "chat.scheduleMessage",
+        "chat.unfurl",
+        "chat.update",
+        "views.open",
+        "views.publish",
+        "views.push",
+        "views.update",
+    }
+)
+"""The Web API methods this client sends as JSON: those Slack takes JSON for (Slack's SDK sends
+exactly these as JSON; the conformance tests check the set against its method table)."""
+
+
+def form_fields(arguments: dict[str, Any]) -> dict[str, str]:
+    """Arguments as Slack's form encoding carries them (lists and objects as JSON strings)."""
+    out: dict[str, str] = {}
+    for key, value in arguments.items():
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            out[key] = json.dumps(value, separators=(",", ":"))
+        else:
+            out[key] = str(value)
+    return out
+
+
 _NOT_FOUND = frozenset(
     {
         "channel_not_found",
@@ -52,6 +85,7 @@ _NOT_FOUND = frozenset(
         "user_not_found",
         "no_item_specified",
         "not_in_channel",
+        "no_such_subteam",
     }
 )
 _TRANSIENT = frozenset(
@@ -169,15 +203,25 @@ class SlackClient(PlatformClient):
         return SlackAdapter()
 
     async def call(self, method: str, *, replay_safe: bool = True, **arguments: Any) -> JSON:
-        """Call any Web API method with a JSON body (``None`` arguments are dropped)."""
+        """Call any Web API method (``None`` arguments are dropped).
+
+        Methods that take JSON (:data:`JSON_METHODS`) get a JSON body; every other one gets
+        Slack's primary encoding, a form, where lists and objects are JSON strings and
+        booleans ``true``/``false``, as Slack's own SDK sends them.
+        """
         payload = {k: v for k, v in arguments.items() if v is not None}
-        response = await self.http.request(
-            "POST",
-            method,
-            json=payload,
-            headers={"Content-Type": "application/json; charset=utf-8"},
-            replay_safe=replay_safe,
-        )
+        if method in JSON_METHODS:
+            response = await self.http.request(
+                "POST",
+                method,
+                json=payload,
+                headers={"Content-Type": "application/json; charset=utf-8"},
+                replay_safe=replay_safe,
+            )
+        else:
+            response = await self.http.request(
+                "POST", method, data=form_fields(payload), replay_safe=replay_safe
+            )
         body: JSON = response.json()
         return body
 
@@ -300,6 +344,15 @@ class SlackClient(PlatformClient):
             if error.code == "already_reacted":
                 return {"ok": True}
             raise
+
+    async def post_ephemeral(self, channel: str, user: str, text: str) -> JSON:
+        """``chat.postEphemeral``: a message only ``user`` sees, in ``channel``."""
+        return await self.call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    async def usergroup_members(self, usergroup: str) -> list[str]:
+        """The user ids in a Slack user group (``usergroups.users.list``)."""
+        body = await self.read("usergroups.users.list", usergroup=usergroup)
+        return [str(u) for u in body.get("users") or []]
 
     async def remove_reaction(self, channel: str, ts: str, name: str) -> JSON:
         """``reactions.remove``; a reaction already gone counts as done."""

@@ -9,7 +9,10 @@ compared in constant time; the timestamp must be within five minutes of now, eit
 
 Normalisation (see :func:`classify` for how a request is recognised):
 
-* Events API (JSON): ``slack.<event.type>`` (``slack.app_mention``, ``slack.message``); data the
+* Events API (JSON): ``slack.<event.type>`` (``slack.app_mention``, ``slack.message``); a
+  ``message`` whose subtype is ``message_changed`` or ``message_deleted`` (an edit, a deletion)
+  is ``slack.message_changed`` / ``slack.message_deleted``, Slack's own names for them, so a
+  handler for new messages does not get edits and deletions; data the
   whole envelope (``event``, ``team_id``, ``event_id``...); dedup key ``slack:<event_id>``, so
   Slack's retries (``X-Slack-Retry-Num``) of a delivery that was stored are recognised, and
   one whose first attempt was lost is stored. ``url_verification`` is answered with its
@@ -42,6 +45,7 @@ from contexten.integrations.correlation import linear_identifiers, slack_thread_
 from contexten.integrations.signing import hmac_sha256_hex, matches_any
 
 __all__ = [
+    "MESSAGE_SUBTYPE_TYPES",
     "RETRY_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -49,6 +53,7 @@ __all__ = [
     "SlackRequest",
     "classify",
     "dedup_key",
+    "is_ssl_check",
     "normalise",
     "parse_form",
     "sign",
@@ -67,6 +72,10 @@ _MAX_TIMESTAMP_DIGITS: Final = 12
 _MAX_FORM_FIELDS: Final = 100
 
 Kind = Literal["events_api", "url_verification", "interactivity", "command"]
+
+MESSAGE_SUBTYPE_TYPES: Final = frozenset({"message_changed", "message_deleted"})
+"""``message`` subtypes that are not new messages, stored under their own type
+(``slack.message_changed``, ``slack.message_deleted``)."""
 
 
 def sign(secret: str | bytes, timestamp: str, body: bytes) -> str:
@@ -137,6 +146,24 @@ class SlackRequest:
     payload: dict[str, Any]
 
 
+def is_ssl_check(content_type: str, body: bytes) -> bool:
+    """Whether the request is Slack's ``ssl_check`` probe of a command/interactivity URL.
+
+    Slack posts ``ssl_check=1`` (a form, with the app's verification token) to check the
+    certificate and expects a 200; there is nothing to store. Bolt answers it before
+    verifying the signature, and so does the ingress: the answer is an empty 200 that
+    reveals nothing and stores nothing.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/x-www-form-urlencoded" or len(body) > 4096:
+        return False
+    try:
+        form = parse_form(body)
+    except MalformedPayload:
+        return False
+    return form.get("ssl_check") == "1" and "payload" not in form and "command" not in form
+
+
 def classify(
     content_type: str, body: bytes, loads: Callable[[bytes], dict[str, Any]]
 ) -> SlackRequest:
@@ -198,9 +225,13 @@ def event_type(request: SlackRequest) -> str:
     if request.kind == "interactivity":
         return f"slack.{_segment(str(payload['type']))}"
     if payload.get("type") == "event_callback":
-        inner = _str(_dict(payload.get("event")).get("type"))
+        event = _dict(payload.get("event"))
+        inner = _str(event.get("type"))
         if inner is None:
             raise MalformedPayload("slack: event has no type")
+        subtype = event.get("subtype")
+        if inner == "message" and subtype in MESSAGE_SUBTYPE_TYPES:
+            return f"slack.{subtype}"
         return f"slack.{_segment(inner)}"
     return f"slack.{_segment(str(payload.get('type')))}"
 

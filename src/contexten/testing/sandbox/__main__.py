@@ -2,7 +2,7 @@
 
 Webhook secrets come from the same variables the ingress reads
 (``CONTEXTEN_GITHUB_WEBHOOK_SECRET``, ``CONTEXTEN_LINEAR_WEBHOOK_SECRET``,
-``CONTEXTEN_SLACK_SIGNING_SECRET``, ``CONTEXTEN_CODEGEN_WEBHOOK_SECRET``; the first of a
+``CONTEXTEN_SLACK_SIGNING_SECRET``; the first of a
 comma-separated pair), so both sides agree without extra set-up.
 """
 
@@ -20,7 +20,6 @@ _SECRET_ENV = {
     "github": "CONTEXTEN_GITHUB_WEBHOOK_SECRET",
     "linear": "CONTEXTEN_LINEAR_WEBHOOK_SECRET",
     "slack": "CONTEXTEN_SLACK_SIGNING_SECRET",
-    "codegen": "CONTEXTEN_CODEGEN_WEBHOOK_SECRET",
 }
 
 

@@ -185,10 +185,18 @@ class Sandbox:
         """An httpx transport into this sandbox, in-process (no sockets)."""
         return SandboxTransport(app=self.app)
 
-    def clients(self, base_url: str | None = None, **overrides: Any) -> ClientRegistry:
+    def clients(
+        self,
+        base_url: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **overrides: Any,
+    ) -> ClientRegistry:
         """A client registry wired to this sandbox: in-process, or at ``base_url`` when served.
 
-        ``overrides`` are :class:`~contexten.integrations.http.HTTPSettings` fields.
+        ``transport`` replaces the in-process one (a wrapper around :meth:`transport` that
+        checks or records requests, say); ``overrides`` are
+        :class:`~contexten.integrations.http.HTTPSettings` fields.
         """
         env = {
             "CONTEXTEN_SANDBOX_URL": base_url or "http://127.0.0.1",
@@ -197,8 +205,11 @@ class Sandbox:
             "CONTEXTEN_SLACK_BOT_TOKEN": SANDBOX_TOKEN,
             "CONTEXTEN_CODEGEN_TOKEN": SANDBOX_TOKEN,
             "CONTEXTEN_CODEGEN_ORG_ID": str(self.config.codegen_org_id),
+            # Sandbox runs move in seconds; follow them closely.
+            "CONTEXTEN_CODEGEN_POLL_INTERVAL": str(self.config.codegen_poll_interval),
         }
-        transport = None if base_url else self.transport()
+        if transport is None and not base_url:
+            transport = self.transport()
         return ClientRegistry(env=env, transport=transport, **overrides)
 
     def reset(self) -> None:

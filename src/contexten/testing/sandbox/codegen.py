@@ -5,13 +5,16 @@ A run goes ``queued`` → ``running`` (after ``agent_run_start_after`` s) → ``
 its metadata says ``{"sandbox_outcome": "failed"}``. A completed run whose metadata names a
 ``repo`` (``"owner/name"``) opens a pull request there in the GitHub emulator, like the real
 agent does; the branch and title carry the Linear identifier found in the prompt, so the
-pull-request webhook correlates. Every status change is sent as a signed Codegen webhook.
+pull-request webhook correlates.
 
-``Idempotency-Key`` is honoured: a second create with the same key returns the first run.
+As the real API, it sends no webhooks (Codegen documents none: clients poll a run's status)
+and honours no ``Idempotency-Key`` (undocumented). Requests are checked against Codegen's
+published OpenAPI description and refused with FastAPI's 422 ``detail`` shape.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -23,6 +26,7 @@ from starlette.routing import Route
 from contexten.testing.sandbox.core import Core, Emulator, bearer, iso, json_response
 from contexten.testing.sandbox.faults import Fault
 from contexten.testing.sandbox.github import GitHubEmulator
+from contexten.testing.specs import codegen_openapi
 
 __all__ = ["CodegenEmulator"]
 
@@ -44,7 +48,6 @@ class CodegenEmulator(Emulator):
     def reset(self) -> None:
         self.runs: dict[int, JSON] = {}
         self._due: dict[int, float] = {}
-        self._keys: dict[str, int] = {}
 
     def routes(self) -> list[Route]:
         """The Starlette routes, mounted under ``/codegen``."""
@@ -77,6 +80,26 @@ class CodegenEmulator(Emulator):
             )
         return None
 
+    async def _body(self, request: Request) -> tuple[JSON, Response | None]:
+        """The request's JSON body, or the 422 Codegen answers when the description refuses
+        the request (a missing or wrongly typed field, a body that is not JSON)."""
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        problems = codegen_openapi().check_request(
+            request.method,
+            request.url.path.removeprefix("/codegen"),
+            query=dict(request.query_params),
+            body=body,
+            has_body=bool(raw),
+        )
+        if problems:
+            detail = [{"loc": ["body"], "msg": p, "type": "value_error"} for p in problems]
+            return {}, json_response({"detail": detail}, 422)
+        return (body if isinstance(body, dict) else {}), None
+
     def public(self, run: JSON) -> JSON:
         """A run as the API returns it."""
         return {k: v for k, v in run.items() if not k.startswith("_")}
@@ -84,22 +107,10 @@ class CodegenEmulator(Emulator):
     async def create(self, request: Request) -> Response:
         if (refused := self._check(request)) is not None:
             return refused
-        key = request.headers.get("idempotency-key")
-        if key and key in self._keys:
-            return json_response(self.public(self.runs[self._keys[key]]))
-        body = await request.json()
-        if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
-            return json_response(
-                {
-                    "detail": [
-                        {"loc": ["body", "prompt"], "msg": "Field required", "type": "missing"}
-                    ]
-                },
-                422,
-            )
+        body, refused = await self._body(request)
+        if refused is not None:
+            return refused
         run = self.start_run(body["prompt"], body.get("metadata") or {})
-        if key:
-            self._keys[key] = run["id"]
         return json_response(self.public(run))
 
     def start_run(self, prompt: str, metadata: JSON) -> JSON:
@@ -120,7 +131,6 @@ class CodegenEmulator(Emulator):
         }
         self.runs[rid] = run
         self._due[rid] = time.monotonic() + self.core.config.agent_run_start_after
-        self._webhook(run)
         return run
 
     async def get(self, request: Request) -> Response:
@@ -151,8 +161,10 @@ class CodegenEmulator(Emulator):
     async def ban(self, request: Request) -> Response:
         if (refused := self._check(request)) is not None:
             return refused
-        body = await request.json()
-        run = self.runs.get(int(body.get("agent_run_id", 0)))
+        body, refused = await self._body(request)
+        if refused is not None:
+            return refused
+        run = self.runs.get(int(body["agent_run_id"]))
         if run is None:
             return json_response({"message": "Agent run not found.", "status_code": 404}, 404)
         if run["status"] not in _TERMINAL:
@@ -162,8 +174,10 @@ class CodegenEmulator(Emulator):
     async def resume(self, request: Request) -> Response:
         if (refused := self._check(request)) is not None:
             return refused
-        body = await request.json()
-        run = self.runs.get(int(body.get("agent_run_id", 0)))
+        body, refused = await self._body(request)
+        if refused is not None:
+            return refused
+        run = self.runs.get(int(body["agent_run_id"]))
         if run is None:
             return json_response({"message": "Agent run not found.", "status_code": 404}, 404)
         run["_prompt"] += "\n" + str(body.get("prompt", ""))
@@ -246,13 +260,6 @@ class CodegenEmulator(Emulator):
         run["status"] = status
         if status in _TERMINAL:
             self._due.pop(run["id"], None)
-        self._webhook(run)
-
-    def _webhook(self, run: JSON) -> None:
-        self.core.webhooks.codegen(
-            "agent_run.status_changed",
-            {"event": "agent_run.status_changed", "agent_run": self.public(run)},
-        )
 
 
 def _find_identifier(text: str) -> str | None:

@@ -20,7 +20,6 @@ DEFAULT_SECRETS = {
     "github": "sandbox-github-secret",
     "linear": "sandbox-linear-secret",
     "slack": "sandbox-slack-secret",
-    "codegen": "sandbox-codegen-secret",
 }
 
 
@@ -36,7 +35,7 @@ class SandboxConfig:
 
     Attributes:
         webhook_url: base URL webhooks are posted to (``<url>/github``, ``/linear``,
-            ``/slack``, ``/codegen``); ``None`` only records them in the outbox.
+            ``/slack``; Codegen sends none); ``None`` only records them in the outbox.
         secrets: webhook signing secret per platform.
         webhooks_for_api_calls: send the webhooks a real platform sends for changes made
             through its API (our own actions: what echo suppression must recognise).
@@ -50,6 +49,8 @@ class SandboxConfig:
         linear_request_limit: Linear requests per window per key.
         linear_complexity_limit: Linear complexity points per window per key.
         codegen_org_id: the organisation id the Codegen API answers for.
+        codegen_poll_interval: seconds between two reads of a run by the clients the sandbox
+            hands out (``CONTEXTEN_CODEGEN_POLL_INTERVAL``).
         require_auth: refuse requests without credentials, as the platforms do.
     """
 
@@ -67,6 +68,7 @@ class SandboxConfig:
     linear_request_limit: int = 5000
     linear_complexity_limit: int = 250_000
     codegen_org_id: int = 1
+    codegen_poll_interval: float = 0.2
     require_auth: bool = True
 
 

@@ -3,11 +3,17 @@ statuses, check runs, merges; ``X-RateLimit-*`` headers; webhooks for every chan
 
 Repositories spring into existence on first use. Objects look like GitHub's (ids, node ids,
 urls, users, timestamps), trimmed to the fields that matter.
+
+Requests are checked against GitHub's published OpenAPI description (see
+:mod:`contexten.testing.specs`): an operation GitHub does not have answers 404, a body or
+parameter with a wrong type or enum value answers 422 ``Invalid request``, as GitHub does.
+Each token's rate budget refills at the start of every window.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +26,7 @@ from starlette.routing import Route
 
 from contexten.testing.sandbox.core import Core, Emulator, bearer, iso, json_response
 from contexten.testing.sandbox.faults import Fault
+from contexten.testing.specs import github_openapi, github_webhooks
 
 __all__ = ["GitHubEmulator"]
 
@@ -83,7 +90,7 @@ class GitHubEmulator(Emulator):
     def __init__(self, core: Core) -> None:
         super().__init__(core)
         self.repos: dict[str, Repo] = {}
-        self._budget: dict[str, int] = {}
+        self._budget: dict[str, tuple[int, int]] = {}  # token -> (window, requests left)
 
     def reset(self) -> None:
         self.repos.clear()
@@ -126,7 +133,7 @@ class GitHubEmulator(Emulator):
 
     def _headers(self, token: str) -> dict[str, str]:
         limit = self.core.config.github_rate_limit
-        remaining = max(self._budget.get(token, limit), 0)
+        remaining = max(self._left(token), 0)
         return {
             "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": str(remaining),
@@ -135,6 +142,14 @@ class GitHubEmulator(Emulator):
             "X-RateLimit-Resource": "core",
             "X-GitHub-Request-Id": f"SANDBOX:{self.core.next_id()}",
         }
+
+    def _window(self) -> int:
+        return int((self.core.now() - self.core.started) // self.core.config.rate_limit_window)
+
+    def _left(self, token: str) -> int:
+        """Requests ``token`` has left in the current window (a new window refills it)."""
+        window, left = self._budget.get(token, (-1, 0))
+        return left if window == self._window() else self.core.config.github_rate_limit
 
     def _error(self, status: int, message: str, token: str = "", **extra: Any) -> Response:
         body = {
@@ -186,17 +201,30 @@ class GitHubEmulator(Emulator):
         if token is None and self.core.config.require_auth:
             return self._error(401, "Requires authentication")
         token = token or "anonymous"
-        limit = self.core.config.github_rate_limit
-        left = self._budget.get(token, limit)
+        left = self._left(token)
         if left <= 0:
-            return self.fault_response(Fault("rate_limit", retry_after=60))
-        self._budget[token] = left - 1
-        parts = request.path_params["path"].strip("/").split("/")
-        body: JSON = {}
-        if request.method in ("POST", "PATCH", "PUT", "DELETE"):
-            raw = await request.body()
-            body = (await request.json()) if raw else {}
+            wait = max(self.core.window_reset() - self.core.now(), 1.0)
+            return self.fault_response(Fault("rate_limit", retry_after=wait))
+        self._budget[token] = (self._window(), left - 1)
+        path = "/" + request.path_params["path"].strip("/")
+        parts = path.strip("/").split("/")
+        body: Any = {}
+        raw = await request.body()
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return self._error(400, "Problems parsing JSON", token)
         query = dict(request.query_params)
+        problems = github_openapi().check_request(
+            request.method, path, query=query, body=body, has_body=bool(raw)
+        )
+        if problems and problems[0].startswith("github: no operation"):
+            return self._error(404, "Not Found", token)
+        if problems:
+            return self._error(422, "Invalid request.\n\n" + "\n".join(problems), token)
+        if not isinstance(body, dict):
+            body = {}
         status, result = self._route(request.method, parts, body, query)
         if status >= 400:
             return self._error(status, str(result), token)
@@ -210,7 +238,9 @@ class GitHubEmulator(Emulator):
             result, link = page
             if link:
                 headers["Link"] = link
-        return json_response(result, status, headers)
+        # Completed to the response schema: the fields GitHub's description requires.
+        answer = github_openapi().complete_response(request.method, path, status, result)
+        return json_response(answer, status, headers)
 
     def _route(
         self, method: str, parts: list[str], body: JSON, query: dict[str, str]
@@ -640,10 +670,14 @@ class GitHubEmulator(Emulator):
     ) -> None:
         if sender is None and not self.core.config.webhooks_for_api_calls:
             return
+        if event == "pull_request" and "pull_request" in objects:
+            objects.setdefault("number", objects["pull_request"]["number"])  # GitHub's schema
         payload = {
             "action": action,
             **objects,
             "repository": self.repo_json(repo),
             "sender": self.user(sender),
         }
-        self.core.webhooks.github("issues" if event == "issue" else event, payload)
+        name = "issues" if event == "issue" else event
+        # Completed to the shape GitHub's webhook schema describes (required fields present).
+        self.core.webhooks.github(name, github_webhooks().complete(name, payload))

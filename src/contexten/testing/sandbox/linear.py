@@ -1,9 +1,12 @@
 """The sandbox's Linear GraphQL API: issues, comments, workflow states, labels; Linear's
 rate-limit headers and error shapes; ``Issue`` and ``Comment`` webhooks with ``updatedFrom``.
 
-The emulator does not parse selection sets: it recognises an operation by its root field
-(``issueUpdate``, ``commentCreate``, ``workflowStates``...) and answers with a superset of the
-fields the clients ask for. Variables carry the inputs, as real clients send them.
+Every request is validated against Linear's published schema (graphql-core, see
+:mod:`contexten.testing.specs`) and refused with Linear's ``GRAPHQL_VALIDATION_FAILED`` shape
+when Linear would refuse it: unknown fields or arguments, wrong variable types, unknown input
+fields. The operation is recognised by its root field (``issueUpdate``, ``commentCreate``,
+``workflowStates``...), whose handler reads the (coerced) variables, as real clients send
+inputs; the answer is then cut to the fields the document selects, with its aliases.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.routing import Route
 
 from contexten.testing.sandbox.core import Core, Emulator, iso, json_response
 from contexten.testing.sandbox.faults import Fault
+from contexten.testing.specs import linear_schema
 
 __all__ = ["LinearEmulator"]
 
@@ -34,6 +38,7 @@ DEFAULT_STATES = [
 ]
 DEFAULT_LABELS = ["agent", "bug", "feature"]
 _COMPLEXITY = 10
+_PRIORITY_LABELS = {0: "No priority", 1: "Urgent", 2: "High", 3: "Medium", 4: "Low"}
 
 
 def root_field(query: str) -> str | None:
@@ -218,9 +223,19 @@ class LinearEmulator(Emulator):
         team = self.teams[issue["teamId"]]
         return {
             **{k: issue[k] for k in issue if not k.startswith("_")},
+            # Fields Linear's schema marks required on IssueWebhookPayload.
+            "priorityLabel": _PRIORITY_LABELS.get(issue["priority"], "No priority"),
+            "prioritySortOrder": float(issue["priority"]),
+            "sortOrder": float(issue["number"]),
+            "previousIdentifiers": [],
+            "subscriberIds": [issue["creatorId"]],
+            "reactionData": {},
             "state": {k: state[k] for k in ("id", "name", "type", "color")},
             "team": {"id": team["id"], "key": team["key"], "name": team["name"]},
-            "labels": [{"id": lid, "name": self.labels[lid]["name"]} for lid in issue["labelIds"]],
+            "labels": [
+                {k: self.labels[lid][k] for k in ("id", "name", "color")}
+                for lid in issue["labelIds"]
+            ],
         }
 
     def comment_json(self, comment: JSON) -> JSON:
@@ -324,26 +339,35 @@ class LinearEmulator(Emulator):
         headers = self._headers(key)
         if used[0] > self.core.config.linear_request_limit:
             return self._errors("Rate limit exceeded", "RATELIMITED", 400, headers)
-        body = await request.json()
-        field = root_field(str(body.get("query", "")))
-        variables = body.get("variables") or {}
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._errors("Body is not valid JSON", "BAD_USER_INPUT", 400, headers)
+        if not isinstance(body, dict):
+            return self._errors("Body must be a JSON object", "BAD_USER_INPUT", 400, headers)
+        schema = linear_schema()
+        checked = schema.check(body.get("query"), body.get("variables"), body.get("operationName"))
+        if isinstance(checked, list):
+            return self._errors(checked[0], "GRAPHQL_VALIDATION_FAILED", 400, headers)
+        first = checked.operation.selection_set.selections[0]
+        field = getattr(getattr(first, "name", None), "value", "")
         handler = getattr(self, f"op_{field}", None)
         if handler is None:
             return self._errors(
-                f'Cannot query field "{field}" on type "Query".',
-                "GRAPHQL_VALIDATION_FAILED",
-                400,
+                f"The sandbox does not implement {field!r} (Linear's schema has it)",
+                "INTERNAL_SERVER_ERROR",
+                500,
                 headers,
             )
         try:
-            result = handler(variables)
+            result = handler(checked.variables)
         except LookupError:
             return self._errors(
                 "Entity not found", "INPUT_ERROR", 200, headers, "Could not find referenced entity."
             )
         except ValueError as error:
             return self._errors(str(error), "INVALID_INPUT", 200, headers)
-        return json_response({"data": {field: result}}, 200, headers)
+        return json_response({"data": schema.select(checked, {field: result})}, 200, headers)
 
     # -- operations (one method per root field) -------------------------------------------------
 
@@ -418,6 +442,8 @@ class LinearEmulator(Emulator):
             "issueId": issue["id"],
             "userId": self.bot["id"],
             "createdAt": iso(),
+            "updatedAt": iso(),
+            "reactionData": {},
             "url": f"{issue['url']}#comment-{cid[:8]}",
         }
         self.comments[cid] = comment
@@ -430,6 +456,9 @@ class LinearEmulator(Emulator):
                     "id": issue["id"],
                     "identifier": issue["identifier"],
                     "title": issue["title"],
+                    "url": issue["url"],
+                    "teamId": issue["teamId"],
+                    "team": {k: self.teams[issue["teamId"]][k] for k in ("id", "key", "name")},
                 },
             },
             self.bot,

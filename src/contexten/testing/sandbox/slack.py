@@ -6,6 +6,7 @@ API ``message`` deliveries for bot posts; button presses as interactivity payloa
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from typing import Any
 
@@ -15,6 +16,20 @@ from starlette.routing import Route
 
 from contexten.testing.sandbox.core import Core, Emulator, bearer, json_response
 from contexten.testing.sandbox.faults import Fault
+from contexten.testing.specs import slack_methods
+
+_JSON_ARGUMENTS = frozenset({"blocks", "attachments", "metadata", "unfurls", "view"})
+
+
+def _decoded(key: str, value: Any) -> Any:
+    """A form field as Slack reads it: ``blocks``, ``metadata``... carry JSON strings."""
+    if key in _JSON_ARGUMENTS and isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
 
 __all__ = ["SlackEmulator"]
 
@@ -33,7 +48,14 @@ class SlackEmulator(Emulator):
     def reset(self) -> None:
         self.channels: dict[str, str] = {"C0GENERAL": "general", "C0ENG": "eng"}
         self.messages: dict[str, dict[str, JSON]] = {c: {} for c in self.channels}
+        self.ephemeral: list[JSON] = []
+        self.usergroups: dict[str, list[str]] = {}
         self._seq = itertools.count(1)
+
+    def add_usergroup(self, group_id: str, users: list[str]) -> str:
+        """Create (or replace) a user group with these members; returns its id."""
+        self.usergroups[group_id] = list(users)
+        return group_id
 
     def add_channel(self, name: str) -> str:
         """Create a channel (or find it by name); returns its id."""
@@ -78,11 +100,30 @@ class SlackEmulator(Emulator):
         if bearer(request) is None and self.core.config.require_auth:
             return json_response({"ok": False, "error": "not_authed"})
         args: JSON = dict(request.query_params)
+        as_json = False
         if request.method == "POST":
-            if request.headers.get("content-type", "").startswith("application/json"):
-                args.update(await request.json())
-            else:
-                args.update(dict(await request.form()))
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media == "application/json":
+                as_json = True
+                try:
+                    body = await request.json()
+                except ValueError:
+                    return json_response({"ok": False, "error": "invalid_json"})
+                if not isinstance(body, dict):
+                    return json_response({"ok": False, "error": "invalid_json"})
+                args.update(body)
+            elif media in ("application/x-www-form-urlencoded", "multipart/form-data"):
+                form = await request.form()
+                args.update({k: v for k, v in form.items() if isinstance(v, str)})
+                args = {k: _decoded(k, v) for k, v in args.items()}
+            elif await request.body():
+                return json_response({"ok": False, "error": "invalid_form_data"})
+        refused = slack_methods().check(method, args, as_json=as_json)
+        if refused is not None:
+            error, problems = refused
+            return json_response(
+                {"ok": False, "error": error, "response_metadata": {"messages": problems}}
+            )
         handler = getattr(self, "m_" + method.replace(".", "_"), None)
         if handler is None:
             return json_response({"ok": False, "error": "unknown_method"})
@@ -216,6 +257,21 @@ class SlackEmulator(Emulator):
             "ts": message["ts"],
             "message": {k: v for k, v in message.items() if k != "metadata"},
         }
+
+    def m_chat_postEphemeral(self, a: JSON) -> JSON:
+        cid = self.channel_id(str(a.get("channel", "")))
+        if cid is None:
+            return self._err("channel_not_found")
+        if not a.get("text") and not a.get("blocks"):
+            return self._err("no_text")
+        self.ephemeral.append({"channel": cid, "user": a["user"], "text": a.get("text")})
+        return {"ok": True, "message_ts": self._ts()}
+
+    def m_usergroups_users_list(self, a: JSON) -> JSON:
+        members = self.usergroups.get(str(a.get("usergroup", "")))
+        if members is None:
+            return self._err("no_such_subteam")
+        return {"ok": True, "users": list(members)}
 
     def m_chat_update(self, a: JSON) -> JSON:
         cid, message = self._message(a)

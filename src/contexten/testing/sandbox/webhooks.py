@@ -144,18 +144,6 @@ class WebhookSender:
             },
         )
 
-    def codegen(self, event: str, payload: dict[str, Any]) -> Delivery:
-        """Queue a Codegen agent-run delivery."""
-        body = json.dumps(payload).encode()
-        delivery = Delivery("codegen", event, body, {})
-        delivery.headers = {
-            "Content-Type": "application/json",
-            "X-Codegen-Event": event,
-            "X-Codegen-Delivery": delivery.id,
-            "X-Codegen-Signature": sign_github(self.secrets.get("codegen", ""), body),
-        }
-        return self._enqueue(delivery)
-
     def _enqueue(self, delivery: Delivery) -> Delivery:
         self.outbox.append(delivery)
         if self._queue is not None:

@@ -1,11 +1,11 @@
-"""B6: ``replay check`` over 10,000 stored workflow histories on SQLite (target: under 10 s).
+"""B7: ``replay check`` over 10,000 stored workflow histories on SQLite (target: under 10 s).
 
 Writes N instance histories into a fresh SQLite file (half open, waiting for an approval
 after two steps; half completed after three), then times :func:`check_replays` against the
 same code (no divergence: every history is replayed to its end) and against a breaking
 change (every history diverges at call 1).
 
-    .venv/bin/python bench/b6_replay_check.py --histories 10000
+    .venv/bin/python bench/b7_replay_check.py --histories 10000
 """
 
 from __future__ import annotations
