@@ -46,7 +46,7 @@ import structlog
 
 from contexten.bus.dead_letters import DeadLetterQueue
 from contexten.bus.dispatcher import Dispatcher
-from contexten.bus.health import HealthReport, check_health
+from contexten.bus.health import HealthReport, ProjectionHealth, check_health
 from contexten.bus.streams import default_stream
 from contexten.bus.subscription import (
     KeyFunction,
@@ -58,12 +58,15 @@ from contexten.bus.subscription import (
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.exceptions import AppNotRunning, ConfigurationError, ContextenError
+from contexten.observability import tracing
 from contexten.observability.logging import configure_logging, get_logger
 from contexten.observability.redaction import redact_url
+from contexten.projections import Projection, Projections, create_read_models
+from contexten.projections.read_side import ReadSide, builtin_projections
 from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store import EventStore, create_store
-from contexten.store.base import AppendResult, ExpectedVersion, StreamState
+from contexten.store.base import AppendResult, ExpectedVersion, LeaseCheckpoint, StreamState
 from contexten.workflows import (
     IdReusePolicy,
     StateMachine,
@@ -173,6 +176,16 @@ class App:
         self.workflows = WorkflowEngine(self._store, clock=self.clock)
         """The durable workflow engine; it runs while the app dispatches, if anything is
         registered with :meth:`workflow` or :meth:`add`."""
+        self.projections = Projections(
+            self._store, create_read_models(self._store), batch_size=batch_size
+        )
+        """The read models (built-ins and :meth:`add_projection`); they run while the app
+        dispatches."""
+        for projection in builtin_projections():
+            self.projections.add(projection)
+        self.read = ReadSide(self.projections)
+        """Reads of the built-in read models (workflows, dead letters, work items...)."""
+        self.workflows.unfinished_index = self._unfinished_workflows
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._running = False
@@ -278,6 +291,22 @@ class App:
         (in reverse order of registration)."""
         self._shutdown.append(hook)
         return hook
+
+    def add_projection(self, projection: Projection) -> Projection:
+        """Register a read model (see :class:`~contexten.projections.Projection`); it is
+        folded from the whole log while the app dispatches, its checkpoint beside its rows.
+
+        Raises:
+            ConfigurationError: the name or a table name is taken, or the app is running.
+        """
+        if self._running:
+            raise ConfigurationError("add_projection() must be called before the app starts")
+        return self.projections.add(projection)
+
+    async def _unfinished_workflows(self) -> list[str]:
+        # The engine's start-up scan: the read model, caught up to the head first.
+        await self.projections.catch_up("workflows")
+        return await self.read.unfinished_workflow_ids()
 
     # -- agents ----------------------------------------------------------------------------
 
@@ -506,8 +535,11 @@ class App:
     async def list_workflows(
         self, status: str | None = None, *, name: str | None = None
     ) -> list[WorkflowInfo]:
-        """Snapshots of the workflow instances, optionally filtered."""
-        return await self.workflows.list_workflows(status, name=name)
+        """Snapshots of the workflow instances (no result or history), optionally filtered,
+        most recently updated first; read from the ``workflows`` read model, caught up first.
+        """
+        await self.projections.catch_up("workflows")
+        return await self.read.workflow_infos(status, name=name)
 
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel an instance: compensate its completed steps, then end it ``cancelled``."""
@@ -563,19 +595,28 @@ class App:
             raise AppNotRunning("start the app (async with app: ...) before publishing")
         if not isinstance(event, Event):
             raise TypeError(f"publish() takes an Event, not {type(event).__name__}")
-        return await self._store.append(
-            stream or default_stream(event),
-            [event],
-            expected_version=expected_version,
-            dedup_key=dedup_key,
-        )
+        with tracing.publish_span(event):
+            event = tracing.inject(event)
+            return await self._store.append(
+                stream or default_stream(event),
+                [event],
+                expected_version=expected_version,
+                dedup_key=dedup_key,
+            )
 
     async def _store_event(
-        self, event: Event, stream: str | None, dedup_key: str | None
+        self,
+        event: Event,
+        stream: str | None,
+        dedup_key: str | None,
+        /,
+        lease: LeaseCheckpoint | None = None,
     ) -> AppendResult:
-        # Handlers emit through here; it works during the shutdown grace period too.
+        # Handlers emit through here (fenced by their partition's lease); it works during the
+        # shutdown grace period too.
+        event = tracing.inject(event)
         return await self._store.append(
-            stream or default_stream(event), [event], dedup_key=dedup_key
+            stream or default_stream(event), [event], dedup_key=dedup_key, lease=lease
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -590,14 +631,18 @@ class App:
             return
         if not structlog.is_configured():
             configure_logging()
+        if not tracing.tracing_enabled():
+            tracing.configure_tracing()  # from OTEL_* settings; stays off when none are set
         await self._store.open()
         try:
+            await self.projections.open()
             for hook in self._startup:
                 await hook()
             await self._start_agents()
             self._running = True
             if self.dispatch:
                 with self._bound():  # their tasks keep the app's clients and action log
+                    self.projections.start(self.supervisor)
                     await self._dispatcher.start()
                     if (
                         self.workflows.definitions
@@ -640,8 +685,11 @@ class App:
                     self._log.error("shutdown hook failed", hook=_name_of(hook), exc_info=e)
             await self.supervisor.stop()
         finally:
-            if self._owns_store:
-                await self._store.close()
+            try:
+                await self.projections.close()
+            finally:
+                if self._owns_store:
+                    await self._store.close()
         self._log.info("app stopped")
 
     async def __aenter__(self) -> Self:
@@ -658,7 +706,8 @@ class App:
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every subscription has handled (or parked) every event stored so far,
-        including events its handlers emit meanwhile, and save the checkpoints.
+        including events its handlers emit meanwhile, and save the checkpoints; then fold
+        the read models up to the log's head.
 
         Raises:
             AppNotRunning: the app is not running (or does not dispatch).
@@ -666,6 +715,7 @@ class App:
         """
         async with asyncio.timeout(timeout):
             await self._dispatcher.drain()
+            await self.projections.catch_up()
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set, or SIGINT/SIGTERM arrives (when it can listen for them)."""
@@ -703,16 +753,24 @@ class App:
 
     async def health(self) -> HealthReport:
         """How each part is: store reachability, each subscription's lag and state, the
-        dead-letter queue's size, supervisor restarts, and (once agents are in use) each
+        dead-letter queue's size (exact, from the read model), each projection's lag,
+        supervisor restarts, and (once agents are in use) each
         agent's availability and circuit breaker."""
         return await check_health(
             store=self._store,
             dispatcher=self._dispatcher,
-            dead_letters=self.dead_letters,
+            dead_letters=self.read.open_dead_letters,
+            projections=self._projection_health,
             supervisor=self.supervisor,
             running=self._running,
             agents=self._runtime.health() if self._runtime is not None else None,
         )
+
+    async def _projection_health(self) -> list[ProjectionHealth]:
+        return [
+            ProjectionHealth(s.name, s.state, s.position, s.lag, s.stale, s.last_error)
+            for s in await self.projections.status()
+        ]
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

@@ -18,6 +18,8 @@ The tree::
     │   ├── SchemaVersionError      written by a newer (or unknown) schema version
     │   ├── WrongExpectedVersion    optimistic concurrency: the stream is not where the caller
     │   │                           said it was; nothing of the batch was written
+    │   ├── LeaseLost               fencing: the caller no longer holds the partition's lease
+    │   │                           (owner or epoch moved on); nothing was written
     │   └── StoreClosed             used after close()
     ├── CacheError                  a cache backend refused an operation (bad reply, wrong type)
     │   └── CacheUnavailable        the cache cannot be reached (connect error, timeout, loading)
@@ -57,6 +59,9 @@ The tree::
     │   └── WorkflowFailedError     ``handle.result()``: the instance ended without completing
     ├── DeadLetterError
     │   └── DeadLetterNotFound
+    ├── ProjectionError
+    │   ├── ProjectionNotFound      no projection is registered under that name
+    │   └── ProjectionConflict      a projection's checkpoint moved under a batch (retry)
     └── SecurityError
         └── TokenNotFound           no API token has that id
 """
@@ -85,6 +90,7 @@ __all__ = [
     "IngressError",
     "InvalidEvent",
     "InvalidPattern",
+    "LeaseLost",
     "MalformedPayload",
     "NoAgentAvailable",
     "NonRetryableError",
@@ -95,6 +101,9 @@ __all__ = [
     "PlatformNotFound",
     "PlatformRequestError",
     "PlatformUnavailable",
+    "ProjectionConflict",
+    "ProjectionError",
+    "ProjectionNotFound",
     "RateLimited",
     "SSRFBlocked",
     "SchemaVersionError",
@@ -176,6 +185,26 @@ class WrongExpectedVersion(StoreError):
         self.stream = stream
         self.expected = expected
         self.actual = actual
+
+
+class LeaseLost(StoreError):
+    """A fenced write named a partition lease the caller no longer holds; nothing was written.
+
+    Another worker claimed the partition (a new epoch) or it was released: the caller must
+    stop delivering that partition; its in-flight events are delivered again by the new owner.
+
+    Attributes:
+        group: the subscription the partition belongs to.
+        partition: the partition's number.
+    """
+
+    def __init__(self, group: str, partition: int, detail: str = "") -> None:
+        super().__init__(
+            f"subscription {group!r} partition {partition}: the lease is lost"
+            + (f" ({detail})" if detail else "")
+        )
+        self.group = group
+        self.partition = partition
 
 
 class CacheError(ContextenError):
@@ -358,6 +387,19 @@ class DeadLetterError(ContextenError):
 
 class DeadLetterNotFound(DeadLetterError):
     """No dead letter has that id."""
+
+
+class ProjectionError(ContextenError):
+    """Base of read-model (projection) errors."""
+
+
+class ProjectionNotFound(ProjectionError):
+    """No projection is registered under that name."""
+
+
+class ProjectionConflict(ProjectionError):
+    """A batch's checkpoint compare-and-swap failed: another runner (or a rebuild) moved the
+    projection on. Nothing of the batch was written; the runner reads the checkpoint again."""
 
 
 class AgentError(ContextenError):

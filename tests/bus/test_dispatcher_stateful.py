@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from contexten import App, Event, HandlerContext, RetryPolicy
+from contexten.bus.partitions import subscription_checkpoint
 from contexten.store.memory import MemoryEventStore
 
 from ._support import HANG_GUARD, StepClock
@@ -122,7 +123,7 @@ class DispatcherMachine(RuleBasedStateMachine):
         assert sorted(x.event_id for x in letters) == sorted(poison)
         assert self.handled == set(self.outcome) - poison
         head = self._run(self.store.head())
-        assert self._run(self.store.get_checkpoint("sub:model")) == head
+        assert self._run(subscription_checkpoint(self.store, "model")) == head
 
     def teardown(self) -> None:
         try:

@@ -18,6 +18,7 @@ from contexten.exceptions import (
     WrongExpectedVersion,
 )
 from contexten.store import Append, AppendResult, EventStore, create_store
+from contexten.store._sqlite_schema import MIGRATIONS
 from contexten.store.sqlite import SqliteEventStore, parse_sqlite_url
 from contexten.testing.conformance.store import EventStoreConformance
 
@@ -96,7 +97,7 @@ async def test_file_is_wal_with_the_contexten_schema(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "events.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         conn.close()

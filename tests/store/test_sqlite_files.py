@@ -153,7 +153,10 @@ async def test_older_schema_is_migrated_keeping_the_events(tmp_path: Path) -> No
 async def test_failed_migration_leaves_the_file_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     events = await _fill(path)
-    with pytest.raises(SchemaVersionError, match="from schema version 1 to 2 failed"):
+    current = len(MIGRATIONS)
+    with pytest.raises(
+        SchemaVersionError, match=f"from schema version {current} to {current + 1} failed"
+    ):
         await _BrokenMigrationStore(f"sqlite:///{path}").open()
     assert _sql(path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     assert _sql(path, "SELECT name FROM sqlite_schema WHERE name = 'events_type'") == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
@@ -38,7 +39,8 @@ from contexten.integrations.client import (
     set_default_clients,
     use_clients,
 )
-from contexten.integrations.echo import BotIdentity, EchoDetector, event_actor
+from contexten.integrations.echo import BotIdentity, EchoDetector, event_actor, event_fingerprints
+from contexten.observability import tracing
 from contexten.store.base import EventStore
 from contexten.workflows.steps import current_step
 
@@ -65,6 +67,7 @@ EchoReason = Literal["bot_actor", "recorded_action"]
 """Why an event is an echo: our bot is its actor, or it is about an object we just touched."""
 
 _ECHO_PLATFORMS: Final = ("github.", "linear.", "slack.")
+_TRACED_ACTIONS: Final = 10_000  # fingerprints whose action trace an echo links to
 _WARM_UP_SCAN: Final = 5000  # recent log entries read at start to remember our own actions
 
 _log = logging.getLogger("contexten.agents")
@@ -116,6 +119,9 @@ class AgentRuntime:
         self._manager = manager
         self.engine = engine
         self.echoes = EchoDetector(identity, ttl=echo_ttl)
+        self._action_traces: OrderedDict[str, str] = OrderedDict()
+        """Object fingerprint -> the traceparent of our action that touched it (bounded):
+        an echo's span is linked to the trace of the action that caused it."""
         self.recorded = 0
         """Action events appended so far."""
         self.record_failures = 0
@@ -142,7 +148,13 @@ class AgentRuntime:
         platform may already be sending the webhook the action caused.
         """
         self.echoes.observe(record)
-        event = self.action_event(record)
+        event = tracing.inject(self.action_event(record))
+        if event.traceparent:
+            for fingerprint in record.fingerprints:
+                self._action_traces[fingerprint] = event.traceparent
+                self._action_traces.move_to_end(fingerprint)
+            while len(self._action_traces) > _TRACED_ACTIONS:
+                self._action_traces.popitem(last=False)
         dedup = (
             f"action:{record.action}:{record.idempotency_key}" if record.idempotency_key else None
         )
@@ -263,6 +275,12 @@ class AgentRuntime:
 
         async def mark_echo(event: Event, ctx: HandlerContext) -> None:
             reason = self.echo_reason(event)
+            if reason is not None and self._action_traces:
+                for fingerprint in event_fingerprints(event):
+                    traceparent = self._action_traces.get(fingerprint)
+                    if traceparent is not None:
+                        tracing.link_current_span(traceparent, "contexten.echo_of")
+                        break
             if reason is not None:
                 await ctx.emit(
                     ECHO_EVENT,

@@ -5,6 +5,7 @@ from contexten.bus.context import HandlerContext
 from contexten.bus.dead_letters import DeadLetter, DeadLetterQueue, DeadLetterStatus
 from contexten.bus.dispatcher import Dispatcher
 from contexten.bus.health import HealthReport, StoreHealth, SubscriptionHealth
+from contexten.bus.partitions import LeaseSettings, partition_of, subscription_checkpoint
 from contexten.bus.streams import default_stream
 from contexten.bus.subscription import (
     Handler,
@@ -15,6 +16,7 @@ from contexten.bus.subscription import (
     default_key,
     is_system_stream,
 )
+from contexten.bus.workers import WorkersReport, workers_report
 
 __all__ = [
     "ConsumerState",
@@ -27,12 +29,17 @@ __all__ = [
     "HandlerContext",
     "HealthReport",
     "KeyFunction",
+    "LeaseSettings",
     "Predicate",
     "StartFrom",
     "StoreHealth",
     "Subscription",
     "SubscriptionHealth",
+    "WorkersReport",
     "default_key",
     "default_stream",
     "is_system_stream",
+    "partition_of",
+    "subscription_checkpoint",
+    "workers_report",
 ]

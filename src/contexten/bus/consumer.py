@@ -1,22 +1,30 @@
-"""One subscription's consumer: tail the log, order by key, run handlers, checkpoint.
+"""One subscription's consumer: tail the log, deliver its partitions in order, checkpoint.
 
 How it keeps the delivery guarantees:
 
-* **At least once.** The consumer reads the global log from its checkpoint. Every entry it
-  reads goes into ``pending`` in log order; an entry that does not match is done at once, a
-  matching one when its handler succeeded or it was parked. The checkpoint only advances over
-  the contiguous done prefix of ``pending``, so after a crash exactly the entries from the
-  first unfinished one on are read again.
+* **Partitions.** The subscription's events are split into fixed partitions by a hash of
+  their ordering key (see :mod:`contexten.bus.partitions`). This consumer delivers only the
+  partitions its worker holds by lease; each has its own checkpoint, stored with the lease.
+* **At least once.** The reader reads the global log from the lowest position any owned
+  partition still needs. Every matching entry of an owned partition goes into that
+  partition's ``pending`` queue in log order and is done when its handler succeeded or it
+  was parked. A partition's checkpoint only advances over the contiguous done prefix of its
+  queue, so after a crash (or a failover) exactly its entries from the first unfinished one
+  on are read again.
+* **Fencing.** Checkpoints are saved, and handlers' emits and dead letters stored, with a
+  fence naming the partition's owner and epoch: once another worker took the partition, this
+  one can write nothing for it (:class:`~contexten.exceptions.LeaseLost`); its deliveries of
+  that partition are dropped unacknowledged, for the new owner to make.
 * **Order per key, parallel across keys.** Deliveries with an ordering key queue in that key's
-  *lane*; only one worker works on a lane at a time, taking its deliveries in log order.
-  Deliveries without a key are lanes of their own. At most ``concurrency`` workers exist.
-  Workers are long-lived tasks, so a delivery costs no task creation.
+  *lane*; only one worker task works on a lane at a time, taking its deliveries in log order.
+  Deliveries without a key are lanes of their own. At most ``concurrency`` tasks exist.
 * **Backpressure.** The reader stops reading once ``max_buffered`` entries are pending and
   resumes when half of them are done.
 * **Wake-up on commit.** When caught up, the reader awaits ``store.wait_for_new`` (no polling
   in process).
 * **Checkpoints are batched**: saved at most every ``checkpoint_interval`` seconds by a
-  separate loop, and once more when the consumer stops.
+  separate loop (one fenced commit per moved partition, group-committed together), and once
+  more when the consumer stops or hands a partition back.
 
 The reader and the checkpoint loop run under the :class:`~contexten.resilience.Supervisor`:
 if one crashes (the store went away for a moment), it is restarted with backoff and carries
@@ -28,17 +36,31 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from contexten.bus.dead_letters import DEAD_LETTER_STREAM_PREFIX, REDRIVEN
 from contexten.bus.delivery import Abandoned, Deliverer, Delivery
+from contexten.bus.partitions import (
+    LeaseSettings,
+    PartitionLost,
+    fair_share,
+    members,
+    partition_of,
+)
 from contexten.bus.subscription import SYSTEM_STREAM_PREFIX
 from contexten.bus.timing import DurationSnapshot
 from contexten.bus.watchdog import WorkerSlot
-from contexten.exceptions import AppNotRunning
+from contexten.exceptions import AppNotRunning, ConfigurationError, LeaseLost
 from contexten.observability.logging import get_logger
 from contexten.resilience.supervisor import Supervisor, TaskState
-from contexten.store.base import EventStore, RecordedEvent
+from contexten.store.base import (
+    EventStore,
+    LeaseCheckpoint,
+    PartitionLease,
+    RecordedEvent,
+    WorkerInfo,
+)
 
 __all__ = ["Consumer", "ConsumerState", "ConsumerStatus"]
 
@@ -56,13 +78,14 @@ class ConsumerState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ConsumerStatus:
-    """A snapshot of one subscription's progress.
+    """A snapshot of one subscription's progress in this process.
 
     Attributes:
         name: the subscription.
         state: running, restarting, stopped...
-        position: every log entry up to here is done (the in-memory checkpoint).
-        checkpoint: the position last saved in the store.
+        position: every log entry up to here is done in the partitions held here (the
+            in-memory checkpoint).
+        checkpoint: the lowest checkpoint saved in the store for the partitions held here.
         fetched: the last log position read.
         pending: entries read and not yet done (in flight, waiting for their key, retrying).
         handled: deliveries completed since start.
@@ -70,6 +93,8 @@ class ConsumerStatus:
         parked: deliveries parked in the dead-letter queue since start.
         restarts: how often the reader or checkpoint loop was restarted after a crash.
         durations: how long handler attempts took.
+        partitions: the partitions this process holds (of ``partition_count``).
+        partition_count: the subscription's partitions in all.
     """
 
     name: str
@@ -83,6 +108,32 @@ class ConsumerStatus:
     parked: int
     restarts: int
     durations: DurationSnapshot = field(default_factory=DurationSnapshot)
+    partitions: tuple[int, ...] = ()
+    partition_count: int = 0
+
+
+class _Part:
+    """A partition this consumer holds: its epoch, reading progress and pending deliveries."""
+
+    __slots__ = ("epoch", "fetched", "inflight", "number", "pending", "releasing", "saved")
+
+    def __init__(self, number: int, epoch: int, position: int) -> None:
+        self.number = number
+        self.epoch = epoch
+        self.fetched = position
+        """Every entry up to here was examined for this partition."""
+        self.saved = position
+        self.pending: deque[Delivery] = deque()
+        self.releasing = False
+        """Being handed back: nothing new starts; released once nothing is in flight (what
+        was read but not started is left to the next owner, from the checkpoint)."""
+        self.inflight = 0
+        """Deliveries whose handler is running (or retrying)."""
+
+    @property
+    def position(self) -> int:
+        """Every entry of this partition up to here is done."""
+        return self.pending[0].position - 1 if self.pending else self.fetched
 
 
 class Consumer:
@@ -92,6 +143,8 @@ class Consumer:
         deliverer: runs each delivery (handler, retries, parking).
         store: the open event store to tail.
         supervisor: runs the reader and checkpoint loops.
+        worker_id: this process's worker (the owner its leases name).
+        leases: partitions per subscription, lease and heartbeat times.
         batch_size: log entries read per query.
         max_buffered: entries read ahead of the checkpoint at most (default: 10 x concurrency,
             at least 1,000).
@@ -104,16 +157,24 @@ class Consumer:
         store: EventStore,
         *,
         supervisor: Supervisor,
+        worker_id: str,
+        leases: LeaseSettings | None = None,
         batch_size: int = 500,
         max_buffered: int | None = None,
         checkpoint_interval: float = 0.05,
     ) -> None:
         sub = deliverer.subscription
+        leases = leases or LeaseSettings()
         self.subscription = sub
         self.deliverer = deliverer
         self.state = ConsumerState.STARTING
         self._store = store
         self._supervisor = supervisor
+        self._worker_id = worker_id
+        self._group = sub.checkpoint_name
+        self._count_partitions = leases.partitions
+        self._lease = leases.lease
+        self._heartbeat = leases.heartbeat
         self._batch_size = batch_size
         self._max_buffered = max_buffered or max(1000, 10 * sub.concurrency)
         self._resume_at = self._max_buffered // 2
@@ -122,9 +183,13 @@ class Consumer:
         self._reader_task = f"dispatch:{sub.name}:reader"
         self._checkpoint_task = f"dispatch:{sub.name}:checkpoint"
         self._fetched = 0
-        self._acked = 0
-        self._saved = 0
-        self._pending: deque[Delivery] = deque()
+        self._parts: dict[int, _Part] = {}
+        self._reading: set[_Part] = set()
+        self._count = 0
+        self._changed = asyncio.Event()
+        self._draining = False
+        self._handing = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, deque[Delivery]] = {}
         self._ready: deque[Delivery | str] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -136,31 +201,54 @@ class Consumer:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._stopping = False
         self._log = get_logger("contexten.dispatcher", subscription=sub.name)
+        deliverer.owner = self
+
+    @property
+    def group(self) -> str:
+        """The name the subscription's partitions are stored under."""
+        return self._group
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Load (or create) the checkpoint and start the reader and checkpoint loops."""
+    async def start(self, held: Sequence[PartitionLease], live: Sequence[WorkerInfo]) -> None:
+        """Create the subscription's partitions if new, take a fair share of them, and start
+        the reader and checkpoint loops.
+
+        A subscription that existed before partitions did (a single ``sub:{name}``
+        checkpoint) starts every partition from that checkpoint, so nothing is delivered
+        twice across the upgrade.
+
+        Raises:
+            ConfigurationError: the store holds the subscription with another partition count.
+        """
         sub = self.subscription
         position = await self._store.get_checkpoint(sub.checkpoint_name)
         if position is None:
-            position = 0
-            if sub.start == "now":
-                position = await self._store.head()
-                await self._store.save_checkpoint(sub.checkpoint_name, position)
-        self._fetched = self._acked = self._saved = position
+            position = await self._store.head() if sub.start == "now" else 0
+        count = await self._store.ensure_partitions(
+            self._group, self._count_partitions, position=position
+        )
+        if count != self._count_partitions:
+            raise ConfigurationError(
+                f"subscription {sub.name!r} has {count} partitions in the store, not "
+                f"{self._count_partitions}; the count is fixed once a subscription exists "
+                "(set CONTEXTEN_PARTITIONS to match)"
+            )
+        await self.rebalance(held, live)
         self._supervisor.start(self._reader_task, self._read_loop)
         self._supervisor.start(self._checkpoint_task, self._checkpoint_loop)
         self.state = ConsumerState.RUNNING
-        self._log.debug("subscription started", position=position)
+        self._log.debug("subscription started", partitions=sorted(self._parts))
 
     async def stop(self, grace: float) -> None:
         """Stop: no more reading; in-flight handlers get ``grace`` seconds to finish, the rest
-        are cancelled without being acknowledged; then the checkpoint is saved."""
+        are cancelled without being acknowledged; then the checkpoints are saved and the
+        partitions handed back, for the other workers to take at once."""
         if self.state in (ConsumerState.STOPPING, ConsumerState.STOPPED):
             return
         self.state = ConsumerState.STOPPING
         self._stopping = True
+        self._draining = True
         self.deliverer.stopping = True
         await self._supervisor.stop(self._reader_task)
         self.deliverer.interrupt_pauses()
@@ -182,65 +270,212 @@ class Consumer:
         self.deliverer.close()
         try:
             await self._save()
+            numbers = sorted(self._parts)
+            if numbers:
+                await self._store.release_partitions(self._group, self._worker_id, numbers)
         except Exception as e:
-            self._log.error("could not save the checkpoint at shutdown", exc_info=e)
+            self._log.error(
+                "could not save the checkpoints or release the partitions at shutdown; "
+                "their leases will lapse",
+                exc_info=e,
+            )
+        self._parts.clear()
         self.state = ConsumerState.STOPPED
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(AppNotRunning(f"subscription {self._name!r} stopped"))
         self._waiters.clear()
 
+    # -- partitions -------------------------------------------------------------------------
+
+    def _add_part(self, lease: PartitionLease) -> None:
+        self._parts[lease.partition] = _Part(lease.partition, lease.epoch, lease.position)
+        self._changed.set()
+
+    def _drop_part(self, number: int) -> None:
+        """Forget partition ``number`` (lost or released): its undone deliveries are dropped
+        when their turn comes, unacknowledged, for the next owner to make."""
+        part = self._parts.pop(number, None)
+        if part is None:
+            return
+        self._count -= len(part.pending)
+        part.pending.clear()
+        self._progressed()
+
+    def owns(self, d: Delivery) -> bool:
+        """Whether ``d``'s partition is still this consumer's, under the same epoch."""
+        part = self._parts.get(d.partition)
+        return part is not None and part.epoch == d.epoch
+
+    def fence(self, d: Delivery) -> LeaseCheckpoint | None:
+        """The fence ``d``'s writes (emits, dead letters) carry."""
+        return LeaseCheckpoint(self._group, d.partition, self._worker_id, d.epoch)
+
+    async def rebalance(self, held: Sequence[PartitionLease], live: Sequence[WorkerInfo]) -> None:
+        """Bring the partitions this consumer holds to its fair share (one heartbeat's work).
+
+        ``held`` is what the store says this worker holds (all groups), ``live`` the live
+        workers. Partitions lost to another worker are dropped; extra ones are handed back
+        once their in-flight deliveries are done; missing ones are claimed.
+        """
+        held_here = {p.partition: p for p in held if p.group == self._group}
+        for number, part in list(self._parts.items()):
+            lease = held_here.get(number)
+            if lease is None or lease.epoch != part.epoch:
+                self._log.warning("partition lost to another worker", partition=number)
+                self._drop_part(number)
+        if self._draining:
+            target = 0
+        else:
+            others = [w for w in members(live, self._group) if w.worker_id != self._worker_id]
+            target = fair_share(self._count_partitions, len(others) + 1)
+        active = sorted(n for n, p in self._parts.items() if not p.releasing)
+        if len(active) > target:
+            for number in active[target:]:
+                self._parts[number].releasing = True
+            self._changed.set()
+        elif len(active) < target:
+            claimed = await self._store.claim_partitions(
+                self._group, self._worker_id, limit=target - len(active), ttl=self._lease
+            )
+            for lease in claimed:
+                self._add_part(lease)
+            if claimed:
+                self._log.info("partitions claimed", partitions=[p.partition for p in claimed])
+        await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        """Release the partitions being handed back that have nothing in flight."""
+        async with self._handing:
+            ready = [p for p in self._parts.values() if p.releasing and not p.inflight]
+            if not ready:
+                return
+            await self._save_parts(ready)
+            numbers = [p.number for p in ready if self._parts.get(p.number) is p]
+            await self._store.release_partitions(self._group, self._worker_id, numbers)
+            for number in numbers:
+                self._drop_part(number)
+            if numbers:
+                self._log.info("partitions handed back", partitions=numbers)
+
+    async def _hand_back_logged(self) -> None:
+        try:
+            await self._hand_back()
+        except Exception as e:  # the next heartbeat tries again
+            self._log.warning("handing partitions back failed", error_type=type(e).__name__)
+
     # -- reading ---------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         store = self._store
         while not self._stopping:
-            if len(self._pending) >= self._max_buffered:
+            if self._count >= self._max_buffered:
                 self._space.clear()
                 await self._space.wait()
                 continue
-            records = await store.read_all(after=self._fetched, limit=self._batch_size)
+            active = [p for p in self._parts.values() if not p.releasing]
+            if not active:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            cursor = min(p.fetched for p in active)
+            self._changed.clear()
+            # Only the partitions held when the batch was read take its records: one claimed
+            # meanwhile starts from its own checkpoint on the next pass.
+            self._reading = set(active)
+            records = await store.read_all(after=cursor, limit=self._batch_size)
             if not records:
-                await store.wait_for_new(self._fetched, timeout=5.0)
+                await self._wait_for_new(cursor)
                 continue
             for rec in records:
                 if self.stopping:
                     return
-                if self._accept(rec):
-                    await self._accept_redrive(rec)
-                self._fetched = rec.position
+                await self._accept(rec)
+            last = records[-1].position
+            for part in self._reading:
+                if (
+                    self._parts.get(part.number) is part
+                    and not part.releasing
+                    and part.fetched < last
+                ):
+                    part.fetched = last
+                    if not part.pending:
+                        self._progressed()
+            self._fetched = max(self._fetched, last)
             # Let workers run even when the store answers without suspending.
             await asyncio.sleep(0)
 
-    def _accept(self, rec: RecordedEvent) -> bool:
-        """Queue ``rec`` for delivery or count it done; True if it is a redrive to resolve."""
+    async def _wait_for_new(self, after: int) -> None:
+        """Wait for the log to grow past ``after``, or for the partitions held to change."""
+        waiting = asyncio.ensure_future(self._store.wait_for_new(after, timeout=5.0))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait((waiting, changed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (waiting, changed):
+                if not fut.done():
+                    fut.cancel()
+            await asyncio.wait((waiting, changed))
+        if waiting.done() and not waiting.cancelled():
+            waiting.result()  # a store error surfaces (and the supervisor restarts us)
+
+    async def _accept(self, rec: RecordedEvent) -> None:
+        """Queue ``rec`` for delivery if it matches and belongs to an owned partition."""
         sub = self.subscription
         event = rec.event
+        letter_id: str | None = None
         if rec.stream.startswith(SYSTEM_STREAM_PREFIX):
             if (
                 event.type == REDRIVEN
                 and event.data.get("subscription") == self._name
                 and rec.stream.startswith(DEAD_LETTER_STREAM_PREFIX)
             ):
-                return True
+                event_id = str(event.data.get("event_id"))
+                original = await self._store.get_event(event_id)
+                if original is None:
+                    self._log.error("redriven event not found in the store", event_id=event_id)
+                    return
+                self._queue(rec.position, original, letter_id=event.data.get("letter_id"))
+                return
             if not sub.include_system:
-                self._skip(rec.position)
-                return False
+                return
         if not sub.type_matches(event.type):
-            self._skip(rec.position)
-            return False
+            return
         check_where = False
         if sub.where is not None:
             try:
                 if not sub.where(event):
-                    self._skip(rec.position)
-                    return False
+                    return
             except Exception:
                 check_where = True  # re-run in the attempt, so the error is retried/parked
-        d = Delivery(rec.position, event, self._key(rec), check_where=check_where)
-        self._pending.append(d)
+        self._queue(rec.position, rec, check_where=check_where, letter_id=letter_id)
+
+    def _queue(
+        self,
+        position: int,
+        rec: RecordedEvent,
+        *,
+        check_where: bool = False,
+        letter_id: str | None = None,
+    ) -> None:
+        key = self._key(rec)
+        number = partition_of(key if key is not None else rec.event.id, self._count_partitions)
+        part = self._parts.get(number)
+        if part is None or part not in self._reading or part.releasing or position <= part.fetched:
+            return
+        d = Delivery(
+            position,
+            rec.event,
+            key,
+            check_where=check_where,
+            letter_id=letter_id,
+            partition=number,
+            epoch=part.epoch,
+        )
+        part.pending.append(d)
+        part.fetched = position
+        self._count += 1
         self._schedule(d)
-        return False
 
     def _key(self, rec: RecordedEvent) -> str | None:
         try:
@@ -253,49 +488,37 @@ class Consumer:
             )
             return None
 
-    async def _accept_redrive(self, rec: RecordedEvent) -> None:
-        event_id = str(rec.event.data.get("event_id"))
-        original = await self._store.get_event(event_id)
-        if original is None:
-            self._log.error("redriven event not found in the store", event_id=event_id)
-            self._skip(rec.position)
-            return
-        d = Delivery(
-            rec.position,
-            original.event,
-            self._key(original),
-            letter_id=rec.event.data.get("letter_id"),
-        )
-        self._pending.append(d)
-        self._schedule(d)
-
     # -- progress --------------------------------------------------------------------------
-
-    def _skip(self, position: int) -> None:
-        if self._pending:
-            self._pending.append(Delivery(position, None, done=True))
-        else:
-            self._acked = position
-            self._progressed()
 
     def _done(self, d: Delivery) -> None:
         d.done = True
-        pending = self._pending
-        if pending[0] is not d:
+        part = self._parts.get(d.partition)
+        if part is None or part.epoch != d.epoch:
             return
-        acked = self._acked
+        pending = part.pending
         while pending and pending[0].done:
-            acked = pending.popleft().position
-        self._acked = acked
+            pending.popleft()
+            self._count -= 1
         self._progressed()
+
+    def _local_position(self) -> int:
+        """Every entry up to here is done in every partition this consumer holds."""
+        if not self._parts:
+            return self._fetched
+        return min(p.position for p in self._parts.values())
+
+    def _owns_all(self) -> bool:
+        return len(self._parts) == self._count_partitions and not any(
+            p.releasing for p in self._parts.values()
+        )
 
     def _progressed(self) -> None:
         if not self._dirty.is_set():
             self._dirty.set()
-        if not self._space.is_set() and len(self._pending) <= self._resume_at:
+        if not self._space.is_set() and self._count <= self._resume_at:
             self._space.set()
-        if self._waiters:
-            acked = self._acked
+        if self._waiters and self._owns_all():
+            acked = self._local_position()
             still = []
             for position, fut in self._waiters:
                 if position <= acked:
@@ -306,22 +529,35 @@ class Consumer:
             self._waiters = still
 
     async def wait_until(self, position: int) -> None:
-        """Return once every log entry up to ``position`` is done for this subscription.
+        """Return once every log entry up to ``position`` is done for this subscription, by
+        whichever workers hold its partitions.
 
         Raises:
             AppNotRunning: the consumer stopped first.
         """
-        if self._acked >= position:
-            return
-        if self.state is ConsumerState.STOPPED:
-            raise AppNotRunning(f"subscription {self._name!r} is stopped")
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append((position, fut))
-        await fut
+        while True:
+            if self.state is ConsumerState.STOPPED:
+                raise AppNotRunning(f"subscription {self._name!r} is stopped")
+            if self._owns_all():
+                if self._local_position() >= position:
+                    return
+                fut = asyncio.get_running_loop().create_future()
+                self._waiters.append((position, fut))
+                try:
+                    async with asyncio.timeout(self._heartbeat):
+                        await fut
+                    return
+                except TimeoutError:
+                    continue  # the partitions held may have changed meanwhile
+            parts = await self._store.partitions(self._group)
+            done = [p.position for p in parts if p.partition not in self._parts]
+            done.extend(p.position for p in self._parts.values())
+            if done and min(done) >= position:
+                return
+            await asyncio.sleep(0.05)
 
     async def _checkpoint_loop(self) -> None:
-        if self._acked > self._saved:
-            self._dirty.set()
+        self._dirty.set()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
@@ -329,14 +565,51 @@ class Consumer:
             await asyncio.sleep(self._checkpoint_interval)
 
     async def _save(self) -> None:
-        acked = self._acked
-        if acked > self._saved:
-            await self._store.save_checkpoint(self.subscription.checkpoint_name, acked)
-            self._saved = acked
+        await self._save_parts(list(self._parts.values()))
+
+    async def _save_parts(self, parts: Sequence[_Part]) -> None:
+        """Save the moved checkpoints of ``parts``, each fenced by its epoch."""
+        moved = [(p, p.position) for p in parts if p.position > p.saved]
+        if not moved:
+            return
+        outcomes = await asyncio.gather(
+            *(
+                self._store.commit(
+                    [],
+                    lease=LeaseCheckpoint(
+                        self._group, p.number, self._worker_id, p.epoch, position
+                    ),
+                )
+                for p, position in moved
+            ),
+            return_exceptions=True,
+        )
+        failure: BaseException | None = None
+        for (part, position), outcome in zip(moved, outcomes, strict=True):
+            if isinstance(outcome, LeaseLost):
+                if self._parts.get(part.number) is part:
+                    self._log.warning("partition lost to another worker", partition=part.number)
+                    self._drop_part(part.number)
+            elif isinstance(outcome, BaseException):
+                failure = outcome
+            else:
+                part.saved = max(part.saved, position)
+        if failure is not None:
+            raise failure
 
     async def flush(self) -> None:
-        """Save the checkpoint now (if it moved)."""
-        await self._save()
+        """Return once the checkpoints, as they stand now, are saved.
+
+        While the consumer runs, its checkpoint loop does the saving (and is restarted if
+        the store fails it), so this waits for that loop rather than racing it.
+        """
+        if self._checkpoint_task not in self._supervisor or self._stopping:
+            await self._save()
+            return
+        targets = {p: p.position for p in self._parts.values()}
+        while any(self._parts.get(p.number) is p and p.saved < t for p, t in targets.items()):
+            self._dirty.set()
+            await asyncio.sleep(self._checkpoint_interval)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -402,12 +675,41 @@ class Consumer:
             self.deliverer.unwatch(slot)
 
     async def _run(self, d: Delivery, slot: WorkerSlot) -> None:
-        """Deliver ``d`` and mark it done; only shutdown leaves it undone."""
+        """Deliver ``d`` and mark it done; only shutdown or a lost partition leave it undone."""
+        part = self._parts.get(d.partition)
+        if part is None or part.epoch != d.epoch or part.releasing:
+            return  # its partition moved on (or is being handed back): the next owner has it
+        part.inflight += 1
+        try:
+            await self._run_owned(d, slot)
+        finally:
+            part.inflight -= 1
+            self._hand_back_soon(part)
+
+    def _hand_back_soon(self, part: _Part) -> None:
+        """Release ``part`` now if it is being handed back and its last delivery ended."""
+        if part.releasing and not part.inflight and not self._stopping:
+            task = asyncio.get_running_loop().create_task(self._hand_back_logged())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _run_owned(self, d: Delivery, slot: WorkerSlot) -> None:
         while True:
+            if not self.owns(d):
+                return  # its partition moved on: the new owner delivers it
             try:
                 await self.deliverer.deliver(d, slot)
             except (Abandoned, asyncio.CancelledError):
                 raise
+            except PartitionLost:
+                self._log.info(
+                    "delivery dropped: its partition moved to another worker",
+                    partition=d.partition,
+                    event_id=d.event.id if d.event else None,
+                )
+                if self.owns(d):  # the store said so before our heartbeat did
+                    self._drop_part(d.partition)
+                return
             except Exception as e:  # a bug in the machinery, not the handler: keep the event
                 self._log.error(
                     "delivery failed unexpectedly; trying again",
@@ -432,18 +734,21 @@ class Consumer:
                 if st.state is TaskState.BACKING_OFF and state is ConsumerState.RUNNING:
                     state = ConsumerState.RESTARTING
         stats = self.deliverer.stats
+        parts = list(self._parts.values())
         return ConsumerStatus(
             name=self._name,
             state=state,
-            position=self._acked,
-            checkpoint=self._saved,
+            position=self._local_position(),
+            checkpoint=min((p.saved for p in parts), default=self._fetched),
             fetched=self._fetched,
-            pending=sum(1 for d in self._pending if not d.done),
+            pending=sum(1 for p in parts for d in p.pending if not d.done),
             handled=stats.handled,
             failed_attempts=stats.failed_attempts,
             parked=stats.parked,
             restarts=restarts,
             durations=stats.durations.snapshot(),
+            partitions=tuple(sorted(self._parts)),
+            partition_count=self._count_partitions,
         )
 
     @property
@@ -453,8 +758,11 @@ class Consumer:
 
     @property
     def position(self) -> int:
-        """Every log entry up to here is done."""
-        return self._acked
+        """Every log entry up to here is done in the partitions held here."""
+        return self._local_position()
 
     def __repr__(self) -> str:
-        return f"Consumer({self._name!r}, position={self._acked}, state={self.state.value})"
+        return (
+            f"Consumer({self._name!r}, partitions={len(self._parts)}, "
+            f"position={self._local_position()}, state={self.state.value})"
+        )

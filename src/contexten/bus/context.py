@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from contexten.events.envelope import Event
 from contexten.observability.logging import event_fields, get_logger
-from contexten.store.base import AppendResult, EventStore
+from contexten.store.base import AppendResult, EventStore, LeaseCheckpoint
 
 if TYPE_CHECKING:
     from contexten.app import App
 
 __all__ = ["HandlerContext", "Publisher"]
 
-Publisher: TypeAlias = Callable[[Event, "str | None", "str | None"], Awaitable[AppendResult]]
-"""``publish(event, stream, dedup_key)``: store an event (None stream: the default stream)."""
+
+class Publisher(Protocol):
+    """``publish(event, stream, dedup_key, lease=...)``: store an event (None stream: the
+    default stream), fenced by ``lease`` when given (see
+    :class:`~contexten.store.base.LeaseCheckpoint`)."""
+
+    def __call__(
+        self,
+        event: Event,
+        stream: str | None,
+        dedup_key: str | None,
+        /,
+        lease: LeaseCheckpoint | None = None,
+    ) -> Awaitable[AppendResult]:
+        """Store ``event``; see the class docstring."""
+        ...
+
 
 _NO_AGENTS: Final[Mapping[str, Any]] = MappingProxyType({})
 
@@ -38,6 +53,7 @@ class HandlerContext:
 
     __slots__ = (
         "_emits",
+        "_lease",
         "_logger",
         "_publish",
         "agents",
@@ -60,6 +76,7 @@ class HandlerContext:
         publish: Publisher,
         app: App | None = None,
         agents: Any = _NO_AGENTS,
+        lease: LeaseCheckpoint | None = None,
     ) -> None:
         self.event = event
         self.subscription = subscription
@@ -70,6 +87,7 @@ class HandlerContext:
         self.agents: Any = agents
         self._publish = publish
         self._emits = 0
+        self._lease = lease
         self._logger: Any = None
 
     @property
@@ -110,6 +128,10 @@ class HandlerContext:
         ``emit:{subscription}:{event id}:{n}``, so the store keeps the first one and returns
         its position to the repeats. Handlers that emit should therefore emit the same things
         in the same order on every run.
+
+        The emit is fenced by the lease on the event's partition: once another worker took
+        that partition over, it raises :class:`~contexten.exceptions.LeaseLost` and stores
+        nothing, and the delivery is dropped here (the new owner makes it).
         """
         if isinstance(event_or_type, Event):
             if data is not None or fields:
@@ -127,7 +149,7 @@ class HandlerContext:
         index = self._emits
         self._emits += 1
         return await self._publish(
-            event, stream, f"emit:{self.subscription}:{self.event.id}:{index}"
+            event, stream, f"emit:{self.subscription}:{self.event.id}:{index}", lease=self._lease
         )
 
     def __repr__(self) -> str:

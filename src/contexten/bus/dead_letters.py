@@ -29,7 +29,7 @@ from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.events.ids import new_id
 from contexten.exceptions import DeadLetterNotFound, WrongExpectedVersion
-from contexten.store.base import EventStore, RecordedEvent, StreamState
+from contexten.store.base import EventStore, LeaseCheckpoint, RecordedEvent, StreamState
 
 __all__ = [
     "DEAD_LETTER_STREAM_PREFIX",
@@ -186,8 +186,12 @@ async def park(
     last_failure_at: datetime,
     now: datetime,
     redriven_from: str | None = None,
+    lease: LeaseCheckpoint | None = None,
 ) -> str:
     """Park ``event`` for ``subscription`` and return the letter's id.
+
+    With a ``lease``, the letter is stored only while the worker still holds the event's
+    partition (else :class:`~contexten.exceptions.LeaseLost`): the new owner parks it.
 
     The append carries the dedup key ``dlq:{subscription}:{position}``: a delivery that is
     parked, then redelivered after a crash (before its checkpoint was saved) and parked again,
@@ -221,6 +225,7 @@ async def park(
         [parked],
         expected_version=StreamState.NO_STREAM,
         dedup_key=f"dlq:{subscription}:{position}",
+        lease=lease,
     )
     return _letter_id(result.stream)
 

@@ -14,23 +14,25 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contexten.bus.context import HandlerContext, Publisher
 from contexten.bus.dead_letters import DeadLetterQueue, park
+from contexten.bus.partitions import PartitionLost
 from contexten.bus.subscription import Subscription
 from contexten.bus.timing import DurationHistogram
 from contexten.bus.watchdog import Watchdog, WorkerSlot
 from contexten.clock import Clock
 from contexten.events.envelope import Event
-from contexten.exceptions import HandlerCancelled, HandlerTimeout, StoreError
+from contexten.exceptions import HandlerCancelled, HandlerTimeout, LeaseLost, StoreError
+from contexten.observability import tracing
 from contexten.observability.logging import bind_event, event_fields, get_logger, reset_event
-from contexten.store.base import EventStore
+from contexten.store.base import EventStore, LeaseCheckpoint
 
 if TYPE_CHECKING:
     from contexten.app import App
 
-__all__ = ["Abandoned", "Deliverer", "Delivery", "DeliveryStats"]
+__all__ = ["Abandoned", "Deliverer", "Delivery", "DeliveryOwner", "DeliveryStats"]
 
 _MAX_LOGGED_ERROR = 200
 
@@ -46,7 +48,16 @@ class Delivery:
     position of the ``redriven`` event, while ``event`` is the original event.
     """
 
-    __slots__ = ("check_where", "done", "event", "key", "letter_id", "position")
+    __slots__ = (
+        "check_where",
+        "done",
+        "epoch",
+        "event",
+        "key",
+        "letter_id",
+        "partition",
+        "position",
+    )
 
     def __init__(
         self,
@@ -57,6 +68,8 @@ class Delivery:
         done: bool = False,
         check_where: bool = False,
         letter_id: str | None = None,
+        partition: int = 0,
+        epoch: int = 0,
     ) -> None:
         self.position = position
         self.event = event
@@ -64,6 +77,20 @@ class Delivery:
         self.done = done
         self.check_where = check_where
         self.letter_id = letter_id
+        self.partition = partition
+        self.epoch = epoch
+
+
+class DeliveryOwner(Protocol):
+    """Who a delivery belongs to: the consumer holding its partition's lease."""
+
+    def owns(self, d: Delivery) -> bool:
+        """Whether ``d``'s partition is still held, under the epoch ``d`` was read in."""
+        ...
+
+    def fence(self, d: Delivery) -> LeaseCheckpoint | None:
+        """The fence the writes made for ``d`` carry (None: unfenced)."""
+        ...
 
 
 @dataclass
@@ -105,6 +132,8 @@ class Deliverer:
         self.subscription = subscription
         self.stats = DeliveryStats()
         self.stopping = False
+        self.owner: DeliveryOwner | None = None
+        """Set by the consumer: whether a delivery's partition is still held, and its fence."""
         self._store = store
         self._clock = clock
         self._publish = publish
@@ -134,6 +163,8 @@ class Deliverer:
 
         Raises:
             Abandoned: the consumer began stopping while the delivery waited to retry.
+            PartitionLost: the delivery's partition moved to another worker (a fenced write
+                was refused, or the lease was gone before a retry): drop it.
             asyncio.CancelledError: the consumer cancelled it (shutdown past the grace time).
         """
         sub = self.subscription
@@ -145,7 +176,11 @@ class Deliverer:
         first_failure: datetime | None = None
         while True:
             attempt += 1
+            if self.owner is not None and not self.owner.owns(d):
+                raise PartitionLost
             error = await self._attempt(d, event, attempt, slot)
+            if isinstance(error, LeaseLost):
+                raise PartitionLost from error
             if error is None:
                 self.stats.handled += 1
                 if d.letter_id is not None:
@@ -182,6 +217,7 @@ class Deliverer:
             publish=self._publish,
             app=self._app,
             agents=self._agents,
+            lease=self.owner.fence(d) if self.owner is not None else None,
         )
         watchdog = self._watchdog
         token = bind_event(event)
@@ -192,7 +228,8 @@ class Deliverer:
                 watchdog.begin(slot)
             started = time.perf_counter()
             try:
-                await sub.handler(event, ctx)
+                with tracing.process_span(sub.name, event, ctx.attempt):
+                    await sub.handler(event, ctx)
             finally:
                 self.stats.durations.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
@@ -264,8 +301,11 @@ class Deliverer:
                     last_failure_at=last_failure,
                     now=self._clock.now(),
                     redriven_from=d.letter_id,
+                    lease=self.owner.fence(d) if self.owner is not None else None,
                 )
                 break
+            except LeaseLost as e:
+                raise PartitionLost from e
             except StoreError as e:
                 self._log.error(
                     "could not park a failed event; will try again",

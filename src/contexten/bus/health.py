@@ -6,12 +6,11 @@ and ``/readyz`` will serve its :meth:`HealthReport.to_dict`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from contexten.bus.consumer import ConsumerState, ConsumerStatus
-from contexten.bus.dead_letters import DeadLetterQueue
 from contexten.bus.dispatcher import Dispatcher
 from contexten.bus.timing import DurationSnapshot
 from contexten.observability.redaction import redact_text, redact_url
@@ -20,6 +19,7 @@ from contexten.store.base import EventStore
 
 __all__ = [
     "HealthReport",
+    "ProjectionHealth",
     "StoreHealth",
     "SubscriptionHealth",
     "check_health",
@@ -51,6 +51,9 @@ class SubscriptionHealth:
     parked: int
     restarts: int
     durations: DurationSnapshot = field(default_factory=DurationSnapshot)
+    partitions: int = 0
+    """Partitions of the subscription this process holds (of ``partition_count``)."""
+    partition_count: int = 0
 
     @classmethod
     def from_status(cls, status: ConsumerStatus, head: int | None) -> SubscriptionHealth:
@@ -67,7 +70,21 @@ class SubscriptionHealth:
             parked=status.parked,
             restarts=status.restarts,
             durations=status.durations,
+            partitions=len(status.partitions),
+            partition_count=status.partition_count,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionHealth:
+    """One read model's progress: ``lag`` is how many log entries it has still to fold."""
+
+    name: str
+    state: str
+    position: int
+    lag: int
+    stale: bool = False
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +97,8 @@ class HealthReport:
         subscriptions: each subscription's state and lag.
         dead_letters: letters waiting in the dead-letter queue (None: could not count).
         supervisor_restarts: how often each supervised background task was restarted.
+        projections: each read model's state and lag (informational: a lagging read model
+            does not make the app unready).
         agents: each agent's availability (an open circuit breaker makes a platform agent
             unavailable), JSON-ready, by agent name. Informational: a platform being down
             does not make the app unready (webhooks are still taken and stored), so it does
@@ -92,6 +111,7 @@ class HealthReport:
     dead_letters: int | None = None
     supervisor_restarts: Mapping[str, int] = field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    projections: tuple[ProjectionHealth, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -125,6 +145,7 @@ class HealthReport:
                     "failed_attempts": s.failed_attempts,
                     "parked": s.parked,
                     "restarts": s.restarts,
+                    "partitions": {"held": s.partitions, "of": s.partition_count},
                     "handler_seconds": {
                         "count": s.durations.count,
                         "sum": s.durations.total,
@@ -135,6 +156,17 @@ class HealthReport:
             "dead_letters": self.dead_letters,
             "supervisor_restarts": dict(self.supervisor_restarts),
             "agents": {name: dict(agent) for name, agent in self.agents.items()},
+            "projections": [
+                {
+                    "name": p.name,
+                    "state": p.state,
+                    "position": p.position,
+                    "lag": p.lag,
+                    "stale": p.stale,
+                    "last_error": p.last_error,
+                }
+                for p in self.projections
+            ],
         }
 
 
@@ -142,18 +174,22 @@ async def check_health(
     *,
     store: EventStore,
     dispatcher: Dispatcher,
-    dead_letters: DeadLetterQueue,
+    dead_letters: Callable[[], Awaitable[int]],
     supervisor: Supervisor,
     running: bool,
     agents: Mapping[str, Mapping[str, Any]] | None = None,
+    projections: Callable[[], Awaitable[Sequence[ProjectionHealth]]] | None = None,
 ) -> HealthReport:
     """Ask each part how it is; never raises for an unreachable store (it reports it).
 
-    ``agents`` is passed through as the report's agent availability (the App computes it).
+    ``dead_letters`` counts the parked letters (the App reads its dead-letter read model:
+    exact, and one small query however many letters there are); ``projections`` reports the
+    read models. ``agents`` is passed through as the report's agent availability.
     """
     url = redact_url(store.url)
     head: int | None = None
     parked: int | None = None
+    read_models: tuple[ProjectionHealth, ...] = ()
     if running:
         try:
             await store.ping()
@@ -163,9 +199,14 @@ async def check_health(
             store_health = StoreHealth(url, False, error=redact_text(f"{type(e).__name__}: {e}"))
         if store_health.reachable:
             try:
-                parked = await dead_letters.count()
+                parked = await dead_letters()
             except Exception:
                 parked = None
+            if projections is not None:
+                try:
+                    read_models = tuple(await projections())
+                except Exception:
+                    read_models = ()
     else:
         store_health = StoreHealth(url, False, error="the app is not running")
     return HealthReport(
@@ -175,4 +216,5 @@ async def check_health(
         dead_letters=parked,
         supervisor_restarts=dict(supervisor.restarts),
         agents=dict(agents or {}),
+        projections=read_models,
     )

@@ -15,6 +15,7 @@ from contexten.cli._common import (
     with_store,
 )
 from contexten.exceptions import DeadLetterNotFound
+from contexten.projections.read_side import open_read_side
 from contexten.store import EventStore
 
 __all__ = ["dlq"]
@@ -42,11 +43,11 @@ def dlq() -> None:
 async def list_letters(
     store_url: str | None, subscription: str | None, status: str, as_json: bool
 ) -> None:
-    """List dead letters, oldest first."""
+    """List dead letters, oldest first (from the ``dead_letters`` read model)."""
 
     async def body(store: EventStore) -> list[DeadLetter]:
-        queue = DeadLetterQueue(store)
-        return await queue.list(subscription, None if status == "all" else status)
+        async with open_read_side(store) as read:
+            return await read.all_dead_letters(subscription, None if status == "all" else status)
 
     letters = await with_store(store_url, body)
     for letter in letters:
@@ -78,7 +79,9 @@ async def redrive(
     async def body(store: EventStore) -> int:
         queue = DeadLetterQueue(store)
         if redrive_all:
-            done = await queue.redrive_all(subscription)
+            async with open_read_side(store) as read:
+                letters = await read.all_dead_letters(subscription)
+            done = sum([await queue.redrive(letter.id) for letter in letters])
             target = f"all of {subscription}" if subscription else "all"
             await audit(store, "dlq:redrive", target=target, outcome=f"redriven {done}")
             return done

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 import msgspec
 
 from contexten.cli._common import clean, echo_json, fail, run_async, store_option, with_store
+from contexten.cli._time import TIME, TIME_HELP
 from contexten.events.patterns import compile_pattern
 from contexten.store import EventStore, RecordedEvent
 
@@ -37,12 +40,18 @@ def events() -> None:
 @click.option("--type", "type_pattern", default=None, help="Type pattern, e.g. 'github.**'.")
 @click.option("--limit", default=50, show_default=True, help="How many events at most.")
 @click.option("--system", is_flag=True, help="Include system streams ($wf-..., $dlq-...).")
+@click.option("--as-of", "as_of", type=TIME, default=None, help=TIME_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @run_async
 async def list_events(
-    store_url: str | None, type_pattern: str | None, limit: int, system: bool, as_json: bool
+    store_url: str | None,
+    type_pattern: str | None,
+    limit: int,
+    system: bool,
+    as_of: datetime | None,
+    as_json: bool,
 ) -> None:
-    """List the newest events, newest first."""
+    """List the newest events, newest first (as the log stood at ``--as-of``, if given)."""
     pattern = compile_pattern(type_pattern) if type_pattern else None
 
     async def body(store: EventStore) -> list[RecordedEvent]:
@@ -54,6 +63,8 @@ async def list_events(
                 break
             for rec in page:
                 if not system and rec.stream.startswith("$"):
+                    continue
+                if as_of is not None and rec.recorded_at > as_of:
                     continue
                 if pattern is None or pattern.matches(rec.event.type):
                     found.append(rec)

@@ -2,7 +2,8 @@
 
 The other half of ``contexten serve --no-dispatch``: the web process stores webhooks, the
 worker (sharing the store: one SQLite file, or PostgreSQL) delivers them to the handlers and
-drives the workflows. Only one worker should run a given App's subscriptions at a time.
+drives the workflows. Any number of workers (and ``serve`` processes that dispatch) share
+the subscriptions by partition leases; see ``contexten workers`` for who holds what.
 """
 
 from __future__ import annotations

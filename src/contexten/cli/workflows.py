@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -15,8 +16,10 @@ from contexten.cli._common import (
     store_option,
     with_store,
 )
+from contexten.cli._time import TIME, TIME_HELP
 from contexten.exceptions import WorkflowNotFound
 from contexten.ingress.loader import load_app
+from contexten.projections.read_side import Page, open_read_side
 from contexten.store import EventStore
 from contexten.workflows import (
     TERMINAL_STATUSES,
@@ -24,7 +27,6 @@ from contexten.workflows import (
     WorkflowInfo,
     WorkflowStatus,
     get_workflow_info,
-    list_workflows,
     request_cancel,
     request_redrive,
 )
@@ -47,33 +49,54 @@ def workflows() -> None:
     help="Only instances in this status.",
 )
 @click.option("--name", default=None, help="Only instances of this workflow.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Page size."
+)
+@click.option("--cursor", default=None, help="Continue after this page (printed on stderr).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @run_async
 async def list_instances(
-    store_url: str | None, status: str | None, name: str | None, as_json: bool
+    store_url: str | None,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
 ) -> None:
-    """List workflow instances, in id order."""
+    """List workflow instances, most recently updated first, one page at a time.
 
-    async def body(store: EventStore) -> list[WorkflowInfo]:
-        return await list_workflows(store, status, name=name)
+    Reads the ``workflows`` read model (caught up to the log first), so it costs the same
+    with ten instances or a hundred thousand.
+    """
 
-    infos = await with_store(store_url, body)
-    for info in infos:
+    async def body(store: EventStore) -> tuple[Page, dict[tuple[str, str], int]]:
+        async with open_read_side(store) as read:
+            page = await read.workflows(status=status, name=name, cursor=cursor, limit=limit)
+            open_infos = await read.open_workflow_infos() if not as_json else []
+            return page, in_flight_by_version(open_infos)
+
+    try:
+        page, in_flight = await with_store(store_url, body)
+    except ValueError as e:
+        fail(str(e))
+    for row in page.items:
         if as_json:
-            echo_json(info.to_dict())
+            echo_json(row)
         else:
-            step = clean(info.current_step or "-")
-            if info.status is WorkflowStatus.BLOCKED:
-                step = f"{clean(info.blocked_reason or '')}: {step}"
+            step = clean(row["current_step"] or "-")
+            if row["status"] == WorkflowStatus.BLOCKED.value:
+                step = f"{clean(row['blocked_reason'] or '')}: {step}"
             click.echo(
-                f"{clean(info.workflow_id):40} {clean(info.name):24} v{clean(info.version):<4} "
-                f"#{info.run:<3} {info.status!s:12} {step}"
+                f"{clean(row['workflow_id']):40} {clean(row['name']):24} "
+                f"v{clean(row['version']):<4} #{row['run']:<3} {row['status']:12} {step}"
             )
-    if not as_json and not infos:
+    if not as_json and not page.items:
         click.echo("no workflow instances", err=True)
-    if not as_json and infos:
-        for (wf_name, version), count in sorted(in_flight_by_version(infos).items()):
+    if not as_json and page.items and cursor is None:
+        for (wf_name, version), count in sorted(in_flight.items()):
             click.echo(f"in flight: {wf_name} v{version}: {count}", err=True)
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)
 
 
 def in_flight_by_version(infos: list[WorkflowInfo]) -> dict[tuple[str, str], int]:
@@ -90,12 +113,13 @@ def in_flight_by_version(infos: list[WorkflowInfo]) -> dict[tuple[str, str], int
 @workflows.command("show")
 @store_option
 @click.argument("workflow_id")
+@click.option("--as-of", "as_of", type=TIME, default=None, help=TIME_HELP)
 @run_async
-async def show(store_url: str | None, workflow_id: str) -> None:
-    """Show one instance with its whole history, as JSON."""
+async def show(store_url: str | None, workflow_id: str, as_of: datetime | None) -> None:
+    """Show one instance with its whole history, as JSON (as it was at ``--as-of``)."""
 
     async def body(store: EventStore) -> WorkflowInfo:
-        return await get_workflow_info(store, workflow_id)
+        return await get_workflow_info(store, workflow_id, as_of=as_of)
 
     echo_json((await with_store(store_url, body)).to_dict(with_history=True))
 

@@ -54,6 +54,8 @@ from contexten.ingress.body import ByteBudget, announced_length, read_body
 from contexten.ingress.config import IngressConfig, Platform
 from contexten.ingress.openapi import openapi_spec
 from contexten.ingress.receivers import RECEIVERS, SIGNATURE_HEADERS, Accepted
+from contexten.ingress.tracing import WebhookTracingMiddleware
+from contexten.observability import tracing
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from contexten.security.hosts import AllowedHosts
@@ -121,6 +123,7 @@ class _Ingress:
         self.metrics = metrics
         self.readiness = readiness or self._store_readiness
         self.stream_for = stream_for
+        self.api_paths: dict[str, Any] = {}
         self.pending_commits = 0
         """Webhook requests waiting on ``store.commit`` now (what load shedding bounds)."""
         self.large_bodies = ByteBudget(config.large_body_budget)
@@ -167,6 +170,7 @@ class _Ingress:
         except Overloaded:
             counter.labels(platform, "shed").inc()
             return self._shed()
+        event = tracing.inject(event)  # the webhook's span (WebhookTracingMiddleware)
         self.pending_commits += 1
         deadline = self.config.commit_deadline(platform) - (time.perf_counter() - started)
         try:
@@ -287,7 +291,7 @@ class _Ingress:
 
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 description of this app's HTTP API."""
-        return JSONResponse(openapi_spec())
+        return JSONResponse(openapi_spec(self.api_paths))
 
 
 def readyz_action(scope: Scope) -> str | None:
@@ -306,6 +310,7 @@ def create_ingress_app(
     manage_store: bool = False,
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    api_paths: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """Build the ingress ASGI app over ``store``.
 
@@ -325,6 +330,8 @@ def create_ingress_app(
         on_startup: awaited in order when the server starts, after the store is opened (an
             App passes its ``start``, so serving the ingress also runs the dispatcher).
         on_shutdown: awaited in order when the server stops, before the store is closed.
+        api_paths: the OpenAPI description of ``extra_routes`` that belong in
+            ``/openapi.json`` (the read-model API).
 
     Returns:
         The Starlette application; ``app.state.metrics``, ``app.state.config`` and
@@ -337,6 +344,7 @@ def create_ingress_app(
     config = config if config is not None else IngressConfig.from_env()
     metrics = metrics if metrics is not None else Metrics()
     ingress = _Ingress(store, config, metrics, readiness, stream_for)
+    ingress.api_paths = dict(api_paths or {})
     api = EventsAPI(store)
     rules: list[tuple[BaseRoute, RouteAction]] = [
         *(
@@ -386,6 +394,7 @@ def create_ingress_app(
         clock=config.clock,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(WebhookTracingMiddleware)
     app.state.metrics = metrics
     app.state.config = config
     app.state.tokens = tokens

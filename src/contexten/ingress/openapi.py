@@ -11,11 +11,12 @@ answers; the webhooks (signed instead), ``/healthz`` and ``/readyz`` declare non
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, Final
 
 from contexten.ingress.api import DEFAULT_LIMIT, MAX_LIMIT
 
-__all__ = ["openapi_spec"]
+__all__ = ["openapi_spec", "protected_operation"]
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 _SEGMENT: Final = r"(?:\*|[a-z0-9_][a-z0-9_\-]*)"
@@ -88,6 +89,10 @@ def _protected(operation: dict[str, Any], role: str = "viewer") -> dict[str, Any
     """``operation`` with the bearer scheme and the answers of the authentication layer."""
     responses = {**_auth_responses(role), **operation["responses"]}
     return {**operation, "security": [{"bearerAuth": []}], "responses": responses}
+
+
+protected_operation = _protected
+"""Public name of :func:`_protected`, for routes described outside this module."""
 
 
 def _int_query(name: str, description: str, minimum: int, default: int | None = None) -> Any:
@@ -164,8 +169,15 @@ _SCHEMAS: Final[dict[str, Any]] = {
 }
 
 
-def openapi_spec() -> dict[str, Any]:
-    """The OpenAPI document (a fresh dict each call; callers may extend it)."""
+def openapi_spec(extra_paths: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI document (a fresh dict each call), with ``extra_paths`` (routes served
+    beside these, e.g. the read-model API) added."""
+    spec = _base_spec()
+    spec["paths"].update(copy.deepcopy(dict(extra_paths or {})))
+    return spec
+
+
+def _base_spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {

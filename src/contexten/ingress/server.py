@@ -83,12 +83,16 @@ def _build(
     async def close() -> None:
         await app.store.close()  # idempotent: a no-op when the App closed its own store
 
+    from contexten.api import ReadAPI
+    from contexten.api.openapi import read_api_paths
+
     return create_ingress_app(
         app.store,
         config,
         readiness=app.health,
         metrics=metrics,
-        extra_routes=extra_routes,
+        extra_routes=[*ReadAPI(app).routes(), *extra_routes],
+        api_paths=read_api_paths(),
         on_startup=[start],
         on_shutdown=[app.stop, close] if close_store else [app.stop],
     )

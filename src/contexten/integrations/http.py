@@ -37,6 +37,7 @@ from contexten.exceptions import (
 )
 from contexten.integrations.errors import error_for_status, translate_httpx_error
 from contexten.integrations.ssrf import Resolver, SSRFGuard
+from contexten.observability import tracing
 from contexten.resilience.bulkhead import Bulkhead
 from contexten.resilience.circuit_breaker import BreakerConfig, BreakerHealth, CircuitBreaker
 from contexten.resilience.rate_limit import AdaptiveRateLimiter, BucketState, RateLimitUpdate
@@ -402,9 +403,15 @@ class PlatformHTTP:
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         permit = self.breaker.allow()
+        span = tracing.client_span(
+            self.platform, request.method, request.url.host, request.url.path
+        )
         try:
-            async with self.bulkhead:
-                response = await self._client.send(request)
+            with span as traced:
+                async with self.bulkhead:
+                    response = await self._client.send(request)
+                if traced is not None:
+                    traced.set_attribute("http.response.status_code", response.status_code)
         except httpx.HTTPError as exc:
             error = translate_httpx_error(exc, platform=self.platform)
             self.breaker.record_failure(error, permit)

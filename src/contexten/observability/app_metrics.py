@@ -25,6 +25,8 @@ metric                                            type     labels
 ``contexten_client_open_connections``             gauge    ``agent``: pooled connections open
 ``contexten_dead_letters``                        gauge    letters parked in the DLQ now
 ``contexten_supervisor_restarts_total``           counter  ``task``: background restarts
+``contexten_projection_lag``                      gauge    ``projection``: events not yet folded
+``contexten_projection_position``                 gauge    ``projection``: last position folded
 ``contexten_workflows_ended_total``               counter  ``workflow``, ``status``
 ``contexten_workflows_failed_total``              counter  ``workflow``, ``cause`` (error type)
 ``contexten_workflows_blocked_total``             counter  ``workflow``: instances blocked
@@ -248,6 +250,22 @@ class AppCollector(Collector):
                 report.dead_letters,
             )
         yield from _agent_families(report)
+        if report.projections:
+            lag = GaugeMetricFamily(
+                "contexten_projection_lag",
+                "Log entries a read model has still to fold.",
+                labels=["projection"],
+            )
+            position = GaugeMetricFamily(
+                "contexten_projection_position",
+                "The last log position folded into a read model.",
+                labels=["projection"],
+            )
+            for p in report.projections:
+                lag.add_metric([p.name], p.lag)
+                position.add_metric([p.name], p.position)
+            yield lag
+            yield position
         restarts = CounterMetricFamily(
             "contexten_supervisor_restarts",
             "Restarts of supervised background tasks after a crash.",

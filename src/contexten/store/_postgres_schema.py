@@ -85,7 +85,31 @@ _V1: Final[Migration] = (
     "INSERT INTO {s}.log_head (position, recorded_at) VALUES (0, 'epoch')",
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_V1,)
+_V2_LEASES: Final[Migration] = (
+    # Workers and partition leases (see contexten.bus.partitions). Every time is the
+    # server's clock_timestamp(), never a worker's clock.
+    """CREATE TABLE {s}.workers (
+        worker_id    TEXT        COLLATE "C" PRIMARY KEY,
+        groups       TEXT[]      NOT NULL,
+        meta         TEXT        NOT NULL,
+        started_at   TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL,
+        expires_at   TIMESTAMPTZ NOT NULL,
+        draining     BOOLEAN     NOT NULL DEFAULT FALSE
+    )""",
+    """CREATE TABLE {s}.partitions (
+        grp        TEXT        COLLATE "C" NOT NULL,
+        partition  INTEGER     NOT NULL,
+        owner      TEXT        COLLATE "C",
+        epoch      BIGINT      NOT NULL DEFAULT 0,
+        position   BIGINT      NOT NULL,
+        expires_at TIMESTAMPTZ,
+        PRIMARY KEY (grp, partition)
+    )""",
+    "CREATE INDEX partitions_owner ON {s}.partitions (owner)",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_V1, _V2_LEASES)
 """``MIGRATIONS[n - 1]`` brings a schema to version ``n``; the current version is the length.
 Append new steps; never edit a released one."""
 
@@ -115,6 +139,18 @@ class Statements:
     list_streams_below: str
     get_checkpoint: str
     channel: str
+    lock_fences: str
+    move_partitions: str
+    upsert_worker: str
+    renew_leases: str
+    remove_worker: str
+    list_workers: str
+    ensure_partitions: str
+    count_partitions: str
+    claim_partitions: str
+    release_partitions: str
+    list_partitions: str
+    list_group_partitions: str
 
     @classmethod
     def for_schema(cls, schema: str) -> Statements:
@@ -187,6 +223,84 @@ class Statements:
             ),
             get_checkpoint=f"SELECT position FROM {s}.checkpoints WHERE name = $1",
             channel=f"contexten_head_{schema}",
+            # Partition rows are always locked in (grp, partition) order, by the writer's
+            # fences and by every lease statement, so that they can never deadlock.
+            lock_fences=(
+                f"SELECT p.grp, p.partition, p.owner, p.epoch FROM {s}.partitions p "
+                "JOIN unnest($1::text[], $2::int[]) AS u(g, n) "
+                "ON p.grp = u.g AND p.partition = u.n "
+                "ORDER BY p.grp, p.partition FOR NO KEY UPDATE OF p"
+            ),
+            move_partitions=(
+                f"UPDATE {s}.partitions p SET position = u.pos "
+                "FROM unnest($1::text[], $2::int[], $3::bigint[]) AS u(g, n, pos) "
+                "WHERE p.grp = u.g AND p.partition = u.n"
+            ),
+            upsert_worker=(
+                f"INSERT INTO {s}.workers AS w (worker_id, groups, meta, started_at, "
+                "heartbeat_at, expires_at, draining) VALUES ($1, coalesce($2::text[], '{}'), "
+                "coalesce($3::text, ''), clock_timestamp(), clock_timestamp(), "
+                "clock_timestamp() + make_interval(secs => $4), $5) "
+                "ON CONFLICT (worker_id) DO UPDATE SET groups = coalesce($2::text[], w.groups), "
+                "meta = coalesce($3::text, w.meta), heartbeat_at = excluded.heartbeat_at, "
+                "expires_at = excluded.expires_at, draining = excluded.draining"
+            ),
+            renew_leases=(
+                f"WITH mine AS (SELECT grp, partition FROM {s}.partitions WHERE owner = $1 "
+                "ORDER BY grp, partition FOR NO KEY UPDATE) "
+                f"UPDATE {s}.partitions p SET expires_at = clock_timestamp() + "
+                "make_interval(secs => $2) FROM mine "
+                "WHERE p.grp = mine.grp AND p.partition = mine.partition "
+                "RETURNING p.grp, p.partition, p.owner, p.epoch, p.position, "
+                "extract(epoch FROM p.expires_at - clock_timestamp())::float8"
+            ),
+            remove_worker=(
+                f"WITH gone AS (DELETE FROM {s}.workers WHERE worker_id = $1), "
+                f"mine AS (SELECT grp, partition FROM {s}.partitions WHERE owner = $1 "
+                "ORDER BY grp, partition FOR NO KEY UPDATE) "
+                f"UPDATE {s}.partitions p SET owner = NULL, expires_at = NULL FROM mine "
+                "WHERE p.grp = mine.grp AND p.partition = mine.partition"
+            ),
+            list_workers=(
+                "SELECT worker_id, groups, meta, started_at, heartbeat_at, "
+                "extract(epoch FROM clock_timestamp() - heartbeat_at)::float8, "
+                "extract(epoch FROM expires_at - clock_timestamp())::float8, draining "
+                f"FROM {s}.workers WHERE expires_at > clock_timestamp() ORDER BY worker_id"
+            ),
+            ensure_partitions=(
+                f"INSERT INTO {s}.partitions (grp, partition, position) "
+                "SELECT $1, n, $3 FROM generate_series(0, $2 - 1) AS n "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {s}.partitions WHERE grp = $1) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            count_partitions=f"SELECT count(*) FROM {s}.partitions WHERE grp = $1",
+            claim_partitions=(
+                f"WITH free AS (SELECT grp, partition FROM {s}.partitions WHERE grp = $1 "
+                "AND (owner IS NULL OR expires_at IS NULL OR expires_at <= clock_timestamp()) "
+                "ORDER BY partition LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED) "
+                f"UPDATE {s}.partitions p SET owner = $2, epoch = p.epoch + 1, "
+                "expires_at = clock_timestamp() + make_interval(secs => $4) FROM free "
+                "WHERE p.grp = free.grp AND p.partition = free.partition "
+                "RETURNING p.grp, p.partition, p.owner, p.epoch, p.position, "
+                "extract(epoch FROM p.expires_at - clock_timestamp())::float8"
+            ),
+            release_partitions=(
+                f"WITH mine AS (SELECT grp, partition FROM {s}.partitions WHERE grp = $1 "
+                "AND owner = $2 AND partition = ANY($3::int[]) "
+                "ORDER BY grp, partition FOR NO KEY UPDATE) "
+                f"UPDATE {s}.partitions p SET owner = NULL, expires_at = NULL FROM mine "
+                "WHERE p.grp = mine.grp AND p.partition = mine.partition"
+            ),
+            list_partitions=(
+                "SELECT grp, partition, owner, epoch, position, "
+                "extract(epoch FROM expires_at - clock_timestamp())::float8 "
+                f"FROM {s}.partitions ORDER BY grp, partition"
+            ),
+            list_group_partitions=(
+                "SELECT grp, partition, owner, epoch, position, "
+                "extract(epoch FROM expires_at - clock_timestamp())::float8 "
+                f"FROM {s}.partitions WHERE grp = $1 ORDER BY partition"
+            ),
         )
 
 

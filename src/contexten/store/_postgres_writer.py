@@ -34,6 +34,7 @@ import asyncpg
 from contexten.events.codec import decode_json, encode_json
 from contexten.exceptions import (
     InvalidEvent,
+    LeaseLost,
     StoreClosed,
     StoreCorrupted,
     StoreError,
@@ -45,7 +46,13 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
     from contexten.store._postgres_schema import Connection
-from contexten.store.base import AppendResult, ExpectedVersion, StreamState, check_expected_version
+from contexten.store.base import (
+    AppendResult,
+    ExpectedVersion,
+    LeaseCheckpoint,
+    StreamState,
+    check_expected_version,
+)
 
 __all__ = ["MAX_BATCH", "CommitRequest", "EventRow", "PostgresWriter", "PreparedAppend"]
 
@@ -84,6 +91,7 @@ class CommitRequest:
     dedup_key: str | None
     checkpoint: tuple[str, int] | None
     future: asyncio.Future[list[AppendResult]]
+    lease: LeaseCheckpoint | None = None
 
 
 @dataclass(slots=True)
@@ -98,9 +106,10 @@ class _State:
     versions: dict[str, int]
     dedup: dict[str, list[AppendResult]]
     ids: set[str]
+    fences: dict[tuple[str, int], tuple[str | None, int]] = field(default_factory=dict)
 
     def copy(self) -> _State:
-        return _State(dict(self.versions), dict(self.dedup), set(self.ids))
+        return _State(dict(self.versions), dict(self.dedup), set(self.ids), self.fences)
 
 
 @dataclass(slots=True)
@@ -118,10 +127,11 @@ class _Plan:
     stream_versions: dict[str, int] = field(default_factory=dict)
     dedup: dict[str, bytes] = field(default_factory=dict)
     checkpoints: dict[str, int] = field(default_factory=dict)
+    partitions: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def writes(self) -> bool:
-        return bool(self.positions or self.dedup or self.checkpoints)
+        return bool(self.positions or self.dedup or self.checkpoints or self.partitions)
 
 
 _STOP: Final = object()
@@ -272,8 +282,11 @@ class PostgresWriter:
             _Rejected: (not careful) the database refused the batch's rows.
         """
         conn = await self._connection()
+        # A batch that appends nothing (checkpoints only, e.g. consumers' fenced partition
+        # checkpoints) assigns no position, so it need not queue behind the log_head lock.
+        appends = any(a.rows for r in batch for a in r.appends)
         try:
-            await conn.execute(self._sql.begin_and_lock)
+            await conn.execute(self._sql.begin_and_lock if appends else "BEGIN")
             start, now, state = await self._read_state(conn, batch)
             if careful:
                 plan = await self._one_by_one(conn, batch, state, start, now)
@@ -319,6 +332,13 @@ class PostgresWriter:
                 head, now = number, at
         if now is None:
             raise StoreCorrupted(f"the PostgreSQL event store {self._where} lost its log_head row")
+        fenced = sorted({(r.lease.group, r.lease.partition) for r in batch if r.lease is not None})
+        if fenced:
+            # Locked until COMMIT: a claim skips these rows, a renewal waits for them.
+            rows = await conn.fetch(
+                self._sql.lock_fences, [g for g, _ in fenced], [n for _, n in fenced]
+            )
+            state.fences = {(g, n): (owner, epoch) for g, n, owner, epoch in rows}
         return head, now, state
 
     async def _apply(self, conn: Connection, plan: _Plan, moved: bool, now: datetime) -> None:
@@ -341,6 +361,13 @@ class PostgresWriter:
             moved,
             self._sql.channel,
         )
+        if plan.partitions:
+            await conn.execute(
+                self._sql.move_partitions,
+                [g for g, _ in plan.partitions],
+                [n for _, n in plan.partitions],
+                list(plan.partitions.values()),
+            )
 
     async def _one_by_one(
         self,
@@ -384,6 +411,17 @@ def _plan(batch: Sequence[CommitRequest], state: _State, head: int) -> _Plan:
     """Check each commit of ``batch`` against ``state`` (updated as commits are accepted)."""
     plan = _Plan(head)
     for request in batch:
+        lease = request.lease
+        if lease is not None:
+            held = state.fences.get((lease.group, lease.partition))
+            if held is None:
+                plan.outcomes.append(LeaseLost(lease.group, lease.partition, "no such partition"))
+                continue
+            if held != (lease.owner, lease.epoch):
+                plan.outcomes.append(
+                    LeaseLost(lease.group, lease.partition, f"now at epoch {held[1]}")
+                )
+                continue
         key = request.dedup_key
         if key is not None and key in state.dedup:
             plan.outcomes.append([_deduplicated(r) for r in state.dedup[key]])
@@ -418,6 +456,8 @@ def _plan(batch: Sequence[CommitRequest], state: _State, head: int) -> _Plan:
             name, position = request.checkpoint
             plan.checkpoints.pop(name, None)  # the last one wins, as it would in order
             plan.checkpoints[name] = position
+        if lease is not None and lease.position is not None:
+            plan.partitions[lease.group, lease.partition] = lease.position
         plan.outcomes.append(results)
     return plan
 

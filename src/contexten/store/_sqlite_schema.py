@@ -66,7 +66,36 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
+def _add_leases(conn: sqlite3.Connection) -> None:
+    # Workers and partition leases (see contexten.bus.partitions). Times are REAL seconds
+    # since the epoch from the machine's clock, which every process sharing the file shares.
+    # groups is a JSON array of subscription names.
+    conn.execute(
+        """CREATE TABLE workers (
+            worker_id    TEXT    PRIMARY KEY,
+            groups       TEXT    NOT NULL,
+            meta         TEXT    NOT NULL,
+            started_at   REAL    NOT NULL,
+            heartbeat_at REAL    NOT NULL,
+            expires_at   REAL    NOT NULL,
+            draining     INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE partitions (
+            grp        TEXT    NOT NULL,
+            partition  INTEGER NOT NULL,
+            owner      TEXT,
+            epoch      INTEGER NOT NULL DEFAULT 0,
+            position   INTEGER NOT NULL,
+            expires_at REAL,
+            PRIMARY KEY (grp, partition)
+        )"""
+    )
+    conn.execute("CREATE INDEX partitions_owner ON partitions (owner)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_leases)
 """``MIGRATIONS[n - 1]`` brings a file to schema version ``n``; the current version is the
 length. Append new steps; never edit a released one."""
 

@@ -31,21 +31,28 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from contexten.events.codec import decode_json, encode_json
 from contexten.events.envelope import Event
-from contexten.exceptions import InvalidEvent, StoreError, StoreUnavailable, WrongExpectedVersion
+from contexten.exceptions import (
+    InvalidEvent,
+    LeaseLost,
+    StoreError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
 from contexten.store._sqlite_schema import FileIdentity, translate_error
 from contexten.store.base import (
     AppendResult,
     ExpectedVersion,
+    LeaseCheckpoint,
     StreamState,
     check_expected_version,
 )
 
-__all__ = ["CommitRequest", "Outcome", "PreparedAppend", "SqliteWriter"]
+__all__ = ["CommitRequest", "Outcome", "PreparedAppend", "SqliteWriter", "WorkRequest"]
 
 _log = logging.getLogger(__name__)
 
@@ -124,6 +131,17 @@ class CommitRequest:
     dedup_key: str | None
     checkpoint: tuple[str, int] | None
     future: asyncio.Future[list[AppendResult]]
+    lease: LeaseCheckpoint | None = None
+
+
+@dataclass(slots=True)
+class WorkRequest:
+    """A small write of its own (a heartbeat, a claim): ``work(conn, now)`` runs in its own
+    ``BEGIN IMMEDIATE`` transaction on the writer thread; ``now`` is the machine's clock in
+    seconds, the one clock every process sharing the file agrees on."""
+
+    work: Callable[[sqlite3.Connection, float], Any]
+    future: asyncio.Future[Any]
 
 
 class _Stop:
@@ -144,6 +162,7 @@ class _Batch:
     dedup: list[tuple[str, bytes]]
     checkpoints: dict[str, int]  # the last position per name wins, as it would in order
     head: int
+    partitions: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class SqliteWriter:
@@ -178,7 +197,7 @@ class SqliteWriter:
         self._path = path
         self._loop = loop
         self._on_committed = on_committed
-        self._queue: queue.SimpleQueue[CommitRequest | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[CommitRequest | WorkRequest | _Stop] = queue.SimpleQueue()
         self._stopped: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(
             target=self._run, name=f"contexten-sqlite-writer:{path}", daemon=True
@@ -188,7 +207,7 @@ class SqliteWriter:
         """Start the writer thread."""
         self._thread.start()
 
-    def submit(self, request: CommitRequest) -> None:
+    def submit(self, request: CommitRequest | WorkRequest) -> None:
         """Queue ``request``; its future resolves after the batch holding it committed."""
         self._queue.put(request)
 
@@ -227,10 +246,14 @@ class SqliteWriter:
             stop = False
             while not stop:
                 batch: list[CommitRequest] = []
+                work: WorkRequest | None = None
                 item = self._queue.get()
                 while True:
                     if isinstance(item, _Stop):
                         stop = True
+                        break
+                    if isinstance(item, WorkRequest):
+                        work = item  # after the commits queued before it
                         break
                     batch.append(item)
                     if len(batch) >= MAX_BATCH:
@@ -241,6 +264,8 @@ class SqliteWriter:
                         break
                 if batch:
                     self._write(batch)
+                if work is not None:
+                    self._work(work)
         finally:
             self._conn.close()
             self._call_soon(self._set_stopped)
@@ -277,6 +302,32 @@ class SqliteWriter:
         if self.failing is None and self.lost is None:
             _log.error("SQLite event store writes are failing: %s", reason)
         self.failing = reason
+
+    def _work(self, request: WorkRequest) -> None:
+        conn = self._conn
+        outcome: Any
+        try:
+            if self.lost is not None:
+                raise StoreUnavailable(self.lost)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                problem = self._identity.problem()  # as for commits: never into a lost file
+                if problem is not None:
+                    self._lose(problem)
+                    raise StoreUnavailable(self.lost or problem)
+                outcome = request.work(conn, time.time())
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as e:
+            outcome = translate_error(e, self._path, "writing")
+        except StoreError as e:
+            outcome = e
+        except Exception as e:  # a bug must not kill the writer and hang every caller
+            _log.exception("SQLite writer failed on a request")
+            outcome = StoreUnavailable(f"the SQLite event store {self._path!r} failed: {e!r}")
+        self._call_soon(_settle, request.future, outcome)
 
     def _deliver(
         self, batch: list[CommitRequest], outcomes: list[Outcome], head: int | None, now: int
@@ -386,14 +437,26 @@ class SqliteWriter:
         except sqlite3.IntegrityError as e:
             raise _Rejected(f"the commit breaks a store constraint: {e}") from e
         _insert_rows(conn, _UPSERT_CHECKPOINT, list(plan.checkpoints.items()))
+        if plan.partitions:
+            conn.executemany(
+                "UPDATE partitions SET position = ? WHERE grp = ? AND partition = ?",
+                [(pos, grp, number) for (grp, number), pos in plan.partitions.items()],
+            )
         return plan
 
     def _plan(self, batch: Sequence[CommitRequest], head: int, now: int) -> _Batch:
         versions = self._stream_versions({a.stream for r in batch for a in r.appends})
         stored = self._stored_dedup({r.dedup_key for r in batch if r.dedup_key is not None})
+        fences = self._fences({r.lease for r in batch if r.lease is not None})
         plan = _Batch([], [], {}, [], {}, head)
         ids: set[str] = set()
         for request in batch:
+            lease = request.lease
+            if lease is not None:
+                lost = _fenced_out(lease, fences)
+                if lost is not None:
+                    plan.outcomes.append(lost)
+                    continue
             key = request.dedup_key
             if key is not None and key in stored:
                 plan.outcomes.append([_deduplicated(r) for r in stored[key]])
@@ -425,8 +488,21 @@ class SqliteWriter:
                 name, position = request.checkpoint
                 plan.checkpoints.pop(name, None)
                 plan.checkpoints[name] = position
+            if lease is not None and lease.position is not None:
+                plan.partitions[lease.group, lease.partition] = lease.position
             plan.outcomes.append(results)
         return plan
+
+    def _fences(self, leases: set[LeaseCheckpoint]) -> dict[tuple[str, int], tuple[str, int]]:
+        """``(group, partition) -> (owner, epoch)`` of the partitions the batch's leases name."""
+        found: dict[tuple[str, int], tuple[str, int]] = {}
+        for key in {(lease.group, lease.partition) for lease in leases}:
+            row = self._conn.execute(
+                "SELECT owner, epoch FROM partitions WHERE grp = ? AND partition = ?", key
+            ).fetchone()
+            if row is not None:
+                found[key] = (row[0], row[1])
+        return found
 
     def _stream_versions(self, names: set[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -452,6 +528,26 @@ class SqliteWriter:
             ):
                 found[key] = [AppendResult(*r) for r in decode_json(raw)]
         return found
+
+
+def _fenced_out(
+    lease: LeaseCheckpoint, fences: dict[tuple[str, int], tuple[str, int]]
+) -> LeaseLost | None:
+    held = fences.get((lease.group, lease.partition))
+    if held is None:
+        return LeaseLost(lease.group, lease.partition, "no such partition")
+    if held != (lease.owner, lease.epoch):
+        return LeaseLost(lease.group, lease.partition, f"now at epoch {held[1]}")
+    return None
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _check(request: CommitRequest, versions: dict[str, int], ids: set[str]) -> Outcome | None:

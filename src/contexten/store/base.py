@@ -18,6 +18,12 @@ Semantics every backend must keep (checked by ``contexten.testing.conformance``)
 * **Waiting.** :meth:`wait_for_new` returns as soon as the log grows past a position: at once
   after a commit in this process, within ~100 ms after a commit in another process.
 * **As of.** Reads take ``as_of`` to see the stream or log as it was at a time.
+* **Workers and leases.** Processes sharing a store register as workers with a heartbeat and
+  hold a subscription's partitions by lease (owner, epoch, deadline). Every time is taken
+  from the store's own clock (the database server's; for SQLite, the machine's), never from
+  the workers'. Claiming a partition bumps its epoch; a commit that carries a
+  :class:`LeaseCheckpoint` is written only while that owner still holds that epoch
+  (fencing), else it raises :class:`~contexten.exceptions.LeaseLost` and writes nothing.
 """
 
 from __future__ import annotations
@@ -41,12 +47,16 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "HeadNotifier",
+    "LeaseCheckpoint",
+    "PartitionLease",
     "RecordedEvent",
     "StreamInfo",
     "StreamState",
+    "WorkerInfo",
     "check_append",
     "check_checkpoint",
     "check_expected_version",
+    "check_lease_checkpoint",
 ]
 
 
@@ -109,6 +119,95 @@ class StreamInfo:
 
     stream: str
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A registered worker process, as the store sees it.
+
+    Attributes:
+        worker_id: unique per process run (``host/pid/random``).
+        groups: the subscriptions it takes part in (shares partitions of).
+        meta: free text the worker describes itself with (host, pid, command).
+        started_at: when it registered (store clock).
+        heartbeat_at: its last heartbeat (store clock).
+        heartbeat_age: seconds since then, by the store's clock.
+        expires_in: seconds until it counts as dead unless it beats again (negative: dead).
+        draining: it is shutting down and handing its partitions back.
+    """
+
+    worker_id: str
+    groups: tuple[str, ...]
+    meta: str
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age: float
+    expires_in: float
+    draining: bool = False
+
+    @property
+    def alive(self) -> bool:
+        """Whether its registration has not expired."""
+        return self.expires_in > 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLease:
+    """One partition of a subscription: who holds it, under which epoch, and its checkpoint.
+
+    Attributes:
+        group: the subscription.
+        partition: 0 .. count - 1.
+        owner: the worker holding the lease, or None (free).
+        epoch: bumped at every claim; fenced writes name it.
+        position: the partition's checkpoint: every event of this partition up to here is done.
+        expires_in: seconds left on the lease by the store's clock (negative: expired; None:
+            free).
+    """
+
+    group: str
+    partition: int
+    owner: str | None
+    epoch: int
+    position: int
+    expires_in: float | None
+
+    @property
+    def held(self) -> bool:
+        """Whether someone holds an unexpired lease on it."""
+        return self.owner is not None and self.expires_in is not None and self.expires_in > 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCheckpoint:
+    """A fence for :meth:`EventStore.commit`: write only while ``owner`` holds ``epoch``.
+
+    With a ``position``, the partition's checkpoint moves there in the same transaction as
+    the commit's appends; without one, the fence only guards the appends (a handler's emits).
+    """
+
+    group: str
+    partition: int
+    owner: str
+    epoch: int
+    position: int | None = None
+
+
+def check_lease_checkpoint(lease: LeaseCheckpoint) -> None:
+    """Raise :class:`TypeError`/:class:`ValueError` unless ``lease`` is well formed."""
+    if not isinstance(lease, LeaseCheckpoint):
+        raise TypeError(f"lease must be a LeaseCheckpoint, got {lease!r}")
+    if not isinstance(lease.group, str) or not lease.group:
+        raise ValueError("a lease names a non-empty group")
+    if not isinstance(lease.owner, str) or not lease.owner:
+        raise ValueError("a lease names a non-empty owner")
+    for what, value in (("partition", lease.partition), ("epoch", lease.epoch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"a lease's {what} must be an int >= 0, got {value!r}")
+    if lease.position is not None and (
+        not isinstance(lease.position, int) or isinstance(lease.position, bool)
+    ):
+        raise TypeError(f"a lease's position must be an int, got {lease.position!r}")
 
 
 def check_expected_version(stream: str, expected: ExpectedVersion, actual: int) -> None:
@@ -243,6 +342,7 @@ class EventStore(ABC):
         *,
         dedup_key: str | None = None,
         checkpoint: tuple[str, int] | None = None,
+        lease: LeaseCheckpoint | None = None,
     ) -> list[AppendResult]:
         """Write ``appends``, the ``dedup_key`` and a ``(name, position)`` checkpoint atomically.
 
@@ -250,6 +350,11 @@ class EventStore(ABC):
         before, nothing is written and the original results come back marked
         ``deduplicated=True``. Raises ``WrongExpectedVersion`` (nothing written) when an
         expectation fails and ``StoreUnavailable`` when the write could not be made durable.
+
+        With a ``lease``, the commit is fenced: it is written only if ``lease.owner`` still
+        holds the partition under ``lease.epoch`` (checked first, before dedup), and then
+        also moves the partition's checkpoint to ``lease.position`` (if given). Otherwise it
+        raises :class:`~contexten.exceptions.LeaseLost` and writes nothing.
         """
 
     async def append(
@@ -260,12 +365,14 @@ class EventStore(ABC):
         expected_version: ExpectedVersion = StreamState.ANY,
         dedup_key: str | None = None,
         checkpoint: tuple[str, int] | None = None,
+        lease: LeaseCheckpoint | None = None,
     ) -> AppendResult:
         """Append ``events`` to one ``stream`` atomically; see :meth:`commit`."""
         results = await self.commit(
             [Append(stream, list(events), expected_version)],
             dedup_key=dedup_key,
             checkpoint=checkpoint,
+            lease=lease,
         )
         return results[0]
 
@@ -327,3 +434,58 @@ class EventStore(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
+
+    # -- workers and partition leases ------------------------------------------------------
+
+    @abstractmethod
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        groups: Sequence[str] | None = None,
+        meta: str | None = None,
+        draining: bool = False,
+    ) -> list[PartitionLease]:
+        """Register or renew worker ``worker_id`` and every partition lease it holds.
+
+        The worker and its leases then expire ``ttl`` seconds from now by the store's clock.
+        ``groups`` and ``meta`` replace what was recorded (None: keep it; empty for a new
+        worker). Returns the partitions the worker holds after the renewal (all groups).
+        """
+
+    @abstractmethod
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget ``worker_id`` and free every partition it holds (a clean exit, or a worker
+        known to be dead). Epochs are kept, so the next claim fences the old owner out."""
+
+    @abstractmethod
+    async def workers(self) -> list[WorkerInfo]:
+        """Registered workers whose registration has not expired, by worker id."""
+
+    @abstractmethod
+    async def ensure_partitions(self, group: str, count: int, *, position: int) -> int:
+        """Create partitions ``0 .. count - 1`` of ``group`` that are missing, each with the
+        checkpoint ``position``; return how many partitions the group has (existing groups
+        keep their count, so the caller can refuse a mismatch)."""
+
+    @abstractmethod
+    async def claim_partitions(
+        self, group: str, worker_id: str, *, limit: int, ttl: float
+    ) -> list[PartitionLease]:
+        """Claim up to ``limit`` partitions of ``group`` that are free or whose lease expired.
+
+        Each claimed partition gets ``worker_id`` as owner, its epoch bumped by one and a
+        lease of ``ttl`` seconds. Concurrent claimers never get the same partition (on
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED``). Returns what this call claimed.
+        """
+
+    @abstractmethod
+    async def release_partitions(
+        self, group: str, worker_id: str, partitions: Sequence[int]
+    ) -> None:
+        """Free ``partitions`` of ``group`` that ``worker_id`` holds (others are untouched)."""
+
+    @abstractmethod
+    async def partitions(self, group: str | None = None) -> list[PartitionLease]:
+        """Every partition (of ``group``, or of all groups), by group and number."""

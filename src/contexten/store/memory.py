@@ -7,23 +7,47 @@ lock in the event loop, so positions are gapless and in commit order trivially.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from contexten.events.envelope import utcnow
-from contexten.exceptions import InvalidEvent, StoreClosed
+from contexten.exceptions import InvalidEvent, LeaseLost, StoreClosed
 from contexten.store.base import (
     Append,
     AppendResult,
     EventStore,
     HeadNotifier,
+    LeaseCheckpoint,
+    PartitionLease,
     RecordedEvent,
     StreamInfo,
     StreamState,
+    WorkerInfo,
     check_expected_version,
+    check_lease_checkpoint,
 )
 
 __all__ = ["MemoryEventStore"]
+
+
+@dataclass(slots=True)
+class _Worker:
+    groups: tuple[str, ...]
+    meta: str
+    started: float
+    beat: float
+    expires: float
+    draining: bool
+
+
+@dataclass(slots=True)
+class _Partition:
+    owner: str | None
+    epoch: int
+    position: int
+    expires: float | None
 
 
 class MemoryEventStore(EventStore):
@@ -36,6 +60,8 @@ class MemoryEventStore(EventStore):
         self._by_id: dict[str, RecordedEvent] = {}
         self._dedup: dict[str, list[AppendResult]] = {}
         self._checkpoints: dict[str, int] = {}
+        self._workers: dict[str, _Worker] = {}
+        self._partitions: dict[tuple[str, int], _Partition] = {}
         self._notifier = HeadNotifier()
         self._closed = False
 
@@ -56,10 +82,14 @@ class MemoryEventStore(EventStore):
         *,
         dedup_key: str | None = None,
         checkpoint: tuple[str, int] | None = None,
+        lease: LeaseCheckpoint | None = None,
     ) -> list[AppendResult]:
         self._check_open()
         # Runs without an await between check and write, so it is atomic in the event loop.
-        if len(appends) == 1 and dedup_key is None and checkpoint is None:
+        if lease is not None:
+            check_lease_checkpoint(lease)
+            self._fence(lease)
+        elif len(appends) == 1 and dedup_key is None and checkpoint is None:
             return [self._append_one(appends[0])]
         if dedup_key is not None and dedup_key in self._dedup:
             return [_deduplicated(r) for r in self._dedup[dedup_key]]
@@ -92,8 +122,17 @@ class MemoryEventStore(EventStore):
             self._dedup[dedup_key] = results
         if checkpoint is not None:
             self._checkpoints[checkpoint[0]] = checkpoint[1]
+        if lease is not None and lease.position is not None:
+            self._partitions[lease.group, lease.partition].position = lease.position
         self._notifier.advance(len(self._log))
         return results
+
+    def _fence(self, lease: LeaseCheckpoint) -> None:
+        part = self._partitions.get((lease.group, lease.partition))
+        if part is None:
+            raise LeaseLost(lease.group, lease.partition, "no such partition")
+        if part.owner != lease.owner or part.epoch != lease.epoch:
+            raise LeaseLost(lease.group, lease.partition, f"now at epoch {part.epoch}")
 
     def _append_one(self, a: Append) -> AppendResult:
         """The common case (one stream, no dedup key, no checkpoint), without the general
@@ -187,6 +226,110 @@ class MemoryEventStore(EventStore):
     async def ping(self) -> None:
         self._check_open()
         await asyncio.sleep(0)
+
+    # -- workers and partition leases ------------------------------------------------------
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        groups: Sequence[str] | None = None,
+        meta: str | None = None,
+        draining: bool = False,
+    ) -> list[PartitionLease]:
+        self._check_open()
+        now = time.time()
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            worker = self._workers[worker_id] = _Worker((), "", now, now, now, draining)
+        if groups is not None:
+            worker.groups = tuple(groups)
+        if meta is not None:
+            worker.meta = meta
+        worker.beat, worker.expires, worker.draining = now, now + ttl, draining
+        held = []
+        for (group, number), part in sorted(self._partitions.items()):
+            if part.owner == worker_id:
+                part.expires = now + ttl
+                held.append(_lease(group, number, part, now))
+        return held
+
+    async def remove_worker(self, worker_id: str) -> None:
+        self._check_open()
+        self._workers.pop(worker_id, None)
+        for part in self._partitions.values():
+            if part.owner == worker_id:
+                part.owner, part.expires = None, None
+
+    async def workers(self) -> list[WorkerInfo]:
+        self._check_open()
+        now = time.time()
+        return [
+            WorkerInfo(
+                worker_id,
+                w.groups,
+                w.meta,
+                _utc(w.started),
+                _utc(w.beat),
+                now - w.beat,
+                w.expires - now,
+                w.draining,
+            )
+            for worker_id, w in sorted(self._workers.items())
+            if w.expires > now
+        ]
+
+    async def ensure_partitions(self, group: str, count: int, *, position: int) -> int:
+        self._check_open()
+        existing = sum(1 for g, _ in self._partitions if g == group)
+        if existing:
+            return existing
+        for number in range(count):
+            self._partitions[group, number] = _Partition(None, 0, position, None)
+        return count
+
+    async def claim_partitions(
+        self, group: str, worker_id: str, *, limit: int, ttl: float
+    ) -> list[PartitionLease]:
+        self._check_open()
+        now = time.time()
+        claimed: list[PartitionLease] = []
+        for (g, number), part in sorted(self._partitions.items()):
+            if len(claimed) >= limit:
+                break
+            if g != group or (part.expires is not None and part.expires > now and part.owner):
+                continue
+            part.owner, part.epoch, part.expires = worker_id, part.epoch + 1, now + ttl
+            claimed.append(_lease(group, number, part, now))
+        return claimed
+
+    async def release_partitions(
+        self, group: str, worker_id: str, partitions: Sequence[int]
+    ) -> None:
+        self._check_open()
+        for number in partitions:
+            part = self._partitions.get((group, number))
+            if part is not None and part.owner == worker_id:
+                part.owner, part.expires = None, None
+
+    async def partitions(self, group: str | None = None) -> list[PartitionLease]:
+        self._check_open()
+        now = time.time()
+        return [
+            _lease(g, number, part, now)
+            for (g, number), part in sorted(self._partitions.items())
+            if group is None or g == group
+        ]
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _lease(group: str, number: int, part: _Partition, now: float) -> PartitionLease:
+    expires_in = None if part.expires is None else part.expires - now
+    return PartitionLease(group, number, part.owner, part.epoch, part.position, expires_in)
 
 
 def _deduplicated(r: AppendResult) -> AppendResult:

@@ -71,10 +71,14 @@ from contexten.store.base import (
     AppendResult,
     EventStore,
     HeadNotifier,
+    LeaseCheckpoint,
+    PartitionLease,
     RecordedEvent,
     StreamInfo,
+    WorkerInfo,
     check_append,
     check_checkpoint,
+    check_lease_checkpoint,
 )
 
 __all__ = ["PostgresEventStore", "PostgresSettings", "parse_postgres_url"]
@@ -235,6 +239,7 @@ class PostgresEventStore(EventStore):
         *,
         dedup_key: str | None = None,
         checkpoint: tuple[str, int] | None = None,
+        lease: LeaseCheckpoint | None = None,
     ) -> list[AppendResult]:
         """Write atomically (see :meth:`EventStore.commit`); returns once committed.
 
@@ -260,10 +265,14 @@ class PostgresEventStore(EventStore):
             _check_text("checkpoint name", name)
             if position not in _BIGINT:
                 raise ValueError(f"checkpoint position {position} is out of range")
-        if not prepared and dedup_key is None and checkpoint is None:
+        if lease is not None:
+            check_lease_checkpoint(lease)
+            _check_text("lease group", lease.group)
+            _check_text("lease owner", lease.owner)
+        if not prepared and dedup_key is None and checkpoint is None and lease is None:
             return []
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        writer.submit(CommitRequest(prepared, dedup_key, checkpoint, future))
+        writer.submit(CommitRequest(prepared, dedup_key, checkpoint, future, lease))
         return await future
 
     async def save_checkpoint(self, name: str, position: int) -> None:
@@ -386,6 +395,99 @@ class PostgresEventStore(EventStore):
             raise StoreUnavailable(
                 f"the PostgreSQL event store {self._where} did not answer in time"
             ) from e
+
+    # -- workers and partition leases ----------------------------------------------------------
+
+    async def _lease_write(self, doing: str, *statements: tuple[str, tuple[object, ...]]) -> Any:
+        """Run ``statements`` in one transaction on a pooled connection; the last one's rows."""
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                rows: list[asyncpg.Record] = []
+                for sql, args in statements:
+                    rows = await conn.fetch(sql, *args)
+                return rows
+        except _DRIVER_ERRORS as e:
+            raise translate_error(e, self._where, doing) from e
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        groups: Sequence[str] | None = None,
+        meta: str | None = None,
+        draining: bool = False,
+    ) -> list[PartitionLease]:
+        """Register or renew a worker and its leases (see the port)."""
+        _check_text("worker id", worker_id)
+        rows = await self._lease_write(
+            "renewing a worker",
+            (
+                self._sql.upsert_worker,
+                (worker_id, None if groups is None else list(groups), meta, ttl, draining),
+            ),
+            (self._sql.renew_leases, (worker_id, ttl)),
+        )
+        return sorted(_leases(rows), key=lambda p: (p.group, p.partition))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker and free its partitions (see the port)."""
+        _check_text("worker id", worker_id)
+        await self._lease_write("removing a worker", (self._sql.remove_worker, (worker_id,)))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers (see the port)."""
+        rows = await self._fetch(self._sql.list_workers)
+        return [
+            WorkerInfo(wid, tuple(groups), meta, started, beat, age, left, draining)
+            for wid, groups, meta, started, beat, age, left, draining in rows
+        ]
+
+    async def ensure_partitions(self, group: str, count: int, *, position: int) -> int:
+        """Create a group's partitions if missing (see the port)."""
+        _check_text("group", group)
+        rows = await self._lease_write(
+            "creating partitions",
+            (self._sql.ensure_partitions, (group, count, position)),
+            (self._sql.count_partitions, (group,)),
+        )
+        return int(rows[0][0])
+
+    async def claim_partitions(
+        self, group: str, worker_id: str, *, limit: int, ttl: float
+    ) -> list[PartitionLease]:
+        """Claim free or expired partitions with ``FOR UPDATE SKIP LOCKED`` (see the port)."""
+        if limit <= 0:
+            return []
+        _check_text("group", group)
+        _check_text("worker id", worker_id)
+        rows = await self._lease_write(
+            "claiming partitions",
+            (self._sql.claim_partitions, (group, worker_id, limit, ttl)),
+        )
+        return sorted(_leases(rows), key=lambda p: p.partition)
+
+    async def release_partitions(
+        self, group: str, worker_id: str, partitions: Sequence[int]
+    ) -> None:
+        """Free partitions this worker holds (see the port)."""
+        if not partitions:
+            return
+        await self._lease_write(
+            "releasing partitions",
+            (self._sql.release_partitions, (group, worker_id, list(partitions))),
+        )
+
+    async def partitions(self, group: str | None = None) -> list[PartitionLease]:
+        """Every partition of ``group`` or of all groups (see the port)."""
+        if group is None:
+            rows = await self._fetch(self._sql.list_partitions)
+        elif not _storable(group):
+            return []
+        else:
+            rows = await self._fetch(self._sql.list_group_partitions, group)
+        return _leases(rows)
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -533,6 +635,13 @@ def _aware(when: datetime) -> datetime:
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError("as_of must be timezone-aware")
     return when
+
+
+def _leases(rows: Sequence[asyncpg.Record]) -> list[PartitionLease]:
+    return [
+        PartitionLease(grp, number, owner, epoch, position, expires_in)
+        for grp, number, owner, epoch, position, expires_in in rows
+    ]
 
 
 def _records(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:

@@ -29,6 +29,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from contexten.exceptions import (
     StoreUnavailable,
 )
 from contexten.observability.redaction import redact_url
+from contexten.store import _sqlite_leases as leases
 from contexten.store._recent import RecentLog
 from contexten.store._sqlite_schema import (
     MIGRATIONS,
@@ -54,16 +56,26 @@ from contexten.store._sqlite_schema import (
     prepare_schema,
     translate_error,
 )
-from contexten.store._sqlite_writer import CommitRequest, Outcome, PreparedAppend, SqliteWriter
+from contexten.store._sqlite_writer import (
+    CommitRequest,
+    Outcome,
+    PreparedAppend,
+    SqliteWriter,
+    WorkRequest,
+)
 from contexten.store.base import (
     Append,
     AppendResult,
     EventStore,
     HeadNotifier,
+    LeaseCheckpoint,
+    PartitionLease,
     RecordedEvent,
     StreamInfo,
+    WorkerInfo,
     check_append,
     check_checkpoint,
+    check_lease_checkpoint,
 )
 
 __all__ = ["SqliteEventStore", "parse_sqlite_url"]
@@ -282,6 +294,7 @@ class SqliteEventStore(EventStore):
         *,
         dedup_key: str | None = None,
         checkpoint: tuple[str, int] | None = None,
+        lease: LeaseCheckpoint | None = None,
     ) -> list[AppendResult]:
         """Write atomically (see :meth:`EventStore.commit`); returns once durable.
 
@@ -297,10 +310,21 @@ class SqliteEventStore(EventStore):
         prepared = [_prepare(a) for a in appends]
         if checkpoint is not None:
             check_checkpoint(checkpoint)
-        if not prepared and dedup_key is None and checkpoint is None:
+        if lease is not None:
+            check_lease_checkpoint(lease)
+        if not prepared and dedup_key is None and checkpoint is None and lease is None:
             return []
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        writer.submit(CommitRequest(prepared, dedup_key, checkpoint, future))
+        writer.submit(CommitRequest(prepared, dedup_key, checkpoint, future, lease))
+        return await future
+
+    async def _work(self, work: Callable[[sqlite3.Connection, float], _T]) -> _T:
+        """Run ``work`` in its own write transaction on the writer thread."""
+        writer = self._require_writer()
+        if not writer.alive:
+            raise StoreUnavailable(f"the SQLite event store {self.path!r}: its writer stopped")
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        writer.submit(WorkRequest(work, future))
         return await future
 
     async def save_checkpoint(self, name: str, position: int) -> None:
@@ -423,6 +447,50 @@ class SqliteEventStore(EventStore):
         if problem is not None:
             raise StoreUnavailable(problem)
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- workers and partition leases ----------------------------------------------------------
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        groups: Sequence[str] | None = None,
+        meta: str | None = None,
+        draining: bool = False,
+    ) -> list[PartitionLease]:
+        """Register or renew a worker and its leases (see the port)."""
+        return await self._work(
+            functools.partial(leases.heartbeat, worker_id, ttl, groups, meta, draining)
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker and free its partitions (see the port)."""
+        await self._work(functools.partial(leases.remove_worker, worker_id))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers (see the port)."""
+        return await self._read(lambda conn: leases.list_workers(conn, time.time()))
+
+    async def ensure_partitions(self, group: str, count: int, *, position: int) -> int:
+        """Create a group's partitions if missing (see the port)."""
+        return await self._work(functools.partial(leases.ensure, group, count, position))
+
+    async def claim_partitions(
+        self, group: str, worker_id: str, *, limit: int, ttl: float
+    ) -> list[PartitionLease]:
+        """Claim free or expired partitions (see the port)."""
+        return await self._work(functools.partial(leases.claim, group, worker_id, limit, ttl))
+
+    async def release_partitions(
+        self, group: str, worker_id: str, partitions: Sequence[int]
+    ) -> None:
+        """Free partitions this worker holds (see the port)."""
+        await self._work(functools.partial(leases.release, group, worker_id, list(partitions)))
+
+    async def partitions(self, group: str | None = None) -> list[PartitionLease]:
+        """Every partition of ``group`` or of all groups (see the port)."""
+        return await self._read(lambda conn: leases.list_partitions(group, conn, time.time()))
 
     # -- waiting -----------------------------------------------------------------------------
 

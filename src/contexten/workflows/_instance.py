@@ -25,6 +25,7 @@ from contexten.exceptions import (
     WorkflowCancelled,
     WrongExpectedVersion,
 )
+from contexten.observability import tracing
 from contexten.resilience.retry import RetryPolicy
 from contexten.store.base import Append, AppendResult, RecordedEvent
 from contexten.workflows._limits import Slot
@@ -219,13 +220,22 @@ class WorkflowInstance:
 
     # -- the run loop -------------------------------------------------------------------------
 
+    def _trigger_traceparent(self) -> str | None:
+        """The trace of the event that started the instance (its steps' spans join it)."""
+        value = self.state.input
+        if self.state.input_is_event and isinstance(value, dict):
+            found = value.get("traceparent")
+            return found if isinstance(found, str) else None
+        return None
+
     async def run(self) -> None:
         """Execute until the instance ends; reload and re-execute when the history moved."""
         backoff = 0.1
         try:
             while True:
                 try:
-                    await self._execute()
+                    with tracing.attach_event_context(self._trigger_traceparent()):
+                        await self._execute()
                     return
                 except Reload:
                     pass

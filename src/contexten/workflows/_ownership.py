@@ -7,43 +7,36 @@ Each engine has an owner id, ``host/pid/random``; an instance's stream records i
 instance only if it owns it or the owner is gone, and claims it first with an append that
 names the stream version it read, so of two engines adopting the same orphan only one wins.
 
-An owner is gone when: it is this process's and no longer running here; or it ran on this
-host under a process id that no longer exists (a ``kill -9`` is noticed at once); or its
-heartbeat, a checkpoint ``$wf-owner:{id}`` holding wall-clock seconds and renewed every
-``lease / 3`` seconds, is older than ``lease`` (another host that died).
+An engine is a worker of the store's worker registry (the one the dispatcher's partition
+leases use, see :mod:`contexten.bus.partitions`): it registers under its owner id and renews
+its registration every ``lease / 3`` seconds, with times from the store's clock, never the
+engines' own. An owner is gone when: it is this process's and no longer running here; or it
+ran on this host under a process id that no longer exists (a ``kill -9`` is noticed at once);
+or its registration lapsed (no heartbeat for ``lease`` seconds by the store's clock: another
+host that died), so its instances are adopted within a lease and an adoption round.
+
+Engines of earlier versions beat a ``$wf-owner:{id}`` checkpoint of wall-clock seconds
+instead; such an owner counts as alive while that beat is fresh, so a rolling upgrade does
+not adopt instances a running older engine still executes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import time
-from typing import Final
 
+from contexten.bus.partitions import local_worker_gone, new_worker_id, of_this_process
 from contexten.store.base import EventStore
 
 __all__ = ["Ownership", "new_owner_id"]
 
 _log = logging.getLogger("contexten.workflows")
-_HOST: Final = socket.gethostname().replace("/", "_")
 _LIVE: set[str] = set()  # owners running in this process
 
 
 def new_owner_id() -> str:
-    """A fresh owner id for an engine of this process."""
-    return f"{_HOST}/{os.getpid()}/{secrets.token_hex(4)}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """A fresh owner id for an engine of this process (a worker id: ``host/pid/random``)."""
+    return new_worker_id()
 
 
 class Ownership:
@@ -60,15 +53,15 @@ class Ownership:
         return f"$wf-owner:{owner}"
 
     async def beat(self) -> None:
-        """Renew this engine's heartbeat."""
+        """Renew this engine's registration (it lasts ``lease`` seconds by the store's clock)."""
         _LIVE.add(self.owner)
-        await self.store.save_checkpoint(self._key(self.owner), int(time.time()))
+        await self.store.heartbeat(self.owner, ttl=self.lease, meta="workflow engine")
 
     async def release(self) -> None:
         """Stop owning: others may adopt this engine's instances at once."""
         _LIVE.discard(self.owner)
         try:
-            await self.store.save_checkpoint(self._key(self.owner), 0)
+            await self.store.remove_worker(self.owner)
         except Exception as e:
             # Best effort (stop() runs on shutdown and on a failed start, the store may be
             # down): without the release, other engines adopt our instances once the lease
@@ -90,13 +83,11 @@ class Ownership:
         return result
 
     async def _gone(self, owner: str) -> bool:
-        host, _, rest = owner.partition("/")
-        pid_text = rest.partition("/")[0]
-        if host == _HOST and pid_text.isdigit():
-            pid = int(pid_text)
-            if pid == os.getpid():
-                return owner not in _LIVE
-            if not _pid_alive(pid):
-                return True
-        beat = await self.store.get_checkpoint(self._key(owner))
-        return not beat or time.time() - beat > self.lease
+        if of_this_process(owner):
+            return owner not in _LIVE
+        if local_worker_gone(owner):
+            return True
+        if any(w.worker_id == owner for w in await self.store.workers()):
+            return False
+        legacy = await self.store.get_checkpoint(self._key(owner))
+        return not legacy or time.time() - legacy > self.lease

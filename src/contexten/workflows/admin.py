@@ -133,21 +133,27 @@ class WorkflowInfo:
         return out
 
 
-async def load_state(store: EventStore, workflow_id: str) -> WorkflowState | None:
-    """The folded state of instance ``workflow_id``, or None if it does not exist."""
-    records = await store.read_stream(stream_name(workflow_id))
+async def load_state(
+    store: EventStore, workflow_id: str, *, as_of: datetime | None = None
+) -> WorkflowState | None:
+    """The folded state of instance ``workflow_id`` (as it was at ``as_of``, if given), or
+    None if it did not exist."""
+    records = await store.read_stream(stream_name(workflow_id), as_of=as_of)
     if not records:
         return None
     return fold(records, workflow_id)
 
 
-async def get_workflow_info(store: EventStore, workflow_id: str) -> WorkflowInfo:
-    """The snapshot of instance ``workflow_id``, with its history.
+async def get_workflow_info(
+    store: EventStore, workflow_id: str, *, as_of: datetime | None = None
+) -> WorkflowInfo:
+    """The snapshot of instance ``workflow_id``, with its history (as of ``as_of``: the
+    history recorded up to then, folded).
 
     Raises:
-        WorkflowNotFound: no such instance.
+        WorkflowNotFound: no such instance (then).
     """
-    state = await load_state(store, workflow_id)
+    state = await load_state(store, workflow_id, as_of=as_of)
     if state is None:
         raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
     return WorkflowInfo.from_state(state)

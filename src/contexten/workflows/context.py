@@ -32,6 +32,7 @@ from contexten.exceptions import (
     WorkflowCancelled,
     WorkflowTimeoutError,
 )
+from contexten.observability import tracing
 from contexten.resilience.retry import RetryPolicy
 from contexten.store.base import Append, AppendResult, RecordedEvent
 from contexten.workflows.history import (
@@ -480,6 +481,7 @@ class WorkflowContext:
             return
         await self._before_live()
         target = stream or public_stream(self.workflow_id)
+        event = tracing.inject(event)
         data = {"seq": seq, "event_id": event.id, "type": event.type, "stream": target}
         await self._append([self._event("event_emitted", data)], [Append(target, [event])])
 

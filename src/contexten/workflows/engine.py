@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -165,6 +165,9 @@ class WorkflowEngine:
         """What this engine counted since it started (ended, failed by cause...)."""
         self.schedules = Scheduler(self)
         """The durable schedules this engine fires (with every other engine on the store)."""
+        self.unfinished_index: Callable[[], Awaitable[list[str]]] | None = None
+        """Where the ids of unfinished instances come from (the App's ``workflows`` read
+        model); None: list and fold every instance stream."""
 
     # -- registration ------------------------------------------------------------------------
 
@@ -373,17 +376,18 @@ class WorkflowEngine:
         await self.ownership.release()
 
     async def _unfinished(self) -> list[WorkflowState]:
-        streams = await self.store.list_streams(STREAM_PREFIX, limit=10**9)
+        if self.unfinished_index is not None:  # a read model knows which; fold only those
+            streams = [stream_name(i) for i in await self.unfinished_index()]
+        else:
+            streams = [s.stream for s in await self.store.list_streams(STREAM_PREFIX, limit=10**9)]
         states: list[WorkflowState] = []
         for i in range(0, len(streams), _RECOVERY_CHUNK):
             chunk = [
-                s
-                for s in streams[i : i + _RECOVERY_CHUNK]
-                if workflow_id_of(s.stream) not in self._live
+                s for s in streams[i : i + _RECOVERY_CHUNK] if workflow_id_of(s) not in self._live
             ]
-            batches = await asyncio.gather(*(self.store.read_stream(s.stream) for s in chunk))
-            for info, records in zip(chunk, batches, strict=True):
-                state = fold(records, workflow_id_of(info.stream))
+            batches = await asyncio.gather(*(self.store.read_stream(s) for s in chunk))
+            for stream, records in zip(chunk, batches, strict=True):
+                state = fold(records, workflow_id_of(stream))
                 if state.exists and not state.terminal:
                     states.append(state)
         return states

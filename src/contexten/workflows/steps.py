@@ -26,6 +26,7 @@ import msgspec
 
 from contexten.clock import Clock, WallClock
 from contexten.exceptions import NonRetryableError, StepTimeout, WorkflowError
+from contexten.observability import tracing
 from contexten.resilience.retry import RetryPolicy
 
 __all__ = [
@@ -214,11 +215,17 @@ async def execute_step(
         attempt += 1
         current = info if attempt == 1 else replace(info, attempt=attempt)
         token = _current.set(current)
+        span = tracing.step_span(
+            info.workflow_id, info.name, attempt, compensation=info.compensation
+        )
         try:
-            if seconds is None:
-                raw = await _invoke(fn, args, call_kwargs)
-            else:
-                raw = await _with_timeout(timer_clock, seconds, fn, args, call_kwargs, info.name)
+            with span:
+                if seconds is None:
+                    raw = await _invoke(fn, args, call_kwargs)
+                else:
+                    raw = await _with_timeout(
+                        timer_clock, seconds, fn, args, call_kwargs, info.name
+                    )
             return StepOutcome(True, to_json_value(raw), None, attempt)
         except Exception as error:
             if not policy.should_retry(attempt, error):

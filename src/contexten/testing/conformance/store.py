@@ -33,6 +33,7 @@ from contexten.store.base import (
     StreamState,
 )
 from contexten.testing.conformance._store_machine import store_machine
+from contexten.testing.conformance.leases import LeaseConformance
 
 __all__ = ["EventStoreConformance"]
 
@@ -47,7 +48,7 @@ def _ids(records: list[RecordedEvent]) -> list[str]:
     return [r.event.id for r in records]
 
 
-class EventStoreConformance:
+class EventStoreConformance(LeaseConformance):
     """The event-store contract as tests; subclass it once per backend.
 
     Override :meth:`make_store`. Set :attr:`supports_reopen` to False for a backend that

@@ -1,0 +1,344 @@
+"""REST API v1 over the read models: workflows, dead letters, work items, projections.
+
+Every listing reads a read model (never folds streams), is bounded (``limit`` at most
+:data:`MAX_LIMIT`) and paginated by an opaque ``cursor`` (``next_cursor`` in the answer; null
+on the last page). Operator actions (cancel, redrive, discard, bulk redrive/discard) are
+recorded as ``contexten.audit.*`` events naming the token's public id, never the token.
+
+=============================================  =========  =====================================
+route                                          action     what
+=============================================  =========  =====================================
+``GET /api/v1/workflows``                      viewer     instances (status, name, since, until)
+``GET /api/v1/workflows/{id}``                 viewer     one instance, its history, its machine
+``POST /api/v1/workflows/{id}/cancel``         operator   compensate, then end cancelled
+``POST /api/v1/workflows/{id}/redrive``        operator   run a failed instance again
+``GET /api/v1/dead-letters``                   viewer     letters (subscription, status)
+``GET /api/v1/dead-letters/counts``            viewer     exact counts by subscription, status
+``GET /api/v1/dead-letters/{id}``              viewer     one letter
+``POST /api/v1/dead-letters/{id}/redrive``     operator   send it back to its subscription
+``POST /api/v1/dead-letters/{id}/discard``     operator   give up on it
+``POST /api/v1/dead-letters/redrive``          operator   every parked letter (of a subscription)
+``POST /api/v1/dead-letters/discard``          operator   every parked letter (of a subscription)
+``GET /api/v1/work-items``                     viewer     search by correlation-id prefix
+``GET /api/v1/work-items/{id}``                viewer     a work item and a page of its timeline
+``GET /api/v1/projections``                    viewer     each read model's position and lag
+``GET /api/v1/platforms``                      viewer     per platform: traffic, errors, breaker
+=============================================  =========  =====================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from contexten.bus.dead_letters import DeadLetterStatus
+from contexten.events.codec import encode_json
+from contexten.exceptions import DeadLetterNotFound, WorkflowNotFound
+from contexten.observability.logging import get_logger
+from contexten.security.audit import audit_type, record_audit
+from contexten.security.middleware import principal_of
+from contexten.workflows.admin import get_workflow_info, request_cancel, request_redrive
+from contexten.workflows.history import WorkflowStatus
+
+if TYPE_CHECKING:
+    from contexten.app import App
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "ReadAPI"]
+
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 500
+_MAX_ID: Final = 300
+_BASE: Final = "/api/v1"
+
+_log = get_logger("contexten.api")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(encode_json(content), status, media_type="application/json")
+
+
+def _error(status: int, error: str, detail: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": error}
+    if detail is not None:
+        body["detail"] = detail
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(body, status, headers=headers)
+
+
+def _limit(request: Request, default: int = DEFAULT_LIMIT) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 6 or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _position(request: Request, name: str) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise _BadRequest(f"{name} must be a log position (a whole number)")
+    return int(raw)
+
+
+def _text(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > _MAX_ID:
+        raise _BadRequest(f"{name} is too long")
+    return value
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    value = _text(request, name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset") from None
+    if parsed.tzinfo is None:
+        raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset")
+    return parsed
+
+
+def _choice(request: Request, name: str, allowed: list[str]) -> str | None:
+    value = _text(request, name)
+    if value is not None and value not in allowed:
+        raise _BadRequest(f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _path_id(request: Request) -> str:
+    value: str = request.path_params["id"]
+    if len(value) > _MAX_ID:
+        raise _NotFound
+    return value
+
+
+def _guard(handler: Handler) -> Handler:
+    """Answer 400 for bad parameters, 404 for unknown ids, 503 when the store fails."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (_BadRequest, ValueError) as e:
+            return _error(400, "bad request", str(e))
+        except (_NotFound, WorkflowNotFound, DeadLetterNotFound):
+            return _error(404, "not found")
+        except Exception as e:
+            _log.error("API request failed", path=request.url.path, error=type(e).__name__)
+            return _error(503, "store unavailable")
+
+    guarded.__name__ = handler.__name__
+    return guarded
+
+
+class ReadAPI:
+    """The ``/api/v1`` routes over a running :class:`~contexten.App`'s read models."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def routes(self) -> list[tuple[Route, str]]:
+        """Each route with the permission action it needs (the one check decides)."""
+
+        def r(path: str, handler: Handler, method: str, action: str) -> tuple[Route, str]:
+            return Route(_BASE + path, _guard(handler), methods=[method]), action
+
+        return [
+            r("/workflows", self.list_workflows, "GET", "workflows:read"),
+            r("/workflows/{id}", self.get_workflow, "GET", "workflows:read"),
+            r("/workflows/{id}/cancel", self.cancel_workflow, "POST", "workflows:cancel"),
+            r("/workflows/{id}/redrive", self.redrive_workflow, "POST", "workflows:redrive"),
+            r("/dead-letters", self.list_letters, "GET", "dlq:read"),
+            r("/dead-letters/counts", self.letter_counts, "GET", "dlq:read"),
+            r("/dead-letters/redrive", self.redrive_letters, "POST", "dlq:redrive"),
+            r("/dead-letters/discard", self.discard_letters, "POST", "dlq:discard"),
+            r("/dead-letters/{id}", self.get_letter, "GET", "dlq:read"),
+            r("/dead-letters/{id}/redrive", self.redrive_letter, "POST", "dlq:redrive"),
+            r("/dead-letters/{id}/discard", self.discard_letter, "POST", "dlq:discard"),
+            r("/work-items", self.search_work_items, "GET", "events:read"),
+            r("/work-items/{id}", self.get_work_item, "GET", "events:read"),
+            r("/projections", self.list_projections, "GET", "health:read"),
+            r("/platforms", self.list_platforms, "GET", "health:read"),
+        ]
+
+    async def _audit(
+        self, request: Request, action: str, outcome: str, target: str | None, detail: str = ""
+    ) -> None:
+        client = request.client.host if request.client is not None else None
+        await record_audit(
+            self.app.store,
+            audit_type(action),
+            principal=principal_of(request),
+            client=client,
+            outcome=outcome,
+            target=target,
+            detail=detail or None,
+            request=(request.method, request.url.path),
+        )
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    async def list_workflows(self, request: Request) -> Response:
+        """A page of instances, most recently updated first."""
+        page = await self.app.read.workflows(
+            status=_choice(request, "status", [s.value for s in WorkflowStatus]),
+            name=_text(request, "name"),
+            since=_time(request, "since"),
+            until=_time(request, "until"),
+            cursor=_text(request, "cursor"),
+            limit=_limit(request),
+        )
+        return _json({"items": page.items, "next_cursor": page.next_cursor})
+
+    async def get_workflow(self, request: Request) -> Response:
+        """One instance: its row, its history (one stream read) and, for a state machine
+        this app knows, its states and transitions."""
+        info = await get_workflow_info(self.app.store, _path_id(request))
+        body = info.to_dict(with_history=True)
+        machine = self.app.workflows.machines.get(info.name)
+        if machine is not None:
+            body["machine"] = {
+                "initial": machine.initial,
+                "states": sorted(machine.states),
+                "transitions": [
+                    {"from": sorted(t.sources), "on": t.on, "to": t.to} for t in machine.transitions
+                ],
+            }
+        return _json(body)
+
+    async def cancel_workflow(self, request: Request) -> Response:
+        """Ask an instance to cancel (202), or 409 if it has ended."""
+        workflow_id = _path_id(request)
+        done = await request_cancel(self.app.store, workflow_id, "cancelled through the API")
+        await self._audit(request, "workflows:cancel", "done" if done else "unchanged", workflow_id)
+        if not done:
+            return _error(409, "conflict", "the instance has ended or is being cancelled")
+        return _json({"status": "cancel requested", "workflow_id": workflow_id}, 202)
+
+    async def redrive_workflow(self, request: Request) -> Response:
+        """Ask a failed instance to run again (202), or 409 if it is not failed."""
+        workflow_id = _path_id(request)
+        done = await request_redrive(self.app.store, workflow_id)
+        await self._audit(
+            request, "workflows:redrive", "done" if done else "unchanged", workflow_id
+        )
+        if not done:
+            return _error(409, "conflict", "the instance is not failed")
+        return _json({"status": "redrive requested", "workflow_id": workflow_id}, 202)
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    async def list_letters(self, request: Request) -> Response:
+        """A page of letters, oldest first (``status=all`` for every status)."""
+        statuses = [s.value for s in DeadLetterStatus] + ["all"]
+        status = _choice(request, "status", statuses) or DeadLetterStatus.PARKED.value
+        page = await self.app.read.dead_letters(
+            subscription=_text(request, "subscription"),
+            status=None if status == "all" else status,
+            cursor=_text(request, "cursor"),
+            limit=_limit(request),
+        )
+        return _json({"items": [x.to_dict() for x in page.items], "next_cursor": page.next_cursor})
+
+    async def letter_counts(self, request: Request) -> Response:
+        """Exact counts by subscription and status, and the open (parked) total."""
+        counts = await self.app.read.dead_letter_counts()
+        parked = sum(c.get(DeadLetterStatus.PARKED.value, 0) for c in counts.values())
+        return _json({"open": parked, "by_subscription": counts})
+
+    async def get_letter(self, request: Request) -> Response:
+        """One letter (from its stream: exact even before the read model caught up)."""
+        return _json((await self.app.dead_letters.get(_path_id(request))).to_dict())
+
+    async def _decide_one(self, request: Request, action: str) -> Response:
+        letter_id = _path_id(request)
+        queue = self.app.dead_letters
+        done = await (queue.redrive if action == "dlq:redrive" else queue.discard)(letter_id)
+        await self._audit(request, action, "done" if done else "unchanged", letter_id)
+        if not done:
+            return _error(409, "conflict", "the letter is not parked")
+        status = "redriven" if action == "dlq:redrive" else "discarded"
+        return _json({"status": status, "id": letter_id})
+
+    async def redrive_letter(self, request: Request) -> Response:
+        """Send a parked letter's event back to its subscription, once."""
+        return await self._decide_one(request, "dlq:redrive")
+
+    async def discard_letter(self, request: Request) -> Response:
+        """Give up on a parked letter."""
+        return await self._decide_one(request, "dlq:discard")
+
+    async def _decide_all(self, request: Request, action: str) -> Response:
+        subscription = _text(request, "subscription")
+        letters = await self.app.read.all_dead_letters(subscription)
+        queue = self.app.dead_letters
+        decide = queue.redrive if action == "dlq:redrive" else queue.discard
+        done = 0
+        for letter in letters:
+            if await decide(letter.id):
+                done += 1
+        await self._audit(
+            request, action, "done", subscription or "*", f"{done} of {len(letters)} letters"
+        )
+        return _json({"matched": len(letters), "done": done})
+
+    async def redrive_letters(self, request: Request) -> Response:
+        """Redrive every parked letter (of ``subscription``)."""
+        return await self._decide_all(request, "dlq:redrive")
+
+    async def discard_letters(self, request: Request) -> Response:
+        """Discard every parked letter (of ``subscription``)."""
+        return await self._decide_all(request, "dlq:discard")
+
+    # -- work items, projections, platforms ----------------------------------------------------
+
+    async def search_work_items(self, request: Request) -> Response:
+        """Work items whose correlation id starts with ``prefix``."""
+        prefix = _text(request, "prefix") or ""
+        items = await self.app.read.search_work_items(prefix, limit=_limit(request))
+        return _json({"items": items})
+
+    async def get_work_item(self, request: Request) -> Response:
+        """A work item's summary and one page of its timeline (``after``: a position)."""
+        correlation_id = _path_id(request)
+        item = await self.app.read.work_item(correlation_id)
+        if item is None:
+            raise _NotFound
+        page = await self.app.read.timeline(
+            correlation_id, after=_position(request, "after"), limit=_limit(request)
+        )
+        return _json({"work_item": item, "timeline": page.items, "next_after": page.next_cursor})
+
+    async def list_projections(self, request: Request) -> Response:
+        """Each read model's position, lag, version and state."""
+        return _json({"items": [s.to_dict() for s in await self.app.projections.status()]})
+
+    async def list_platforms(self, request: Request) -> Response:
+        """Per platform: webhooks, actions and recent errors from the log, merged with the
+        running agents' breaker state and availability."""
+        rows = {r["platform"]: r for r in await self.app.read.platforms()}
+        agents = (await self.app.health()).agents
+        for name, live in agents.items():
+            rows.setdefault(name, {"platform": name})["live"] = dict(live)
+        return _json({"items": [rows[k] for k in sorted(rows)]})

@@ -1,0 +1,138 @@
+"""An app's projections: registry, runners under the supervisor, status, rebuild and reads."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from contexten.exceptions import ConfigurationError, ProjectionNotFound
+from contexten.projections.base import Projection, Query, ReadModels, Table
+from contexten.projections.runner import Progress, ProjectionRunner, ProjectionStatus
+from contexten.store.base import EventStore
+
+__all__ = ["Projections", "TaskStarter"]
+
+
+class TaskStarter(Protocol):
+    """What runs the runners: the app's supervisor (restarts a crashed runner)."""
+
+    def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run ``factory()`` as task ``name``, again after each crash."""
+
+
+class Projections:
+    """The projections of one store: register, run, inspect, rebuild and read them.
+
+    Args:
+        store: the event store (opened by its owner).
+        models: the read-model backend beside it (opened by :meth:`open`).
+        batch_size: events per transaction.
+    """
+
+    def __init__(self, store: EventStore, models: ReadModels, *, batch_size: int = 500) -> None:
+        self.store = store
+        self.models = models
+        self.batch_size = batch_size
+        self._runners: dict[str, ProjectionRunner] = {}
+        self._tables: dict[str, Table] = {}
+        self._open = False
+
+    def add(self, projection: Projection) -> Projection:
+        """Register ``projection`` (before the app starts, or it runs from the next start).
+
+        Raises:
+            ConfigurationError: its name or one of its table names is taken.
+        """
+        if projection.name in self._runners:
+            raise ConfigurationError(f"a projection named {projection.name!r} is registered")
+        for table in projection.tables:
+            if table.name in self._tables:
+                raise ConfigurationError(f"a read-model table {table.name!r} is registered")
+        for table in projection.tables:
+            self._tables[table.name] = table
+        self._runners[projection.name] = ProjectionRunner(
+            self.store, self.models, projection, batch_size=self.batch_size
+        )
+        return projection
+
+    @property
+    def names(self) -> builtins.list[str]:
+        """The registered projections' names, in registration order."""
+        return list(self._runners)
+
+    def runner(self, name: str) -> ProjectionRunner:
+        """The runner of projection ``name``.
+
+        Raises:
+            ProjectionNotFound: no such projection.
+        """
+        try:
+            return self._runners[name]
+        except KeyError:
+            known = ", ".join(self._runners) or "none"
+            raise ProjectionNotFound(f"no projection {name!r} (known: {known})") from None
+
+    def table(self, name: str) -> Table:
+        """The registered table ``name``.
+
+        Raises:
+            ProjectionNotFound: no projection declares it.
+        """
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise ProjectionNotFound(f"no read-model table {name!r}") from None
+
+    async def open(self) -> None:
+        """Open the backend and create every projection's tables. Idempotent."""
+        if self._open:
+            return
+        await self.models.open()
+        for runner in self._runners.values():
+            await self.models.ensure(runner.projection)
+        self._open = True
+
+    async def close(self) -> None:
+        """Close the backend."""
+        if self._open:
+            self._open = False
+            await self.models.close()
+
+    def start(self, tasks: TaskStarter) -> None:
+        """Run every projection as a supervised task ``projection:{name}``."""
+        for name, runner in self._runners.items():
+            tasks.start(f"projection:{name}", runner.run)
+
+    async def catch_up(self, name: str | None = None, *, progress: Progress | None = None) -> None:
+        """Fold ``name`` (default: every projection) up to the log's current head.
+
+        Read paths that must see everything stored so far (the CLI, tests) call this first;
+        it is cheap when the projection is already current.
+        """
+        for runner in [self.runner(name)] if name else self._runners.values():
+            await runner.catch_up(progress=progress)
+
+    async def status(self) -> builtins.list[ProjectionStatus]:
+        """Every projection's position, lag and state."""
+        return [await r.status() for r in self._runners.values()]
+
+    async def rebuild(self, name: str, *, progress: Progress | None = None) -> int:
+        """Rebuild projection ``name`` from the whole log into shadow tables and swap them in.
+
+        Raises:
+            ProjectionNotFound: no such projection.
+        """
+        return await self.runner(name).rebuild(progress=progress)
+
+    async def query(self, table: str, query: Query | None = None) -> builtins.list[dict[str, Any]]:
+        """Rows of read-model ``table`` (see :class:`~contexten.projections.base.Query`)."""
+        return await self.models.query(self.table(table), query or Query())
+
+    async def get(self, table: str, *key: Any) -> dict[str, Any] | None:
+        """One row of read-model ``table`` by key, or None."""
+        return await self.models.get(self.table(table), tuple(key))
+
+    async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
+        """How many rows of ``table`` match ``where``."""
+        return await self.models.count(self.table(table), where)

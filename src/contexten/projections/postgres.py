@@ -1,0 +1,246 @@
+"""Read models as tables in the PostgreSQL store's schema.
+
+A small asyncpg pool of its own (``search_path`` set to the store's schema). A batch's rows
+and its checkpoint are one transaction that starts by locking the checkpoint row
+(``SELECT ... FOR UPDATE``), so a concurrent runner or a rebuild's swap waits for it and
+then sees the moved checkpoint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from contexten.exceptions import ProjectionConflict, StoreClosed, StoreUnavailable
+from contexten.projections import _sql
+from contexten.projections.base import (
+    CheckpointState,
+    Delete,
+    Projection,
+    Query,
+    ReadModels,
+    Table,
+    Write,
+)
+from contexten.store._postgres_url import parse_postgres_url
+
+__all__ = ["PostgresReadModels"]
+
+_JSON = msgspec.json.Encoder()
+_CP = _sql.CHECKPOINTS
+
+
+def _encode(table: Table, column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    kind = table.columns[column]
+    if kind == "json":
+        return _JSON.encode(value).decode()
+    if kind == "bool":
+        return bool(value)
+    if kind == "float":
+        return float(value)
+    return value
+
+
+def _row(table: Table, record: asyncpg.Record) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c, kind in table.columns.items():
+        value = record[c]
+        if value is not None and kind == "json":
+            value = msgspec.json.decode(value)
+        out[c] = value
+    return out
+
+
+class PostgresReadModels(ReadModels):
+    """Read models in the schema named by a ``postgresql://`` store URL."""
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        self.url = url
+        self.settings = parse_postgres_url(url, **({"schema": schema} if schema else {}))
+        self._pool: asyncpg.Pool | None = None
+        self._plans: dict[tuple[str, bool], _sql.TablePlan] = {}
+
+    def _require(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreClosed(f"the read models in {self.settings.where} are not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Connect and create the checkpoint table."""
+        if self._pool is not None:
+            return
+        s = self.settings
+        try:
+            pool = await asyncpg.create_pool(
+                s.dsn,
+                min_size=1,
+                max_size=4,
+                command_timeout=s.command_timeout,
+                timeout=s.connect_timeout,
+                server_settings={
+                    "application_name": f"contexten-read-models:{s.schema}",
+                    "search_path": s.schema,
+                    "plan_cache_mode": "force_custom_plan",
+                },
+            )
+            await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {s.schema}")
+            await pool.execute(
+                f"CREATE TABLE IF NOT EXISTS {_CP} (name TEXT PRIMARY KEY, "
+                "position BIGINT NOT NULL, version INTEGER NOT NULL, updated_at TIMESTAMPTZ)"
+            )
+        except (OSError, asyncpg.PostgresError) as e:
+            raise StoreUnavailable(
+                f"cannot open the read models in {s.where}: {type(e).__name__}"
+            ) from e
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _plan(self, table: Table, shadow: bool) -> _sql.TablePlan:
+        key = (table.name, shadow)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = _sql.plan(table, _sql.POSTGRES, shadow=shadow)
+        return found
+
+    async def ensure(self, projection: Projection) -> None:
+        """Create missing tables (with their indexes) and the checkpoint row."""
+        async with self._require().acquire() as conn, conn.transaction():
+            # One creator at a time: two processes starting together must not race.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('contexten-read-models'))")
+            for table in projection.tables:
+                exists = await conn.fetchval(
+                    "SELECT to_regclass($1) IS NOT NULL", _sql.physical(table, False)
+                )
+                if not exists:
+                    for stmt in self._plan(table, False).create:
+                        await conn.execute(stmt)
+            await conn.execute(
+                f"INSERT INTO {_CP} (name, position, version) VALUES ($1, 0, $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                projection.name,
+                projection.version,
+            )
+
+    async def checkpoint(self, name: str, *, shadow: bool = False) -> CheckpointState:
+        """The stored checkpoint."""
+        key = f"{name}#shadow" if shadow else name
+        row = await self._require().fetchrow(
+            f"SELECT position, version, updated_at FROM {_CP} WHERE name = $1", key
+        )
+        if row is None:
+            return CheckpointState(name, 0, 0, None)
+        return CheckpointState(name, int(row[0]), int(row[1]), row[2])
+
+    async def commit(
+        self,
+        projection: Projection,
+        writes: Sequence[Write],
+        *,
+        expected: int,
+        position: int,
+        shadow: bool = False,
+    ) -> None:
+        """Lock the checkpoint row, check it, write the rows, move it: one transaction."""
+        key = f"{projection.name}#shadow" if shadow else projection.name
+        async with self._require().acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {_CP} (name, position, version) VALUES ($1, 0, $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                key,
+                projection.version,
+            )
+            current = await conn.fetchval(
+                f"SELECT position FROM {_CP} WHERE name = $1 FOR UPDATE", key
+            )
+            if int(current) != expected:
+                raise ProjectionConflict(
+                    f"projection {projection.name!r} is at {current}, not {expected}"
+                )
+            puts: dict[str, list[list[Any]]] = {}
+            for w in writes:
+                table = projection.table(w.table)
+                plan = self._plan(table, shadow)
+                if isinstance(w, Delete):
+                    await conn.execute(plan.delete, *w.key)
+                else:
+                    row = table.check_row(w.row)
+                    args = [_encode(table, k, row[k]) for k in table.columns]
+                    puts.setdefault(plan.upsert, []).append(args)
+                    if len(puts[plan.upsert]) >= 500:
+                        await conn.executemany(plan.upsert, puts.pop(plan.upsert))
+            for sql, rows in puts.items():
+                await conn.executemany(sql, rows)
+            await conn.execute(
+                f"UPDATE {_CP} SET position = $2, version = $3, updated_at = now() WHERE name = $1",
+                key,
+                position,
+                projection.version,
+            )
+
+    async def get(
+        self, table: Table, key: tuple[Any, ...], *, shadow: bool = False
+    ) -> dict[str, Any] | None:
+        """One row by key."""
+        args = [_encode(table, c, v) for c, v in zip(table.key, key, strict=True)]
+        record = await self._require().fetchrow(self._plan(table, shadow).get, *args)
+        return _row(table, record) if record is not None else None
+
+    async def query(self, table: Table, query: Query) -> list[dict[str, Any]]:
+        """The rows ``query`` selects."""
+        sql, args = _sql.select(table, query, _sql.POSTGRES, _encode)
+        return [_row(table, r) for r in await self._require().fetch(sql, *args)]
+
+    async def count(self, table: Table, where: Mapping[str, Any] | None = None) -> int:
+        """COUNT(*) with equalities."""
+        sql, args = _sql.count(table, where or {}, _sql.POSTGRES, _encode)
+        return int(await self._require().fetchval(sql, *args))
+
+    async def start_shadow(self, projection: Projection) -> None:
+        """Fresh shadow tables (indexes named for this build) at position 0."""
+        generation = uuid.uuid4().hex[:8]
+        async with self._require().acquire() as conn, conn.transaction():
+            for table in projection.tables:
+                plan = _sql.plan(table, _sql.POSTGRES, shadow=True, generation=generation)
+                await conn.execute(plan.drop)
+                for stmt in plan.create:
+                    await conn.execute(stmt)
+            await conn.execute(
+                f"INSERT INTO {_CP} (name, position, version) VALUES ($1, 0, $2) "
+                "ON CONFLICT (name) DO UPDATE SET position = 0, version = excluded.version",
+                f"{projection.name}#shadow",
+                projection.version,
+            )
+
+    async def swap(self, projection: Projection) -> int:
+        """Lock the live checkpoint, drop the live tables, rename the shadows in, move it."""
+        async with self._require().acquire() as conn, conn.transaction():
+            await conn.fetchval(
+                f"SELECT position FROM {_CP} WHERE name = $1 FOR UPDATE", projection.name
+            )
+            position = await conn.fetchval(
+                f"SELECT position FROM {_CP} WHERE name = $1", f"{projection.name}#shadow"
+            )
+            if position is None:
+                raise ValueError(f"projection {projection.name!r} has no shadow to swap in")
+            for table in projection.tables:
+                await conn.execute(self._plan(table, False).drop)
+                await conn.execute(_sql.rename(table))
+            await conn.execute(
+                f"UPDATE {_CP} SET position = $2, version = $3, updated_at = now() WHERE name = $1",
+                projection.name,
+                int(position),
+                projection.version,
+            )
+            await conn.execute(f"DELETE FROM {_CP} WHERE name = $1", f"{projection.name}#shadow")
+            return int(position)

@@ -1,0 +1,348 @@
+"""The built-in read models and the reads the API, the CLI, health and the engine make.
+
+:func:`builtin_projections` is what every App registers; :class:`ReadSide` answers the
+questions that used to fold streams (list workflows, list and count dead letters, find
+unfinished instances) from the read models, plus the work-item timelines. Listings are
+bounded and paginated by opaque cursors (keyset: stable while rows are added).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import msgspec
+
+from contexten.bus.dead_letters import DeadLetter, DeadLetterStatus
+from contexten.projections import dead_letters as _dl
+from contexten.projections import work_items as _wi
+from contexten.projections import workflows as _wf
+from contexten.projections.base import Projection, Query
+from contexten.projections.manager import Projections
+from contexten.projections.platform_health import PlatformHealthProjection
+from contexten.projections.platform_health import row_to_dict as _platform_dict
+from contexten.store.base import EventStore
+from contexten.workflows.admin import WorkflowInfo
+from contexten.workflows.history import WorkflowStatus
+
+__all__ = [
+    "Page",
+    "ReadSide",
+    "builtin_projections",
+    "decode_cursor",
+    "encode_cursor",
+    "info_from_row",
+    "open_read_side",
+]
+
+_MAX_PAGE: Final = 1000
+
+
+def builtin_projections() -> list[Projection]:
+    """Fresh instances of the built-in projections (workflows, dead letters, work items,
+    platform health)."""
+    return [
+        _wf.WorkflowsProjection(),
+        _dl.DeadLettersProjection(),
+        _wi.WorkItemsProjection(),
+        PlatformHealthProjection(),
+    ]
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    """An opaque cursor for a row's sort values."""
+    parts = [{"t": v.isoformat()} if isinstance(v, datetime) else v for v in values]
+    return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    """The sort values of a cursor from :func:`encode_cursor`.
+
+    Raises:
+        ValueError: not a cursor this module made.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        parts = msgspec.json.decode(raw)
+    except (binascii.Error, msgspec.DecodeError, ValueError) as e:
+        raise ValueError("invalid cursor") from e
+    if not isinstance(parts, list):
+        raise ValueError("invalid cursor")
+    out: list[Any] = []
+    for p in parts:
+        if isinstance(p, dict):
+            t = p.get("t")
+            if not isinstance(t, str):
+                raise ValueError("invalid cursor")
+            try:
+                out.append(datetime.fromisoformat(t))
+            except ValueError as e:
+                raise ValueError("invalid cursor") from e
+        elif p is None or isinstance(p, (str, int, float)):
+            out.append(p)
+        else:
+            raise ValueError("invalid cursor")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing: the rows and the cursor of the next page (None: last)."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _page(rows: list[dict[str, Any]], limit: int, sort: Sequence[str]) -> str | None:
+    if len(rows) < limit or not rows:
+        return None
+    return encode_cursor([rows[-1][c] for c in sort])
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= _MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {_MAX_PAGE}, got {limit}")
+    return limit
+
+
+def info_from_row(row: dict[str, Any]) -> WorkflowInfo:
+    """A :class:`WorkflowInfo` (without result or history) from a ``workflows`` row."""
+    return WorkflowInfo(
+        workflow_id=row["workflow_id"],
+        name=row["name"],
+        version=row["version"],
+        kind=row["kind"],
+        status=WorkflowStatus(row["status"]),
+        error=row["error"],
+        current_step=row["current_step"],
+        parked=bool(row["parked"]),
+        state=row["state"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        run=int(row["run"] or 1),
+        blocked_reason=row["blocked_reason"],
+    )
+
+
+class ReadSide:
+    """Reads of the built-in read models.
+
+    Args:
+        projections: the registry the built-ins are registered in (opened by its owner).
+        fresh: catch a read model up to the log's head before each read (the CLI and tests:
+            read-your-writes). A serving app leaves it False: its runners keep the models
+            current, and a request never folds.
+    """
+
+    def __init__(self, projections: Projections, *, fresh: bool = False) -> None:
+        self.projections = projections
+        self.fresh = fresh
+
+    async def _ready(self, name: str) -> None:
+        if self.fresh:
+            await self.projections.catch_up(name)
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    async def workflows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """A page of instance rows (dicts, no fold), most recently updated first.
+
+        Raises:
+            ValueError: an unknown status, a bad cursor or limit.
+        """
+        await self._ready("workflows")
+        query = _wf.list_page(
+            status=status,
+            name=name,
+            since=since,
+            until=until,
+            after=decode_cursor(cursor) if cursor else None,
+            limit=_limit(limit),
+        )
+        rows = await self.projections.query("workflows", query)
+        return Page(
+            [_wf.row_to_dict(r) for r in rows], _page(rows, limit, ("updated_at", "workflow_id"))
+        )
+
+    async def workflow_infos(
+        self, status: str | None = None, *, name: str | None = None, limit: int = 10_000
+    ) -> list[WorkflowInfo]:
+        """Instances as :class:`WorkflowInfo` (no history), most recently updated first."""
+        await self._ready("workflows")
+        query = _wf.list_page(status=status, name=name, limit=limit)
+        return [info_from_row(r) for r in await self.projections.query("workflows", query)]
+
+    async def workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """One instance's row, or None."""
+        await self._ready("workflows")
+        row = await self.projections.get("workflows", workflow_id)
+        return _wf.row_to_dict(row) if row else None
+
+    async def open_workflow_infos(self) -> list[WorkflowInfo]:
+        """Every instance that has not ended, as :class:`WorkflowInfo` (no history)."""
+        await self._ready("workflows")
+        infos: list[WorkflowInfo] = []
+        for status in _wf.ACTIVE_STATUSES:
+            after: list[Any] | None = None
+            while True:
+                rows = await self.projections.query(
+                    "workflows",
+                    Query(
+                        where={"status": status}, order=("workflow_id",), after=after, limit=5000
+                    ),
+                )
+                infos.extend(info_from_row(r) for r in rows)
+                if len(rows) < 5000:
+                    break
+                after = [rows[-1]["workflow_id"]]
+        return infos
+
+    async def unfinished_workflow_ids(self) -> list[str]:
+        """Ids of every instance that has not ended (what the engine resumes at start)."""
+        await self._ready("workflows")
+        ids: list[str] = []
+        for status in _wf.ACTIVE_STATUSES:
+            after: list[Any] | None = None
+            while True:
+                rows = await self.projections.query(
+                    "workflows",
+                    Query(
+                        where={"status": status}, order=("workflow_id",), after=after, limit=5000
+                    ),
+                )
+                ids.extend(r["workflow_id"] for r in rows)
+                if len(rows) < 5000:
+                    break
+                after = [rows[-1]["workflow_id"]]
+        return ids
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    async def dead_letters(
+        self,
+        *,
+        subscription: str | None = None,
+        status: str | None = DeadLetterStatus.PARKED.value,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """A page of letters (:class:`DeadLetter`), oldest first."""
+        await self._ready("dead_letters")
+        query = _dl.list_page(
+            subscription=subscription,
+            status=status,
+            after=decode_cursor(cursor) if cursor else None,
+            limit=_limit(limit),
+        )
+        rows = await self.projections.query("dead_letters", query)
+        letters = [_dl.letter_from_row(r) for r in rows]
+        return Page(letters, _page(rows, limit, ("parked_at", "id")))
+
+    async def all_dead_letters(
+        self, subscription: str | None = None, status: str | None = DeadLetterStatus.PARKED.value
+    ) -> list[DeadLetter]:
+        """Every letter that matches, oldest first, page by page."""
+        out: list[DeadLetter] = []
+        cursor: str | None = None
+        while True:
+            page = await self.dead_letters(
+                subscription=subscription, status=status, cursor=cursor, limit=_MAX_PAGE
+            )
+            out.extend(page.items)
+            if page.next_cursor is None:
+                return out
+            cursor = page.next_cursor
+
+    async def dead_letter_counts(self) -> dict[str, dict[str, int]]:
+        """Letters per subscription and status (exact; one small table read)."""
+        await self._ready("dead_letters")
+        rows = await self.projections.query("dead_letter_counts", Query(limit=10_000))
+        out: dict[str, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["subscription"], {})[r["status"]] = r["n"]
+        return out
+
+    async def open_dead_letters(self) -> int:
+        """How many letters are parked, waiting for a decision (exact)."""
+        counts = await self.dead_letter_counts()
+        return sum(c.get(DeadLetterStatus.PARKED.value, 0) for c in counts.values())
+
+    # -- work items --------------------------------------------------------------------------
+
+    async def timeline(
+        self,
+        correlation_id: str,
+        *,
+        after: int = 0,
+        limit: int = 200,
+        as_of: datetime | None = None,
+    ) -> Page:
+        """A page of one work item's timeline, in log order (cursor: the last position);
+        with ``as_of``, only what had been recorded by then."""
+        await self._ready("work_items")
+        query = _wi.timeline_page(correlation_id, after=after, limit=_limit(limit))
+        if as_of is not None:
+            query = dataclasses.replace(
+                query, until=("recorded_at", as_of + timedelta(microseconds=1))
+            )
+        rows = await self.projections.query("work_item_entries", query)
+        nxt = str(rows[-1]["position"]) if len(rows) == limit else None
+        return Page([_wi.entry_to_dict(r) for r in rows], nxt)
+
+    async def work_item(self, correlation_id: str) -> dict[str, Any] | None:
+        """A work item's summary row, or None."""
+        await self._ready("work_items")
+        row = await self.projections.get("work_items", correlation_id)
+        return _wi.entry_to_dict(row) if row else None
+
+    async def search_work_items(self, prefix: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Work items whose correlation id starts with ``prefix``, in id order."""
+        await self._ready("work_items")
+        rows = await self.projections.query(
+            "work_items", Query(prefix=("correlation_id", prefix), limit=_limit(limit))
+        )
+        return [_wi.entry_to_dict(r) for r in rows]
+
+    # -- platforms ---------------------------------------------------------------------------
+
+    async def platforms(self) -> list[dict[str, Any]]:
+        """Per platform: webhooks, actions, errors (from the log)."""
+        await self._ready("platform_health")
+        rows = await self.projections.query("platform_health", Query(limit=100))
+        return [_platform_dict(r) for r in rows]
+
+
+@asynccontextmanager
+async def open_read_side(store: EventStore) -> AsyncIterator[ReadSide]:
+    """The built-in read models beside an open ``store``, caught up before each read.
+
+    For processes that do not run the projections themselves (the CLI): each read first
+    folds what the log gained since the read model's checkpoint, so it sees everything
+    stored so far; a serving app on the same store and this reader never fold an event
+    twice (the checkpoint compare-and-swap).
+    """
+    from contexten.projections import create_read_models
+
+    projections = Projections(store, create_read_models(store))
+    for projection in builtin_projections():
+        projections.add(projection)
+    await projections.open()
+    try:
+        yield ReadSide(projections, fresh=True)
+    finally:
+        await projections.close()

@@ -1,0 +1,233 @@
+"""Folding the log into one projection: batches, the checkpoint compare-and-swap, rebuilds.
+
+A :class:`ProjectionRunner` reads the global log from its projection's checkpoint, lets the
+projection fold each batch into a :class:`~contexten.projections.base.ProjectionBatch`, and
+commits the batch's rows with the new checkpoint in one transaction. If the checkpoint moved
+meanwhile (another process runs the same projection, or a rebuild swapped new tables in),
+the commit raises :class:`~contexten.exceptions.ProjectionConflict`, nothing is written, and
+the runner starts again from the checkpoint it finds.
+
+A rebuild folds the whole log into *shadow* tables while the live ones keep serving, then
+swaps them in; the live runner's next commit meets the moved checkpoint and carries on from
+the shadow's position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from contexten.exceptions import ProjectionConflict
+from contexten.observability.logging import get_logger
+from contexten.projections.base import Projection, ProjectionBatch, ReadModels
+from contexten.store.base import EventStore
+
+__all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
+
+Progress = Callable[[int, int], None]
+"""``progress(position, head)``: called after each committed batch of a catch-up or rebuild."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    """Where a projection stands.
+
+    Attributes:
+        name: the projection.
+        position: the last log position folded into its tables.
+        head: the log's head when asked.
+        lag: events not yet folded (``head - position``).
+        version: the projection version its tables were written by (0: never written).
+        stale: the tables were written by another version: rebuild them.
+        state: ``running``, ``idle`` (not run by this process), ``failing`` or ``rebuilding``.
+        last_error: the last failure's type and message (``None`` when healthy).
+        updated_at: when the checkpoint last moved.
+    """
+
+    name: str
+    position: int
+    head: int
+    lag: int
+    version: int
+    stale: bool
+    state: str
+    last_error: str | None
+    updated_at: datetime | None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "position": self.position,
+            "head": self.head,
+            "lag": self.lag,
+            "version": self.version,
+            "stale": self.stale,
+            "state": self.state,
+            "last_error": self.last_error,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }
+
+
+class ProjectionRunner:
+    """Keeps one projection's tables up to date with the log.
+
+    Args:
+        store: the open event store to read.
+        models: the open read-model backend to write.
+        projection: what to fold.
+        batch_size: log entries per read and per transaction.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        models: ReadModels,
+        projection: Projection,
+        *,
+        batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.projection = projection
+        self.batch_size = batch_size
+        self.running = False
+        self.rebuilding = False
+        self.last_error: str | None = None
+        self._ensured = False
+        self._log = get_logger("contexten.projections").bind(projection=projection.name)
+
+    async def ensure(self) -> None:
+        """Create the projection's tables if missing (once per runner)."""
+        if not self._ensured:
+            await self.models.ensure(self.projection)
+            self._ensured = True
+
+    async def step(self, *, shadow: bool = False) -> tuple[int, int]:
+        """Fold one batch; return ``(position, events read)`` (0 read: caught up).
+
+        Raises:
+            ProjectionConflict: the checkpoint moved under the batch (nothing written).
+        """
+        await self.ensure()
+        checkpoint = await self.models.checkpoint(self.projection.name, shadow=shadow)
+        records = await self.store.read_all(after=checkpoint.position, limit=self.batch_size)
+        if not records:
+            return checkpoint.position, 0
+        batch = ProjectionBatch(
+            self.models, {t.name: t for t in self.projection.tables}, shadow=shadow
+        )
+        for record in records:
+            if self.projection.handles(record):
+                await self.projection.apply(record, batch)
+        await self.projection.flush(batch)
+        position = records[-1].position
+        await self.models.commit(
+            self.projection,
+            batch.writes,
+            expected=checkpoint.position,
+            position=position,
+            shadow=shadow,
+        )
+        return position, len(records)
+
+    async def catch_up(self, *, until: int | None = None, progress: Progress | None = None) -> int:
+        """Fold until the log's head (as it is now, or ``until``); return the position."""
+        await self.ensure()
+        target = until if until is not None else await self.store.head()
+        position = (await self.models.checkpoint(self.projection.name)).position
+        while position < target:
+            try:
+                position, read = await self.step()
+            except ProjectionConflict:
+                position = (await self.models.checkpoint(self.projection.name)).position
+                continue
+            if progress is not None:
+                progress(position, target)
+            if read == 0:
+                break
+        return position
+
+    async def run(self, *, idle_wait: float = 1.0) -> None:
+        """Fold forever, waiting for new events when caught up (for the supervisor).
+
+        Tables written by another :attr:`Projection.version` are rebuilt first. A failing
+        ``apply`` raises out (the supervisor restarts this with backoff) after
+        recording the error in :attr:`last_error` for health to report.
+        """
+        await self.ensure()
+        checkpoint = await self.models.checkpoint(self.projection.name)
+        if checkpoint.version not in (0, self.projection.version):
+            self._log.info("projection version changed; rebuilding", was=checkpoint.version)
+            await self.rebuild()
+        self.running = True
+        try:
+            while True:
+                try:
+                    position, read = await self.step()
+                except ProjectionConflict:
+                    self._log.info("checkpoint moved (another runner or a rebuild); re-reading")
+                    continue
+                except Exception as e:
+                    self.last_error = f"{type(e).__name__}: {str(e)[:200]}"
+                    raise
+                self.last_error = None
+                if read == 0:
+                    await self.store.wait_for_new(position, timeout=idle_wait)
+        finally:
+            self.running = False
+
+    async def rebuild(self, *, progress: Progress | None = None) -> int:
+        """Fold the whole log into shadow tables, then swap them in; return the position.
+
+        The live tables serve (and the live runner keeps folding) until the swap. After the
+        swap, the checkpoint is the shadow's: a live runner that had gone further re-folds
+        the few events past it into the new tables.
+        """
+        await self.ensure()
+        await self.models.start_shadow(self.projection)
+        self.rebuilding = True
+        try:
+            while True:
+                head = await self.store.head()
+                position = (
+                    await self.models.checkpoint(self.projection.name, shadow=True)
+                ).position
+                while position < head:
+                    position, read = await self.step(shadow=True)
+                    if progress is not None:
+                        progress(position, head)
+                    if read == 0:
+                        break
+                if position >= await self.store.head():
+                    break
+            swapped = await self.models.swap(self.projection)
+        finally:
+            self.rebuilding = False
+        self._log.info("projection rebuilt", position=swapped)
+        return swapped
+
+    async def status(self) -> ProjectionStatus:
+        """Position, lag, version and state."""
+        checkpoint = await self.models.checkpoint(self.projection.name)
+        head = await self.store.head()
+        if self.rebuilding:
+            state = "rebuilding"
+        elif self.last_error is not None:
+            state = "failing"
+        elif self.running:
+            state = "running"
+        else:
+            state = "idle"
+        return ProjectionStatus(
+            name=self.projection.name,
+            position=checkpoint.position,
+            head=head,
+            lag=max(0, head - checkpoint.position),
+            version=checkpoint.version,
+            stale=checkpoint.version not in (0, self.projection.version),
+            state=state,
+            last_error=self.last_error,
+            updated_at=checkpoint.updated_at,
+        )

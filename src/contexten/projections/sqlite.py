@@ -1,0 +1,298 @@
+"""Read models as tables in the SQLite store's own file.
+
+One connection, used by one thread at a time (a single-thread executor), in autocommit mode
+with explicit ``BEGIN IMMEDIATE`` transactions; the event store's writer is another
+connection to the same file, and WAL plus the busy timeout serialise the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from contexten.exceptions import ProjectionConflict, StoreClosed
+from contexten.projections import _sql
+from contexten.projections.base import (
+    CheckpointState,
+    Delete,
+    Projection,
+    Query,
+    ReadModels,
+    Table,
+    Write,
+    time_key,
+)
+from contexten.store._sqlite_schema import connect, translate_error
+from contexten.store.sqlite import parse_sqlite_url
+
+__all__ = ["SqliteReadModels", "decode_value", "encode_value"]
+
+T = TypeVar("T")
+_JSON = msgspec.json.Encoder()
+_CP = _sql.CHECKPOINTS
+
+
+def encode_value(table: Table, column: str, value: Any) -> Any:
+    """A Python value as SQLite stores it in ``table.column``."""
+    if value is None:
+        return None
+    kind = table.columns[column]
+    if kind == "time":
+        return time_key(value) if isinstance(value, datetime) else str(value)
+    if kind == "json":
+        return _JSON.encode(value).decode()
+    if kind == "bool":
+        return int(bool(value))
+    return value
+
+
+def decode_value(kind: str, value: Any) -> Any:
+    """A stored SQLite value back as Python."""
+    if value is None:
+        return None
+    if kind == "time":
+        return datetime.fromisoformat(value)
+    if kind == "json":
+        return msgspec.json.decode(value)
+    if kind == "bool":
+        return bool(value)
+    return value
+
+
+def _row(table: Table, values: Sequence[Any]) -> dict[str, Any]:
+    return {
+        c: decode_value(kind, v) for (c, kind), v in zip(table.columns.items(), values, strict=True)
+    }
+
+
+class SqliteReadModels(ReadModels):
+    """Read models in the SQLite file named by a ``sqlite:///`` URL (the store's URL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path, options = parse_sqlite_url(url)
+        self.busy_timeout = float(options.get("busy_timeout", 30.0))
+        self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._plans: dict[tuple[str, bool], _sql.TablePlan] = {}
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            raise StoreClosed(f"the read models of {self.path!r} are not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn, conn)
+        except sqlite3.Error as e:
+            raise translate_error(e, self.path, "using the read models") from e
+
+    async def open(self) -> None:
+        """Connect and create the checkpoint table."""
+        if self._conn is not None:
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="contexten-read-models")
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(
+            self._executor, lambda: connect(self.path, busy_timeout=self.busy_timeout)
+        )
+        # Point reads by key (a projection's ``batch.get``) take microseconds in WAL mode and
+        # never wait for a writer: they run inline on their own read-only connection rather
+        # than paying a thread hop each.
+        self._reader = connect(self.path, busy_timeout=self.busy_timeout, read_only=True)
+        await self._run(
+            lambda c: c.execute(
+                f"CREATE TABLE IF NOT EXISTS {_CP} (name TEXT PRIMARY KEY, "
+                "position INTEGER NOT NULL, version INTEGER NOT NULL, updated_at TEXT)"
+            )
+        )
+
+    async def close(self) -> None:
+        """Close the connection."""
+        conn, executor, reader = self._conn, self._executor, self._reader
+        self._conn = self._executor = self._reader = None
+        if reader is not None:
+            reader.close()
+        if conn is not None and executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            executor.shutdown(wait=False)
+
+    def _plan(self, table: Table, shadow: bool) -> _sql.TablePlan:
+        key = (table.name, shadow)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = _sql.plan(table, _sql.SQLITE, shadow=shadow)
+        return found
+
+    async def ensure(self, projection: Projection) -> None:
+        """Create missing tables (with their indexes) and the checkpoint row."""
+
+        def work(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for table in projection.tables:
+                    name = _sql.physical(table, False)
+                    exists = c.execute(
+                        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)
+                    ).fetchone()
+                    if not exists:
+                        for stmt in self._plan(table, False).create:
+                            c.execute(stmt)
+                c.execute(
+                    f"INSERT INTO {_CP} (name, position, version) VALUES (?, 0, ?) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    (projection.name, projection.version),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        await self._run(work)
+
+    async def checkpoint(self, name: str, *, shadow: bool = False) -> CheckpointState:
+        """The stored checkpoint."""
+        key = f"{name}#shadow" if shadow else name
+        row = await self._run(
+            lambda c: c.execute(
+                f"SELECT position, version, updated_at FROM {_CP} WHERE name = ?", (key,)
+            ).fetchone()
+        )
+        if row is None:
+            return CheckpointState(name, 0, 0, None)
+        updated = datetime.fromisoformat(row[2]) if row[2] else None
+        return CheckpointState(name, int(row[0]), int(row[1]), updated)
+
+    def _apply_writes(
+        self, c: sqlite3.Connection, projection: Projection, writes: Sequence[Write], shadow: bool
+    ) -> None:
+        for w in writes:
+            table = projection.table(w.table)
+            plan = self._plan(table, shadow)
+            if isinstance(w, Delete):
+                c.execute(plan.delete, tuple(w.key))
+            else:
+                row = table.check_row(w.row)
+                c.execute(plan.upsert, [encode_value(table, k, row[k]) for k in table.columns])
+
+    async def commit(
+        self,
+        projection: Projection,
+        writes: Sequence[Write],
+        *,
+        expected: int,
+        position: int,
+        shadow: bool = False,
+    ) -> None:
+        """Rows and checkpoint in one ``BEGIN IMMEDIATE`` transaction, if the checkpoint holds."""
+        key = f"{projection.name}#shadow" if shadow else projection.name
+        now = time_key(datetime.now(UTC))
+
+        def work(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute(f"SELECT position FROM {_CP} WHERE name = ?", (key,)).fetchone()
+                current = int(row[0]) if row is not None else 0
+                if current != expected:
+                    raise ProjectionConflict(
+                        f"projection {projection.name!r} is at {current}, not {expected}"
+                    )
+                self._apply_writes(c, projection, writes, shadow)
+                c.execute(
+                    f"INSERT INTO {_CP} (name, position, version, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "position = excluded.position, version = excluded.version, "
+                    "updated_at = excluded.updated_at",
+                    (key, position, projection.version, now),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        await self._run(work)
+
+    async def get(
+        self, table: Table, key: tuple[Any, ...], *, shadow: bool = False
+    ) -> dict[str, Any] | None:
+        """One row by key."""
+        plan = self._plan(table, shadow)
+        args = [encode_value(table, c, v) for c, v in zip(table.key, key, strict=True)]
+        reader = self._reader
+        if reader is None:
+            raise StoreClosed(f"the read models of {self.path!r} are not open")
+        try:
+            values = reader.execute(plan.get, args).fetchone()
+        except sqlite3.Error as e:
+            raise translate_error(e, self.path, "reading the read models") from e
+        return _row(table, values) if values is not None else None
+
+    async def query(self, table: Table, query: Query) -> list[dict[str, Any]]:
+        """The rows ``query`` selects."""
+        sql, args = _sql.select(table, query, _sql.SQLITE, encode_value)
+        rows = await self._run(lambda c: c.execute(sql, args).fetchall())
+        return [_row(table, r) for r in rows]
+
+    async def count(self, table: Table, where: Mapping[str, Any] | None = None) -> int:
+        """COUNT(*) with equalities."""
+        sql, args = _sql.count(table, where or {}, _sql.SQLITE, encode_value)
+        return int(await self._run(lambda c: c.execute(sql, args).fetchone()[0]))
+
+    async def start_shadow(self, projection: Projection) -> None:
+        """Fresh shadow tables (indexes named for this build) at position 0."""
+        generation = uuid.uuid4().hex[:8]
+
+        def work(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for table in projection.tables:
+                    plan = _sql.plan(table, _sql.SQLITE, shadow=True, generation=generation)
+                    c.execute(plan.drop)
+                    for stmt in plan.create:
+                        c.execute(stmt)
+                c.execute(
+                    f"INSERT INTO {_CP} (name, position, version) VALUES (?, 0, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET position = 0, version = excluded.version",
+                    (f"{projection.name}#shadow", projection.version),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        await self._run(work)
+
+    async def swap(self, projection: Projection) -> int:
+        """Drop the live tables, rename the shadows in, move the checkpoint: one transaction."""
+        now = time_key(datetime.now(UTC))
+
+        def work(c: sqlite3.Connection) -> int:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute(
+                    f"SELECT position FROM {_CP} WHERE name = ?", (f"{projection.name}#shadow",)
+                ).fetchone()
+                if row is None:
+                    raise ValueError(f"projection {projection.name!r} has no shadow to swap in")
+                for table in projection.tables:
+                    c.execute(self._plan(table, False).drop)
+                    c.execute(_sql.rename(table))
+                c.execute(
+                    f"UPDATE {_CP} SET position = ?, version = ?, updated_at = ? WHERE name = ?",
+                    (int(row[0]), projection.version, now, projection.name),
+                )
+                c.execute(f"DELETE FROM {_CP} WHERE name = ?", (f"{projection.name}#shadow",))
+                c.execute("COMMIT")
+                return int(row[0])
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        return await self._run(work)

@@ -1,0 +1,202 @@
+"""The worker-registry and partition-lease part of the event-store contract.
+
+:class:`~contexten.testing.conformance.store.EventStoreConformance` includes these tests, so
+every backend runs them; they are kept apart because they are a concept of their own: who
+delivers which partition of a subscription, and the fencing that keeps a worker that lost its
+lease from writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from contexten.events.envelope import Event
+from contexten.exceptions import LeaseLost
+from contexten.store.base import Append, EventStore, LeaseCheckpoint
+
+__all__ = ["LeaseConformance"]
+
+_TTL = 30.0  # seconds; long enough that no lease in these tests lapses unless meant to
+
+
+def _event(**data: Any) -> Event:
+    return Event(type="conformance.happened", source="conformance", data=data)
+
+
+class LeaseConformance:
+    """Workers, partitions, claims, releases and fenced commits, on any backend."""
+
+    async def test_heartbeat_registers_a_worker(self, store: EventStore) -> None:
+        held = await store.heartbeat("w1", ttl=_TTL, groups=["sub:a", "sub:b"], meta="host 1")
+        assert held == []
+        [worker] = await store.workers()
+        assert worker.worker_id == "w1"
+        assert worker.groups == ("sub:a", "sub:b")
+        assert worker.meta == "host 1"
+        assert worker.alive
+        assert 0 < worker.expires_in <= _TTL
+        assert 0 <= worker.heartbeat_age < 5
+        assert not worker.draining
+        # None keeps what was recorded; draining is reported.
+        await store.heartbeat("w1", ttl=_TTL, draining=True)
+        [worker] = await store.workers()
+        assert worker.groups == ("sub:a", "sub:b")
+        assert worker.meta == "host 1"
+        assert worker.draining
+
+    async def test_expired_workers_are_not_listed(self, store: EventStore) -> None:
+        await store.heartbeat("short", ttl=0.05)
+        await store.heartbeat("long", ttl=_TTL)
+        await asyncio.sleep(0.15)
+        assert [w.worker_id for w in await store.workers()] == ["long"]
+
+    async def test_ensure_partitions_creates_once(self, store: EventStore) -> None:
+        assert await store.ensure_partitions("g", 4, position=7) == 4
+        assert await store.ensure_partitions("g", 8, position=0) == 4  # the count is fixed
+        parts = await store.partitions("g")
+        assert [(p.partition, p.owner, p.epoch, p.position) for p in parts] == [
+            (n, None, 0, 7) for n in range(4)
+        ]
+        assert all(p.expires_in is None and not p.held for p in parts)
+        await store.ensure_partitions("h", 2, position=0)
+        assert [(p.group, p.partition) for p in await store.partitions()] == [
+            ("g", 0),
+            ("g", 1),
+            ("g", 2),
+            ("g", 3),
+            ("h", 0),
+            ("h", 1),
+        ]
+
+    async def test_claims_never_overlap(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 8, position=0)
+        a = await store.claim_partitions("g", "a", limit=3, ttl=_TTL)
+        b = await store.claim_partitions("g", "b", limit=10, ttl=_TTL)
+        c = await store.claim_partitions("g", "c", limit=10, ttl=_TTL)
+        assert [p.partition for p in a] == [0, 1, 2]
+        assert [p.partition for p in b] == [3, 4, 5, 6, 7]
+        assert c == []
+        assert all(p.epoch == 1 and p.held for p in a + b)
+        owners = {p.partition: p.owner for p in await store.partitions("g")}
+        assert owners == {0: "a", 1: "a", 2: "a", 3: "b", 4: "b", 5: "b", 6: "b", 7: "b"}
+
+    async def test_concurrent_claims_never_overlap(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 32, position=0)
+        results = await asyncio.gather(
+            *(store.claim_partitions("g", f"w{i}", limit=32, ttl=_TTL) for i in range(6))
+        )
+        claimed = [p.partition for r in results for p in r]
+        assert sorted(claimed) == list(range(32))
+
+    async def test_heartbeat_renews_and_returns_the_leases(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 4, position=0)
+        await store.heartbeat("a", ttl=0.2)
+        await store.claim_partitions("g", "a", limit=2, ttl=0.2)
+        held = await store.heartbeat("a", ttl=_TTL)
+        assert [(p.group, p.partition, p.epoch) for p in held] == [("g", 0, 1), ("g", 1, 1)]
+        await asyncio.sleep(0.3)  # past the first lease, not the renewed one
+        assert await store.claim_partitions("g", "b", limit=4, ttl=_TTL) != []
+        owners = {p.partition: p.owner for p in await store.partitions("g")}
+        assert owners[0] == owners[1] == "a"
+
+    async def test_expired_leases_are_claimed_with_a_new_epoch(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 2, position=0)
+        await store.claim_partitions("g", "a", limit=2, ttl=0.05)
+        await asyncio.sleep(0.15)
+        taken = await store.claim_partitions("g", "b", limit=2, ttl=_TTL)
+        assert [(p.partition, p.owner, p.epoch) for p in taken] == [(0, "b", 2), (1, "b", 2)]
+        # The old owner's heartbeat no longer returns (nor renews) them.
+        assert await store.heartbeat("a", ttl=_TTL) == []
+
+    async def test_release_frees_only_own_partitions(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 4, position=0)
+        await store.claim_partitions("g", "a", limit=2, ttl=_TTL)
+        await store.claim_partitions("g", "b", limit=2, ttl=_TTL)
+        await store.release_partitions("g", "a", [0, 2])  # 2 is b's: untouched
+        owners = {p.partition: p.owner for p in await store.partitions("g")}
+        assert owners == {0: None, 1: "a", 2: "b", 3: "b"}
+        [again] = await store.claim_partitions("g", "c", limit=4, ttl=_TTL)
+        assert (again.partition, again.epoch) == (0, 2)
+
+    async def test_remove_worker_frees_its_partitions(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 3, position=0)
+        await store.heartbeat("a", ttl=_TTL)
+        await store.claim_partitions("g", "a", limit=3, ttl=_TTL)
+        await store.remove_worker("a")
+        assert await store.workers() == []
+        assert all(p.owner is None for p in await store.partitions("g"))
+
+    async def test_fenced_commit_moves_the_checkpoint_with_the_appends(
+        self, store: EventStore
+    ) -> None:
+        await store.ensure_partitions("g", 2, position=0)
+        [lease, _] = await store.claim_partitions("g", "a", limit=2, ttl=_TTL)
+        fence = LeaseCheckpoint("g", lease.partition, "a", lease.epoch, position=5)
+        [result] = await store.commit([Append("out", [_event(n=1)])], lease=fence)
+        assert result.version == 1
+        parts = {p.partition: p.position for p in await store.partitions("g")}
+        assert parts == {0: 5, 1: 0}
+        # A fence without a position guards the appends and leaves the checkpoint.
+        await store.append("out", [_event(n=2)], lease=LeaseCheckpoint("g", 0, "a", 1))
+        assert {p.partition: p.position for p in await store.partitions("g")}[0] == 5
+
+    async def test_a_zombie_cannot_write_after_losing_its_lease(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 1, position=0)
+        [old] = await store.claim_partitions("g", "zombie", limit=1, ttl=0.05)
+        await asyncio.sleep(0.15)
+        [new] = await store.claim_partitions("g", "heir", limit=1, ttl=_TTL)
+        assert new.epoch == old.epoch + 1
+        await store.commit([], lease=LeaseCheckpoint("g", 0, "heir", new.epoch, position=3))
+        head = await store.head()
+        stale = LeaseCheckpoint("g", 0, "zombie", old.epoch, position=99)
+        with pytest.raises(LeaseLost) as caught:
+            await store.commit([Append("out", [_event()])], lease=stale, dedup_key="emit:1")
+        assert (caught.value.group, caught.value.partition) == ("g", 0)
+        with pytest.raises(LeaseLost):
+            await store.commit([], lease=stale)
+        # Nothing of the zombie's commits was written: no event, no dedup key, no checkpoint.
+        assert await store.head() == head
+        assert [p.position for p in await store.partitions("g")] == [3]
+        [fresh] = await store.commit(
+            [Append("out", [_event()])],
+            lease=LeaseCheckpoint("g", 0, "heir", new.epoch),
+            dedup_key="emit:1",
+        )
+        assert not fresh.deduplicated
+
+    async def test_same_owner_old_epoch_is_fenced(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 1, position=0)
+        [first] = await store.claim_partitions("g", "a", limit=1, ttl=_TTL)
+        await store.release_partitions("g", "a", [0])
+        [second] = await store.claim_partitions("g", "a", limit=1, ttl=_TTL)
+        with pytest.raises(LeaseLost):
+            await store.commit([], lease=LeaseCheckpoint("g", 0, "a", first.epoch, position=1))
+        await store.commit([], lease=LeaseCheckpoint("g", 0, "a", second.epoch, position=1))
+        assert [p.position for p in await store.partitions("g")] == [1]
+
+    async def test_fence_on_unknown_partition_is_lost(self, store: EventStore) -> None:
+        with pytest.raises(LeaseLost):
+            await store.commit([Append("out", [_event()])], lease=LeaseCheckpoint("x", 0, "a", 1))
+        assert await store.head() == 0
+
+    async def test_fenced_commits_batch_with_others(self, store: EventStore) -> None:
+        await store.ensure_partitions("g", 8, position=0)
+        await store.claim_partitions("g", "a", limit=4, ttl=_TTL)
+        await store.claim_partitions("g", "b", limit=4, ttl=_TTL)
+        outcomes = await asyncio.gather(
+            *(
+                store.commit(
+                    [Append(f"s{n}", [_event(n=n)])],
+                    lease=LeaseCheckpoint("g", n, "a", 1, position=10 + n),
+                )
+                for n in range(8)
+            ),
+            return_exceptions=True,
+        )
+        assert [isinstance(o, LeaseLost) for o in outcomes] == [False] * 4 + [True] * 4
+        assert await store.head() == 4
+        positions = [p.position for p in await store.partitions("g")]
+        assert positions == [10, 11, 12, 13, 0, 0, 0, 0]

@@ -1,0 +1,188 @@
+"""The ``/api/v1`` read-model routes of a served App: answers, pages, roles and audit.
+
+Every read-model route is checked against every credential (none, viewer, operator): reads
+need ``viewer``, actions ``operator``; the table below is written independently of the
+API's own, and a route added without a line here fails the matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from contexten import App, Event, Workflow
+from contexten.clock import WallClock
+from contexten.ingress.server import create_server
+from contexten.resilience import RetryPolicy
+from contexten.security import AUDIT_STREAM_PREFIX, Role, create_token
+
+from ._support import HANG_GUARD, make_config
+
+READS = [
+    "/api/v1/workflows",
+    "/api/v1/workflows/{wf}",
+    "/api/v1/dead-letters",
+    "/api/v1/dead-letters/counts",
+    "/api/v1/dead-letters/{letter}",
+    "/api/v1/work-items",
+    "/api/v1/work-items/ENG-1",
+    "/api/v1/projections",
+    "/api/v1/platforms",
+]
+ACTIONS = [
+    "/api/v1/workflows/{wf}/cancel",
+    "/api/v1/workflows/{wf}/redrive",
+    "/api/v1/dead-letters/{letter}/redrive",
+    "/api/v1/dead-letters/{letter}/discard",
+    "/api/v1/dead-letters/redrive",
+    "/api/v1/dead-letters/discard",
+]
+
+
+async def _fail(n: int) -> int:
+    raise ValueError(f"step {n} broke")
+
+
+class Served:
+    def __init__(
+        self, app: App, asgi: Starlette, client: httpx.AsyncClient, tokens: dict[str, str]
+    ) -> None:
+        self.app = app
+        self.asgi = asgi
+        self.client = client
+        self.tokens = tokens
+
+    async def get(self, path: str, role: str = "viewer", **params: Any) -> httpx.Response:
+        return await self.client.get(path, params=params, headers=self._auth(role))
+
+    async def post(self, path: str, role: str = "operator", **params: Any) -> httpx.Response:
+        return await self.client.post(path, params=params, headers=self._auth(role))
+
+    def _auth(self, role: str) -> dict[str, str]:
+        token = self.tokens.get(role)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    app = App(f"sqlite:///{tmp_path / 'api.db'}", clock=WallClock())
+
+    @app.on("chores.*", name="fragile", retry=RetryPolicy(maximum_attempts=1))
+    async def fragile(event: Event, ctx: object) -> None:
+        raise ValueError("cannot do chores")
+
+    @app.workflow("ship", on="linear.issue.created", key=lambda e: e.correlation_id)
+    async def ship(wf: Workflow, event: Event) -> int:
+        return int(await wf.step(_fail, 1, retry=RetryPolicy(maximum_attempts=1)))
+
+    asgi = create_server(app, make_config(auth_failure_limit=1000))
+    await app.start()
+    try:
+        tokens = {
+            role.name.lower(): (await create_token(app.store, name=f"t-{role}", role=role)).token
+            for role in (Role.VIEWER, Role.OPERATOR)
+        }
+        for i in range(3):
+            await app.publish(Event(type="chores.due", source="t", subject=f"c{i}"))
+        await app.publish(
+            Event(type="linear.issue.created", source="linear", correlation_id="ENG-1")
+        )
+        await app.drain(HANG_GUARD)
+        for _ in range(3000):
+            if await app.list_workflows("failed"):
+                break
+            await app.drain(HANG_GUARD)
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            yield Served(app, asgi, client, tokens)
+    finally:
+        await app.stop()
+
+
+async def _ids(served: Served) -> dict[str, str]:
+    letters = (await served.get("/api/v1/dead-letters")).json()["items"]
+    return {"wf": "ship:ENG-1", "letter": letters[0]["id"]}
+
+
+async def test_every_route_asks_the_permission_check(served: Served) -> None:
+    ids = await _ids(served)
+    for template in READS:
+        path = template.format(**ids)
+        assert (await served.get(path, role="none")).status_code == 401, path
+        assert (await served.get(path, role="viewer")).status_code == 200, path
+        assert (await served.get(path, role="operator")).status_code == 200, path
+    for template in ACTIONS:
+        path = template.format(**ids)
+        assert (await served.post(path, role="none")).status_code == 401, path
+        assert (await served.post(path, role="viewer")).status_code == 403, path
+    served_paths = {
+        route.path
+        for route in served.asgi.routes
+        if isinstance(route, Route)
+        and route.path.startswith("/api/v1/")
+        and not route.path.startswith("/api/v1/events")
+    }
+    listed = {
+        t.replace("{wf}", "{id}").replace("{letter}", "{id}").replace("ENG-1", "{id}")
+        for t in READS + ACTIONS
+    }
+    assert served_paths == listed
+
+
+async def test_lists_pages_and_items(served: Served) -> None:
+    workflows = (await served.get("/api/v1/workflows", status="failed")).json()
+    assert [w["workflow_id"] for w in workflows["items"]] == ["ship:ENG-1"]
+    assert "step 1 broke" in workflows["items"][0]["error"]["message"]
+    assert workflows["next_cursor"] is None
+    one = (await served.get("/api/v1/workflows/ship:ENG-1")).json()
+    assert one["status"] == "failed"
+    assert any(h["type"] == "step_failed" for h in one["history"])
+    first = (await served.get("/api/v1/dead-letters", limit=2)).json()
+    assert len(first["items"]) == 2
+    rest = (await served.get("/api/v1/dead-letters", cursor=first["next_cursor"])).json()
+    assert len(rest["items"]) == 1
+    counts = (await served.get("/api/v1/dead-letters/counts")).json()
+    assert counts == {"open": 3, "by_subscription": {"fragile": {"parked": 3}}}
+    item = (await served.get("/api/v1/work-items/ENG-1")).json()
+    assert item["work_item"]["correlation_id"] == "ENG-1"
+    assert item["timeline"][0]["type"] == "linear.issue.created"
+    found = (await served.get("/api/v1/work-items", prefix="ENG")).json()["items"]
+    assert [w["correlation_id"] for w in found] == ["ENG-1"]
+    projections = (await served.get("/api/v1/projections")).json()["items"]
+    assert {p["name"] for p in projections} >= {"workflows", "dead_letters"}
+    assert (await served.get("/api/v1/workflows/nope")).status_code == 404
+    assert (await served.get("/api/v1/work-items/nope")).status_code == 404
+    bad = await served.get("/api/v1/workflows", status="sideways")
+    assert bad.status_code == 400
+    assert (await served.get("/api/v1/workflows", cursor="!!")).status_code == 400
+    assert (await served.get("/api/v1/dead-letters", limit=0)).status_code == 400
+
+
+async def test_operator_actions_act_once_and_are_audited(served: Served) -> None:
+    ids = await _ids(served)
+    letter = ids["letter"]
+    redriven = await served.post(f"/api/v1/dead-letters/{letter}/redrive")
+    assert redriven.status_code == 200
+    again = await served.post(f"/api/v1/dead-letters/{letter}/redrive")
+    assert again.status_code == 409
+    bulk = (await served.post("/api/v1/dead-letters/discard", subscription="fragile")).json()
+    assert bulk == {"matched": 2, "done": 2}
+    assert (await served.post("/api/v1/dead-letters/nope/discard")).status_code == 404
+    redrive_wf = await served.post("/api/v1/workflows/ship:ENG-1/redrive")
+    assert redrive_wf.status_code == 202
+    records = await served.app.store.read_all(limit=10_000)
+    audits = [r.event for r in records if r.stream.startswith(AUDIT_STREAM_PREFIX)]
+    actions = [(e.type, e.data["outcome"], e.data.get("target")) for e in audits]
+    assert ("contexten.audit.dlq.redrive", "done", letter) in actions
+    assert ("contexten.audit.dlq.redrive", "unchanged", letter) in actions
+    assert ("contexten.audit.dlq.discard", "done", "fragile") in actions
+    assert ("contexten.audit.workflows.redrive", "done", "ship:ENG-1") in actions
+    for event in audits:
+        assert event.data["principal"]["role"] in ("operator", "viewer")
+        assert served.tokens["operator"] not in str(event.data)

@@ -1,0 +1,64 @@
+"""Every read-model backend against the read-model conformance suite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from contexten.exceptions import ConfigurationError
+from contexten.projections import ReadModels, create_read_models
+from contexten.projections.memory import MemoryReadModels
+from contexten.projections.postgres import PostgresReadModels
+from contexten.projections.sqlite import SqliteReadModels
+from contexten.store import EventStore
+from contexten.store.memory import MemoryEventStore
+from contexten.store.postgres import PostgresEventStore
+from contexten.store.sqlite import SqliteEventStore
+from contexten.testing.conformance import ReadModelsConformance
+
+
+class TestMemoryReadModels(ReadModelsConformance):
+    supports_reopen = False
+
+    def make_store(self, directory: Path) -> EventStore:
+        return MemoryEventStore()
+
+
+class TestSqliteReadModels(ReadModelsConformance):
+    def make_store(self, directory: Path) -> EventStore:
+        return SqliteEventStore(f"sqlite:///{directory / 'events.db'}")
+
+
+@pytest.mark.postgres
+class TestPostgresReadModels(ReadModelsConformance):
+    @pytest.fixture(autouse=True)
+    async def _schemas(self, postgres_url: str) -> AsyncIterator[None]:
+        self.url = postgres_url
+        self.token = uuid.uuid4().hex[:10]
+        self.made: set[str] = set()
+        yield
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            for name in self.made:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+    def make_store(self, directory: Path) -> EventStore:
+        schema = f"ctx_test_rm_{self.token}_{abs(hash(str(directory))) % 10**8}"
+        self.made.add(schema)
+        return PostgresEventStore(self.url, schema=schema)
+
+
+def test_backend_follows_the_store_url() -> None:
+    assert isinstance(create_read_models("memory://"), MemoryReadModels)
+    assert isinstance(create_read_models("sqlite:///x.db"), SqliteReadModels)
+    models: ReadModels = create_read_models(PostgresEventStore("postgresql://h/db", schema="abc"))
+    assert isinstance(models, PostgresReadModels)
+    assert models.settings.schema == "abc"
+    with pytest.raises(ConfigurationError, match="no read-model backend"):
+        create_read_models("nats://x")
