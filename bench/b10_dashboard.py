@@ -1,4 +1,4 @@
-"""B8 dashboard: each page's server time, and how soon the live stream shows a new webhook.
+"""B10 dashboard: each page's server time, and how soon the live stream shows a new webhook.
 
 Builds a SQLite store with ``--events`` events (half of them carry a work-item id, one in
 ten is a GitHub pull-request event), ``--workflows`` finished workflow instances and
@@ -11,7 +11,7 @@ ten is a GitHub pull-request event), ``--workflows`` finished workflow instances
   webhooks posted to ``/webhooks/github``: the time from the webhook's 202 to the row
   arriving on the stream, p50 and p99 over ``--webhooks`` webhooks.
 
-Run: ``.venv/bin/python bench/b8_dashboard.py [--events 200000] [--workflows 10000]``
+Run: ``.venv/bin/python bench/b10_dashboard.py [--events 200000] [--workflows 10000]``
 """
 
 from __future__ import annotations
