@@ -142,3 +142,40 @@ async def test_health_reprs_and_errors_never_show_the_store_password(url: str) -
     with pytest.raises(ConfigurationError) as refused:
         create_store(url.replace("postgresql://", "postgresq1://"))
     assert PW not in str(refused.value)
+
+
+# -- redact_secrets: payloads shown to a person (the dashboard) ----------------------------
+
+
+def test_payload_fields_named_like_credentials_are_redacted_at_any_depth() -> None:
+    from contexten.observability.redaction import REDACTED, redact_secrets
+
+    payload = {
+        "title": "keep me",
+        "api_token": "canary-1",
+        "nested": [{"Password": "canary-2", "ok": 1}, {"deeper": {"client_secret": "canary-3"}}],
+        "headers": {"Authorization": "Bearer canary-4", "accept": "*/*"},
+        "empty_token": "",
+        "note": "see postgresql://app:canary-5@db/x",
+    }
+    redacted = redact_secrets(payload)
+    text = repr(redacted)
+    for canary in ("canary-1", "canary-2", "canary-3", "canary-4", "canary-5"):
+        assert canary not in text
+    assert redacted["title"] == "keep me"
+    assert redacted["nested"][0] == {"Password": REDACTED, "ok": 1}
+    assert redacted["headers"]["accept"] == "*/*"
+    assert redacted["empty_token"] == ""  # nothing to hide
+    assert payload["api_token"] == "canary-1"  # the input is not modified
+
+
+def test_payloads_nested_too_deep_are_replaced_whole() -> None:
+    from contexten.observability.redaction import REDACTED, redact_secrets
+
+    value: object = "bottom"
+    for _ in range(100):
+        value = [value]
+    out = redact_secrets(value)
+    for _ in range(65):
+        out = out[0]
+    assert out == REDACTED

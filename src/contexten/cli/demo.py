@@ -102,6 +102,11 @@ class DemoResult:
     """The session's admin token for the app's API (``Authorization: Bearer``)."""
     outcomes: list[Outcome] = field(default_factory=list)
 
+    @property
+    def dashboard_url(self) -> str:
+        """The URL that opens the dashboard, logged in (the token becomes a cookie)."""
+        return f"{self.app_url}/?token={self.api_token}"
+
 
 def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -222,6 +227,10 @@ class DemoSession:
         )
         app = self.app = self._load_app()
         app.use_agents(sandbox.clients(base_url=sandbox_url), bot=bot_identity(sandbox))
+        # Imported here: the dashboard reuses the CLI timeline's wording (contexten.cli._timeline),
+        # so importing it with the CLI package would be circular.
+        from contexten.dashboard import dashboard_routes
+
         api_token = secrets.token_urlsafe(32)
         result = DemoResult(app_url, sandbox_url, self.store_url, api_token)
         server = IngressServer(
@@ -230,6 +239,7 @@ class DemoSession:
             port=0,
             config=_ingress_config(shared, host, api_token),
             graceful_timeout=5,
+            extra_routes=dashboard_routes(app),
         )
         sandbox_server = _SandboxServer(
             uvicorn.Config(
@@ -304,6 +314,7 @@ class DemoSession:
             f"[bold]Contexten demo[/]: the dev-team app on {result.app_url}, the sandbox "
             f"(GitHub, Linear, Slack, Codegen) on {result.sandbox_url}\n"
             f"events are stored in {markup(redact_url(result.store_url))}\n"
+            f"[bold]Dashboard[/] (logs you in): {result.dashboard_url}\n"
             f"API token (admin, this session only): {result.api_token}\n"
             f"  curl -H 'Authorization: Bearer {result.api_token}' "
             f"'{result.app_url}/api/v1/events?limit=5'\n"
@@ -350,6 +361,7 @@ class DemoSession:
         auth = f"-H 'Authorization: Bearer {result.api_token}'"
         self.console.rule("[bold]Still running: poke it")
         self.console.print(
+            f"  open {result.dashboard_url}\n"
             f"  curl -s {auth} '{app}/readyz?verbose=1'\n"
             f"  curl -s {auth} '{app}/api/v1/events?limit=5'\n"
             f"  contexten events list --store {store}\n"

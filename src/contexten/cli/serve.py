@@ -13,7 +13,8 @@ Everything but the webhooks and ``/healthz``/``/readyz`` needs ``Authorization: 
 <token>``. With no token anywhere (no ``CONTEXTEN_ADMIN_TOKEN``, none ever created in the
 store), the first start creates an admin token and prints it once, with a login URL, to
 stderr (outside the JSON log); later starts print nothing. ``contexten tokens`` manages the
-others.
+others. The dashboard is served at ``/`` (:mod:`contexten.dashboard`); the login URL opens
+it.
 """
 
 from __future__ import annotations
@@ -238,6 +239,10 @@ def serve(
             "no webhook secret configured: these platforms' webhooks are refused (401)",
             platforms=unsigned,
         )
+    # Imported here: the dashboard reuses the CLI timeline's wording (contexten.cli._timeline),
+    # so importing it with the CLI package would be circular.
+    from contexten.dashboard import dashboard_routes
+
     try:
         serve_app(
             app,
@@ -247,6 +252,7 @@ def serve(
             graceful_timeout=graceful_timeout,
             access_log=access_log,
             announce_bootstrap=announce_bootstrap_token,
+            extra_routes=dashboard_routes(app),
         )
     except (ContextenError, RuntimeError) as e:
         fail(str(e))

@@ -363,10 +363,11 @@ def serve(
     graceful_timeout: int = 30,
     access_log: bool = False,
     announce_bootstrap: BootstrapAnnouncer | None = None,
+    extra_routes: Sequence[tuple[BaseRoute, RouteAction]] = (),
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly (see the module docstring).
 
-    ``announce_bootstrap``: see :class:`IngressServer`.
+    ``announce_bootstrap``, ``extra_routes`` (the dashboard...): see :class:`IngressServer`.
 
     Raises:
         Exception: ``App.start()`` failed (the server never listened).
@@ -379,6 +380,7 @@ def serve(
         graceful_timeout=graceful_timeout,
         access_log=access_log,
         announce_bootstrap=announce_bootstrap,
+        extra_routes=extra_routes,
     )
     _log.info("serving", host=host, port=port, app=repr(app))
     server.run()

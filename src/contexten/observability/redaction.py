@@ -11,6 +11,8 @@ goes through this module, so the rules live in one place:
   text (an error message, a log line), including libpq's ``password=... host=...`` form.
 - :func:`is_sensitive_field` says whether a log field's *name* marks a payload (``data``) or a
   credential (``api_token``): such fields are never logged, whatever their value.
+- :func:`redact_secrets` walks a payload about to be shown to a person (a dashboard page):
+  fields named like credentials are blanked, and strings go through :func:`redact_text`.
 - :func:`escape_control` makes control characters visible (``\\n``, ``\\x1b``...), so a value
   from a payload (a subject, an id, an exception message quoting a body) cannot start a forged
   log line, move the cursor, retitle or clear a terminal.
@@ -19,15 +21,19 @@ goes through this module, so the rules live in one place:
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
+    "MAX_REDACT_DEPTH",
     "REDACTED",
     "URL_REDACTED",
     "escape_control",
+    "is_secret_field",
     "is_sensitive_field",
     "is_sensitive_parameter",
+    "redact_secrets",
     "redact_text",
     "redact_url",
 ]
@@ -81,6 +87,38 @@ def is_sensitive_field(name: str) -> bool:
     """Whether a log field named ``name`` may carry a payload or a credential."""
     lowered = name.lower()
     return lowered in _PAYLOAD_FIELDS or any(part in lowered for part in _SECRET_FIELD_PARTS)
+
+
+def is_secret_field(name: str) -> bool:
+    """Whether a field named ``name`` holds a credential (``api_token``, ``Password``...)."""
+    lowered = name.lower()
+    return any(part in lowered for part in _SECRET_FIELD_PARTS)
+
+
+MAX_REDACT_DEPTH: Final = 64
+"""Containers nested deeper are replaced whole by :func:`redact_secrets`."""
+
+
+def redact_secrets(value: Any, *, _depth: int = 0) -> Any:
+    """A copy of a JSON-like ``value`` fit to show a person: every mapping entry named like a
+    credential blanked (:data:`REDACTED`), every string through :func:`redact_text`.
+
+    Lists and mappings are walked to :data:`MAX_REDACT_DEPTH`; the input is not modified.
+    """
+    if _depth > MAX_REDACT_DEPTH:
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED
+            if isinstance(k, str) and is_secret_field(k) and v not in (None, "")
+            else redact_secrets(v, _depth=_depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_secrets(v, _depth=_depth + 1) for v in value]
+    return value
 
 
 def is_sensitive_parameter(name: str) -> bool:
