@@ -136,6 +136,45 @@ def test_threaded_message_correlates_by_thread() -> None:
     assert event.correlation_id == "slack:C1:1531420618.000200"
 
 
+def test_edit_belongs_to_the_edited_message_thread_and_its_editor() -> None:
+    # Slack's message_changed: its own ts is the change event's, not the message's.
+    payload = event_callback(
+        {
+            "type": "message",
+            "subtype": "message_changed",
+            "hidden": True,
+            "channel": "C1",
+            "ts": "1531420900.000900",
+            "message": {"type": "message", "text": "fixed", "edited": {"user": "U2"}},
+            "previous_message": {"type": "message", "user": "U2", "ts": "1531420618.000200"},
+        }
+    )
+    event = sw.normalise(_classify("application/json", json.dumps(payload).encode()))
+    assert event.type == "slack.message_changed"
+    assert (event.correlation_id, event.actor) == ("slack:C1:1531420618.000200", "U2")
+
+
+def test_deletion_belongs_to_the_deleted_message_thread() -> None:
+    payload = event_callback(
+        {
+            "type": "message",
+            "subtype": "message_deleted",
+            "hidden": True,
+            "channel": "C1",
+            "ts": "1531420900.000900",
+            "deleted_ts": "1531420700.000300",
+            "previous_message": {"type": "message", "user": "U1", "text": "about ENG-7"},
+        }
+    )
+    event = sw.normalise(_classify("application/json", json.dumps(payload).encode()))
+    assert event.type == "slack.message_deleted"
+    assert event.correlation_id == "ENG-7"  # the deleted text still names the issue
+    assert event.actor is None  # Slack does not say who deleted it
+    del payload["event"]["previous_message"]["text"]
+    event = sw.normalise(_classify("application/json", json.dumps(payload).encode()))
+    assert event.correlation_id == "slack:C1:1531420700.000300"
+
+
 def test_reaction_points_at_its_item() -> None:
     payload = event_callback(
         {

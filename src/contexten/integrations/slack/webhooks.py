@@ -26,7 +26,8 @@ Interactivity and commands carry no event id: their key is ``slack:trigger:<trig
 
 Subject: the channel (``C123``), else the view's callback id, else the team. Correlation id:
 a Linear identifier in the message text, else the thread (``slack:<channel>:<thread_ts>``;
-a message outside a thread names the thread it would start).
+a message outside a thread names the thread it would start; an edit or a deletion, the thread
+of the message it changes). The actor of an edit is its editor; a deletion has none.
 """
 
 from __future__ import annotations
@@ -267,19 +268,26 @@ def _message_parts(request: SlackRequest) -> tuple[str | None, str | None, str |
     event = _dict(payload.get("event"))
     item = _dict(event.get("item"))  # reactions point at an item
     message = _dict(event.get("message"))  # message_changed carries the message
+    previous = _dict(event.get("previous_message"))  # ...and message_deleted the old one
     channel = (
         _str(event.get("channel"))
         or _str(item.get("channel"))
         or _str(_dict(event.get("channel")).get("id"))  # channel_created and friends
     )
+    # An edit or a deletion belongs to the thread of the message it changes, not to a
+    # thread its own (change event) ``ts`` would start.
     thread = (
         _str(event.get("thread_ts"))
         or _str(message.get("thread_ts"))
         or _str(message.get("ts"))
+        or _str(previous.get("thread_ts"))
+        or _str(previous.get("ts"))
+        or _str(event.get("deleted_ts"))
         or _str(event.get("ts"))
         or _str(item.get("ts"))
     )
-    return channel, thread, _str(event.get("text")) or _str(message.get("text"))
+    text = _str(event.get("text")) or _str(message.get("text")) or _str(previous.get("text"))
+    return channel, thread, text
 
 
 def _subject(request: SlackRequest, channel: str | None) -> str | None:
@@ -303,6 +311,10 @@ def _actor(request: SlackRequest) -> str | None:
     user = event.get("user")
     if isinstance(user, Mapping):
         return _str(user.get("id"))
+    if user is None and event.get("subtype") == "message_changed":
+        # The edit names its author on the edited message (Slack does not say who deletes).
+        message = _dict(event.get("message"))
+        return _str(_dict(message.get("edited")).get("user")) or _str(message.get("user"))
     return _str(user) or _str(event.get("bot_id"))
 
 
