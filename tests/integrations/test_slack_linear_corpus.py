@@ -39,7 +39,17 @@ SLACK: dict[str, tuple[str, str, str | None, str | None]] = {
         "slack:C111:111.222",
         "slack:trigger:111.222.valid",
     ),
+    "attachment_actions__body": (
+        "slack.interactive_message",
+        "C222",
+        "slack:C222:1520965348.000538",  # the message its button was on
+        "slack:trigger:111.222.valid",
+    ),
     "block_suggestion__body": ("slack.block_suggestion", "view-id", None, None),
+    # Legacy dialogs carry no trigger id: keyed by the signed body.
+    "dialogs__cancellation_body": ("slack.dialog_cancellation", "C111", None, None),
+    "dialogs__submission_body": ("slack.dialog_submission", "C111", None, None),
+    "dialogs__suggestion_body": ("slack.dialog_suggestion", "C111", None, None),
     "events__app_uninstalled_body": ("slack.app_uninstalled", "T111", None, "slack:Ev111"),
     "events__body": ("slack.member_left_channel", "C111", None, "slack:Ev111"),
     "events__join_event_body": ("slack.member_joined_channel", "C111", None, "slack:Ev111"),
@@ -61,6 +71,12 @@ SLACK: dict[str, tuple[str, str, str | None, str | None]] = {
         "slack.reaction_added",
         "C111",
         "slack:C111:1599529504.000400",  # the reacted-to message's thread
+        "slack:Ev111",
+    ),
+    "events_org_apps__event_payload": (
+        "slack.message",
+        "C111",
+        "slack:C111:1606810819.000800",
         "slack:Ev111",
     ),
     "events_shared_channels__app_uninstalled_body": (
@@ -151,6 +167,12 @@ SLACK: dict[str, tuple[str, str, str | None, str | None]] = {
         "C111",
         "slack:C111:1665368619.804829",
         "slack:Ev111",
+    ),
+    "message_file_share__event_payload": (
+        "slack.message",
+        "C111",
+        "slack:C111:1652227646.593159",
+        "slack:Ev03EGJQAVMM",
     ),
     "message_thread_broadcast__event_payload": (
         "slack.message",

@@ -227,6 +227,30 @@ def test_block_actions_interactivity() -> None:
     assert sw.dedup_key(request, body) == "slack:trigger:123.456.abc"
 
 
+def test_legacy_attachment_action_correlates_by_its_message_thread() -> None:
+    # interactive_message: the message is ``original_message``, its ts also ``message_ts``.
+    payload = {
+        "type": "interactive_message",
+        "callback_id": "pick",
+        "channel": {"id": "C2"},
+        "user": {"id": "U1"},
+        "message_ts": "1520965348.000538",
+        "original_message": {"type": "message", "text": "for ENG-3", "ts": "1520965348.000538"},
+        "trigger_id": "13.57",
+    }
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    event = sw.normalise(_classify("application/x-www-form-urlencoded", body))
+    assert (event.type, event.subject, event.correlation_id) == (
+        "slack.interactive_message",
+        "C2",
+        "ENG-3",
+    )
+    del payload["original_message"]
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    event = sw.normalise(_classify("application/x-www-form-urlencoded", body))
+    assert event.correlation_id == "slack:C2:1520965348.000538"
+
+
 def test_view_submission_without_channel() -> None:
     payload = {
         "type": "view_submission",

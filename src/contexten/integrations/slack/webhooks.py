@@ -256,13 +256,16 @@ def _message_parts(request: SlackRequest) -> tuple[str | None, str | None, str |
         return _str(payload.get("channel_id")), None, _str(payload.get("text"))
     if request.kind == "interactivity":
         container = _dict(payload.get("container"))
-        message = _dict(payload.get("message"))
+        # Block Kit puts the message in ``message``; legacy attachment actions
+        # (``interactive_message``) in ``original_message``, with ``message_ts`` beside it.
+        message = _dict(payload.get("message")) or _dict(payload.get("original_message"))
         channel = _str(_dict(payload.get("channel")).get("id")) or _str(container.get("channel_id"))
         thread = (
             _str(container.get("thread_ts"))
             or _str(message.get("thread_ts"))
             or _str(container.get("message_ts"))
             or _str(message.get("ts"))
+            or _str(payload.get("message_ts"))
         )
         return channel, thread, _str(message.get("text"))
     event = _dict(payload.get("event"))
