@@ -137,6 +137,22 @@ def test_comment_takes_its_issue_identifier() -> None:
     assert event.data["changes"] == {}
 
 
+def test_issue_without_identifier_or_url_takes_team_key_and_number() -> None:
+    # Linear's remove deliveries (and older payloads) carry neither identifier nor url.
+    payload = {
+        "action": "remove",
+        "type": "Issue",
+        "data": {"id": "i-1", "number": 12, "team": {"id": "t", "key": "KOR"}},
+    }
+    event = lw.normalise(payload)
+    assert (event.subject, event.correlation_id) == ("KOR-12", "KOR-12")
+    # Only for issues, and only from a well-formed pair.
+    assert lw.normalise({**payload, "type": "Cycle"}).correlation_id is None
+    for number in (True, 0, "12", None):
+        bad = {**payload, "data": {**payload["data"], "number": number}}
+        assert lw.normalise(bad).correlation_id is None, number
+
+
 def test_entity_without_identifier() -> None:
     payload = {"action": "create", "type": "Project", "data": {"id": "p-1", "name": "Q3 (ENG-5)"}}
     event = lw.normalise(payload)

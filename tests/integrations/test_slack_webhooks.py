@@ -136,6 +136,45 @@ def test_threaded_message_correlates_by_thread() -> None:
     assert event.correlation_id == "slack:C1:1531420618.000200"
 
 
+def test_edit_belongs_to_the_edited_message_thread_and_its_editor() -> None:
+    # Slack's message_changed: its own ts is the change event's, not the message's.
+    payload = event_callback(
+        {
+            "type": "message",
+            "subtype": "message_changed",
+            "hidden": True,
+            "channel": "C1",
+            "ts": "1531420900.000900",
+            "message": {"type": "message", "text": "fixed", "edited": {"user": "U2"}},
+            "previous_message": {"type": "message", "user": "U2", "ts": "1531420618.000200"},
+        }
+    )
+    event = sw.normalise(_classify("application/json", json.dumps(payload).encode()))
+    assert event.type == "slack.message_changed"
+    assert (event.correlation_id, event.actor) == ("slack:C1:1531420618.000200", "U2")
+
+
+def test_deletion_belongs_to_the_deleted_message_thread() -> None:
+    payload = event_callback(
+        {
+            "type": "message",
+            "subtype": "message_deleted",
+            "hidden": True,
+            "channel": "C1",
+            "ts": "1531420900.000900",
+            "deleted_ts": "1531420700.000300",
+            "previous_message": {"type": "message", "user": "U1", "text": "about ENG-7"},
+        }
+    )
+    event = sw.normalise(_classify("application/json", json.dumps(payload).encode()))
+    assert event.type == "slack.message_deleted"
+    assert event.correlation_id == "ENG-7"  # the deleted text still names the issue
+    assert event.actor is None  # Slack does not say who deleted it
+    del payload["event"]["previous_message"]["text"]
+    event = sw.normalise(_classify("application/json", json.dumps(payload).encode()))
+    assert event.correlation_id == "slack:C1:1531420700.000300"
+
+
 def test_reaction_points_at_its_item() -> None:
     payload = event_callback(
         {
@@ -186,6 +225,30 @@ def test_block_actions_interactivity() -> None:
     assert (event.subject, event.actor, event.correlation_id) == ("C1", "U2", "ENG-7")
     assert event.data["actions"][0]["action_id"] == "approve"
     assert sw.dedup_key(request, body) == "slack:trigger:123.456.abc"
+
+
+def test_legacy_attachment_action_correlates_by_its_message_thread() -> None:
+    # interactive_message: the message is ``original_message``, its ts also ``message_ts``.
+    payload = {
+        "type": "interactive_message",
+        "callback_id": "pick",
+        "channel": {"id": "C2"},
+        "user": {"id": "U1"},
+        "message_ts": "1520965348.000538",
+        "original_message": {"type": "message", "text": "for ENG-3", "ts": "1520965348.000538"},
+        "trigger_id": "13.57",
+    }
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    event = sw.normalise(_classify("application/x-www-form-urlencoded", body))
+    assert (event.type, event.subject, event.correlation_id) == (
+        "slack.interactive_message",
+        "C2",
+        "ENG-3",
+    )
+    del payload["original_message"]
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    event = sw.normalise(_classify("application/x-www-form-urlencoded", body))
+    assert event.correlation_id == "slack:C2:1520965348.000538"
 
 
 def test_view_submission_without_channel() -> None:

@@ -11,7 +11,8 @@ Normalisation:
 
 * type ``linear.<type in snake_case>.<action in the past tense>``: ``Issue`` + ``update`` is
   ``linear.issue.updated``, ``IssueLabel`` + ``create`` is ``linear.issue_label.created``;
-* subject the issue identifier (``ENG-123``) when the entity is an issue or belongs to one,
+* subject the issue identifier (``ENG-123``) when the entity is an issue or belongs to one
+  (read from ``identifier``, else an issue's ``team.key`` and ``number``, else an issue url),
   else ``<type>/<id>``;
 * actor the actor's name (else its id); delivery id ``Linear-Delivery``;
 * data: the payload as Linear sent it (``action``, ``type``, ``data`` the entity,
@@ -162,12 +163,33 @@ def _identifier_in_url(value: Any) -> str | None:
     return match.group(1).upper() if match else None
 
 
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z][A-Za-z0-9]*-[0-9]+$")
+
+
+def _team_number(payload: Mapping[str, Any]) -> str | None:
+    """``<team key>-<number>`` for an issue payload that carries both but no identifier.
+
+    Linear's identifier is exactly that; older payloads (and ``remove`` deliveries, which
+    have no url) carry only ``number`` and ``team.key``.
+    """
+    if payload.get("type") != "Issue":
+        return None
+    entity = _dict(payload.get("data"))
+    key = _str(_dict(entity.get("team")).get("key"))
+    number = entity.get("number")
+    if key is None or isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        return None
+    ident = f"{key}-{number}"
+    return ident if _IDENTIFIER.match(ident) else None
+
+
 def _identifier(payload: Mapping[str, Any]) -> str | None:
     entity = _dict(payload.get("data"))
     issue = _dict(entity.get("issue"))
     return (
         _str(entity.get("identifier"))
         or _str(issue.get("identifier"))
+        or _team_number(payload)
         # Older and partial deliveries (a comment naming only its issue's id, say) still link
         # the issue: the delivery's url, the entity's, or its issue's.
         or _identifier_in_url(entity.get("url"))

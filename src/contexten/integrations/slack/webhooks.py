@@ -26,7 +26,8 @@ Interactivity and commands carry no event id: their key is ``slack:trigger:<trig
 
 Subject: the channel (``C123``), else the view's callback id, else the team. Correlation id:
 a Linear identifier in the message text, else the thread (``slack:<channel>:<thread_ts>``;
-a message outside a thread names the thread it would start).
+a message outside a thread names the thread it would start; an edit or a deletion, the thread
+of the message it changes). The actor of an edit is its editor; a deletion has none.
 """
 
 from __future__ import annotations
@@ -255,31 +256,41 @@ def _message_parts(request: SlackRequest) -> tuple[str | None, str | None, str |
         return _str(payload.get("channel_id")), None, _str(payload.get("text"))
     if request.kind == "interactivity":
         container = _dict(payload.get("container"))
-        message = _dict(payload.get("message"))
+        # Block Kit puts the message in ``message``; legacy attachment actions
+        # (``interactive_message``) in ``original_message``, with ``message_ts`` beside it.
+        message = _dict(payload.get("message")) or _dict(payload.get("original_message"))
         channel = _str(_dict(payload.get("channel")).get("id")) or _str(container.get("channel_id"))
         thread = (
             _str(container.get("thread_ts"))
             or _str(message.get("thread_ts"))
             or _str(container.get("message_ts"))
             or _str(message.get("ts"))
+            or _str(payload.get("message_ts"))
         )
         return channel, thread, _str(message.get("text"))
     event = _dict(payload.get("event"))
     item = _dict(event.get("item"))  # reactions point at an item
     message = _dict(event.get("message"))  # message_changed carries the message
+    previous = _dict(event.get("previous_message"))  # ...and message_deleted the old one
     channel = (
         _str(event.get("channel"))
         or _str(item.get("channel"))
         or _str(_dict(event.get("channel")).get("id"))  # channel_created and friends
     )
+    # An edit or a deletion belongs to the thread of the message it changes, not to a
+    # thread its own (change event) ``ts`` would start.
     thread = (
         _str(event.get("thread_ts"))
         or _str(message.get("thread_ts"))
         or _str(message.get("ts"))
+        or _str(previous.get("thread_ts"))
+        or _str(previous.get("ts"))
+        or _str(event.get("deleted_ts"))
         or _str(event.get("ts"))
         or _str(item.get("ts"))
     )
-    return channel, thread, _str(event.get("text")) or _str(message.get("text"))
+    text = _str(event.get("text")) or _str(message.get("text")) or _str(previous.get("text"))
+    return channel, thread, text
 
 
 def _subject(request: SlackRequest, channel: str | None) -> str | None:
@@ -303,6 +314,10 @@ def _actor(request: SlackRequest) -> str | None:
     user = event.get("user")
     if isinstance(user, Mapping):
         return _str(user.get("id"))
+    if user is None and event.get("subtype") == "message_changed":
+        # The edit names its author on the edited message (Slack does not say who deletes).
+        message = _dict(event.get("message"))
+        return _str(_dict(message.get("edited")).get("user")) or _str(message.get("user"))
     return _str(user) or _str(event.get("bot_id"))
 
 
