@@ -4,17 +4,22 @@ events that change them drop the cached copy through a subscription of a real Ap
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from contexten import Event
+from contexten.cache import MemoryCache, MultiLevelCache
+from contexten.cache.store import StoreCache
 from contexten.exceptions import PlatformRequestError
 from contexten.integrations import linear
 from contexten.integrations.client import ClientRegistry
 from contexten.integrations.linear import LinearClient
 from contexten.resilience import RetryPolicy
+from contexten.store.sqlite import SqliteEventStore
 from contexten.testing import VirtualClock, create_test_app
 from contexten.testing.sandbox import Sandbox
+from contexten.testing.sandbox.app import SANDBOX_TOKEN
 
 
 @pytest.fixture
@@ -85,3 +90,29 @@ async def test_a_state_event_through_the_app_drops_the_stale_state(sandbox: Sand
         with pytest.raises(PlatformRequestError, match="no workflow state named 'In Progress'"):
             await lin.workflow_state(team, "In Progress")
         assert (await lin.workflow_state(team, "Doing"))["id"] == before["id"]
+
+
+async def test_two_clients_share_lookups_through_the_store_level(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with SqliteEventStore(url) as one, SqliteEventStore(url) as two:
+        clients = [
+            LinearClient(
+                base_url="http://127.0.0.1/linear",
+                token=SANDBOX_TOKEN,
+                transport=sandbox.transport(),
+                lookup_cache=MultiLevelCache(MemoryCache(64), StoreCache(store)),
+            )
+            for store in (one, two)
+        ]
+        team = sandbox.linear.team["id"]
+        try:
+            for client in clients:  # two processes, one store
+                assert (await client.workflow_state(team, "Done"))["name"] == "Done"
+            assert [c.lookup_cache.stats.loads for c in clients] == [1, 0]
+            await clients[1].invalidate("linear.workflow_state.updated", {"teamId": team})
+            assert await StoreCache(one).get(f"linear:workflow_states:{team}") is None
+        finally:
+            for client in clients:
+                await client.aclose()
