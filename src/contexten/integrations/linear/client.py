@@ -170,6 +170,13 @@ class LinearClient(PlatformClient):
 
     Issue arguments accept the UUID or the identifier (``ENG-123``). Methods return the
     GraphQL ``data`` objects as Linear sent them.
+
+    Workflow states (per team) and issue labels are looked up through ``lookup_cache`` for
+    ``lookup_ttl`` seconds (default: an in-process LRU of 1,024 entries, single-flight; give
+    a :class:`~contexten.cache.MultiLevelCache` over a
+    :class:`~contexten.cache.store.StoreCache` to share them between processes), and
+    dropped early by :meth:`invalidate` (see
+    :func:`~contexten.integrations.linear.lookup_invalidation`).
     """
 
     platform: ClassVar[str] = "linear"
