@@ -69,6 +69,8 @@ class Run:
     max_connections: int = 0
     rss_growth_mb: float = 0.0
     errors: int = 0
+    lookups: int = 0  # Linear workflow-state/label lookups asked of the client
+    lookup_reads: int = 0  # of which went to the Linear API (cache misses)
 
     @staticmethod
     def pct(values: list[float], q: float) -> float:
@@ -221,6 +223,9 @@ async def run_contexten(
             return sum(client.http.open_connections() for client in c.values())
 
         await measure(run, n, workflow, connections)
+        stats = c["linear"].lookup_cache.stats
+        run.lookups = stats.l1_hits + stats.coalesced + stats.loads
+        run.lookup_reads = stats.loads
     return run
 
 
@@ -250,7 +255,7 @@ async def run_raw(
             timeout=30,
         ) as sk,
     ):
-        query = "query WorkflowStates($teamId: ID!) { workflowStates { nodes { id name } } }"
+        query = "query WorkflowStates { workflowStates { nodes { id name } } }"
         states = (await lin.post("/graphql", json={"query": query, "variables": {}})).json()
         in_progress = next(
             s["id"] for s in states["data"]["workflowStates"]["nodes"] if s["name"] == "In Progress"
@@ -366,6 +371,12 @@ async def main() -> None:
                 await runner(base, args.workflows, args.latency, args.pool, issues, channels)
             )
     print(table(runs, args.workflows, args.latency, args.pool))
+    ours = runs[-1]
+    print(
+        f"Linear lookups (workflow states, labels): {ours.lookups} asked, "
+        f"{ours.lookup_reads} read from the API; without the lookup cache each is a read: "
+        f"{ours.lookups - ours.lookup_reads} API calls saved"
+    )
     print(
         f"one request, sequential, no injected latency: raw httpx {raw_ms:.2f} ms, "
         f"Contexten {ours_ms:.2f} ms (+{ours_ms - raw_ms:.2f} ms per request)"

@@ -226,6 +226,8 @@ CLIENTS = {
 }
 # The raw escape hatches: what goes through them is whatever the caller sends.
 RAW_METHODS = frozenset({"paginate", "graphql", "call", "read"})
+# Methods that send nothing (they drop cached lookups): no request to check.
+LOCAL_METHODS = frozenset({"invalidate"})
 
 
 def client_methods() -> list[tuple[str, str]]:
@@ -233,7 +235,11 @@ def client_methods() -> list[tuple[str, str]]:
     found = []
     for platform, cls in CLIENTS.items():
         for name, _ in inspect.getmembers(cls, inspect.iscoroutinefunction):
-            if not name.startswith("_") and name not in base and name not in RAW_METHODS:
+            if (
+                not name.startswith("_")
+                and name not in base
+                and name not in RAW_METHODS | LOCAL_METHODS
+            ):
                 found.append((platform, name))
     return found
 

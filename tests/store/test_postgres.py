@@ -199,6 +199,7 @@ async def test_open_creates_the_schema(schemas: Schemas, admin: asyncpg.Connecti
         "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", schema
     )
     assert [t[0] for t in tables] == [
+        "cache",
         "checkpoints",
         "dedup",
         "events",

@@ -10,6 +10,9 @@ front of it (a :class:`MultiLevelCache`). Query options:
   ``l1`` (entries of an in-process L1; absent or 0: none), ``l1_ttl`` (default 30); other
   options go to redis-py.
 
+``StoreCache(store)`` is the store level (L3): a table with time-to-live in the SQLite file
+or PostgreSQL schema of the event store, shared by every process opening it.
+
 Core code only sees :class:`Cache` (and :class:`MultiLevelCache` for ``get_or_load``).
 """
 
@@ -21,6 +24,7 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 from contexten.cache.base import Cache, Ttl
 from contexten.cache.memory import MemoryCache
 from contexten.cache.multilevel import CacheStats, MultiLevelCache
+from contexten.cache.store import CacheTable, StoreCache
 from contexten.clock import Clock
 from contexten.exceptions import ConfigurationError
 from contexten.observability.redaction import redact_url
@@ -28,8 +32,10 @@ from contexten.observability.redaction import redact_url
 __all__ = [
     "Cache",
     "CacheStats",
+    "CacheTable",
     "MemoryCache",
     "MultiLevelCache",
+    "StoreCache",
     "Ttl",
     "create_cache",
 ]

@@ -109,7 +109,18 @@ _V2_LEASES: Final[Migration] = (
     "CREATE INDEX partitions_owner ON {s}.partitions (owner)",
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_V1, _V2_LEASES)
+_V3_CACHE: Final[Migration] = (
+    # The cache's store level (see contexten.cache.store): MessagePack values; expiry by
+    # the server's clock_timestamp() (NULL: no expiry).
+    """CREATE TABLE {s}.cache (
+        key        TEXT        COLLATE "C" PRIMARY KEY,
+        value      BYTEA       NOT NULL,
+        expires_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX cache_expires_at ON {s}.cache (expires_at)",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_V1, _V2_LEASES, _V3_CACHE)
 """``MIGRATIONS[n - 1]`` brings a schema to version ``n``; the current version is the length.
 Append new steps; never edit a released one."""
 

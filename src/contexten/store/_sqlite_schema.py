@@ -95,7 +95,20 @@ def _add_leases(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX partitions_owner ON partitions (owner)")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_leases)
+def _add_cache(conn: sqlite3.Connection) -> None:
+    # The cache's store level (see contexten.cache.store): MessagePack values, expires_at in
+    # REAL seconds since the epoch from the machine's clock (NULL: no expiry).
+    conn.execute(
+        """CREATE TABLE cache (
+            key        TEXT PRIMARY KEY,
+            value      BLOB NOT NULL,
+            expires_at REAL
+        )"""
+    )
+    conn.execute("CREATE INDEX cache_expires_at ON cache (expires_at)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_leases, _add_cache)
 """``MIGRATIONS[n - 1]`` brings a file to schema version ``n``; the current version is the
 length. Append new steps; never edit a released one."""
 

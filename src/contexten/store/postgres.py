@@ -59,6 +59,7 @@ from contexten.store._postgres_schema import (
     Migration,
     Statements,
     prepare_schema,
+    quote_ident,
     translate_error,
 )
 from contexten.store._postgres_url import PostgresSettings, parse_postgres_url
@@ -132,6 +133,7 @@ class PostgresEventStore(EventStore):
         self.schema = self.settings.schema
         self._where = self.settings.where
         self._sql = Statements.for_schema(self.schema)
+        self._cache_table = f"{quote_ident(self.schema)}.cache"
         self._pool: asyncpg.Pool | None = None
         self._writer: PostgresWriter | None = None
         self._notifier = HeadNotifier()
@@ -409,6 +411,59 @@ class PostgresEventStore(EventStore):
                 return rows
         except _DRIVER_ERRORS as e:
             raise translate_error(e, self._where, doing) from e
+
+    # -- the cache table (contexten.cache.store.CacheTable) ------------------------------------
+
+    async def cache_get(self, keys: Sequence[str]) -> dict[str, tuple[bytes, float | None]]:
+        """The live cache entries among ``keys``: value and seconds left (server clock)."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        rows = await self._fetch(
+            f"SELECT key, value, extract(epoch FROM expires_at - clock_timestamp())::float8 "
+            f"FROM {self._cache_table} WHERE key = ANY($1::text[]) "
+            "AND (expires_at IS NULL OR expires_at > clock_timestamp())",
+            wanted,
+        )
+        return {key: (bytes(value), left) for key, value, left in rows}
+
+    async def cache_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Store a cache entry for ``ttl`` seconds (None: no expiry), reclaiming expired ones."""
+        table = self._cache_table
+        await self._lease_write(
+            "writing the cache",
+            (f"DELETE FROM {table} WHERE expires_at <= clock_timestamp()", ()),
+            (
+                f"INSERT INTO {table} (key, value, expires_at) VALUES ($1, $2, "
+                "clock_timestamp() + make_interval(secs => $3::float8)) ON CONFLICT (key) "
+                "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                (key, value, ttl),
+            ),
+        )
+
+    async def cache_delete(self, key: str) -> bool:
+        """Remove a cache entry; whether it was live."""
+        rows = await self._lease_write(
+            "deleting from the cache",
+            (
+                f"DELETE FROM {self._cache_table} WHERE key = $1 RETURNING "
+                "expires_at IS NULL OR expires_at > clock_timestamp()",
+                (key,),
+            ),
+        )
+        return bool(rows and rows[0][0])
+
+    async def cache_clear(self, prefix: str) -> int:
+        """Remove the cache entries whose key starts with ``prefix``; the live ones removed."""
+        rows = await self._lease_write(
+            "clearing the cache",
+            (
+                f"DELETE FROM {self._cache_table} WHERE left(key, $2) = $1 RETURNING "
+                "expires_at IS NULL OR expires_at > clock_timestamp()",
+                (prefix, len(prefix)),
+            ),
+        )
+        return sum(1 for row in rows if row[0])
 
     async def heartbeat(
         self,

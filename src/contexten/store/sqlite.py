@@ -46,6 +46,7 @@ from contexten.exceptions import (
     StoreUnavailable,
 )
 from contexten.observability.redaction import redact_url
+from contexten.store import _sqlite_cache as cache_table
 from contexten.store import _sqlite_leases as leases
 from contexten.store._recent import RecentLog
 from contexten.store._sqlite_schema import (
@@ -491,6 +492,25 @@ class SqliteEventStore(EventStore):
     async def partitions(self, group: str | None = None) -> list[PartitionLease]:
         """Every partition of ``group`` or of all groups (see the port)."""
         return await self._read(lambda conn: leases.list_partitions(group, conn, time.time()))
+
+    # -- the cache table (contexten.cache.store.CacheTable) ------------------------------------
+
+    async def cache_get(self, keys: Sequence[str]) -> dict[str, tuple[bytes, float | None]]:
+        """The live cache entries among ``keys``: value and seconds left."""
+        wanted = list(keys)
+        return await self._read(lambda conn: cache_table.get(wanted, conn, time.time()))
+
+    async def cache_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Store a cache entry for ``ttl`` seconds (None: no expiry)."""
+        await self._work(functools.partial(cache_table.put, key, value, ttl))
+
+    async def cache_delete(self, key: str) -> bool:
+        """Remove a cache entry; whether it was live."""
+        return await self._work(functools.partial(cache_table.delete, key))
+
+    async def cache_clear(self, prefix: str) -> int:
+        """Remove the cache entries whose key starts with ``prefix``; the live ones removed."""
+        return await self._work(functools.partial(cache_table.clear, prefix))
 
     # -- waiting -----------------------------------------------------------------------------
 

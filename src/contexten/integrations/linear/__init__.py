@@ -16,6 +16,11 @@ from contexten.integrations.linear.actions import (
     workflow_state,
 )
 from contexten.integrations.linear.client import LinearAdapter, LinearClient
+from contexten.integrations.linear.lookups import (
+    LOOKUP_EVENTS,
+    invalidate_lookups,
+    lookup_invalidation,
+)
 from contexten.integrations.linear.predicates import (
     changed,
     label_added,
@@ -24,6 +29,7 @@ from contexten.integrations.linear.predicates import (
 )
 
 __all__ = [
+    "LOOKUP_EVENTS",
     "LinearAdapter",
     "LinearClient",
     "add_issue_labels",
@@ -35,8 +41,10 @@ __all__ = [
     "create_issue",
     "find_issue_identifier",
     "get_issue",
+    "invalidate_lookups",
     "label_added",
     "label_removed",
+    "lookup_invalidation",
     "move_issue",
     "moved_to",
     "remove_issue_labels",

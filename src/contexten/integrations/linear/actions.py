@@ -70,7 +70,7 @@ async def get_issue(issue_id: str, *, client: LinearClient | None = None) -> JSO
 
 
 async def workflow_state(team_id: str, name: str, *, client: LinearClient | None = None) -> JSON:
-    """A team's workflow state by name (cached per client)."""
+    """A team's workflow state by name (cached by the client, see ``LinearClient.lookup_cache``)."""
     return await _client(client).workflow_state(team_id, name)
 
 

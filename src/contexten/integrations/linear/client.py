@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import httpx
 
+from contexten.cache.memory import MemoryCache
+from contexten.cache.multilevel import MultiLevelCache
 from contexten.exceptions import (
     PlatformError,
     PlatformNotFound,
@@ -60,6 +62,9 @@ _M_COMMENT_CREATE = (
     f" commentCreate(input: $input) {{ success comment {{ {COMMENT_FIELDS} }} }} }}"
 )
 _M_COMMENT_DELETE = "mutation CommentDelete($id: String!) { commentDelete(id: $id) { success } }"
+_STATES_KEY = "linear:workflow_states:"
+_LABELS_KEY = "linear:issue_labels"
+
 _Q_STATES = (
     "query WorkflowStates($teamId: ID!) { workflowStates(first: 100,"
     " filter: { team: { id: { eq: $teamId } } }) { nodes { id name type position } } }"
@@ -165,6 +170,13 @@ class LinearClient(PlatformClient):
 
     Issue arguments accept the UUID or the identifier (``ENG-123``). Methods return the
     GraphQL ``data`` objects as Linear sent them.
+
+    Workflow states (per team) and issue labels are looked up through ``lookup_cache`` for
+    ``lookup_ttl`` seconds (default: an in-process LRU of 1,024 entries, single-flight; give
+    a :class:`~contexten.cache.MultiLevelCache` over a
+    :class:`~contexten.cache.store.StoreCache` to share them between processes), and
+    dropped early by :meth:`invalidate` (see
+    :func:`~contexten.integrations.linear.lookup_invalidation`).
     """
 
     platform: ClassVar[str] = "linear"
@@ -172,10 +184,40 @@ class LinearClient(PlatformClient):
     default_base_url: ClassVar[str] = "https://api.linear.app"
     sandbox_path: ClassVar[str] = "/linear"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        lookup_cache: MultiLevelCache | None = None,
+        lookup_ttl: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._states: dict[str, list[JSON]] = {}
-        self._labels: list[JSON] | None = None
+        self.lookup_cache = lookup_cache or MultiLevelCache(
+            MemoryCache(1024, clock=kwargs.get("clock")), l1_ttl=None, clock=kwargs.get("clock")
+        )
+        """Where workflow states and labels are kept (bounded, with ttl, single-flight)."""
+        self.lookup_ttl = lookup_ttl
+        """Seconds a cached lookup lives; events drop entries sooner (:meth:`invalidate`)."""
+
+    async def _lookup(self, key: str, query: str, field: str, variables: JSON) -> list[JSON]:
+        async def load() -> list[JSON]:
+            data = await self.graphql(query, variables)
+            return list((data.get(field) or {}).get("nodes", []))
+
+        value: list[JSON] = await self.lookup_cache.get_or_load(key, load, ttl=self.lookup_ttl)
+        return value
+
+    async def invalidate(self, event_type: str, data: JSON | None = None) -> int:
+        """Drop the cached lookups a ``linear.workflow_state.*`` or ``linear.issue_label.*``
+        event changes; return how many entries went. Other events change nothing."""
+        if event_type.startswith("linear.workflow_state."):
+            team = ((data or {}).get("team") or {}).get("id") or (data or {}).get("teamId")
+            if isinstance(team, str) and team:
+                return int(await self.lookup_cache.delete(f"{_STATES_KEY}{team}"))
+            return await self.lookup_cache.clear(_STATES_KEY)
+        if event_type.startswith("linear.issue_label."):
+            return int(await self.lookup_cache.delete(_LABELS_KEY))
+        return 0
 
     def _adapter(self) -> PlatformAdapter:
         return LinearAdapter()
@@ -317,10 +359,10 @@ class LinearClient(PlatformClient):
 
     async def workflow_states(self, team_id: str, *, refresh: bool = False) -> list[JSON]:
         """A team's workflow states (cached; ``refresh`` re-reads them)."""
-        if refresh or team_id not in self._states:
-            data = await self.graphql(_Q_STATES, {"teamId": team_id})
-            self._states[team_id] = list((data.get("workflowStates") or {}).get("nodes", []))
-        return self._states[team_id]
+        key = f"{_STATES_KEY}{team_id}"
+        if refresh:
+            await self.lookup_cache.delete(key)
+        return await self._lookup(key, _Q_STATES, "workflowStates", {"teamId": team_id})
 
     async def workflow_state(self, team_id: str, name: str) -> JSON:
         """The team's state called ``name`` (case-insensitive), re-reading once if unknown."""
@@ -335,11 +377,11 @@ class LinearClient(PlatformClient):
     async def label_ids(self, names: list[str], team_id: str | None = None) -> list[str]:
         """The ids of labels by name (workspace labels and the team's), cached."""
         for refresh in (False, True):
-            if refresh or self._labels is None:
-                data = await self.graphql(_Q_LABELS)
-                self._labels = list((data.get("issueLabels") or {}).get("nodes", []))
+            if refresh:
+                await self.lookup_cache.delete(_LABELS_KEY)
+            labels = await self._lookup(_LABELS_KEY, _Q_LABELS, "issueLabels", {})
             by_name: dict[str, str] = {}
-            for label in self._labels:
+            for label in labels:
                 label_team = (label.get("team") or {}).get("id")
                 if label_team in (None, team_id):
                     by_name.setdefault(str(label["name"]).lower(), str(label["id"]))
