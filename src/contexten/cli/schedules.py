@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 
 import click
 
-from contexten.cli._common import audit, echo_json, run_async, store_option, with_store
+from contexten.cli._common import (
+    audit,
+    clean,
+    echo_json,
+    run_async,
+    store_option,
+    with_store,
+)
 from contexten.cli.replay import parse_since
 from contexten.store import EventStore
 from contexten.workflows.schedules import (
@@ -74,19 +81,25 @@ async def list_schedules(store_url: str | None, as_json: bool) -> None:
         click.echo("no schedules", err=True)
 
 
+async def _set_paused(store_url: str | None, name: str, *, paused: bool) -> None:
+    """Request the pause (or resume) and record it as the operator's audit event."""
+    action = "schedules:pause" if paused else "schedules:resume"
+
+    async def body(store: EventStore) -> None:
+        await request_pause(store, name, paused=paused, at=datetime.now(UTC))
+        await audit(store, action, target=name, outcome="requested")
+
+    await with_store(store_url, body)
+    click.echo(f"{'paused' if paused else 'resumed'}: {clean(name)}")
+
+
 @schedules.command("pause")
 @store_option
 @click.argument("name")
 @run_async
 async def pause(store_url: str | None, name: str) -> None:
     """Stop a schedule firing (ticks while paused never run)."""
-
-    async def body(store: EventStore) -> None:
-        await request_pause(store, name, paused=True, at=datetime.now(UTC))
-        await audit(store, "schedules:pause", target=name, outcome="requested")
-
-    await with_store(store_url, body)
-    click.echo(f"paused: {name}")
+    await _set_paused(store_url, name, paused=True)
 
 
 @schedules.command("resume")
@@ -95,13 +108,7 @@ async def pause(store_url: str | None, name: str) -> None:
 @run_async
 async def resume(store_url: str | None, name: str) -> None:
     """Let a paused schedule fire again, from its next tick."""
-
-    async def body(store: EventStore) -> None:
-        await request_pause(store, name, paused=False, at=datetime.now(UTC))
-        await audit(store, "schedules:resume", target=name, outcome="requested")
-
-    await with_store(store_url, body)
-    click.echo(f"resumed: {name}")
+    await _set_paused(store_url, name, paused=False)
 
 
 @schedules.command("trigger")
