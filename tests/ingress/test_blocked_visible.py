@@ -63,6 +63,8 @@ async def test_a_blocked_instance_is_counted_but_the_app_stays_ready(tmp_path: P
             assert ready.status_code == 200, ready.text
             assert ready.json()["details"]["blocked_workflows"] == 1
             assert "blocked" not in (await client.get("/readyz")).text  # details need a token
+            metrics = (await client.get("/metrics", headers=auth)).text
+            assert "contexten_workflows_blocked 1.0" in metrics
             versions = await client.get("/api/v1/workflow-versions", headers=auth)
             assert versions.json()["items"] == [
                 {"name": "release", "version": "1", "in_flight": 1, "blocked": 1}
