@@ -73,6 +73,7 @@ from contexten.workflows import (
     WorkflowEngine,
     WorkflowHandle,
     WorkflowInfo,
+    WorkflowStatus,
 )
 from contexten.workflows.schedules import Schedule
 
@@ -753,18 +754,23 @@ class App:
 
     async def health(self) -> HealthReport:
         """How each part is: store reachability, each subscription's lag and state, the
-        dead-letter queue's size (exact, from the read model), each projection's lag,
+        dead-letter queue's size and the blocked workflow instances (exact, from the read
+        models; a blocked instance does not make the app unready), each projection's lag,
         supervisor restarts, and (once agents are in use) each
         agent's availability and circuit breaker."""
         return await check_health(
             store=self._store,
             dispatcher=self._dispatcher,
             dead_letters=self.read.open_dead_letters,
+            blocked_workflows=self._blocked_workflows,
             projections=self._projection_health,
             supervisor=self.supervisor,
             running=self._running,
             agents=self._runtime.health() if self._runtime is not None else None,
         )
+
+    async def _blocked_workflows(self) -> int:
+        return await self.read.count_workflows(WorkflowStatus.BLOCKED.value)
 
     async def _projection_health(self) -> list[ProjectionHealth]:
         return [

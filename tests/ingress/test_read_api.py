@@ -8,6 +8,7 @@ API's own, and a route added without a line here fails the matrix.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from ._support import HANG_GUARD, make_config
 READS = [
     "/api/v1/workflows",
     "/api/v1/workflows/{wf}",
+    "/api/v1/workflow-versions",
     "/api/v1/dead-letters",
     "/api/v1/dead-letters/counts",
     "/api/v1/dead-letters/{letter}",
@@ -34,6 +36,7 @@ READS = [
     "/api/v1/work-items/ENG-1",
     "/api/v1/projections",
     "/api/v1/platforms",
+    "/api/v1/schedules",
 ]
 ACTIONS = [
     "/api/v1/workflows/{wf}/cancel",
@@ -42,6 +45,10 @@ ACTIONS = [
     "/api/v1/dead-letters/{letter}/discard",
     "/api/v1/dead-letters/redrive",
     "/api/v1/dead-letters/discard",
+    "/api/v1/schedules/{sched}/pause",
+    "/api/v1/schedules/{sched}/resume",
+    "/api/v1/schedules/{sched}/trigger",
+    "/api/v1/schedules/{sched}/backfill",
 ]
 
 
@@ -81,6 +88,14 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     async def ship(wf: Workflow, event: Event) -> int:
         return int(await wf.step(_fail, 1, retry=RetryPolicy(maximum_attempts=1)))
 
+    @app.workflow("idle", on="linear.issue.updated", version=2)
+    async def idle(wf: Workflow, event: Event) -> None:
+        await wf.sleep(timedelta(days=1))
+
+    @app.schedule("nightly", cron="0 2 * * *", catch_up="none")
+    async def nightly(wf: Workflow, _: object) -> None:
+        return None
+
     asgi = create_server(app, make_config(auth_failure_limit=1000))
     await app.start()
     try:
@@ -93,9 +108,14 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         await app.publish(
             Event(type="linear.issue.created", source="linear", correlation_id="ENG-1")
         )
+        await app.publish(Event(type="linear.issue.updated", source="linear", subject="x"))
         await app.drain(HANG_GUARD)
         for _ in range(3000):
-            if await app.list_workflows("failed"):
+            if (
+                await app.list_workflows("failed")
+                and await app.list_workflows("sleeping")
+                and await app.store.read_stream("$schedule-nightly")
+            ):
                 break
             await app.drain(HANG_GUARD)
         transport = httpx.ASGITransport(app=asgi)
@@ -107,7 +127,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 
 async def _ids(served: Served) -> dict[str, str]:
     letters = (await served.get("/api/v1/dead-letters")).json()["items"]
-    return {"wf": "ship:ENG-1", "letter": letters[0]["id"]}
+    return {"wf": "ship:ENG-1", "letter": letters[0]["id"], "sched": "nightly"}
 
 
 async def test_every_route_asks_the_permission_check(served: Served) -> None:
@@ -129,7 +149,10 @@ async def test_every_route_asks_the_permission_check(served: Served) -> None:
         and not route.path.startswith("/api/v1/events")
     }
     listed = {
-        t.replace("{wf}", "{id}").replace("{letter}", "{id}").replace("ENG-1", "{id}")
+        t.replace("{wf}", "{id}")
+        .replace("{letter}", "{id}")
+        .replace("{sched}", "{id}")
+        .replace("ENG-1", "{id}")
         for t in READS + ACTIONS
     }
     assert served_paths == listed
@@ -139,6 +162,10 @@ async def test_lists_pages_and_items(served: Served) -> None:
     workflows = (await served.get("/api/v1/workflows", status="failed")).json()
     assert [w["workflow_id"] for w in workflows["items"]] == ["ship:ENG-1"]
     assert "step 1 broke" in workflows["items"][0]["error"]["message"]
+    assert workflows["items"][0]["version"] == "1"
+    versions = (await served.get("/api/v1/workflow-versions")).json()["items"]
+    # Only the sleeping instance is in flight (a failed one has ended).
+    assert versions == [{"name": "idle", "version": "2", "in_flight": 1, "blocked": 0}]
     assert workflows["next_cursor"] is None
     one = (await served.get("/api/v1/workflows/ship:ENG-1")).json()
     assert one["status"] == "failed"
@@ -189,3 +216,38 @@ async def test_operator_actions_act_once_and_are_audited(served: Served) -> None
     for event in audits:
         assert event.data["principal"]["role"] in ("operator", "viewer")
         assert served.tokens["operator"] not in str(event.data)
+
+
+async def test_schedules_are_listed_paused_triggered_backfilled_and_audited(
+    served: Served,
+) -> None:
+    listed = (await served.get("/api/v1/schedules")).json()
+    assert [s["name"] for s in listed["items"]] == ["nightly"]
+    assert listed["items"][0]["paused"] is False
+    assert listed["truncated"] is False
+    paused = await served.post("/api/v1/schedules/nightly/pause")
+    assert paused.status_code == 202
+    assert (await served.get("/api/v1/schedules")).json()["items"][0]["paused"] is True
+    assert (await served.post("/api/v1/schedules/nightly/resume")).status_code == 202
+    assert (await served.get("/api/v1/schedules")).json()["items"][0]["paused"] is False
+    triggered = (await served.post("/api/v1/schedules/nightly/trigger")).json()
+    assert triggered["run"].startswith("sched:nightly:manual:")
+    window = {"from": "2026-01-01T00:00:00+00:00", "to": "2026-01-03T00:00:00+00:00"}
+    backfill = await served.post("/api/v1/schedules/nightly/backfill", **window)
+    assert backfill.status_code == 202, backfill.text
+    # Bad input stores nothing: no from, from after to, an unknown schedule.
+    before = await served.app.store.read_stream("$schedule-nightly")
+    assert (await served.post("/api/v1/schedules/nightly/backfill")).status_code == 400
+    reversed_ = {"from": window["to"], "to": window["from"]}
+    assert (await served.post("/api/v1/schedules/nightly/backfill", **reversed_)).status_code == 400
+    assert (await served.post("/api/v1/schedules/nope/pause")).status_code == 404
+    assert (await served.post("/api/v1/schedules/nope/trigger")).status_code == 404
+    assert await served.app.store.read_stream("$schedule-nightly") == before
+    assert not await served.app.store.read_stream("$schedule-nope")
+    records = await served.app.store.read_all(limit=10_000)
+    audits = [r.event for r in records if r.stream.startswith(AUDIT_STREAM_PREFIX)]
+    actions = [(e.type, e.data["outcome"], e.data.get("target")) for e in audits]
+    for verb in ("pause", "resume", "trigger", "backfill"):
+        assert (f"contexten.audit.schedules.{verb}", "requested", "nightly") in actions
+    # The refused requests are audited by the middleware (their status) but requested nothing.
+    assert len([a for a in actions if a[1] == "requested"]) == 4

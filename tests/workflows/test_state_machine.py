@@ -195,3 +195,42 @@ async def test_a_state_machine_instance_can_be_cancelled(memory_env: Env) -> Non
     await asyncio.sleep(0.05)
     assert (await engine.get_workflow(wid)).status is WorkflowStatus.CANCELLED
     assert await engine.cancel_workflow(wid) is False
+
+
+async def test_a_machine_whose_code_lost_a_recorded_action_is_blocked_then_redriven(
+    env: Env,
+) -> None:
+    started = asyncio.Event()
+
+    async def hangs(event: Event) -> str:
+        started.set()
+        await asyncio.Event().wait()  # the process "dies" while the action runs
+        return "never"
+
+    async def fixed(event: Event) -> str:
+        return "closed the issue"
+
+    engine = await env.engine(lambda e: e.add(pr_lifecycle(action=hangs)) and None)
+    await engine.store.append("gh", [_pr("closed", 5, merged=True)])
+    wid = "pr-lifecycle:pr-5"
+    async with asyncio.timeout(HANG_GUARD):
+        await started.wait()
+
+    # The deploy dropped the merged transition's action under the in-flight instance.
+    engine = await env.restart(engine, lambda e: e.add(pr_lifecycle(action=None)) and None)
+    blocked = await _until(engine, wid, lambda i: i.status is WorkflowStatus.BLOCKED)
+    assert blocked.blocked_reason == "nondeterminism"
+    assert blocked.error is not None
+    assert "has no action in the current code" in blocked.error["message"]
+    assert engine.stats.blocked["pr-lifecycle"] == 1
+    assert "failed" not in [h.kind for h in blocked.history]
+
+    # The fix is deployed: the instance stays blocked until an operator redrives it.
+    engine = await env.restart(engine, lambda e: e.add(pr_lifecycle(action=fixed)) and None)
+    await asyncio.sleep(0.05)
+    assert (await engine.get_workflow(wid)).status is WorkflowStatus.BLOCKED
+    await engine.retry_workflow(wid)
+    done = await _until(engine, wid, lambda i: i.status is WorkflowStatus.COMPLETED)
+    assert done.state == "merged"
+    kinds = [h.kind for h in done.history]
+    assert kinds[kinds.index("blocked") :] == ["blocked", "redriven", "step_completed", "completed"]

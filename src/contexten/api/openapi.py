@@ -149,6 +149,15 @@ def read_api_paths() -> dict[str, Any]:
                 role="operator",
             )
         },
+        "/api/v1/workflow-versions": {
+            "get": _op(
+                "listWorkflowVersions",
+                "Open instances (and how many are blocked) per workflow and version.",
+                "workflows",
+                [],
+                ("200", "One item per version with open instances.", _OBJ),
+            )
+        },
         "/api/v1/dead-letters": {
             "get": _op(
                 "listDeadLetters",
@@ -251,6 +260,55 @@ def read_api_paths() -> dict[str, Any]:
                 ],
                 ("200", "The work item and timeline.", _OBJ),
                 not_found=True,
+            )
+        },
+        "/api/v1/schedules": {
+            "get": _op(
+                "listSchedules",
+                "Each schedule that has run on the store: paused, last tick and run, counts.",
+                "schedules",
+                [_LIMIT],
+                (
+                    "200",
+                    "The schedules in name order (truncated: more than limit exist).",
+                    {
+                        "type": "object",
+                        "required": ["items", "truncated"],
+                        "properties": {
+                            "items": {"type": "array", "items": _OBJ},
+                            "truncated": {"type": "boolean"},
+                        },
+                    },
+                ),
+            )
+        },
+        **{
+            f"/api/v1/schedules/{{id}}/{verb}": {
+                "post": _op(
+                    f"{verb}Schedule",
+                    f"{summary} (operator; audited).",
+                    "schedules",
+                    [_id("The schedule name."), *extra],
+                    accepted,
+                    not_found=True,
+                    role="operator",
+                )
+            }
+            for verb, summary, extra in (
+                ("pause", "Stop a schedule firing; ticks while paused never run", []),
+                ("resume", "Let a paused schedule fire again from its next tick", []),
+                ("trigger", "Start one run now, paused or not", []),
+                (
+                    "backfill",
+                    "Run every tick in [from, to] that has no run yet (at most 1,000)",
+                    [
+                        {
+                            **_q("from", "First tick time (ISO 8601 with offset).", _TIME),
+                            "required": True,
+                        },
+                        _q("to", "Last tick time (ISO 8601 with offset; default now).", _TIME),
+                    ],
+                ),
             )
         },
         "/api/v1/projections": {

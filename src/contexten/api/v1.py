@@ -12,6 +12,7 @@ route                                          action     what
 ``GET /api/v1/workflows/{id}``                 viewer     one instance, its history, its machine
 ``POST /api/v1/workflows/{id}/cancel``         operator   compensate, then end cancelled
 ``POST /api/v1/workflows/{id}/redrive``        operator   run a failed instance again
+``GET /api/v1/workflow-versions``              viewer     open instances per workflow version
 ``GET /api/v1/dead-letters``                   viewer     letters (subscription, status)
 ``GET /api/v1/dead-letters/counts``            viewer     exact counts by subscription, status
 ``GET /api/v1/dead-letters/{id}``              viewer     one letter
@@ -21,6 +22,11 @@ route                                          action     what
 ``POST /api/v1/dead-letters/discard``          operator   every parked letter (of a subscription)
 ``GET /api/v1/work-items``                     viewer     search by correlation-id prefix
 ``GET /api/v1/work-items/{id}``                viewer     a work item and a page of its timeline
+``GET /api/v1/schedules``                      viewer     each schedule: paused, last tick, counts
+``POST /api/v1/schedules/{id}/pause``          operator   no tick fires until resumed
+``POST /api/v1/schedules/{id}/resume``         operator   fire again from the next tick
+``POST /api/v1/schedules/{id}/trigger``        operator   one run now (paused or not)
+``POST /api/v1/schedules/{id}/backfill``       operator   the runs of every tick in [from, to]
 ``GET /api/v1/projections``                    viewer     each read model's position and lag
 ``GET /api/v1/platforms``                      viewer     per platform: traffic, errors, breaker
 =============================================  =========  =====================================
@@ -29,7 +35,7 @@ route                                          action     what
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
@@ -38,12 +44,19 @@ from starlette.routing import Route
 
 from contexten.bus.dead_letters import DeadLetterStatus
 from contexten.events.codec import encode_json
-from contexten.exceptions import DeadLetterNotFound, WorkflowNotFound
+from contexten.exceptions import ConfigurationError, DeadLetterNotFound, WorkflowNotFound
 from contexten.observability.logging import get_logger
 from contexten.security.audit import audit_type, record_audit
 from contexten.security.middleware import principal_of
 from contexten.workflows.admin import get_workflow_info, request_cancel, request_redrive
 from contexten.workflows.history import WorkflowStatus
+from contexten.workflows.schedules import (
+    SCHEDULE_PREFIX,
+    fold_schedule,
+    request_backfill,
+    request_pause,
+    request_trigger,
+)
 
 if TYPE_CHECKING:
     from contexten.app import App
@@ -169,6 +182,7 @@ class ReadAPI:
             r("/workflows/{id}", self.get_workflow, "GET", "workflows:read"),
             r("/workflows/{id}/cancel", self.cancel_workflow, "POST", "workflows:cancel"),
             r("/workflows/{id}/redrive", self.redrive_workflow, "POST", "workflows:redrive"),
+            r("/workflow-versions", self.workflow_versions, "GET", "workflows:read"),
             r("/dead-letters", self.list_letters, "GET", "dlq:read"),
             r("/dead-letters/counts", self.letter_counts, "GET", "dlq:read"),
             r("/dead-letters/redrive", self.redrive_letters, "POST", "dlq:redrive"),
@@ -178,6 +192,11 @@ class ReadAPI:
             r("/dead-letters/{id}/discard", self.discard_letter, "POST", "dlq:discard"),
             r("/work-items", self.search_work_items, "GET", "events:read"),
             r("/work-items/{id}", self.get_work_item, "GET", "events:read"),
+            r("/schedules", self.list_schedules, "GET", "schedules:read"),
+            r("/schedules/{id}/pause", self.pause_schedule, "POST", "schedules:pause"),
+            r("/schedules/{id}/resume", self.resume_schedule, "POST", "schedules:resume"),
+            r("/schedules/{id}/trigger", self.trigger_schedule, "POST", "schedules:trigger"),
+            r("/schedules/{id}/backfill", self.backfill_schedule, "POST", "schedules:backfill"),
             r("/projections", self.list_projections, "GET", "health:read"),
             r("/platforms", self.list_platforms, "GET", "health:read"),
         ]
@@ -247,6 +266,11 @@ class ReadAPI:
             return _error(409, "conflict", "the instance is not failed")
         return _json({"status": "redrive requested", "workflow_id": workflow_id}, 202)
 
+    async def workflow_versions(self, request: Request) -> Response:
+        """Per (workflow, version): its open instances and how many are blocked (the read
+        model); an old version may be deleted once no instance of it is in flight."""
+        return _json({"items": await self.app.read.workflow_versions()})
+
     # -- dead letters ------------------------------------------------------------------------
 
     async def list_letters(self, request: Request) -> Response:
@@ -310,6 +334,79 @@ class ReadAPI:
     async def discard_letters(self, request: Request) -> Response:
         """Discard every parked letter (of ``subscription``)."""
         return await self._decide_all(request, "dlq:discard")
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def list_schedules(self, request: Request) -> Response:
+        """Every schedule that has run on the store (name order, at most ``limit``): paused
+        or not, its last tick and run, and how many ticks ran, were skipped or missed."""
+        limit = _limit(request)
+        found = await self.app.store.list_streams(SCHEDULE_PREFIX, limit=limit + 1)
+        items = []
+        for info in found[:limit]:
+            state = fold_schedule(await self.app.store.read_stream(info.stream))
+            items.append(
+                {
+                    "name": info.stream.removeprefix(SCHEDULE_PREFIX),
+                    "paused": state.paused,
+                    "last_tick": state.last_tick,
+                    "last_run": state.last_run,
+                    "ticked": state.ticked,
+                    "skipped": state.skipped,
+                    "missed": state.missed,
+                    "pending_triggers": len(state.triggers),
+                    "pending_backfills": len(state.backfills),
+                }
+            )
+        return _json({"items": items, "truncated": len(found) > limit})
+
+    async def _schedule_name(self, request: Request) -> str:
+        """The path's schedule name; 404 unless that schedule has run on this store."""
+        name = _path_id(request)
+        if not await self.app.store.read_stream(SCHEDULE_PREFIX + name):
+            raise _NotFound
+        return name
+
+    async def _set_paused(self, request: Request, *, paused: bool) -> Response:
+        name = await self._schedule_name(request)
+        action = "schedules:pause" if paused else "schedules:resume"
+        await request_pause(self.app.store, name, paused=paused, at=datetime.now(UTC))
+        await self._audit(request, action, "requested", name)
+        status = "pause requested" if paused else "resume requested"
+        return _json({"status": status, "schedule": name}, 202)
+
+    async def pause_schedule(self, request: Request) -> Response:
+        """Stop a schedule firing (202): ticks while paused never run."""
+        return await self._set_paused(request, paused=True)
+
+    async def resume_schedule(self, request: Request) -> Response:
+        """Let a paused schedule fire again from its next tick (202)."""
+        return await self._set_paused(request, paused=False)
+
+    async def trigger_schedule(self, request: Request) -> Response:
+        """Ask for one run now (202); the answer names the run the next poll starts."""
+        name = await self._schedule_name(request)
+        request_id = await request_trigger(self.app.store, name)
+        await self._audit(request, "schedules:trigger", "requested", name, request_id)
+        run = f"sched:{name}:manual:{request_id}"
+        return _json({"status": "trigger requested", "schedule": name, "run": run}, 202)
+
+    async def backfill_schedule(self, request: Request) -> Response:
+        """Ask for the runs of every tick in [``from``, ``to``] (default: now) that has none
+        (202; at most 1,000 ticks); 400 when ``from`` is missing or after ``to``."""
+        start = _time(request, "from")
+        if start is None:
+            raise _BadRequest("from is required (ISO 8601 with a UTC offset)")
+        end = _time(request, "to") or datetime.now(UTC)
+        name = await self._schedule_name(request)
+        try:
+            request_id = await request_backfill(self.app.store, name, start, end)
+        except ConfigurationError as e:
+            raise _BadRequest(str(e)) from None
+        span = f"{start.isoformat()} .. {end.isoformat()}"
+        await self._audit(request, "schedules:backfill", "requested", name, span)
+        body = {"status": "backfill requested", "schedule": name, "request_id": request_id}
+        return _json({**body, "from": start, "to": end}, 202)
 
     # -- work items, projections, platforms ----------------------------------------------------
 

@@ -96,6 +96,9 @@ class HealthReport:
         store: the store's reachability and head.
         subscriptions: each subscription's state and lag.
         dead_letters: letters waiting in the dead-letter queue (None: could not count).
+        blocked_workflows: workflow instances stopped in ``blocked``, waiting for an
+            operator to migrate or fork them (None: could not count, or not asked).
+            Informational: a blocked instance does not make the app unready.
         supervisor_restarts: how often each supervised background task was restarted.
         projections: each read model's state and lag (informational: a lagging read model
             does not make the app unready).
@@ -109,6 +112,7 @@ class HealthReport:
     store: StoreHealth
     subscriptions: tuple[SubscriptionHealth, ...] = ()
     dead_letters: int | None = None
+    blocked_workflows: int | None = None
     supervisor_restarts: Mapping[str, int] = field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     projections: tuple[ProjectionHealth, ...] = ()
@@ -154,6 +158,7 @@ class HealthReport:
                 for s in self.subscriptions
             ],
             "dead_letters": self.dead_letters,
+            "blocked_workflows": self.blocked_workflows,
             "supervisor_restarts": dict(self.supervisor_restarts),
             "agents": {name: dict(agent) for name, agent in self.agents.items()},
             "projections": [
@@ -179,16 +184,19 @@ async def check_health(
     running: bool,
     agents: Mapping[str, Mapping[str, Any]] | None = None,
     projections: Callable[[], Awaitable[Sequence[ProjectionHealth]]] | None = None,
+    blocked_workflows: Callable[[], Awaitable[int]] | None = None,
 ) -> HealthReport:
     """Ask each part how it is; never raises for an unreachable store (it reports it).
 
     ``dead_letters`` counts the parked letters (the App reads its dead-letter read model:
     exact, and one small query however many letters there are); ``projections`` reports the
-    read models. ``agents`` is passed through as the report's agent availability.
+    read models, ``blocked_workflows`` counts the blocked instances (the workflows read
+    model). ``agents`` is passed through as the report's agent availability.
     """
     url = redact_url(store.url)
     head: int | None = None
     parked: int | None = None
+    blocked: int | None = None
     read_models: tuple[ProjectionHealth, ...] = ()
     if running:
         try:
@@ -202,6 +210,11 @@ async def check_health(
                 parked = await dead_letters()
             except Exception:
                 parked = None
+            if blocked_workflows is not None:
+                try:
+                    blocked = await blocked_workflows()
+                except Exception:
+                    blocked = None
             if projections is not None:
                 try:
                     read_models = tuple(await projections())
@@ -214,6 +227,7 @@ async def check_health(
         store=store_health,
         subscriptions=tuple(SubscriptionHealth.from_status(s, head) for s in dispatcher.statuses()),
         dead_letters=parked,
+        blocked_workflows=blocked,
         supervisor_restarts=dict(supervisor.restarts),
         agents=dict(agents or {}),
         projections=read_models,

@@ -19,10 +19,9 @@ from contexten.cli._common import (
 from contexten.cli._time import TIME, TIME_HELP
 from contexten.exceptions import WorkflowNotFound
 from contexten.ingress.loader import load_app
-from contexten.projections.read_side import Page, open_read_side
+from contexten.projections.read_side import Page, in_flight_by_version, open_read_side
 from contexten.store import EventStore
 from contexten.workflows import (
-    TERMINAL_STATUSES,
     WorkflowEngine,
     WorkflowInfo,
     WorkflowStatus,
@@ -97,17 +96,6 @@ async def list_instances(
             click.echo(f"in flight: {wf_name} v{version}: {count}", err=True)
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}", err=True)
-
-
-def in_flight_by_version(infos: list[WorkflowInfo]) -> dict[tuple[str, str], int]:
-    """Open (not ended) instances per (workflow, version): an old version may be deleted
-    once its count is zero."""
-    counts: dict[tuple[str, str], int] = {}
-    for info in infos:
-        if info.status not in TERMINAL_STATUSES and info.kind == "function":
-            key = (info.name, info.version or "1")
-            counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 @workflows.command("show")

@@ -24,6 +24,7 @@ metric                                            type     labels
 ``contexten_circuit_open``                        gauge    ``agent``: 1 while its breaker is open
 ``contexten_client_open_connections``             gauge    ``agent``: pooled connections open
 ``contexten_dead_letters``                        gauge    letters parked in the DLQ now
+``contexten_workflows_blocked``                   gauge    instances blocked now (read model)
 ``contexten_supervisor_restarts_total``           counter  ``task``: background restarts
 ``contexten_projection_lag``                      gauge    ``projection``: events not yet folded
 ``contexten_projection_position``                 gauge    ``projection``: last position folded
@@ -248,6 +249,12 @@ class AppCollector(Collector):
                 "contexten_dead_letters",
                 "Letters parked in the dead-letter queue now.",
                 report.dead_letters,
+            )
+        if report.blocked_workflows is not None:
+            yield GaugeMetricFamily(
+                "contexten_workflows_blocked",
+                "Workflow instances blocked now, waiting for an operator.",
+                report.blocked_workflows,
             )
         yield from _agent_families(report)
         if report.projections:

@@ -29,7 +29,7 @@ from contexten.projections.platform_health import PlatformHealthProjection
 from contexten.projections.platform_health import row_to_dict as _platform_dict
 from contexten.store.base import EventStore
 from contexten.workflows.admin import WorkflowInfo
-from contexten.workflows.history import WorkflowStatus
+from contexten.workflows.history import TERMINAL_STATUSES, WorkflowStatus
 
 __all__ = [
     "Page",
@@ -37,6 +37,7 @@ __all__ = [
     "builtin_projections",
     "decode_cursor",
     "encode_cursor",
+    "in_flight_by_version",
     "info_from_row",
     "open_read_side",
 ]
@@ -212,6 +213,27 @@ class ReadSide:
                 after = [rows[-1]["workflow_id"]]
         return infos
 
+    async def workflow_versions(self) -> list[dict[str, Any]]:
+        """Per (workflow, version), its open instances (``in_flight``) and how many of them
+        are ``blocked``, from the read model: an old version may be deleted once its
+        ``in_flight`` is zero (a version with none is absent)."""
+        infos = await self.open_workflow_infos()
+        blocked = in_flight_by_version([i for i in infos if i.status is WorkflowStatus.BLOCKED])
+        return [
+            {
+                "name": name,
+                "version": version,
+                "in_flight": n,
+                "blocked": blocked.get((name, version), 0),
+            }
+            for (name, version), n in sorted(in_flight_by_version(infos).items())
+        ]
+
+    async def count_workflows(self, status: str) -> int:
+        """How many instances have ``status`` (exact; one count on the read model)."""
+        await self._ready("workflows")
+        return await self.projections.count("workflows", {"status": WorkflowStatus(status).value})
+
     async def unfinished_workflow_ids(self) -> list[str]:
         """Ids of every instance that has not ended (what the engine resumes at start)."""
         await self._ready("workflows")
@@ -325,6 +347,16 @@ class ReadSide:
         await self._ready("platform_health")
         rows = await self.projections.query("platform_health", Query(limit=100))
         return [_platform_dict(r) for r in rows]
+
+
+def in_flight_by_version(infos: list[WorkflowInfo]) -> dict[tuple[str, str], int]:
+    """Open (not ended) function instances per (workflow, version) among ``infos``."""
+    counts: dict[tuple[str, str], int] = {}
+    for info in infos:
+        if info.status not in TERMINAL_STATUSES and info.kind == "function":
+            key = (info.name, info.version or "1")
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 @asynccontextmanager

@@ -2,8 +2,9 @@
 
 Three roles, each allowed what the one below it is allowed and more::
 
-    viewer    read events, workflows, dead letters, health details, metrics, the API docs
-    operator  also redrive and discard dead letters, cancel and redrive workflows, replay
+    viewer    read events, workflows, schedules, dead letters, health details, metrics, docs
+    operator  also redrive and discard dead letters, cancel and redrive workflows, replay,
+              pause, resume, trigger and backfill schedules
     admin     also create, list and revoke tokens
 
 A route does not test roles itself: it names the *action* it performs (``"events:read"``,

@@ -161,7 +161,7 @@ class MachineInstance:
         await self._commit(events)
         if t.action is not None:
             self._actions.append(seq)
-        elif t.to in m.terminal_states:
+        elif t.to in m.terminal_states and not st.blocked:
             await self._end("completed", {"result": {"state": t.to}})
 
     async def _end(self, kind: str, data: dict[str, Any]) -> None:
@@ -169,6 +169,22 @@ class MachineInstance:
         public = lifecycle_event(self.state, kind, {"state": self.state.sm_state, **data})
         await self._commit([event], [Append(public_stream(self.workflow_id), [public])])
         self.engine.stats.record_end(self.state, kind, data)
+
+    async def _block(self, message: str) -> None:
+        """Stop an instance whose history the current machine cannot replay: ``blocked``,
+        not failed. Its events are still decided and recorded; no action runs until an
+        operator redrives it (after fixing the code) or cancels it."""
+        if self.state.blocked or self.state.terminal:
+            return
+        err = {"type": "NondeterminismError", "message": message, "non_retryable": True}
+        data = {"reason": "nondeterminism", "error": err, "version": self.state.version}
+        public = lifecycle_event(self.state, "blocked", {"error": err, "version": data["version"]})
+        await self._commit(
+            [history_event("blocked", data, self.workflow_id)],
+            [Append(public_stream(self.workflow_id), [public])],
+        )
+        self.engine.stats.blocked[self.state.name] += 1
+        _log.error("state machine %s blocked: %s", self.workflow_id, message)
 
     def resume(self) -> None:
         """Queue the actions the history shows as not done (after a restart or redrive)."""
@@ -208,14 +224,16 @@ class MachineInstance:
             st = self.state
             done = st.ops.get(seq + 1)
             entry = _transition_entry(st, seq)
-            if st.terminal or entry is None or (done is not None and done.done):
-                return
+            if st.terminal or st.blocked or entry is None or (done is not None and done.done):
+                return  # a blocked instance runs nothing until an operator redrives it
             t = next((t for t in self.machine.transitions if t.label == entry["transition"]), None)
         if t is None or t.action is None:
-            raise_msg = f"transition {entry['transition']!r} has no action in the current code"
+            message = (
+                f"transition {entry['transition']!r} has no action in the current code; the "
+                "state machine changed under an in-flight instance"
+            )
             async with self._lock:
-                err = {"type": "NondeterminismError", "message": raise_msg, "non_retryable": True}
-                await self._end("failed", {"error": err, "parked": True})
+                await self._block(message)
             return
         rec = await self.engine.store.get_event(entry["event_id"])
         if rec is None:

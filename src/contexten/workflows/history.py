@@ -512,7 +512,11 @@ def _transitioned(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> No
     if d.get("action"):
         s.reserved_seq = max(s.reserved_seq, seq + 1)  # the action's call number
     s.last_position = max(s.last_position, op.position)
-    s.status = WorkflowStatus.RUNNING if d.get("action") else WorkflowStatus.WAITING
+    status = WorkflowStatus.RUNNING if d.get("action") else WorkflowStatus.WAITING
+    if s.status is WorkflowStatus.BLOCKED:
+        s.blocked_from = status  # decided while blocked: still blocked, resumes from here
+    else:
+        s.status = status
 
 
 def _transition_rejected(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
