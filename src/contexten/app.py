@@ -254,9 +254,11 @@ class App:
         """
 
         def register(handler: H) -> H:
+            chosen = name if name is not None else default_name(handler, self.root)
             self.add_subscription(
                 Subscription(
-                    name=name if name is not None else default_name(handler, self.root),
+                    name=chosen,
+                    previous_names=() if name is not None else _legacy_names(handler, chosen),
                     patterns=patterns,
                     handler=handler,
                     where=where,
@@ -811,6 +813,13 @@ def pinned_apps(store: EventStore, clock: Clock, agents: Any) -> Iterator[None]:
         yield
     finally:
         _PINNED.reset(token)
+
+
+def _legacy_names(handler: Callable[..., Any], name: str) -> tuple[str, ...]:
+    """The default name the handler had before names followed files (``module.qualname``,
+    ``__main__.triage`` for ``python app.py``), if different: its checkpoint is inherited."""
+    old = f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', '')}"
+    return (old,) if old != name and not old.startswith(".") else ()
 
 
 def _name_of(fn: object) -> str:

@@ -119,3 +119,50 @@ def test_main_without_a_file_is_refused() -> None:
     exec("async def typed(event, ctx):\n    pass\n", namespace)  # a REPL handler
     with pytest.raises(ConfigurationError, match="name="):
         default_name(namespace["typed"], "/")  # type: ignore[arg-type]
+
+
+HANDLER_FILE = """
+seen = []
+
+
+async def triage(event, ctx):
+    seen.append(event.data["n"])
+"""
+
+
+async def test_an_old_main_name_hands_its_position_to_the_new_name(tmp_path: Path) -> None:
+    """Upgrade: ``python app.py`` stored ``__main__.triage``; the new name continues from it."""
+    url = f"sqlite:///{tmp_path / 'up.db'}"
+    (tmp_path / "app.py").write_text(HANDLER_FILE)
+    before = runpy.run_path(str(tmp_path / "app.py"), run_name="__main__")
+    old = App(url, root=tmp_path)
+    old.on("ticket.opened", name="__main__.triage")(before["triage"])  # as older versions did
+    async with old:
+        for n in range(3):
+            await old.publish(Event(type="ticket.opened", data={"n": n}))
+        await old.drain()
+    assert before["seen"] == [0, 1, 2]
+
+    after = runpy.run_path(str(tmp_path / "app.py"), run_name="__main__")
+    new = App(url, root=tmp_path)
+    new.on("ticket.opened")(after["triage"])
+    [sub] = new.subscriptions.values()
+    assert sub.name == "app.triage"
+    assert sub.previous_names == ("__main__.triage",)
+    async with new:
+        await new.publish(Event(type="ticket.opened", data={"n": 3}))
+        await new.drain()
+    assert after["seen"] == [3]  # history is not delivered again
+
+
+async def test_a_brand_new_subscription_still_starts_at_the_beginning(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    (tmp_path / "app.py").write_text(HANDLER_FILE)
+    ns = runpy.run_path(str(tmp_path / "app.py"), run_name="__main__")
+    app = App(url, root=tmp_path)
+    async with app:
+        await app.publish(Event(type="ticket.opened", data={"n": 0}))
+    app.on("ticket.opened")(ns["triage"])
+    async with app:
+        await app.drain()
+    assert ns["seen"] == [0]

@@ -185,6 +185,10 @@ class Subscription:
             posted coming back as ``github.issue_comment.created``). The
             :class:`~contexten.App` filters them out otherwise, so a rule does not trigger
             itself; the bus itself does not look at this flag.
+        previous_names: names this subscription was stored under before (an upgrade that
+            changed its default name): seen for the first time under ``name``, it starts
+            where the first of them that has a stored position left off, instead of at
+            ``start``.
     """
 
     name: str
@@ -198,6 +202,7 @@ class Subscription:
     start: StartFrom = "beginning"
     include_system: bool = False
     echoes: bool = False
+    previous_names: tuple[str, ...] = ()
     compiled: tuple[Pattern, ...] = field(init=False, repr=False)
     type_matches: Callable[[str], bool] = field(init=False, repr=False)
     """Whether an event type matches the patterns (compiled once)."""
