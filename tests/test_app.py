@@ -38,7 +38,7 @@ def test_on_registers_and_returns_the_handler() -> None:
 
     assert app.on("a.b")(handle) is handle
     [sub] = app.subscriptions.values()
-    assert sub.name == f"{__name__}.test_on_registers_and_returns_the_handler.<locals>.handle"
+    assert sub.name == "test_app.test_on_registers_and_returns_the_handler.<locals>.handle"
     assert sub.concurrency == 100
     assert sub.timeout_seconds == 60.0
     assert sub.start == "beginning"

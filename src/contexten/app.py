@@ -53,7 +53,9 @@ from contexten.bus.subscription import (
     Predicate,
     StartFrom,
     Subscription,
+    app_root,
     default_key,
+    default_name,
 )
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
@@ -128,6 +130,8 @@ class App:
             Default: clients configured from the environment, built on first use.
         bot: who "we" are on each platform, for echo detection (default: from the
             environment, see :class:`~contexten.integrations.echo.BotIdentity`).
+        root: the directory default subscription names are relative to (default: that of
+            the file that builds the App, which does not move however it is launched).
 
     Only one dispatching process should serve a given subscription at a time: each keeps its
     own checkpoint, so two would both deliver every event.
@@ -147,7 +151,11 @@ class App:
         dispatch: bool = True,
         agents: AgentManager | ClientRegistry | None = None,
         bot: BotIdentity | None = None,
+        root: str | os.PathLike[str] | None = None,
     ) -> None:
+        self.root = os.path.abspath(root) if root is not None else app_root(2)
+        """What default subscription names are relative to (:func:`default_name`): ``root=``,
+        else the directory of the file that built the App."""
         pinned = _PINNED.get()
         if pinned is not None:  # a tool runs this app elsewhere (shadow replay)
             store, clock, agents = pinned.store, pinned.clock, pinned.agents
@@ -236,18 +244,22 @@ class App:
         """Decorator: deliver events matching ``patterns`` to the decorated handler.
 
         The handler is returned unchanged (still callable directly in tests). Its subscription
-        is named ``name``, by default the handler's ``module.qualname``; the name is durable
-        (the checkpoint is stored under it). See :class:`Subscription` for the options;
-        ``echoes=True`` also delivers the webhooks our own actions caused.
+        is named ``name``, by default the handler's file relative to :attr:`root` as a dotted
+        path plus its qualname (:func:`~contexten.bus.subscription.default_name`): the same
+        however the file is launched. The name is durable (the checkpoint is stored under
+        it). See :class:`Subscription` for the options; ``echoes=True`` also delivers the
+        webhooks our own actions caused.
 
         Raises:
             ConfigurationError: bad options, a non-async handler, or a name already in use.
         """
 
         def register(handler: H) -> H:
+            chosen = name if name is not None else default_name(handler, self.root)
             self.add_subscription(
                 Subscription(
-                    name=name or f"{handler.__module__}.{handler.__qualname__}",
+                    name=chosen,
+                    previous_names=() if name is not None else _legacy_names(handler, chosen),
                     patterns=patterns,
                     handler=handler,
                     where=where,
@@ -807,6 +819,13 @@ def pinned_apps(store: EventStore, clock: Clock, agents: Any) -> Iterator[None]:
         yield
     finally:
         _PINNED.reset(token)
+
+
+def _legacy_names(handler: Callable[..., Any], name: str) -> tuple[str, ...]:
+    """The default name the handler had before names followed files (``module.qualname``,
+    ``__main__.triage`` for ``python app.py``), if different: its checkpoint is inherited."""
+    old = f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', '')}"
+    return (old,) if old != name and not old.startswith(".") else ()
 
 
 def _name_of(fn: object) -> str:

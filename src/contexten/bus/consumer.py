@@ -223,6 +223,8 @@ class Consumer:
         """
         sub = self.subscription
         position = await self._store.get_checkpoint(sub.checkpoint_name)
+        if position is None and sub.previous_names:
+            position = await self._inherited_position()
         if position is None:
             position = await self._store.head() if sub.start == "now" else 0
         count = await self._store.ensure_partitions(
@@ -239,6 +241,30 @@ class Consumer:
         self._supervisor.start(self._checkpoint_task, self._checkpoint_loop)
         self.state = ConsumerState.RUNNING
         self._log.debug("subscription started", partitions=sorted(self._parts))
+
+    async def _inherited_position(self) -> int | None:
+        """Where the subscription left off under a previous name, if it is new under this one.
+
+        The lowest partition checkpoint of the first previous name that has partitions (or
+        its single pre-partition checkpoint): events after it may be delivered again, none
+        is skipped.
+        """
+        if await self._store.partitions(self._group):
+            return None  # already known under this name
+        for old in self.subscription.previous_names:
+            group = f"sub:{old}"  # as Subscription.checkpoint_name
+            parts = await self._store.partitions(group)
+            position = (
+                min(p.position for p in parts) if parts else await self._store.get_checkpoint(group)
+            )
+            if position is not None:
+                self._log.warning(
+                    "subscription renamed: continuing from its previous name",
+                    previous=old,
+                    position=position,
+                )
+                return position
+        return None
 
     async def stop(self, grace: float) -> None:
         """Stop: no more reading; in-flight handlers get ``grace`` seconds to finish, the rest

@@ -13,6 +13,7 @@ from typing import Any
 from contexten.bus.consumer import ConsumerState, ConsumerStatus
 from contexten.bus.dispatcher import Dispatcher
 from contexten.bus.timing import DurationSnapshot
+from contexten.bus.workers import WorkersReport, workers_report
 from contexten.observability.redaction import redact_text, redact_url
 from contexten.resilience.supervisor import Supervisor
 from contexten.store.base import EventStore
@@ -106,6 +107,10 @@ class HealthReport:
             unavailable), JSON-ready, by agent name. Informational: a platform being down
             does not make the app unready (webhooks are still taken and stored), so it does
             not count in :attr:`ok`.
+        workers: the live workers of the store (this process and the others), the
+            partitions each holds and every subscription's lag over all its partitions
+            (None: not running, or the store could not say). Informational.
+        worker_id: this process's worker id.
     """
 
     running: bool
@@ -116,6 +121,8 @@ class HealthReport:
     supervisor_restarts: Mapping[str, int] = field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     projections: tuple[ProjectionHealth, ...] = ()
+    workers: WorkersReport | None = None
+    worker_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -172,6 +179,11 @@ class HealthReport:
                 }
                 for p in self.projections
             ],
+            "worker_id": self.worker_id,
+            "workers": None if self.workers is None else self.workers.to_dict()["workers"],
+            "partitioned_subscriptions": (
+                None if self.workers is None else self.workers.to_dict()["subscriptions"]
+            ),
         }
 
 
@@ -198,6 +210,7 @@ async def check_health(
     parked: int | None = None
     blocked: int | None = None
     read_models: tuple[ProjectionHealth, ...] = ()
+    live: WorkersReport | None = None
     if running:
         try:
             await store.ping()
@@ -220,6 +233,10 @@ async def check_health(
                     read_models = tuple(await projections())
                 except Exception:
                     read_models = ()
+            try:
+                live = await workers_report(store)
+            except Exception:
+                live = None
     else:
         store_health = StoreHealth(url, False, error="the app is not running")
     return HealthReport(
@@ -231,4 +248,6 @@ async def check_health(
         supervisor_restarts=dict(supervisor.restarts),
         agents=dict(agents or {}),
         projections=read_models,
+        workers=live,
+        worker_id=dispatcher.worker_id,
     )

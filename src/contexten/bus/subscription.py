@@ -9,9 +9,12 @@ The dispatcher reads it; ``@app.on(...)`` builds one.
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import FrameType
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from contexten.events.envelope import Event
@@ -29,7 +32,9 @@ __all__ = [
     "Predicate",
     "StartFrom",
     "Subscription",
+    "app_root",
     "default_key",
+    "default_name",
     "is_system_stream",
 ]
 
@@ -53,6 +58,76 @@ StartFrom: TypeAlias = Literal["beginning", "now"]
 def default_key(event: Event) -> str | None:
     """Order by the event's correlation id, else its subject (``Event.ordering_key``)."""
     return event.correlation_id or event.subject
+
+
+_MAX_NAME = 200
+
+
+def app_root(depth: int = 1) -> str:
+    """The directory default subscription names are relative to: that of the first calling
+    file outside Contexten (the file that builds the App), else the current directory.
+
+    The file that defines the App sits at a fixed place in the project, however the process
+    is launched; the current directory does not (``cd`` elsewhere and every name would move).
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame: FrameType | None = sys._getframe(depth)  # the caller's file, cheaply
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not path.startswith("<") and not os.path.abspath(path).startswith(package + os.sep):
+            return os.path.dirname(os.path.abspath(path))
+        frame = frame.f_back
+    return os.getcwd()
+
+
+def default_name(handler: Callable[..., object], root: str) -> str:
+    """A subscription name for ``handler`` that does not depend on how its module was launched.
+
+    It is ``{file relative to root, as a dotted path}.{qualname}``: ``app.py``'s ``triage``
+    is ``app.triage`` whether the file ran as ``python app.py`` (module ``__main__``) or was
+    imported as ``app`` by ``contexten serve --app app.py:app``; ``pkg/rules.py`` gives
+    ``pkg.rules.triage``, the module's own name when ``root`` is on the import path. A handler
+    whose file is outside ``root`` (an installed library) keeps its module name; one without
+    a file (a REPL) too, unless that is ``__main__``, which is refused as unstable.
+
+    Raises:
+        ConfigurationError: no stable name can be derived; pass ``name=``.
+    """
+    target = inspect.unwrap(handler)
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None) or type(target).__module__
+    try:
+        path = inspect.getsourcefile(target) or inspect.getfile(target)
+    except TypeError:
+        path = None
+    if path and not path.startswith("<"):
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+        if not relative.startswith(os.pardir + os.sep) and relative != os.pardir:
+            stem, _ = os.path.splitext(relative)
+            parts = stem.split(os.sep)
+            if parts[-1] == "__init__" and len(parts) > 1:
+                parts.pop()
+            return f"{'.'.join(parts)}.{qualname}"
+        if module == "__main__":
+            return f"{os.path.splitext(os.path.basename(path))[0]}.{qualname}"
+    if module == "__main__":
+        raise ConfigurationError(
+            f"cannot derive a stable subscription name for {qualname!r} (no source file): "
+            "pass name=..."
+        )
+    return f"{module}.{qualname}"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError("a subscription needs a non-empty name")
+    if name != name.strip() or len(name) > _MAX_NAME or not name.isprintable():
+        raise ConfigurationError(
+            f"subscription name {name[:_MAX_NAME]!r}: at most {_MAX_NAME} printable "
+            "characters, without leading or trailing spaces (it is stored as the checkpoint "
+            "key and shown in logs and metrics)"
+        )
+    return name
 
 
 def _unordered(event: Event) -> None:
@@ -110,6 +185,10 @@ class Subscription:
             posted coming back as ``github.issue_comment.created``). The
             :class:`~contexten.App` filters them out otherwise, so a rule does not trigger
             itself; the bus itself does not look at this flag.
+        previous_names: names this subscription was stored under before (an upgrade that
+            changed its default name): seen for the first time under ``name``, it starts
+            where the first of them that has a stored position left off, instead of at
+            ``start``.
     """
 
     name: str
@@ -123,6 +202,7 @@ class Subscription:
     start: StartFrom = "beginning"
     include_system: bool = False
     echoes: bool = False
+    previous_names: tuple[str, ...] = ()
     compiled: tuple[Pattern, ...] = field(init=False, repr=False)
     type_matches: Callable[[str], bool] = field(init=False, repr=False)
     """Whether an event type matches the patterns (compiled once)."""
@@ -131,8 +211,7 @@ class Subscription:
     """The ordering key function in effect (``key``, or "no key" when ``key`` is None)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ConfigurationError("a subscription needs a non-empty name")
+        _check_name(self.name)
         texts = [self.patterns] if isinstance(self.patterns, str) else list(self.patterns)
         if not texts:
             raise ConfigurationError(f"subscription {self.name!r}: no pattern given")

@@ -35,6 +35,7 @@ class WorkerReport:
         w = self.worker
         return {
             "worker_id": w.worker_id,
+            "host": w.worker_id.split("/", 1)[0],
             "meta": w.meta,
             "heartbeat_age": round(w.heartbeat_age, 3),
             "expires_in": round(w.expires_in, 3),

@@ -9,6 +9,7 @@ last results in-process, so a retry in the same process does not even need the l
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections import OrderedDict
@@ -19,6 +20,7 @@ __all__ = [
     "RecentResults",
     "find_marker",
     "id_for_key",
+    "platform_key",
     "with_marker",
 ]
 
@@ -27,27 +29,48 @@ _MARKER_RE = re.compile(r"<!-- contexten:idempotency-key=([^\s>]+) -->")
 _NAMESPACE = uuid.UUID("6f1b7c1e-5d0b-4f8e-9a55-2c4f3e0c9a10")
 
 
-def _clean(key: str) -> str:
-    if not key or any(c.isspace() for c in key) or ">" in key or "<" in key:
-        raise ValueError(f"idempotency key {key!r} must be non-empty, without spaces or <>")
-    return key
+_SAFE = re.compile(r"[^\s<>]{1,200}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:/=+@#-]+")
+
+
+def platform_key(key: str) -> str:
+    """``key`` in the alphabet every platform takes: the one mapping of all idempotency keys.
+
+    A key of up to 200 printable characters without spaces or ``<>`` is used as it is (so
+    markers already written keep matching). Any other (``ctx.idempotency_key`` of a handler
+    defined in a function holds ``<locals>``; a workflow step's name may hold spaces) becomes
+    its readable part, unsafe runs replaced by ``_`` and cut to 100 characters, plus ``~``
+    and 32 hex digits of its SHA-256: still one key per key, and still recognisable in a
+    comment's marker. The mapping is idempotent (a mapped key maps to itself).
+
+    Raises:
+        ValueError: ``key`` is empty or not a string.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("an idempotency key must be a non-empty string")
+    if _SAFE.fullmatch(key) and key.isprintable():
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    readable = _UNSAFE.sub("_", key)[:100].strip("_") or "key"
+    return f"{readable}~{digest}"
 
 
 def with_marker(body: str, key: str | None) -> str:
     """``body`` with the hidden marker for ``key`` appended (unchanged if ``key`` is None).
 
-    The marker is an HTML comment, which GitHub's Markdown renderer does not show.
+    The marker is an HTML comment, which GitHub's Markdown renderer does not show; it
+    carries :func:`platform_key` of ``key``.
     """
     if key is None:
         return body
-    marker = f"<!-- {MARKER_PREFIX}{_clean(key)} -->"
+    marker = f"<!-- {MARKER_PREFIX}{platform_key(key)} -->"
     if marker in body:
         return body
     return f"{body}\n\n{marker}" if body else marker
 
 
 def find_marker(body: str | None) -> str | None:
-    """The idempotency key marked in ``body``, or ``None``."""
+    """The idempotency key marked in ``body`` (as :func:`platform_key` made it), or ``None``."""
     if not body:
         return None
     match = _MARKER_RE.search(body)
@@ -59,9 +82,10 @@ def id_for_key(key: str, scope: str = "") -> str:
 
     The bits come from a name-based (v5) hash, so the same key always gives the same id, but
     the version and variant bits are those of a v4 UUID: Linear documents its client-chosen
-    ids (``IssueCreateInput.id``, ``CommentCreateInput.id``) as "UUID v4 format".
+    ids (``IssueCreateInput.id``, ``CommentCreateInput.id``) as "UUID v4 format". Any key
+    is accepted (through :func:`platform_key`).
     """
-    digest = uuid.uuid5(_NAMESPACE, f"{scope}\x00{_clean(key)}").bytes
+    digest = uuid.uuid5(_NAMESPACE, f"{scope}\x00{platform_key(key)}").bytes
     return str(uuid.UUID(bytes=digest, version=4))
 
 

@@ -15,6 +15,9 @@ metric                                            type     labels
 ``contexten_dispatcher_pending``                  gauge    ``subscription``: read, not done
 ``contexten_dispatcher_position``                 gauge    ``subscription``
 ``contexten_subscription_running``                gauge    ``subscription``: 1 when running
+``contexten_workers_alive``                       gauge    live workers on the store (all hosts)
+``contexten_partitions_owned``                    gauge    ``subscription``: held by this process
+``contexten_subscription_lag``                    gauge    ``subscription``: over all partitions
 ``contexten_handler_deliveries_total``            counter  ``subscription``: handled
 ``contexten_handler_failed_attempts_total``       counter  ``subscription``
 ``contexten_handler_parked_total``                counter  ``subscription``: dead-lettered
@@ -234,6 +237,7 @@ class AppCollector(Collector):
             subs,
             lambda s: s.restarts,
         )
+        yield from _worker_families(report)
         durations = HistogramMetricFamily(
             "contexten_handler_duration_seconds",
             "How long handler attempts took (successful or not), since start.",
@@ -342,6 +346,36 @@ def _workflow_families(counts: WorkflowCounts) -> Iterator[Metric]:
         for name, count in sorted(values.items()):
             family.add_metric([name], count)
         yield family
+
+
+def _worker_families(report: HealthReport) -> Iterator[Metric]:
+    """Workers alive, partitions this process owns, and each subscription's lag over all its
+    partitions, whichever worker holds them (``contexten_dispatcher_lag`` is this process's)."""
+    yield _per_subscription(
+        GaugeMetricFamily(
+            "contexten_partitions_owned",
+            "Partitions of a subscription this process holds.",
+            labels=["subscription"],
+        ),
+        report.subscriptions,
+        lambda s: s.partitions,
+    )
+    if report.workers is None:
+        return
+    yield GaugeMetricFamily(
+        "contexten_workers_alive",
+        "Workers registered on the store with a live heartbeat (every host).",
+        len(report.workers.workers),
+    )
+    lag = GaugeMetricFamily(
+        "contexten_subscription_lag",
+        "Log entries a subscription has still to handle over all its partitions (head minus "
+        "its lowest partition checkpoint), whichever worker holds them.",
+        labels=["subscription"],
+    )
+    for group in report.workers.groups:
+        lag.add_metric([group.group.removeprefix("sub:")], group.lag)
+    yield lag
 
 
 def _agent_families(report: HealthReport) -> Iterator[Metric]:

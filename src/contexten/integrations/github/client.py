@@ -20,7 +20,7 @@ from contexten.exceptions import PlatformError, PlatformNotFound, PlatformReques
 from contexten.integrations.client import PlatformClient
 from contexten.integrations.errors import error_for_status
 from contexten.integrations.http import PlatformAdapter, parse_retry_after
-from contexten.integrations.idempotency import find_marker, with_marker
+from contexten.integrations.idempotency import find_marker, platform_key, with_marker
 from contexten.resilience.rate_limit import ALL_BUCKETS, RateLimitUpdate
 
 __all__ = ["GitHubAdapter", "GitHubClient"]
@@ -208,7 +208,7 @@ class GitHubClient(PlatformClient):
         """
         async for page in self._pages_newest_first(path, params):
             for item in page:
-                if isinstance(item, dict) and find_marker(item.get("body")) == key:
+                if isinstance(item, dict) and find_marker(item.get("body")) == platform_key(key):
                     return item
         return None
 
@@ -222,7 +222,7 @@ class GitHubClient(PlatformClient):
         while url is not None:
             response = await self.http.request("GET", url, params=query)
             for item in response.json():
-                if isinstance(item, dict) and find_marker(item.get("body")) == key:
+                if isinstance(item, dict) and find_marker(item.get("body")) == platform_key(key):
                     return dict(item)
             url = response.links.get("next", {}).get("url")
             query = None  # the next link carries its own query
