@@ -194,6 +194,9 @@ async def main() -> None:
                 f"filled {args.events:,} events, {args.workflows:,} workflows, "
                 f"{args.letters:,} dead letters in {time.perf_counter() - started:.1f} s"
             )
+            started = time.perf_counter()
+            await app.projections.catch_up()  # no dispatch here: no runner folds as they land
+            print(f"read models caught up in {time.perf_counter() - started:.1f} s")
             token = (await create_token(app.store, name="bench", role=Role.VIEWER)).token
             print("| page | p50 | p99 |\n|---|---|---|")
             for label, (p50, p99) in (await page_times(app, token, args.rounds)).items():
