@@ -51,7 +51,7 @@ SCAN_BUDGET: Final = 5_000
 """Log entries one filtered listing reads at most (then it offers to continue)."""
 TIMELINE_PAGE: Final = 200
 """Entries of a work item's timeline shown on one page."""
-LETTERS_PAGE: Final = 500
+LETTERS_PAGE: Final = 100
 """Dead letters shown on one page."""
 SEARCH_LIMIT: Final = 10_000
 """Instances (the newest updated) an id search on the workflows page looks among."""
