@@ -372,12 +372,17 @@ async def test_an_open_breaker_shows_in_the_health_report(sandbox: Sandbox) -> N
         )
     )
     sandbox.inject("status", platform="slack", status=503, times=None)
+    sandbox.github.create_issue("acme/api", "Bug")
     async with app:
         for _ in range(2):
             with pytest.raises(PlatformError):
                 await app.agents.slack.post_message("#eng", "hello")
+        await app.agents.github.create_issue_comment("acme/api", 1, "hello")
         report = await app.health()
     assert report.ok  # a platform being down does not make the app unready
+    budgets = report.agents["github"]["rate_limits"]  # learned from the response headers
+    assert budgets
+    assert all(b["limit"] and b["remaining"] < b["limit"] for b in budgets.values())
     assert report.agents["slack"]["available"] is False
     assert report.agents["slack"]["breaker"] == "open"
     assert report.agents["github"]["available"] is True

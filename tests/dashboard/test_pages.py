@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from contexten import Event
-from contexten.bus.dead_letters import DeadLetterStatus
+from contexten.bus.dead_letters import DeadLetterStatus, park
+from contexten.dashboard.data import LETTERS_PAGE
 from contexten.dashboard.render import CSP
 from contexten.security import AUDIT_STREAM_PREFIX
 from contexten.workflows.schedules import SCHEDULE_PREFIX, request_trigger
@@ -523,3 +524,59 @@ async def test_the_live_stream_sends_new_events_as_rows(tmp_path: Path) -> None:
         assert f'id="ev-{position}"' in rows[0]
         assert "<b>bold</b>" not in rows[0]
         assert messages[0]["id"] == str(position)
+
+
+async def test_the_overview_shows_workers_partitions_and_platforms(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served:
+        await populate(served)
+        store = served.app.store
+        await store.ensure_partitions("sub:orders", 4, position=0)
+        await store.heartbeat("worker-<b>a</b>", ttl=60.0, meta="host-1")
+        await store.claim_partitions("sub:orders", "worker-<b>a</b>", limit=3, ttl=60.0)
+        await served.publish(Event(type="github.pull_request.opened", source="github"))
+        await served.app.projections.catch_up()
+        async with served.client("viewer") as viewer:
+            text = (await viewer.get("/")).text
+        workers = text[text.index('id="workers"') :]
+        assert "worker-&lt;b&gt;a&lt;/b&gt;" in workers  # escaped, like every value
+        assert "<b>a</b>" not in workers
+        assert "orders: 3 (lag" in workers
+        assert re.search(r"<td>orders</td><td class=\"bad\">3/4</td>", text)
+        platforms = text[text.index('id="platforms"') : text.index('id="workers"')]
+        assert re.search(r"<td>github</td><td>1</td>", platforms)  # one webhook counted
+
+
+async def test_listings_refuse_a_cursor_they_did_not_make(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served, served.client("viewer") as viewer:
+        assert (await viewer.get("/workflows?cursor=not-a-cursor")).status_code == 400
+        assert (await viewer.get("/dead-letters?cursor=!!!")).status_code == 400
+        assert (await viewer.get("/work-items/ENG-1?after=x")).status_code == 400
+
+
+async def test_dead_letters_are_paged_and_the_cursor_reaches_every_one(tmp_path: Path) -> None:
+    async with serve_dashboard(tmp_path) as served:
+        now = served.app.clock.now()
+        for n in range(LETTERS_PAGE + 1):
+            await park(
+                served.app.store,
+                subscription="many",
+                event=Event(type="test.many", subject=f"m{n}"),
+                position=n + 1,
+                error=RuntimeError("boom"),
+                attempts=1,
+                first_failure_at=now,
+                last_failure_at=now,
+                now=now,
+            )
+        await served.app.projections.catch_up()
+        async with served.client("viewer") as viewer:
+            first = (await viewer.get("/dead-letters?subscription=many")).text
+            assert f"{LETTERS_PAGE + 1} letters" in first  # the exact total, not the page
+            found = re.search(r'href="(/dead-letters\?[^"]*cursor=[^"]+)" id="letters-next"', first)
+            assert found is not None
+            second = (await viewer.get(found.group(1).replace("&amp;", "&"))).text
+        ids = re.compile(r'href="/dead-letters/([0-9a-f-]{20,})"')
+        assert len(set(ids.findall(first))) == LETTERS_PAGE
+        assert len(set(ids.findall(second))) == 1
+        assert not set(ids.findall(first)) & set(ids.findall(second))
+        assert 'id="letters-next"' not in second

@@ -92,6 +92,19 @@ async def test_workflows_read_model_matches_the_fold(kind: str, tmp_path: Path) 
         assert len(rest.items) == 1
         assert {r["workflow_id"] for r in first.items + rest.items} == set(folded)
         assert [i.workflow_id for i in await app.list_workflows("sleeping")] == ["order:o2"]
+        # The same pages as WorkflowInfo (what the dashboard shows), and exact counts.
+        infos = await app.read.workflow_info_page(limit=2)
+        assert [i.workflow_id for i in infos.items] == [r["workflow_id"] for r in first.items]
+        assert infos.next_cursor == first.next_cursor
+        counts = await app.read.workflow_counts()
+        assert (counts["completed"], counts["sleeping"], counts["failed"]) == (1, 1, 1)
+        assert sum(counts.values()) == 3
+        assert await app.read.workflow_count(status="failed", name="order") == 1
+        assert await app.read.workflow_count(name="no-such") == 0
+        one = await app.read.workflow_info("order:o3")
+        assert one is not None
+        assert str(one.status) == "failed"
+        assert await app.read.workflow_info("order:nope") is None
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

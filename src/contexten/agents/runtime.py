@@ -304,7 +304,8 @@ class AgentRuntime:
     # -- health and lifecycle -------------------------------------------------------------
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """Each agent's availability; for platform clients in use, their breaker state."""
+        """Each agent's availability; for platform clients in use, their breaker state and
+        rate-limit budgets (calls remaining of the limit in each bucket, as last learned)."""
         clients = self.clients.health()
         report: dict[str, dict[str, Any]] = {}
         for name, health in self.manager.health().items():
@@ -317,6 +318,10 @@ class AgentRuntime:
             if client is not None:
                 entry["breaker"] = client.breaker.state.value
                 entry["open_connections"] = client.open_connections
+                entry["rate_limits"] = {
+                    bucket: {"remaining": b.remaining, "limit": b.limit, "waits": b.waits}
+                    for bucket, b in sorted(client.rate_limits.items())
+                }
             report[name] = entry
         return report
 

@@ -1,10 +1,10 @@
 """Everything the dashboard's pages read, in one place.
 
 Pages never touch the store, the engine or the dead-letter queue themselves: they call
-:class:`DashboardData`, so that moving a page onto the read models (the projections) is a
-change to this module alone. Until those land, the reads here go to what exists: the
-store's global log (read in bounded pages, as the events API does), the workflow admin
-functions and the dead-letter queue.
+:class:`DashboardData`. Listings, counts and timelines come from the read models through
+the same :class:`~contexten.projections.ReadSide` functions the REST API (``/api/v1``)
+uses, so no page folds streams on a request; one instance's page reads its one stream, and
+the events pages read the store's global log in bounded pages, as the events API does.
 
 Every read is bounded: a listing that filters scans at most :data:`SCAN_BUDGET` log entries
 per request and says where to continue, like the events API.
@@ -12,7 +12,6 @@ per request and says where to continue, like the events API.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,13 +25,14 @@ from contexten.bus.dead_letters import (
     DeadLetterQueue,
     DeadLetterStatus,
 )
+from contexten.bus.workers import WorkersReport, workers_report
 from contexten.events.envelope import Event
 from contexten.events.patterns import compile_pattern
 from contexten.exceptions import DeadLetterNotFound, WorkflowNotFound
+from contexten.projections.read_side import ReadSide
 from contexten.security import AUDIT_STREAM_PREFIX
 from contexten.store.base import EventStore, RecordedEvent
 from contexten.workflows import admin
-from contexten.workflows.history import STREAM_PREFIX as WORKFLOW_STREAM_PREFIX
 from contexten.workflows.history import WorkflowStatus
 from contexten.workflows.schedules import SCHEDULE_PREFIX, ScheduleState, fold_schedule
 from contexten.workflows.state_machine import StateMachine
@@ -49,8 +49,12 @@ __all__ = [
 
 SCAN_BUDGET: Final = 5_000
 """Log entries one filtered listing reads at most (then it offers to continue)."""
-WORK_ITEM_SCAN: Final = 20_000
-"""Newest log entries a work item's timeline is looked for in."""
+TIMELINE_PAGE: Final = 200
+"""Entries of a work item's timeline shown on one page."""
+LETTERS_PAGE: Final = 100
+"""Dead letters shown on one page."""
+SEARCH_LIMIT: Final = 10_000
+"""Instances (the newest updated) an id search on the workflows page looks among."""
 _LIST_LIMIT: Final = 10_000
 AUDIT_SCAN: Final = 5_000
 """Newest audit events of each day looked at for a workflow's or a letter's actions."""
@@ -62,6 +66,10 @@ class DashboardHost(Protocol):
     @property
     def store(self) -> EventStore:
         """The event store (the source of truth)."""
+
+    @property
+    def read(self) -> ReadSide:
+        """The read models' queries (what the REST API reads)."""
 
     async def health(self) -> Any:
         """The health report: something with ``ok`` and ``to_dict()``."""
@@ -132,6 +140,8 @@ class Page:
     number: int
     size: int
     total: int
+    next_cursor: str | None = None
+    """The read model's cursor of the next page (then ``number`` is not used)."""
 
     @property
     def pages(self) -> int:
@@ -141,27 +151,28 @@ class Page:
     @property
     def has_next(self) -> bool:
         """Whether a later page exists."""
-        return self.number < self.pages
+        return self.next_cursor is not None or self.number < self.pages
 
 
 @dataclass(slots=True)
 class WorkItem:
-    """Everything that touched one correlation id, oldest first.
+    """One page of everything that touched one correlation id, oldest first.
 
     Attributes:
         key: the correlation id (``ENG-123``).
-        entries: the events, in log order (including workflow history).
-        workflows: the workflow instances that belong to it.
-        scanned: how many log entries were looked at (the timeline looks at the newest
-            :data:`WORK_ITEM_SCAN`).
-        complete: whether the whole log was looked at.
+        entries: the events of this page, in log order (including workflow history).
+        workflows: the workflow instances that belong to it (those on this page).
+        summary: the read model's row (first and last time, entries, sources), or None.
+        after: the position this page starts after (0: the first page).
+        next_after: the position the next page starts after, or None on the last page.
     """
 
     key: str
     entries: list[RecordedEvent] = field(default_factory=list)
     workflows: list[admin.WorkflowInfo] = field(default_factory=list)
-    scanned: int = 0
-    complete: bool = True
+    summary: dict[str, Any] | None = None
+    after: int = 0
+    next_after: int | None = None
 
 
 class DashboardData:
@@ -203,15 +214,32 @@ class DashboardData:
         return details
 
     async def workflow_counts(self) -> dict[str, int]:
-        """How many workflow instances are in each status (every status listed)."""
-        counts = Counter(str(w.status) for w in await self._all_workflows())
-        return {str(s): counts.get(str(s), 0) for s in WorkflowStatus}
+        """How many workflow instances are in each status (every status listed; exact
+        counts from the ``workflows`` read model)."""
+        return await self.host.read.workflow_counts()
 
     async def dead_letter_counts(self) -> dict[str, int]:
-        """How many dead letters are in each status."""
-        letters = await self.dead_letters.list(status=None, limit=_LIST_LIMIT)
-        counts = Counter(str(letter.status) for letter in letters)
+        """How many dead letters are in each status (the read model's exact counts, what
+        ``GET /api/v1/dead-letters/counts`` answers, summed over subscriptions)."""
+        counts: Counter[str] = Counter()
+        for by_status in (await self.host.read.dead_letter_counts()).values():
+            counts.update(by_status)
         return {str(s): counts.get(str(s), 0) for s in DeadLetterStatus}
+
+    async def workers(self) -> WorkersReport:
+        """The live workers, the partitions each holds and every subscription's partitions
+        (what ``contexten workers`` shows)."""
+        return await workers_report(self.store)
+
+    async def platforms(self) -> list[dict[str, Any]]:
+        """Per platform: traffic and errors from the ``platform_health`` read model, merged
+        with the running agents' breaker and rate-limit state (``live``), by name; what
+        ``GET /api/v1/platforms`` answers."""
+        rows = {r["platform"]: dict(r) for r in await self.host.read.platforms()}
+        agents = (await self.host.health()).agents
+        for name, live in agents.items():
+            rows.setdefault(name, {"platform": name})["live"] = dict(live)
+        return [rows[k] for k in sorted(rows)]
 
     async def per_minute(self, minutes: int = 60) -> tuple[list[int], list[int]]:
         """Events recorded, and handler failures parked as dead letters, in each of the last
@@ -301,13 +329,6 @@ class DashboardData:
 
     # -- workflows ---------------------------------------------------------------------
 
-    async def _all_workflows(self) -> list[admin.WorkflowInfo]:
-        listing = getattr(self.host, "list_workflows", None)  # App: its read model, once any
-        if listing is not None:
-            infos: list[admin.WorkflowInfo] = await listing()
-            return infos
-        return await admin.list_workflows(self.store, limit=_LIST_LIMIT)
-
     async def workflows(
         self,
         *,
@@ -315,29 +336,42 @@ class DashboardData:
         name: str | None = None,
         search: str | None = None,
         page: int = 1,
+        cursor: str | None = None,
         size: int = 25,
     ) -> Page:
-        """Workflow instances, most recently updated first, filtered and paginated.
+        """Workflow instances from the ``workflows`` read model, most recently updated
+        first, filtered and paginated.
+
+        Without ``search`` this is one keyset page (``GET /api/v1/workflows``: ``cursor``
+        continues) and the total is an exact count. An id search (the read model has no
+        substring index) looks among the :data:`SEARCH_LIMIT` most recently updated
+        matching rows, paginated by ``page``.
 
         Args:
             status: only this status.
             name: only this workflow.
             search: only ids containing this text (case-insensitive): an id or a key.
-            page: the page number, from 1.
+            page: the page number, from 1 (with ``search``).
+            cursor: the read model's cursor of the page (without ``search``).
             size: instances per page.
 
         Raises:
-            ValueError: ``status`` is not a status word.
+            ValueError: ``status`` is not a status word, or ``cursor`` is not a cursor.
         """
-        wanted = WorkflowStatus(status) if status else None
+        wanted = WorkflowStatus(status).value if status else None
+        read = self.host.read
+        if not search:
+            found = await read.workflow_info_page(
+                status=wanted, name=name or None, cursor=cursor, limit=size
+            )
+            total = await read.workflow_count(status=wanted, name=name or None)
+            return Page(found.items, 1, size, total, found.next_cursor)
+        needle = search.lower()
         rows = [
             w
-            for w in await self._all_workflows()
-            if (wanted is None or w.status is wanted)
-            and (not name or w.name == name)
-            and (not search or search.lower() in w.workflow_id.lower())
+            for w in await read.workflow_infos(wanted, name=name or None, limit=SEARCH_LIMIT)
+            if needle in w.workflow_id.lower()
         ]
-        rows.sort(key=lambda w: w.updated_at or w.created_at or datetime.min, reverse=True)
         start = (page - 1) * size
         return Page(rows[start : start + size], page, size, len(rows))
 
@@ -396,47 +430,39 @@ class DashboardData:
 
     # -- work items --------------------------------------------------------------------
 
-    async def work_item(self, key: str, *, audit: bool = False) -> WorkItem:
-        """The cross-platform timeline of correlation id ``key``.
+    async def work_item(self, key: str, *, after: int = 0, audit: bool = False) -> WorkItem:
+        """One page of the cross-platform timeline of correlation id ``key``.
 
-        Looks at the newest :data:`WORK_ITEM_SCAN` log entries for events carrying the id
-        (webhooks from every platform, our own actions, workflow outcomes, dead letters),
-        then adds the whole history of every workflow instance among them, and (with
-        ``audit``, for those who may read the audit trail) the audit events of what people did
-        to those workflows and dead letters.
+        The page is the ``work_items`` read model's timeline (``GET /api/v1/work-items/{id}``:
+        webhooks from every platform, our own actions, workflow history and outcomes, dead
+        letters), at most :data:`TIMELINE_PAGE` entries after position ``after``; each
+        entry's envelope is then read by id (for its summary and its link). With ``audit``
+        (for those who may read the audit trail) the audit events of what people did to the
+        page's workflows and dead letters are added.
         """
-        item = WorkItem(key)
+        read = self.host.read
+        item = WorkItem(key, summary=await read.work_item(key), after=after)
+        if item.summary is None:
+            return item
+        page = await read.timeline(key, after=after, limit=TIMELINE_PAGE)
+        item.next_after = int(page.next_cursor) if page.next_cursor else None
         seen: dict[int, RecordedEvent] = {}
         workflow_ids: set[str] = set()
-        before: int | None = None
-        while item.scanned < WORK_ITEM_SCAN:
-            page = await self.store.read_all_backwards(before=before, limit=1000)
-            if not page:
-                break
-            item.scanned += len(page)
-            before = page[-1].position
-            for rec in page:
-                if rec.event.correlation_id != key:
-                    continue
+        for row in page.items:
+            rec = await self.store.get_event(row["event_id"])
+            if rec is not None:
                 seen[rec.position] = rec
-                wid = _workflow_id_of(rec.event)
-                if wid is not None:
-                    workflow_ids.add(wid)
-            if before <= 1:
-                break
-        else:
-            item.complete = False
+            if row.get("workflow_id"):
+                workflow_ids.add(row["workflow_id"])
         letters = {r.stream[len(DEAD_LETTER_STREAM_PREFIX) :] for r in seen.values()
                    if r.stream.startswith(DEAD_LETTER_STREAM_PREFIX)}  # fmt: skip
         if audit:
             for rec in await self._audit_records(workflow_ids | letters):
                 seen[rec.position] = rec  # what people did about it, from the dashboard or CLI
         for wid in sorted(workflow_ids):
-            records = await self.store.read_stream(WORKFLOW_STREAM_PREFIX + wid)
-            for rec in records:
-                seen[rec.position] = rec
-            with contextlib.suppress(WorkflowNotFound):
-                item.workflows.append(await admin.get_workflow_info(self.store, wid))
+            info = await read.workflow_info(wid)
+            if info is not None:
+                item.workflows.append(info)
         item.entries = [seen[p] for p in sorted(seen)]
         return item
 
@@ -468,19 +494,43 @@ class DashboardData:
         status: str | None = "parked",
         subscription: str | None = None,
         error_type: str | None = None,
-    ) -> list[DeadLetter]:
-        """Dead letters, newest first, filtered.
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of dead letters (at most :data:`LETTERS_PAGE`), oldest first, from the
+        ``dead_letters`` read model (``GET /api/v1/dead-letters``), filtered; ``total`` is
+        the read model's exact count (without ``error_type``: that filter applies to the
+        page's letters only).
 
         Raises:
-            ValueError: ``status`` is not a dead-letter status.
+            ValueError: ``status`` is not a dead-letter status, or a bad cursor.
         """
-        letters = await self.dead_letters.list(
-            subscription or None, status or None, limit=_LIST_LIMIT
+        if status is not None:
+            DeadLetterStatus(status)
+        read = self.host.read
+        page = await read.dead_letters(
+            subscription=subscription or None, status=status, cursor=cursor, limit=LETTERS_PAGE
         )
+        letters: list[DeadLetter] = page.items
         if error_type:
             letters = [x for x in letters if x.error_type == error_type]
-        letters.reverse()
-        return letters
+            total = len(letters)
+        else:
+            counts = await read.dead_letter_counts()
+            chosen = [c for s, c in counts.items() if not subscription or s == subscription]
+            total = sum(n for c in chosen for st, n in c.items() if status is None or st == status)
+        return Page(letters, 1, LETTERS_PAGE, total, page.next_cursor)
+
+    async def all_letters(
+        self,
+        *,
+        status: str | None = "parked",
+        subscription: str | None = None,
+        error_type: str | None = None,
+    ) -> list[DeadLetter]:
+        """Every dead letter that matches (for "all matching" actions), oldest first, read
+        page by page from the read model, as the API's bulk redrive does."""
+        letters = await self.host.read.all_dead_letters(subscription or None, status)
+        return [x for x in letters if not error_type or x.error_type == error_type]
 
     async def letter(self, letter_id: str) -> DeadLetter | None:
         """One dead letter, or None."""
@@ -509,13 +559,3 @@ class DashboardData:
             return bool(await act(letter_id))
         except DeadLetterNotFound:
             return False
-
-
-def _workflow_id_of(event: Event) -> str | None:
-    """The workflow instance an event belongs to, if it says."""
-    wid = event.data.get("workflow_id") if isinstance(event.data, dict) else None
-    if isinstance(wid, str) and wid:
-        return wid
-    if event.type.startswith("contexten.workflow.") and event.subject:
-        return event.subject
-    return None

@@ -225,7 +225,8 @@ class Pages:
     # -- overview ------------------------------------------------------------------------
 
     async def overview(self, request: Request, visitor: Visitor) -> Response:
-        """Health of every part, dead letters, workflows by status, events per minute."""
+        """Health of every part, dead letters, workflows by status, events per minute, the
+        workers and their partitions, and each platform's traffic, breaker and rate limit."""
         health = await self.data.health()
         per_minute, errors = await self.data.per_minute()
         return self._render(
@@ -234,6 +235,8 @@ class Pages:
             health=health,
             workflows=await self.data.workflow_counts(),
             letters=await self.data.dead_letter_counts(),
+            workers=await self.data.workers(),
+            platforms=await self.data.platforms(),
             per_minute=per_minute,
             peak=max(per_minute) or 1,
             errors=errors,
@@ -319,13 +322,17 @@ class Pages:
         status = param(request, "status")
         if status is not None and status not in {str(s) for s in WorkflowStatus}:
             raise BadRequest(f"unknown status {status!r}")
-        page = await self.data.workflows(
-            status=status,
-            name=param(request, "name"),
-            search=param(request, "q"),
-            page=int_param(request, "page", 1) or 1,
-            size=_PAGE_SIZE,
-        )
+        try:
+            page = await self.data.workflows(
+                status=status,
+                name=param(request, "name"),
+                search=param(request, "q"),
+                page=int_param(request, "page", 1) or 1,
+                cursor=param(request, "cursor"),
+                size=_PAGE_SIZE,
+            )
+        except ValueError as e:  # a cursor this dashboard did not make
+            raise BadRequest(str(e)) from None
         params = {
             k: request.query_params[k]
             for k in ("status", "name", "q")
@@ -337,6 +344,7 @@ class Pages:
             page=page,
             params=params,
             statuses=[str(s) for s in WorkflowStatus],
+            cursor=param(request, "cursor"),
             names=self.data.workflow_names(),
         )
 
@@ -397,7 +405,8 @@ class Pages:
         key = request.path_params["key"]
         if len(key) > MAX_PARAM:
             raise BadRequest("that id is too long")
-        item = await self.data.work_item(key, audit=visitor.can("audit:read"))
+        after = int_param(request, "after", 0, low=0) or 0
+        item = await self.data.work_item(key, after=after, audit=visitor.can("audit:read"))
         return self._render("work_item.html", visitor, item=item)
 
     # -- dead letters --------------------------------------------------------------------
@@ -418,7 +427,7 @@ class Pages:
 
     async def _matching_letters(self, params: dict[str, str]) -> list[Any]:
         status = params["status"]
-        return await self.data.letters(
+        return await self.data.all_letters(
             status=None if status == "all" else status,
             subscription=params.get("subscription"),
             error_type=params.get("error_type"),
@@ -427,15 +436,25 @@ class Pages:
     async def letters(self, request: Request, visitor: Visitor) -> Response:
         """Dead letters with their error types and counts; select, redrive, discard."""
         params = self._letter_params(request.query_params)
-        letters = await self._matching_letters(params)
+        status = params["status"]
+        try:
+            page = await self.data.letters(
+                status=None if status == "all" else status,
+                subscription=params.get("subscription"),
+                error_type=params.get("error_type"),
+                cursor=param(request, "cursor"),
+            )
+        except ValueError as e:  # a cursor this dashboard did not make
+            raise BadRequest(str(e)) from None
         by_error: dict[str, int] = {}
-        for letter in letters:
+        for letter in page.items:
             by_error[letter.error_type] = by_error.get(letter.error_type, 0) + 1
         return self._render(
             "letters.html",
             visitor,
-            letters=letters[:500],
-            total=len(letters),
+            letters=page.items,
+            total=page.total,
+            next_cursor=page.next_cursor,
             by_error=sorted(by_error.items(), key=lambda kv: -kv[1]),
             params=params,
             done=request.query_params.get("done"),

@@ -180,6 +180,56 @@ class ReadSide:
             [_wf.row_to_dict(r) for r in rows], _page(rows, limit, ("updated_at", "workflow_id"))
         )
 
+    async def workflow_info_page(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """:meth:`workflows` with each row as a :class:`WorkflowInfo` (what the dashboard
+        renders); the same query and cursor.
+
+        Raises:
+            ValueError: an unknown status, a bad cursor or limit.
+        """
+        await self._ready("workflows")
+        query = _wf.list_page(
+            status=status,
+            name=name,
+            after=decode_cursor(cursor) if cursor else None,
+            limit=_limit(limit),
+        )
+        rows = await self.projections.query("workflows", query)
+        return Page(
+            [info_from_row(r) for r in rows], _page(rows, limit, ("updated_at", "workflow_id"))
+        )
+
+    async def workflow_count(self, *, status: str | None = None, name: str | None = None) -> int:
+        """How many instances match (exact).
+
+        Raises:
+            ValueError: an unknown status.
+        """
+        await self._ready("workflows")
+        where: dict[str, Any] = {}
+        if status is not None:
+            where["status"] = WorkflowStatus(status).value
+        if name is not None:
+            where["name"] = name
+        return await self.projections.count("workflows", where)
+
+    async def workflow_counts(self) -> dict[str, int]:
+        """How many instances are in each status (every status listed; exact)."""
+        return {s.value: await self.workflow_count(status=s.value) for s in WorkflowStatus}
+
+    async def workflow_info(self, workflow_id: str) -> WorkflowInfo | None:
+        """One instance's row as a :class:`WorkflowInfo` (no history), or None."""
+        await self._ready("workflows")
+        row = await self.projections.get("workflows", workflow_id)
+        return info_from_row(row) if row else None
+
     async def workflow_infos(
         self, status: str | None = None, *, name: str | None = None, limit: int = 10_000
     ) -> list[WorkflowInfo]:
