@@ -30,7 +30,6 @@ from starlette.requests import Request
 
 from contexten.observability.logging import get_logger
 from contexten.security import (
-    AUDIT_STREAM_PREFIX,
     AUTH_DENIED,
     AUTH_FAILED,
     AUTH_THROTTLED,
@@ -38,13 +37,13 @@ from contexten.security import (
     Principal,
     allowed,
     audit_type,
+    hidden_streams,
     record_audit,
 )
 from contexten.store.base import EventStore
 
 __all__ = [
     "CSRF_FIELD",
-    "RESTRICTED_STREAMS",
     "SESSION_COOKIE",
     "Authenticator",
     "Gate",
@@ -55,9 +54,6 @@ __all__ = [
     "presented_token",
 ]
 
-RESTRICTED_STREAMS: Final = ((AUDIT_STREAM_PREFIX, "audit:read"), ("$security-", "tokens:manage"))
-"""System streams shown only to those allowed the paired action, as in the events API: the
-audit trail to ``audit:read``, the token records (hashes only) to ``tokens:manage``."""
 SESSION_COOKIE: Final = "contexten_session"
 CSRF_FIELD: Final = "csrf_token"
 _CSRF_LABEL: Final = b"contexten-dashboard-csrf-v1"
@@ -112,8 +108,8 @@ class Visitor:
 
     @property
     def hidden_streams(self) -> tuple[str, ...]:
-        """The prefixes of the streams this visitor may not see (:data:`RESTRICTED_STREAMS`)."""
-        return tuple(prefix for prefix, action in RESTRICTED_STREAMS if not self.can(action))
+        """The prefixes of the streams this visitor may not see (as in the events API)."""
+        return hidden_streams(self.principal)
 
 
 def client_of(request: Request) -> str:

@@ -41,6 +41,7 @@ from contexten.dashboard.live import event_stream
 from contexten.dashboard.render import SECURITY_HEADERS, Renderer, history_rows
 from contexten.exceptions import InvalidPattern, StoreError
 from contexten.observability.logging import get_logger
+from contexten.security import AUTH_DENIED
 from contexten.workflows.history import WorkflowStatus
 
 __all__ = ["Pages"]
@@ -91,16 +92,7 @@ class Pages:
                     return self._status(401, "log in first")
                 path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(path)}", 303, SECURITY_HEADERS)
-            if not visitor.can(action):
-                await self.gate.denied(request, visitor, action)
-                return self._error(visitor, 403, f"Your role cannot do this ({action}).")
-            try:
-                return await handler(request, visitor)
-            except BadRequest as e:
-                return self._error(visitor, 400, str(e))
-            except StoreError as e:
-                _log.error("dashboard: store failed", error=type(e).__name__)
-                return self._error(visitor, 503, "The event store is unavailable; try again.")
+            return await self._allowed_run(request, visitor, action, handler)
 
         endpoint.__name__ = handler.__name__
         return endpoint
@@ -121,23 +113,30 @@ class Pages:
             request.state.form = form
             if visitor.by_cookie and not csrf_valid(visitor.token or "", field(form, CSRF_FIELD)):
                 await self.gate.audit(
-                    request, "contexten.audit.auth.denied", visitor.principal, "403",
+                    request, AUTH_DENIED, visitor.principal, "403",
                     detail="missing or wrong CSRF token",
                 )  # fmt: skip
                 return self._error(visitor, 403, "This form has expired; reload the page.")
-            if not visitor.can(action):
-                await self.gate.denied(request, visitor, action)
-                return self._error(visitor, 403, f"Your role cannot do this ({action}).")
-            try:
-                return await handler(request, visitor)
-            except BadRequest as e:
-                return self._error(visitor, 400, str(e))
-            except StoreError as e:
-                _log.error("dashboard: store failed", error=type(e).__name__)
-                return self._error(visitor, 503, "The event store is unavailable; try again.")
+            return await self._allowed_run(request, visitor, action, handler)
 
         endpoint.__name__ = handler.__name__
         return endpoint
+
+    async def _allowed_run(
+        self, request: Request, visitor: Visitor, action: str, handler: Handler
+    ) -> Response:
+        """Run ``handler`` if ``visitor`` may perform ``action`` (else 403, audited), turning
+        its bad requests into 400 and store failures into 503."""
+        if not visitor.can(action):
+            await self.gate.denied(request, visitor, action)
+            return self._error(visitor, 403, f"Your role cannot do this ({action}).")
+        try:
+            return await handler(request, visitor)
+        except BadRequest as e:
+            return self._error(visitor, 400, str(e))
+        except StoreError as e:
+            _log.error("dashboard: store failed", error=type(e).__name__)
+            return self._error(visitor, 503, "The event store is unavailable; try again.")
 
     async def _visitor(self, request: Request) -> Visitor | Response:
         try:

@@ -33,9 +33,8 @@ from contexten.events.codec import encode_json
 from contexten.events.patterns import Pattern, compile_pattern
 from contexten.exceptions import InvalidPattern
 from contexten.observability.logging import get_logger
-from contexten.security.audit import AUDIT_STREAM_PREFIX
 from contexten.security.middleware import principal_of
-from contexten.security.roles import allowed
+from contexten.security.visibility import hidden_streams
 from contexten.store.base import EventStore, RecordedEvent
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "SCAN_BUDGET", "EventsAPI", "recorded_to_json"]
@@ -48,9 +47,6 @@ _MAX_POSITION: Final = 2**63 - 1
 _MAX_ID_LENGTH: Final = 200
 _PATH: Final = "/api/v1/events"
 
-_RESTRICTED: Final = ((AUDIT_STREAM_PREFIX, "audit:read"), ("$security-", "tokens:manage"))
-"""System streams shown only to principals allowed the paired action."""
-
 _log = get_logger("contexten.ingress.api")
 
 Visible = Callable[[RecordedEvent], bool]
@@ -58,8 +54,7 @@ Visible = Callable[[RecordedEvent], bool]
 
 def _visibility(request: Request) -> Visible | None:
     """What the request's principal may not see, as a filter (None: it may see it all)."""
-    principal = principal_of(request)
-    hidden = tuple(prefix for prefix, action in _RESTRICTED if not allowed(principal, action))
+    hidden = hidden_streams(principal_of(request))
     if not hidden:
         return None
     return lambda rec: not rec.stream.startswith(hidden)

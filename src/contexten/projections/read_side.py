@@ -166,19 +166,8 @@ class ReadSide:
         Raises:
             ValueError: an unknown status, a bad cursor or limit.
         """
-        await self._ready("workflows")
-        query = _wf.list_page(
-            status=status,
-            name=name,
-            since=since,
-            until=until,
-            after=decode_cursor(cursor) if cursor else None,
-            limit=_limit(limit),
-        )
-        rows = await self.projections.query("workflows", query)
-        return Page(
-            [_wf.row_to_dict(r) for r in rows], _page(rows, limit, ("updated_at", "workflow_id"))
-        )
+        rows, next_cursor = await self._workflow_rows(status, name, since, until, cursor, limit)
+        return Page([_wf.row_to_dict(r) for r in rows], next_cursor)
 
     async def workflow_info_page(
         self,
@@ -194,17 +183,30 @@ class ReadSide:
         Raises:
             ValueError: an unknown status, a bad cursor or limit.
         """
+        rows, next_cursor = await self._workflow_rows(status, name, None, None, cursor, limit)
+        return Page([info_from_row(r) for r in rows], next_cursor)
+
+    async def _workflow_rows(
+        self,
+        status: str | None,
+        name: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of workflow rows, most recently updated first, and the next cursor."""
         await self._ready("workflows")
         query = _wf.list_page(
             status=status,
             name=name,
+            since=since,
+            until=until,
             after=decode_cursor(cursor) if cursor else None,
             limit=_limit(limit),
         )
         rows = await self.projections.query("workflows", query)
-        return Page(
-            [info_from_row(r) for r in rows], _page(rows, limit, ("updated_at", "workflow_id"))
-        )
+        return rows, _page(rows, limit, ("updated_at", "workflow_id"))
 
     async def workflow_count(self, *, status: str | None = None, name: str | None = None) -> int:
         """How many instances match (exact).

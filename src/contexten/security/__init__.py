@@ -55,6 +55,11 @@ from contexten.security.tokens import (
     revoke_token,
     token_id_of,
 )
+from contexten.security.visibility import (
+    RESTRICTED_STREAMS,
+    SECURITY_STREAM_PREFIX,
+    hidden_streams,
+)
 
 __all__ = [
     "ACTIONS",
@@ -67,6 +72,8 @@ __all__ = [
     "ENV_ALLOWED_HOSTS",
     "LOOPBACK_HOSTS",
     "MIN_ADMIN_TOKEN_LENGTH",
+    "RESTRICTED_STREAMS",
+    "SECURITY_STREAM_PREFIX",
     "TOKENS_STREAM",
     "TOKEN_CREATED",
     "TOKEN_PREFIX",
@@ -89,6 +96,7 @@ __all__ = [
     "default_allowed_hosts",
     "ensure_bootstrap_token",
     "hash_token",
+    "hidden_streams",
     "host_name",
     "list_tokens",
     "principal_of",

@@ -36,6 +36,7 @@ from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.exceptions import ConfigurationError, TokenNotFound, WrongExpectedVersion
 from contexten.security.roles import Principal, Role
+from contexten.security.visibility import SECURITY_STREAM_PREFIX
 from contexten.store.base import EventStore, RecordedEvent, StreamState
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
     "token_id_of",
 ]
 
-TOKENS_STREAM: Final = "$security-tokens"
+TOKENS_STREAM: Final = SECURITY_STREAM_PREFIX + "tokens"
 TOKEN_CREATED: Final = "contexten.token.created"
 TOKEN_REVOKED: Final = "contexten.token.revoked"
 TOKEN_PREFIX: Final = "ctx_"
