@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from contexten.bus.consumer import ConsumerState, ConsumerStatus
 from contexten.bus.dispatcher import Dispatcher
 from contexten.bus.timing import DurationSnapshot
 from contexten.bus.workers import WorkersReport, workers_report
+from contexten.observability.logging import get_logger
 from contexten.observability.redaction import redact_text, redact_url
 from contexten.resilience.supervisor import Supervisor
 from contexten.store.base import EventStore
@@ -25,6 +26,9 @@ __all__ = [
     "SubscriptionHealth",
     "check_health",
 ]
+
+T = TypeVar("T")
+_log = get_logger("contexten.health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,16 @@ class HealthReport:
         }
 
 
+async def _part(name: str, read: Callable[[], Awaitable[T]]) -> T | None:
+    """A part of the report that may fail without failing the report: None, and the log
+    says which part and why (the store itself answered, so this is worth a look)."""
+    try:
+        return await read()
+    except Exception as e:
+        _log.warning("health report: a part could not be read", part=name, error=type(e).__name__)
+        return None
+
+
 async def check_health(
     *,
     store: EventStore,
@@ -219,24 +233,12 @@ async def check_health(
         except Exception as e:
             store_health = StoreHealth(url, False, error=redact_text(f"{type(e).__name__}: {e}"))
         if store_health.reachable:
-            try:
-                parked = await dead_letters()
-            except Exception:
-                parked = None
+            parked = await _part("dead letters", dead_letters)
             if blocked_workflows is not None:
-                try:
-                    blocked = await blocked_workflows()
-                except Exception:
-                    blocked = None
+                blocked = await _part("blocked workflows", blocked_workflows)
             if projections is not None:
-                try:
-                    read_models = tuple(await projections())
-                except Exception:
-                    read_models = ()
-            try:
-                live = await workers_report(store)
-            except Exception:
-                live = None
+                read_models = tuple(await _part("projections", projections) or ())
+            live = await _part("workers", lambda: workers_report(store))
     else:
         store_health = StoreHealth(url, False, error="the app is not running")
     return HealthReport(
