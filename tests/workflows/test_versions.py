@@ -348,3 +348,78 @@ async def test_fork_starts_a_linked_instance_on_the_newest_version(memory_env: E
     assert old[0].data["to"] == "r1~fork-1"
     again = await engine.fork_workflow("r1")  # left as it is this time: already ended
     assert again.workflow_id == "r1~fork-2"
+
+
+async def _recorded(engine: WorkflowEngine, *events: Event) -> list[Any]:
+    await engine.store.append("hooks", list(events))
+    ids = {e.id for e in events}
+    return [r for r in await engine.store.read_all(limit=10_000) if r.event.id in ids]
+
+
+async def test_a_trigger_that_starts_nothing_is_logged_and_counted_never_silent(
+    memory_env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contexten.observability.app_metrics import instrument_app
+    from contexten.observability.metrics import Metrics
+    from contexten.testing import create_test_app
+
+    # Not started: the test plays the tails of two engines that race on one id's triggers.
+    engine = await memory_env.engine(lambda e: register_keyed(e, "allow_if_failed"), start=False)
+    older, newer = await _recorded(engine, _request("v1", hold=True), _request("v2", hold=True))
+    await engine.start_workflow("ship", newer.event, "ship:repo", _trigger=newer)  # B first
+    caplog.set_level("DEBUG", logger="contexten.workflows")
+
+    await engine.start_workflow("ship", older.event, "ship:repo", _trigger=older)  # A loses
+    assert engine.stats.ignored[("ship", "stale")] == 1
+    assert any(
+        older.event.id in r.getMessage() and "overtaken by a newer one" in r.getMessage()
+        for r in caplog.records
+    ), "the lost trigger is named in the log"
+    await engine.start_workflow("ship", newer.event, "ship:repo", _trigger=newer)  # redelivery
+    assert engine.stats.ignored[("ship", "duplicate")] == 1
+    info = await engine.get_workflow("ship:repo")
+    assert (info.run, info.history[0].data["trigger_event_id"]) == (1, newer.event.id)
+    assert [h.kind for h in info.history] == ["started"], "neither was recorded as absorbed"
+
+    # A fresh trigger on a run that closed completed: this policy keeps the id closed.
+    await engine.store.append("$wf-ship:repo", [_completed("ship:repo")])
+    (later,) = await _recorded(engine, _request("v3"))
+    await engine.start_workflow("ship", later.event, "ship:repo", _trigger=later)
+    assert engine.stats.ignored[("ship", "id_reuse_policy")] == 1
+    assert (await engine.get_workflow("ship:repo")).run == 1
+
+    metrics = Metrics()
+    instrument_app(metrics, create_test_app().health, engine.stats)
+    await metrics.refresh()
+    text = metrics.render().decode()
+    for reason in ("stale", "duplicate", "id_reuse_policy"):
+        line = f'contexten_workflow_triggers_ignored_total{{reason="{reason}",workflow="ship"}} 1.0'
+        assert line in text
+
+
+async def test_a_trigger_whose_open_run_closes_while_absorbing_starts_the_next_run(
+    memory_env: Env,
+) -> None:
+    engine = await memory_env.engine(register_keyed, start=False)
+    first, second = await _recorded(engine, _request("v1", hold=True), _request("v2"))
+    await engine.start_workflow("ship", first.event, "ship:repo", _trigger=first)
+    open_run = await engine.get_workflow("ship:repo")
+    assert open_run.status is WorkflowStatus.RUNNING
+    from contexten.workflows.admin import load_state
+
+    stale_view = await load_state(engine.store, "ship:repo")
+    assert stale_view is not None
+    await engine.store.append("$wf-ship:repo", [_completed("ship:repo")])  # closes meanwhile
+
+    assert not await engine._absorb_trigger(stale_view, second), "not absorbed by a closed run"
+    await engine.start_workflow("ship", second.event, "ship:repo", _trigger=second)
+    info = await engine.get_workflow("ship:repo")
+    assert (info.run, info.history[-1].data["trigger_event_id"]) == (2, second.event.id)
+    assert engine.stats.absorbed["ship"] == 0
+    assert sum(engine.stats.ignored.values()) == 0
+
+
+def _completed(workflow_id: str) -> Event:
+    from contexten.workflows.history import history_event
+
+    return history_event("completed", {"result": None}, workflow_id)

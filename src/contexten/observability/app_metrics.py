@@ -35,6 +35,7 @@ metric                                            type     labels
 ``contexten_workflows_failed_total``              counter  ``workflow``, ``cause`` (error type)
 ``contexten_workflows_blocked_total``             counter  ``workflow``: instances blocked
 ``contexten_workflow_triggers_absorbed_total``    counter  ``workflow``: absorbed by an open run
+``contexten_workflow_triggers_ignored_total``     counter  ``workflow``, ``reason``: no run
 ``contexten_workflow_runs_restarted_total``       counter  ``workflow``: new run on a closed id
 ``contexten_schedule_ticks_total``                counter  ``schedule``: runs started
 ``contexten_schedule_skipped_total``              counter  ``schedule``: previous run still open
@@ -88,6 +89,11 @@ class WorkflowCounts(Protocol):
     @property
     def absorbed(self) -> Mapping[str, int]:
         """Triggers absorbed by an open instance, by workflow."""
+        ...
+
+    @property
+    def ignored(self) -> Mapping[tuple[str, str], int]:
+        """Triggers that started no run and were recorded nowhere, by (workflow, reason)."""
         ...
 
     @property
@@ -308,6 +314,15 @@ def _workflow_families(counts: WorkflowCounts) -> Iterator[Metric]:
     for (name, cause), count in sorted(counts.failed.items()):
         failed.add_metric([name, cause], count)
     yield failed
+    ignored = CounterMetricFamily(
+        "contexten_workflow_triggers_ignored",
+        "Trigger events that started no run and were recorded in no run's history, by "
+        "reason (duplicate, stale, id_reuse_policy, contended).",
+        labels=["workflow", "reason"],
+    )
+    for (name, reason), count in sorted(counts.ignored.items()):
+        ignored.add_metric([name, reason], count)
+    yield ignored
     for metric, help_text, values in (
         (
             "contexten_workflows_blocked",

@@ -90,6 +90,30 @@ _RECOVERY_CHUNK = 512
 _VERSION_GONE = "version_not_registered"
 _START_TRIES = 20
 
+_DUPLICATE = "duplicate"
+_STALE = "stale"
+_KEPT_BY_POLICY = "id_reuse_policy"
+_CONTENDED = "contended"
+TRIGGER_IGNORED_REASONS: dict[str, str] = {
+    _DUPLICATE: "a redelivery of the trigger that started or was absorbed by the run",
+    _STALE: "an older trigger, overtaken by a newer one the id already took",
+    _KEPT_BY_POLICY: "the run is closed and the id reuse policy starts no new one",
+    _CONTENDED: "the run's history kept moving; the trigger could not be recorded",
+}
+"""Why a trigger event started no run and was recorded in no run's history (the
+``reason`` label of ``contexten_workflow_triggers_ignored_total``)."""
+
+
+def _stale_reason(state: WorkflowState, trigger: RecordedEvent) -> str:
+    """``duplicate`` when ``trigger`` is the event the run already took, else ``stale``."""
+    event_id = trigger.event.id
+    if state.trigger_event_id == event_id or any(
+        e.kind == "trigger_absorbed" and e.data.get("event_id") == event_id for e in state.entries
+    ):
+        return _DUPLICATE
+    return _STALE
+
+
 DEFAULT_STEP_TIMEOUT: float = 300.0
 """Seconds one step attempt may take when neither the step nor the engine says otherwise."""
 
@@ -604,8 +628,9 @@ class WorkflowEngine:
                 if previous is None:
                     continue
                 policy = definition.reuse_policy(_trigger is not None)
-                fresh = _trigger is None or _trigger.position > previous.trigger_fence
-                if previous.kind == "function" and fresh and policy.allows(previous):
+                if _trigger is not None and _trigger.position <= previous.trigger_fence:
+                    self._trigger_ignored(previous, _trigger, _stale_reason(previous, _trigger))
+                elif previous.kind == "function" and policy.allows(previous):
                     data["run"] = previous.run + 1
                     data["previous_run"] = {
                         "run": previous.run,
@@ -615,8 +640,10 @@ class WorkflowEngine:
                     }
                     expected = previous.stream_version
                     continue
-                if _trigger is not None and fresh and not previous.terminal:
-                    await self._absorb_trigger(previous, _trigger)
+                elif _trigger is not None and previous.terminal:
+                    self._trigger_ignored(previous, _trigger, _KEPT_BY_POLICY)
+                elif _trigger is not None and not await self._absorb_trigger(previous, _trigger):
+                    continue  # the run closed meanwhile: decide again on the closed run
                 if if_exists == "raise":
                     raise WorkflowAlreadyStarted(wid) from None
                 return WorkflowHandle(self, wid)
@@ -663,8 +690,13 @@ class WorkflowEngine:
             wid = workflow_id_of(rec.stream) or ""
             self._launch(definition, fold([rec], wid))
 
-    async def _absorb_trigger(self, state: WorkflowState, trigger: RecordedEvent) -> None:
-        """Record, log and count a trigger that the id's open run absorbs."""
+    async def _absorb_trigger(self, state: WorkflowState, trigger: RecordedEvent) -> bool:
+        """Record, log and count a trigger that the id's open run absorbs.
+
+        Returns False when the run closed meanwhile (the caller decides again: the id's
+        reuse policy may start a new run for it). A trigger that another engine recorded
+        first, or that a newer trigger overtook, is counted as ignored.
+        """
         data = {
             "event_id": trigger.event.id,
             "event_type": trigger.event.type,
@@ -681,11 +713,32 @@ class WorkflowEngine:
                     state.run,
                     state.status,
                 )
-                return
+                return True
             reloaded = await admin.load_state(self.store, state.workflow_id)
-            if reloaded is None or reloaded.terminal or trigger.position <= reloaded.trigger_fence:
-                return
+            if reloaded is None or reloaded.terminal:
+                return False
+            if trigger.position <= reloaded.trigger_fence:
+                self._trigger_ignored(reloaded, trigger, _stale_reason(reloaded, trigger))
+                return True
             state = reloaded
+        self._trigger_ignored(state, trigger, _CONTENDED)
+        return True
+
+    def _trigger_ignored(self, state: WorkflowState, trigger: RecordedEvent, reason: str) -> None:
+        """Log and count a trigger event that starts no run and is recorded in no history
+        (see :data:`TRIGGER_IGNORED_REASONS`): never silent."""
+        self.stats.ignored[(state.name, reason)] += 1
+        log = _log.debug if reason == _DUPLICATE else _log.info
+        log(
+            "workflow %s: trigger %s (%s, position %s) started nothing: %s (run %s is %s)",
+            state.workflow_id,
+            trigger.event.id,
+            trigger.event.type,
+            trigger.position,
+            TRIGGER_IGNORED_REASONS[reason],
+            state.run,
+            state.status,
+        )
 
     def live_state(self, workflow_id: str) -> WorkflowState | None:
         """The in-memory state of an instance this engine is running now, else None.

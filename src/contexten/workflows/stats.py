@@ -3,8 +3,9 @@
 The engine counts as it goes (no store reads on a scrape): instances that ended, by workflow
 and status; failures by their cause (the error type of the step that failed the instance, so
 a step that hung and timed out shows as ``StepTimeout``); instances found ``blocked``; and
-triggers a running instance absorbed. Like the dispatcher's counters they restart from zero
-with the process, which Prometheus reads as a counter reset.
+triggers a running instance absorbed or that started nothing (and why). Like the
+dispatcher's counters they restart from zero with the process, which Prometheus reads as a
+counter reset.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class WorkflowStats:
         failed: instances that ended ``failed``, by ``(workflow, cause)``.
         blocked: instances this engine marked ``blocked``, by workflow.
         absorbed: trigger events an open instance with the same id absorbed, by workflow.
+        ignored: trigger events that started no run and were recorded in no run's history,
+            by ``(workflow, reason)`` (a redelivery, a trigger overtaken by a newer one, a
+            closed run the id reuse policy keeps closed).
         restarted: new runs started on an id whose previous run had closed, by workflow.
         schedule_ticks: runs (or events) schedules started, by schedule.
         schedule_skipped: ticks skipped because the previous run was still open.
@@ -53,6 +57,7 @@ class WorkflowStats:
     failed: Counter[tuple[str, str]] = field(default_factory=Counter)
     blocked: Counter[str] = field(default_factory=Counter)
     absorbed: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[tuple[str, str]] = field(default_factory=Counter)
     restarted: Counter[str] = field(default_factory=Counter)
     schedule_ticks: Counter[str] = field(default_factory=Counter)
     schedule_skipped: Counter[str] = field(default_factory=Counter)
