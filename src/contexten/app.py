@@ -569,11 +569,15 @@ class App:
         with self._bound():
             return await self.workflows.fork_workflow(workflow_id, cancel_old=cancel_old)
 
-    async def migrate_workflow(self, workflow_id: str, to_version: int | str) -> WorkflowHandle:
-        """Move a ``blocked`` instance to registered version ``to_version`` (verified by
-        replaying its history first) and resume it there."""
+    async def migrate_workflow(
+        self, workflow_id: str, to_version: int | str, *, force: bool = False
+    ) -> WorkflowHandle:
+        """Move a ``blocked`` instance to registered version ``to_version`` and resume it
+        there from its last compatible point (verified by replaying its history first);
+        ``force`` lets it supersede recorded calls that already made effects (see
+        :meth:`~contexten.workflows.WorkflowEngine.migrate`)."""
         with self._bound():
-            return await self.workflows.migrate_workflow(workflow_id, to_version)
+            return await self.workflows.migrate_workflow(workflow_id, to_version, force=force)
 
     # -- publishing ------------------------------------------------------------------------
 

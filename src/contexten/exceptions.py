@@ -51,6 +51,8 @@ The tree::
     │   ├── WorkflowNotRegistered   no workflow or state machine is registered under that name
     │   ├── WorkflowAlreadyStarted  start asked to raise, and an instance with that id exists
     │   ├── NondeterminismError     a replay diverged from the recorded history: instance parked
+    │   ├── MigrationRefused        a migration would supersede effects already made (unforced),
+    │   │                           or cannot take over a compensation: nothing was recorded
     │   ├── WorkflowTimeoutError    a ``wf.wait_for`` deadline passed (also a ``TimeoutError``)
     │   ├── StepTimeout             a step attempt ran past its timeout (also a ``TimeoutError``)
     │   ├── WorkflowCancelled       raised inside a workflow that is being cancelled
@@ -92,6 +94,7 @@ __all__ = [
     "InvalidPattern",
     "LeaseLost",
     "MalformedPayload",
+    "MigrationRefused",
     "NoAgentAvailable",
     "NonRetryableError",
     "NondeterminismError",
@@ -470,6 +473,36 @@ class NondeterminismError(WorkflowError):
         self.seq = seq
         self.expected = expected
         self.produced = produced
+
+
+class MigrationRefused(WorkflowError):
+    """A blocked instance was not migrated; nothing was recorded.
+
+    The new version does not replay the whole history, and the calls it would supersede
+    already made effects outside the instance (pass ``force=True`` / ``--force`` to move it
+    anyway), or the instance was compensating (never moved partway).
+
+    Attributes:
+        workflow_id: the instance.
+        point: the last call the new version reproduces.
+        effects: what the superseded calls already did, one line each.
+        forceable: whether ``force`` would let the migration through.
+    """
+
+    def __init__(
+        self,
+        workflow_id: str,
+        message: str,
+        *,
+        point: int,
+        effects: list[str],
+        forceable: bool,
+    ) -> None:
+        super().__init__(f"workflow {workflow_id!r} was not migrated: {message}")
+        self.workflow_id = workflow_id
+        self.point = point
+        self.effects = effects
+        self.forceable = forceable
 
 
 class WorkflowTimeoutError(WorkflowError, TimeoutError):

@@ -122,3 +122,86 @@ def test_cancel_and_redrive_are_audit_events(store_url: str) -> None:
     ]
     assert "wrong issue" in audit[0]["text"]
     assert all(a["principal"]["role"] == "admin" for a in audit)
+
+
+MIGRATION_APP = """
+from contexten import App
+
+app = App()
+
+
+def step(tag):
+    return tag
+
+
+@app.workflow("deploy", version=2)
+async def deploy(wf, _):
+    await wf.step(step, "one-prime", name="one-prime")  # differs from v1 at call 1
+    await wf.step(step, "two", name="two")
+    await wf.wait_for("deploy.go")
+    return "v2"
+"""
+
+
+def _blocked_instance(url: str) -> None:
+    """A v1 ``deploy`` instance that completed two steps and waits, then blocked by an
+    engine on which only version 2 is registered."""
+
+    async def main() -> None:
+        async with create_store(url) as store:
+            engine = WorkflowEngine(store)
+
+            @engine.workflow("deploy", version=1)
+            async def deploy_v1(wf: Workflow, _: Any) -> str:
+                await wf.step(_double, 1, name="one")
+                await wf.step(_double, 2, name="two")
+                await wf.wait_for("deploy.go")
+                return "v1"
+
+            await engine.start()
+            await engine.start_workflow("deploy", None, workflow_id="d1")
+            await _until(engine, "d1", "waiting")
+            await engine.stop()
+            engine = WorkflowEngine(store)
+            engine.register(deploy_v1, name="deploy", version=2)  # any v2: v1 is gone
+            await engine.start()
+            await _until(engine, "d1", "blocked")
+            await engine.stop()
+
+    asyncio.run(main())
+
+
+async def _until(engine: WorkflowEngine, wid: str, status: str) -> None:
+    for _ in range(3000):
+        if str((await engine.get_workflow(wid)).status) == status:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{wid} never became {status}")
+
+
+def test_migrate_names_the_effects_it_would_supersede_and_needs_force(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'migrate.db'}"
+    _blocked_instance(url)
+    (tmp_path / "deploy_v2.py").write_text(MIGRATION_APP)
+    base = ["workflows", "migrate", "--store", url, "--app", f"{tmp_path / 'deploy_v2.py'}:app"]
+
+    refused = CliRunner().invoke(cli, [*base, "d1", "--to-version", "2"])
+    assert refused.exit_code == 1
+    assert "already performed: #1 step 'one' (completed)" in refused.output
+    assert "already performed: #2 step 'two' (completed)" in refused.output
+    assert "was not migrated" in refused.output
+
+    dry = run(*base, "d1", "--to-version", "2", "--dry-run")
+    assert "would migrate: d1 from version 1 to 2; resumes at call #1" in dry
+    assert "superseded: #3 wait 'deploy.go' (in_flight)" in dry
+    shown = json.loads(run("workflows", "show", "--store", url, "d1"))
+    assert shown["status"] == "blocked", "neither the refusal nor the dry run recorded a move"
+
+    forced = run(*base, "d1", "--to-version", "2", "--force")
+    assert "migrated: d1 from version 1 to 2; resumes at call #1 (0 of 3" in forced
+    assert "already performed (not undone): #1 step 'one' (completed)" in forced
+    shown = json.loads(run("workflows", "show", "--store", url, "d1"))
+    assert (shown["status"], shown["version"]) == ("running", "2")
+    assert shown["history"][-1]["data"]["superseded_events"]
+    audit = [(a["target"], a["outcome"]) for a in audit_events(url)]
+    assert audit == [("d1", "refused"), ("d1", "migrated")]

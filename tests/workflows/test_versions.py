@@ -11,6 +11,7 @@ import pytest
 from contexten.events import Event
 from contexten.exceptions import (
     ConfigurationError,
+    MigrationRefused,
     NondeterminismError,
     WorkflowError,
     WorkflowFailedError,
@@ -88,7 +89,7 @@ async def test_an_instance_whose_version_is_gone_is_blocked_then_migrated(env: E
     assert "version 1 is not registered" in info.error["message"]
     assert engine.stats.blocked["release"] == 1
 
-    with pytest.raises(NondeterminismError):  # v2 would diverge: refused, nothing recorded
+    with pytest.raises(MigrationRefused):  # v2 would supersede the build step: refused
         await engine.migrate_workflow("r1", 2)
     assert (await engine.get_workflow("r1")).status is WorkflowStatus.BLOCKED
     with pytest.raises(WorkflowNotRegistered):

@@ -17,7 +17,7 @@ from contexten.cli._common import (
     with_store,
 )
 from contexten.cli._time import TIME, TIME_HELP
-from contexten.exceptions import WorkflowNotFound
+from contexten.exceptions import MigrationRefused, WorkflowNotFound
 from contexten.ingress.loader import load_app
 from contexten.projections.read_side import Page, in_flight_by_version, open_read_side
 from contexten.store import EventStore
@@ -30,6 +30,7 @@ from contexten.workflows import (
     request_redrive,
 )
 from contexten.workflows.admin import load_state
+from contexten.workflows.migration import MigrationPlan
 
 __all__ = ["workflows"]
 
@@ -162,16 +163,36 @@ async def redrive(store_url: str | None, workflow_id: str) -> None:
 @store_option
 @click.argument("workflow_id")
 @click.option("--to-version", required=True, help="A version of its workflow in --app.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Supersede recorded calls that already made effects (they are not undone).",
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan; record nothing.")
+@click.option("--json", "as_json", is_flag=True, help="The plan as one JSON object.")
 @run_async
-async def migrate(store_url: str | None, reference: str, workflow_id: str, to_version: str) -> None:
-    """Move a blocked instance to another registered version and let it resume.
+async def migrate(
+    store_url: str | None,
+    reference: str,
+    workflow_id: str,
+    to_version: str,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Move a blocked instance to another registered version, resuming from its last
+    compatible point.
 
-    Its history is replayed against that version's code first; a divergence refuses the
-    move (exit 1) and records nothing. The running workers resume it.
+    Its history is replayed against that version's code first: the calls the new code
+    makes as recorded are kept (they never run again) and it resumes at the next one; the
+    recorded calls after that are superseded (kept in the history, no longer replayed).
+    When those already made effects (a completed step, an emitted event...), the move is
+    refused (exit 1, nothing recorded) and they are listed; --force moves it anyway, and
+    they are neither undone nor compensated. The running workers resume it.
     """
     app = load_app(reference, cwd=Path.cwd())
 
-    async def body(store: EventStore) -> None:
+    async def body(store: EventStore) -> MigrationPlan:
         state = await load_state(store, workflow_id)
         if state is None:
             fail(f"no workflow instance {workflow_id!r}")
@@ -179,11 +200,39 @@ async def migrate(store_url: str | None, reference: str, workflow_id: str, to_ve
         for versions in (app.workflows.versions(n) for n in app.workflows.definitions):
             for definition in versions.values():
                 engine.register(definition.fn, name=definition.name, version=definition.version)
-        await engine.migrate_workflow(workflow_id, to_version)
-        await audit(store, "workflows:migrate", target=workflow_id, outcome="migrated")
+        if dry_run:
+            return await engine.plan_migration(workflow_id, to_version)
+        try:
+            plan = await engine.migrate(workflow_id, to_version, force=force)
+        except MigrationRefused as e:
+            await audit(store, "workflows:migrate", target=workflow_id, outcome="refused")
+            for line in e.effects:
+                click.echo(f"already performed: {clean(line)}", err=True)
+            raise
+        detail = f"version {plan.from_version or '?'} -> {plan.to_version}, point {plan.point}"
+        if plan.effects:
+            detail += f", forced over {len(plan.effects)} effect(s)"
+        await audit(
+            store, "workflows:migrate", target=workflow_id, outcome="migrated", detail=detail
+        )
+        return plan
 
-    await with_store(store_url, body)
-    click.echo(f"migrated: {clean(workflow_id)} to version {clean(to_version)}")
+    plan = await with_store(store_url, body)
+    if as_json:
+        echo_json({**plan.to_dict(), "migrated": not dry_run})
+        return
+    verb = "would migrate" if dry_run else "migrated"
+    click.echo(
+        f"{verb}: {clean(workflow_id)} from version {clean(plan.from_version or '?')} to "
+        f"{clean(plan.to_version)}; resumes at call #{plan.resumes_at} "
+        f"({plan.point} of {plan.recorded_calls} recorded call(s) kept)"
+    )
+    if plan.divergence:
+        click.echo(f"  diverges: {clean(plan.divergence)}")
+    for call in plan.superseded:
+        click.echo(f"  superseded: {clean(call.describe())}")
+    for call in plan.effects:
+        click.echo(f"  already performed (not undone): {clean(call.describe())}: {call.effect}")
 
 
 @workflows.command("fork")

@@ -38,6 +38,7 @@ from contexten.events.envelope import Event
 from contexten.events.patterns import compile_pattern
 from contexten.exceptions import (
     ConfigurationError,
+    MigrationRefused,
     StoreClosed,
     StoreError,
     WorkflowAlreadyStarted,
@@ -74,6 +75,7 @@ from contexten.workflows.history import (
     stream_name,
     workflow_id_of,
 )
+from contexten.workflows.migration import MigrationPlan, plan_migration
 from contexten.workflows.replay import replay_state
 from contexten.workflows.schedules import Schedule, Scheduler
 from contexten.workflows.state_machine import StateMachine
@@ -832,42 +834,107 @@ class WorkflowEngine:
             )
         await replay_state(definition.fn, state)
 
-    async def migrate_workflow(self, workflow_id: str, to_version: int | str) -> WorkflowHandle:
-        """Move a ``blocked`` instance to registered version ``to_version`` and resume it.
-
-        The instance's whole history is first replayed against that version's code; the
-        move is refused when it diverges, so the instance never resumes on code that would
-        disagree with what it already did. The move is recorded (``migrated``) and the
-        instance carries on from where its history ends.
+    async def plan_migration(self, workflow_id: str, to_version: int | str) -> MigrationPlan:
+        """How instance ``workflow_id`` would move to registered version ``to_version``:
+        its last compatible point and the calls (and effects) that would be superseded
+        (see :mod:`contexten.workflows.migration`). Records nothing.
 
         Raises:
             WorkflowNotFound: no such instance.
             WorkflowNotRegistered: ``to_version`` is not registered for its workflow.
-            NondeterminismError: ``to_version``'s code diverges from the history.
-            WorkflowError: the instance is not ``blocked`` (or moved meanwhile).
+            WorkflowError: it is a state machine, or not ``blocked``.
+            NondeterminismError: the version diverges from the history cut at the point.
         """
+        return (await self._migration_of(workflow_id, to_version))[1]
+
+    async def _migration_of(
+        self, workflow_id: str, to_version: int | str
+    ) -> tuple[WorkflowState, MigrationPlan]:
         target = str(to_version)
         state = await admin.load_state(self.store, workflow_id)
         if state is None:
             raise WorkflowNotFound(f"no workflow instance {workflow_id!r}")
+        if state.kind != "function":
+            raise WorkflowError(f"{workflow_id!r} is a state machine; only workflows migrate")
+        definition = self.versions(state.name).get(target)
+        if definition is None:
+            raise WorkflowNotRegistered(
+                f"workflow {state.name!r} has no registered version {target!r}"
+            )
         if not state.blocked:
             raise WorkflowError(
                 f"workflow {workflow_id!r} is {state.status}, not blocked; only a blocked "
                 "instance is migrated"
             )
-        await self.check_replay(state, target)
-        data = {"from_version": state.version, "to_version": target}
-        if not await self._control(state, "migrated", data):
+        return state, await plan_migration(state, definition)
+
+    async def migrate_workflow(
+        self, workflow_id: str, to_version: int | str, *, force: bool = False
+    ) -> WorkflowHandle:
+        """Move a ``blocked`` instance to registered version ``to_version`` and resume it
+        from its last compatible point, verified by replay first (see :meth:`migrate`,
+        which also returns what was superseded); returns the instance's handle."""
+        await self.migrate(workflow_id, to_version, force=force)
+        return WorkflowHandle(self, workflow_id)
+
+    async def migrate(
+        self, workflow_id: str, to_version: int | str, *, force: bool = False
+    ) -> MigrationPlan:
+        """Move a ``blocked`` instance to registered version ``to_version`` and resume it
+        from its last compatible point, verified by replay first.
+
+        The history is replayed against that version's code: the longest prefix of recorded
+        calls it reproduces is kept (those calls never run again) and the instance resumes
+        on it at the next call; the recorded calls after that point are superseded. The
+        move is one ``migrated`` event naming the versions, the point and the superseded
+        calls (the history is never rewritten), so every later replay follows it. When the
+        superseded calls already made effects (a completed or failed step, an emitted event,
+        a started child), the move is refused unless ``force``: forced, those effects stay
+        as they are (not undone, not compensated) and the new code runs from the point.
+
+        Returns:
+            The plan that was carried out (``plan.effects``: what was already done).
+
+        Raises:
+            WorkflowNotFound: no such instance.
+            WorkflowNotRegistered: ``to_version`` is not registered for its workflow.
+            MigrationRefused: effects would be superseded and ``force`` is False, or the
+                instance was compensating and the version does not replay it all.
+            NondeterminismError: the version diverges from the history cut at the point.
+            WorkflowError: the instance is not ``blocked`` (or moved meanwhile).
+        """
+        state, plan = await self._migration_of(workflow_id, to_version)
+        effects = [f"{c.describe()}: {c.effect}" for c in plan.effects]
+        if plan.refusal is not None:
+            raise MigrationRefused(
+                workflow_id, plan.refusal, point=plan.point, effects=effects, forceable=False
+            )
+        if effects and not force:
+            raise MigrationRefused(
+                workflow_id,
+                f"version {plan.to_version} reproduces only {plan.point} of its "
+                f"{plan.recorded_calls} recorded call(s), and the calls after that already "
+                f"made effects ({'; '.join(effects)}); force it to resume at call "
+                f"#{plan.resumes_at} anyway (those effects are neither undone nor compensated)",
+                point=plan.point,
+                effects=effects,
+                forceable=True,
+            )
+        if not await self._control(state, "migrated", plan.marker_data(forced=force)):
             raise WorkflowError(f"workflow {workflow_id!r} changed meanwhile; try again")
         _log.warning(
-            "workflow %s migrated from version %s to %s",
+            "workflow %s migrated from version %s to %s: resumes at call #%s, %s call(s) "
+            "superseded%s",
             workflow_id,
-            data["from_version"] or "?",
-            target,
+            plan.from_version or "?",
+            plan.to_version,
+            plan.resumes_at,
+            len(plan.superseded),
+            f" (forced over {len(effects)} effect(s))" if effects else "",
         )
         if self._running:
             await self._resume(state, force=True)
-        return WorkflowHandle(self, workflow_id)
+        return plan
 
     async def fork_workflow(self, workflow_id: str, *, cancel_old: bool = False) -> WorkflowHandle:
         """Start a new instance from instance ``workflow_id``'s input on the newest version,

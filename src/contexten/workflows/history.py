@@ -34,8 +34,12 @@ The event types, all under ``contexten.workflow.``:
 ``blocked``                 reason (``nondeterminism`` / ``version_not_registered``), error,
                             version: the instance cannot continue; not terminal, it waits
                             for an operator (``redriven`` after a fix, or ``migrated``)
-``migrated``                from_version, to_version: an operator moved a blocked instance
-                            to another registered version (verified by replay first)
+``migrated``                from_version, to_version, point: an operator moved a blocked
+                            instance to another registered version, verified by replay
+                            first; it resumes after call ``point`` (its last compatible
+                            one). Calls after it are superseded: ``superseded`` lists them,
+                            ``superseded_events`` their event versions, ``divergence`` why
+                            (see :mod:`contexten.workflows.migration`)
 ``patched``                 patch_id, seq: ``wf.patched(patch_id)`` was first reached live
                             after call ``seq`` (takes no call number of its own)
 ``trigger_absorbed``        event_id, event_type, position: a trigger event for this id came
@@ -577,7 +581,23 @@ def _migrated(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
     if s.status is not WorkflowStatus.BLOCKED:
         return
     s.version = str(d.get("to_version", s.version))
+    point = d.get("point")
+    if point is not None and int(point) < s.max_seq:
+        _supersede(s, int(point))
     _unblock(s)
+
+
+def _supersede(s: WorkflowState, point: int) -> None:
+    """Forget the calls after ``point`` (a migration's last compatible call): the new
+    version makes its own from there. Their events stay in the history."""
+    for seq in [q for q in s.ops if q > point]:
+        op = s.ops.pop(seq)
+        if op.kind == "wait" and op.done and op.ok and isinstance(op.result, dict):
+            s.consumed.discard(str(op.result.get("id")))  # the new code may wait for it
+    s.patches = {k: v for k, v in s.patches.items() if v <= point}
+    if s.failed_seq is not None and s.failed_seq > point:
+        s.failed_seq = None
+    s.blocked_from = None  # whatever it was doing after the point: it runs again from there
 
 
 def _patched(s: WorkflowState, d: dict[str, Any], rec: RecordedEvent) -> None:
