@@ -16,10 +16,14 @@ kind               name
 ``dead_letter``    the subscription whose handler kept failing
 =================  =====================================================================
 
-A work item is the event's ``correlation_id`` (its subject when it has none). Webhooks the
-new app recognises as echoes of our own bot are not re-fed; its own actions change the
-sandbox, which records the webhooks a platform would send for them and sends none. Recorded
-outcomes are those recorded in ``[start, end + settle]``.
+A work item is the event's ``correlation_id`` (its subject when it has none). Before each
+webhook is re-fed, the sandbox is seeded with what it is about, on every platform (GitHub,
+Linear, Slack, Codegen), and the ids the real platforms gave the recorded code's objects are
+reserved for the new code's same calls (see :mod:`contexten.testing._shadow_seed`), so code
+that acts on Linear or Slack behaves here as it did for real. Webhooks that the recording
+or the new app recognise as echoes of our own bot are not re-fed; the new app's own actions
+change the sandbox, which records the webhooks a platform would send for them and sends
+none. Recorded outcomes are those recorded in ``[start, end + settle]``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from contexten.events.envelope import Event
 from contexten.exceptions import ConfigurationError
 from contexten.store.base import EventStore, RecordedEvent
 from contexten.store.memory import MemoryEventStore
+from contexten.testing._shadow_seed import ShadowSeeder
 from contexten.testing.clock import VirtualClock
 from contexten.testing.sandbox import Sandbox, SandboxConfig
 
@@ -46,6 +51,7 @@ __all__ = ["ShadowDifference", "ShadowReport", "shadow_replay"]
 _WEBHOOK_PREFIXES = ("github.", "linear.", "slack.", "codegen.")
 _SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_KEY", "_API_KEY")
 _PAGE = 1000
+_NEVER = 10.0**9
 Key = tuple[str, str, str]
 
 
@@ -199,7 +205,9 @@ async def shadow_replay(
     report = ShadowReport()
     shadow_store = MemoryEventStore()
     clock = VirtualClock(start)
-    sandbox = Sandbox(SandboxConfig(webhook_url=None))
+    # Agent runs never progress on their own here: the recorded run events say how they went.
+    sandbox = Sandbox(SandboxConfig(webhook_url=None, agent_run_start_after=_NEVER))
+    seeder = ShadowSeeder(sandbox, records)
     registry = sandbox.clients(clock=clock)
     with _no_credentials(), pinned_apps(shadow_store, clock, registry):
         app = load()
@@ -219,12 +227,12 @@ async def shadow_replay(
     try:
         async with app:
             for n, rec in enumerate(window, 1):
-                if app.is_echo(rec.event):
+                if seeder.recorded_echo(rec.event) or app.is_echo(rec.event):
                     report.echoes_skipped += 1
                     continue
                 await clock.advance_to(max(rec.recorded_at, clock.now()))
-                _seed(sandbox, rec.event)
-                await app.publish(rec.event)
+                seeder.seed(rec.event)
+                await app.publish(rec.event, dedup_key=rec.event.delivery_id)
                 await app.drain(timeout=60)
                 report.webhooks += 1
                 if progress is not None:
@@ -242,27 +250,6 @@ async def shadow_replay(
             kind, name, item = key
             report.differences.append(ShadowDifference(kind, name, item, old[key], new[key]))
     return report
-
-
-def _seed(sandbox: Sandbox, event: Event) -> None:
-    """Make the GitHub issue or pull request a recorded webhook is about exist in the
-    sandbox (as the webhook shows it), so the new code can act on it."""
-    if not event.type.startswith("github."):
-        return
-    data = event.data
-    repo_name = (data.get("repository") or {}).get("full_name")
-    item = data.get("issue") or data.get("pull_request")
-    if not repo_name or not isinstance(item, dict) or "number" not in item:
-        return
-    repo = sandbox.github.repo(str(repo_name))
-    number = int(item["number"])
-    if number not in repo.issues:
-        seeded = dict(item)
-        seeded["comments"] = 0
-        seeded.setdefault("url", f"https://api.github.com/repos/{repo_name}/issues/{number}")
-        seeded.setdefault("html_url", f"https://github.com/{repo_name}/issues/{number}")
-        repo.issues[number] = seeded
-        repo.next_number = max(repo.next_number, number + 1)
 
 
 def load_reference(reference: str) -> Callable[[], Any]:

@@ -115,7 +115,9 @@ class CodegenEmulator(Emulator):
 
     def start_run(self, prompt: str, metadata: JSON) -> JSON:
         """Create a run (also used by the control API)."""
-        rid = self.core.next_id()
+        reserved = self.core.claim("codegen.run", metadata.get("contexten_idempotency_key"))
+        rid = reserved if isinstance(reserved, int) and reserved not in self.runs else None
+        rid = rid if rid is not None else self.core.next_id()
         run: JSON = {
             "id": rid,
             "organization_id": self.core.config.codegen_org_id,

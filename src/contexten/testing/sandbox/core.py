@@ -80,11 +80,30 @@ class Core:
         self.faults = FaultInjector()
         self.webhooks = WebhookSender(config.webhook_url, config.secrets)
         self._ids = itertools.count(1_000_001)
+        self._reserved: dict[tuple[str, str], Any] = {}
+        self._taken: set[int] = set()
         self.started = time.time()
 
     def next_id(self) -> int:
-        """A fresh numeric id, unique across the sandbox."""
-        return next(self._ids)
+        """A fresh numeric id, unique across the sandbox (never one that is reserved)."""
+        while (value := next(self._ids)) in self._taken:
+            pass
+        return value
+
+    def reserve(self, kind: str, key: str, value: Any) -> None:
+        """Hand out ``value`` (an id, a number, a ``ts``) to the next object of ``kind``
+        created with idempotency key ``key``, instead of a fresh one.
+
+        Shadow replay reserves the ids the real platform gave the objects the recorded code
+        made, so the new code's objects carry the ids that recorded webhooks name.
+        """
+        self._reserved[(kind, key)] = value
+        if isinstance(value, int):
+            self._taken.add(value)
+
+    def claim(self, kind: str, key: str | None) -> Any:
+        """The value reserved for ``(kind, key)`` (once), or None."""
+        return None if key is None else self._reserved.pop((kind, key), None)
 
     def now(self) -> float:
         """Unix time."""

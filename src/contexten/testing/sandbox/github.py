@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from contexten.integrations.idempotency import find_marker
 from contexten.testing.sandbox.core import Core, Emulator, bearer, iso, json_response
 from contexten.testing.sandbox.faults import Fault
 from contexten.testing.specs import github_openapi, github_webhooks
@@ -302,7 +303,12 @@ class GitHubEmulator(Emulator):
         return issue
 
     def _new_issue(self, repo: Repo, title: str, body: str, author: str | None) -> JSON:
-        number, repo.next_number = repo.next_number, repo.next_number + 1
+        reserved = self.core.claim(f"github.number:{repo.full_name}", find_marker(body))
+        if isinstance(reserved, int) and reserved not in repo.issues:
+            number = reserved
+            repo.next_number = max(repo.next_number, number + 1)
+        else:
+            number, repo.next_number = repo.next_number, repo.next_number + 1
         iid = self.core.next_id()
         issue = {
             "id": iid,

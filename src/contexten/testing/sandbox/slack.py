@@ -153,10 +153,14 @@ class SlackEmulator(Emulator):
         cid = self.channel_id(channel)
         assert cid is not None
         bot = user is None
+        payload = (metadata or {}).get("event_payload") or {}
+        ts = self.core.claim("slack.ts", payload.get("contexten_idempotency_key"))
+        if not isinstance(ts, str) or ts in self.messages[cid]:
+            ts = self._ts()
         message: JSON = {
             "type": "message",
             "text": text,
-            "ts": self._ts(),
+            "ts": ts,
             "user": user or self.core.config.slack_bot_user,
             "team": "T0SANDBOX",
         }
