@@ -114,6 +114,20 @@ async def test_migrate_resumes_at_the_first_changed_call_without_rerunning_the_k
         assert (outcome.returned, outcome.result) == (True, result)
     assert (await check_replays(engine.store, engine)).ok
 
+    def register_v2_renames_call_3(engine: WorkflowEngine) -> None:
+        @engine.workflow("deploy", version=2)
+        async def deploy_v2(wf: Any, _: Any) -> list[str]:
+            await wf.step(effect, "one", name="one")
+            await wf.step(effect, "two", name="two")
+            return [await wf.step(effect, "v2-three", name="three-renamed")]
+
+    checker = await env.engine(register_v2_renames_call_3, start=False)
+    (divergence,) = (await check_replays(checker.store, checker)).divergences
+    (recorded,) = [h for h in info.history if h.data.get("name") == "three-checked"]
+    assert (divergence.seq, divergence.event_version) == (3, recorded.version), (
+        "the first differing event is the migrated call 3, not the superseded one"
+    )
+
 
 async def test_migrate_refuses_to_supersede_completed_steps_unless_forced(env: Env) -> None:
     engine = await _blocked_after_two_steps(env, register_v2_changes_step_1)
@@ -154,3 +168,56 @@ async def test_a_plan_needs_a_blocked_instance(memory_env: Env) -> None:
     await until_status(engine, "d1", WorkflowStatus.WAITING)
     with pytest.raises(WorkflowError, match="not blocked"):
         await engine.plan_migration("d1", 1)
+
+
+UNDO_GATE: dict[str, Any] = {}
+
+
+async def undo(tag: str) -> None:
+    """A compensation that hangs until the test lets it finish (to stop mid-compensation)."""
+    ran[f"undo-{tag}"] += 1
+    await UNDO_GATE["event"].wait()
+
+
+def _fail() -> None:
+    from contexten.exceptions import NonRetryableError
+
+    raise NonRetryableError("no")
+
+
+def register_compensating(version: int, first: str) -> Any:
+    def register(engine: WorkflowEngine) -> None:
+        @engine.workflow("saga", version=version)
+        async def saga(wf: Any, _: Any) -> None:
+            await wf.step(effect, first, name=first, compensate=undo)
+            await wf.step(_fail, name="fail")
+
+    return register
+
+
+async def test_an_instance_stopped_while_compensating_moves_only_to_a_version_replaying_it_all(
+    memory_env: Env,
+) -> None:
+    import asyncio
+
+    UNDO_GATE["event"] = asyncio.Event()
+    engine = await memory_env.engine(register_compensating(1, "reserve"))
+    await engine.start_workflow("saga", None, workflow_id="s1")
+    await until_status(engine, "s1", WorkflowStatus.COMPENSATING)
+    engine = await memory_env.restart(engine, register_compensating(2, "book"))  # v1 gone
+    await until_status(engine, "s1", WorkflowStatus.BLOCKED)
+
+    with pytest.raises(MigrationRefused, match="compensating") as refused:
+        await engine.migrate_workflow("s1", 2, force=True)  # diverges at call 1: never
+    assert not refused.value.forceable
+    assert (await engine.get_workflow("s1")).status is WorkflowStatus.BLOCKED
+
+    def register_v3(engine: WorkflowEngine) -> None:
+        register_compensating(2, "book")(engine)
+        register_compensating(3, "reserve")(engine)
+
+    engine = await memory_env.restart(engine, register_v3)
+    UNDO_GATE["event"].set()
+    plan = await engine.migrate("s1", 3)  # the same calls: it takes the compensation over
+    assert plan.complete
+    await until_status(engine, "s1", WorkflowStatus.COMPENSATED)

@@ -125,7 +125,15 @@ class ReplayReport:
 
 
 def _first_event(state: WorkflowState, seq: int) -> tuple[str | None, int | None]:
+    superseded = {  # by a migration: their call numbers are the old version's
+        v
+        for e in state.entries
+        if e.kind == "migrated"
+        for v in e.data.get("superseded_events") or ()
+    }
     for entry in state.entries:
+        if entry.version in superseded:
+            continue
         recorded = entry.data.get("seq")
         if isinstance(recorded, int) and recorded >= seq:
             return entry.type, entry.version
