@@ -25,6 +25,7 @@ from contexten.workflows.history import (
     fold,
     stream_name,
 )
+from contexten.workflows.migration import MigrationPlan, SupersededCall
 from contexten.workflows.state_machine import StateMachine, Transition
 from contexten.workflows.steps import StepInfo, current_step
 
@@ -32,8 +33,10 @@ __all__ = [
     "TERMINAL_STATUSES",
     "HistoryEntry",
     "IdReusePolicy",
+    "MigrationPlan",
     "StateMachine",
     "StepInfo",
+    "SupersededCall",
     "Transition",
     "Workflow",
     "WorkflowContext",

@@ -30,7 +30,7 @@ history (which compensations ran, and why, belongs to the code that started them
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -104,6 +104,8 @@ class MigrationPlan:
         divergence: where and why the new code parts from the history (None: it replays
             the whole history).
         compensating: whether the instance was compensating.
+        superseded_markers: the stream versions of ``patched`` markers recorded after the
+            point (the new code decides those patches afresh).
     """
 
     workflow_id: str
@@ -115,7 +117,7 @@ class MigrationPlan:
     superseded: tuple[SupersededCall, ...] = ()
     divergence: str | None = None
     compensating: bool = False
-    superseded_markers: tuple[int, ...] = field(default=())
+    superseded_markers: tuple[int, ...] = ()
 
     @property
     def resumes_at(self) -> int:
@@ -204,11 +206,11 @@ async def plan_migration(state: WorkflowState, definition: WorkflowDefinition) -
         ),
     )
     if plan.refusal is None:
-        await replay_state(definition.fn, migrated_state(state, plan))
+        await replay_state(definition.fn, _migrated_state(state, plan))
     return plan
 
 
-def migrated_state(state: WorkflowState, plan: MigrationPlan) -> WorkflowState:
+def _migrated_state(state: WorkflowState, plan: MigrationPlan) -> WorkflowState:
     """A copy of ``state`` with ``plan``'s marker applied (what the fold will make of it)."""
     out = copy.deepcopy(state)
     marker = history_event("migrated", plan.marker_data(forced=True), state.workflow_id)
