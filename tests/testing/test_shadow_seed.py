@@ -142,3 +142,30 @@ async def test_recorded_ids_are_reserved_and_agent_runs_follow_the_recorded_even
         slack = clients.get(SlackClient)
         message = await slack.post_message("#eng", "Done", idempotency_key="wf:5:post_message")
         assert message["ts"] == "1700000000.000777"
+
+
+async def test_a_real_team_with_the_sandbox_teams_key_takes_its_place() -> None:
+    sandbox = Sandbox(SandboxConfig(webhook_url=None))
+    default_team = next(t for t in sandbox.linear.teams.values() if t["key"] == "ENG")
+    real_team = {"id": "team-real-eng", "key": "ENG", "name": "Engineering"}
+    real_todo = {"id": "state-real-eng-todo", "name": "Todo", "type": "unstarted"}
+    issue = _issue(
+        id="issue-real-eng-3",
+        identifier="ENG-3",
+        number=3,
+        teamId=real_team["id"],
+        team=real_team,
+        stateId=real_todo["id"],
+        state=real_todo,
+    )
+    ShadowSeeder(sandbox, []).seed(_linear_hook("create", issue))
+    assert [t["id"] for t in sandbox.linear.teams.values() if t["key"] == "ENG"] == [
+        "team-real-eng"
+    ]
+    assert default_team["id"] not in sandbox.linear.teams
+    async with sandbox.clients() as clients:
+        client = clients.get(LinearClient)
+        await linear.move_issue("ENG-3", state="In Review", client=client)
+        moved = await client.get_issue("ENG-3")
+        assert (moved["state"]["name"], moved["team"]["id"]) == ("In Review", "team-real-eng")
+    assert sandbox.linear.create_issue("Next", team_key="ENG")["identifier"] == "ENG-4"
