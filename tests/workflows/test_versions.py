@@ -240,6 +240,7 @@ async def test_a_closed_id_starts_a_new_numbered_linked_run_per_trigger(env: Env
     head = await engine.store.head()
     await until(lambda: _checkpoint_at(engine, head))
     assert (await engine.get_workflow("ship:repo")).run == 2, "re-reading the log starts nothing"
+    assert engine.stats.ignored == {("ship", "duplicate"): 2}, "and says so: both redelivered"
 
 
 async def test_a_trigger_while_the_run_is_open_is_absorbed_recorded_and_counted(

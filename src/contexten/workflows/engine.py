@@ -109,7 +109,8 @@ TRIGGER_IGNORED_REASONS: dict[str, str] = {
 def _stale_reason(state: WorkflowState, trigger: RecordedEvent) -> str:
     """``duplicate`` when ``trigger`` is the event the run already took, else ``stale``."""
     event_id = trigger.event.id
-    if state.trigger_event_id == event_id or any(
+    previous = state.previous_run or {}
+    if event_id in (state.trigger_event_id, previous.get("trigger_event_id")) or any(
         e.kind == "trigger_absorbed" and e.data.get("event_id") == event_id for e in state.entries
     ):
         return _DUPLICATE
