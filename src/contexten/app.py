@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from contexten.bus.context import HandlerContext
     from contexten.integrations.client import ClientRegistry
     from contexten.integrations.echo import BotIdentity
+    from contexten.relay.nats import NatsRelay
 
 __all__ = ["App", "Hook"]
 
@@ -202,8 +203,11 @@ class App:
         self._log = get_logger("contexten.app")
         self._runtime: AgentRuntime | None = None
         self._agents_configured = False
+        self._relays: list[NatsRelay] = []
         if agents is not None or bot is not None:
             self.use_agents(agents, bot=bot)
+        if not self._pinned and os.environ.get("CONTEXTEN_NATS_URL"):
+            self.relay_to_nats()  # a tool re-running this app elsewhere never relays
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -315,6 +319,49 @@ class App:
         if self._running:
             raise ConfigurationError("add_projection() must be called before the app starts")
         return self.projections.add(projection)
+
+    def relay_to_nats(
+        self,
+        url: str | None = None,
+        *,
+        patterns: str | Sequence[str] | None = None,
+        stream: str | None = None,
+        **options: Any,
+    ) -> NatsRelay:
+        """Publish every committed event (or those matching ``patterns``) to NATS JetStream,
+        on subjects ``contexten.<type>``, as CloudEvents JSON with ``Nats-Msg-Id`` = the event
+        id; see :mod:`contexten.relay.nats`. An outbox: the relay is a subscription of this
+        app (partitions, leases, checkpoints), which resumes from its checkpoint after a
+        crash. Unset arguments come from ``CONTEXTEN_NATS_URL``, ``CONTEXTEN_NATS_STREAM``
+        (default ``CONTEXTEN``) and ``CONTEXTEN_NATS_PATTERNS``; setting
+        ``CONTEXTEN_NATS_URL`` turns a relay on in every App without a call.
+
+        Args:
+            url: the NATS server(s), ``nats://host:4222``.
+            patterns: event type patterns to relay (default: all).
+            stream: the JetStream stream (created with subjects ``contexten.>`` if missing).
+            options: further :class:`~contexten.relay.nats.NatsRelay` settings
+                (``subject_prefix``, ``duplicate_window``, ``publish_timeout``, ``name``...).
+
+        Raises:
+            ConfigurationError: no URL, a bad setting, the nats extra missing, or a relay
+                with the same name exists.
+        """
+        from contexten.relay.nats import NatsRelay  # the nats extra, loaded when asked for
+
+        relay = NatsRelay.from_env(url, patterns=patterns, stream=stream, **options)
+        self._dispatcher.add(relay.subscription)  # echoes too: every committed event
+        self._relays.append(relay)
+        self.on_shutdown(relay.close)
+        return relay
+
+    @property
+    def relays(self) -> Sequence[NatsRelay]:
+        """The relays configured with :meth:`relay_to_nats` (or ``CONTEXTEN_NATS_URL``)."""
+        return tuple(self._relays)
+
+    async def _relay_health(self) -> dict[str, dict[str, Any]]:
+        return {relay.name: await relay.health(self._store) for relay in self._relays}
 
     async def _unfinished_workflows(self) -> list[str]:
         # The engine's start-up scan: the read model, caught up to the head first.
@@ -779,6 +826,7 @@ class App:
             supervisor=self.supervisor,
             running=self._running,
             agents=self._runtime.health() if self._runtime is not None else None,
+            relays=self._relay_health if self._relays else None,
         )
 
     async def _blocked_workflows(self) -> int:
