@@ -312,6 +312,32 @@ async def test_a_message_too_large_for_the_stream_is_dead_lettered_with_the_reas
     ]
 
 
+@pytest.mark.nats
+async def test_two_workers_share_the_relay_by_partition_and_relay_each_event_once(
+    nats_url: str, stream_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTEXTEN_HEARTBEAT_SECONDS", "0.2")
+    monkeypatch.setenv("CONTEXTEN_LEASE_SECONDS", "1")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    apps = [App(url), App(url)]
+    relays = [app.relay_to_nats(nats_url, stream=stream_name) for app in apps]
+    async with apps[0], apps[1]:
+
+        def held(app: App) -> int:
+            return sum(len(s.partitions) for s in app.dispatcher.statuses())
+
+        await eventually(lambda: held(apps[0]) == held(apps[1]) == 32, "a fair share each")
+        for n in range(200):
+            await apps[n % 2].publish(event(n, f"k{n % 50}"))
+        await apps[0].drain(timeout=GUARD)
+        await apps[1].drain(timeout=GUARD)
+    assert all(r.published > 0 for r in relays)  # each relayed its own partitions
+    assert sum(r.published for r in relays) == 200
+    msgs = await consume_all(nats_url, stream_name)
+    assert len(msgs) == 200
+    check_per_key_order(msgs)
+
+
 # -- a private server, killed and restarted; the relay process killed -9 ---------------------
 
 
