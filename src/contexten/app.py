@@ -40,7 +40,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self, TypeVar
 
 import structlog
 
@@ -141,6 +141,10 @@ class App:
         ConfigurationError: the store URL's scheme is unknown or its driver is missing.
     """
 
+    relay_from_env: ClassVar[bool] = True
+    """Whether ``CONTEXTEN_NATS_URL`` turns a relay on (test apps say no: their events are not
+    real)."""
+
     def __init__(
         self,
         store: str | EventStore | None = None,
@@ -206,7 +210,7 @@ class App:
         self._relays: list[NatsRelay] = []
         if agents is not None or bot is not None:
             self.use_agents(agents, bot=bot)
-        if not self._pinned and os.environ.get("CONTEXTEN_NATS_URL"):
+        if self.relay_from_env and not self._pinned and os.environ.get("CONTEXTEN_NATS_URL"):
             self.relay_to_nats()  # a tool re-running this app elsewhere never relays
 
     # -- configuration ---------------------------------------------------------------------
@@ -815,8 +819,8 @@ class App:
         """How each part is: store reachability, each subscription's lag and state, the
         dead-letter queue's size and the blocked workflow instances (exact, from the read
         models; a blocked instance does not make the app unready), each projection's lag,
-        supervisor restarts, and (once agents are in use) each
-        agent's availability and circuit breaker."""
+        supervisor restarts, (once agents are in use) each agent's availability and circuit
+        breaker, and each relay's connection and lag (:meth:`relay_to_nats`)."""
         return await check_health(
             store=self._store,
             dispatcher=self._dispatcher,

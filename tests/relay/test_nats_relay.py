@@ -33,6 +33,7 @@ from contexten.relay.wire import (
     subject_for,
 )
 from contexten.store.sqlite import SqliteEventStore
+from contexten.testing import create_test_app
 
 from .conftest import PrivateNats, free_port
 
@@ -159,6 +160,7 @@ def test_the_environment_turns_a_relay_on(monkeypatch: pytest.MonkeyPatch) -> No
     assert sub.echoes
     assert not sub.include_system
     assert "secret-canary" not in repr(relay)
+    assert create_test_app().relays == ()  # a test app's events never reach a real broker
 
 
 # -- against the shared NATS server ----------------------------------------------------------
