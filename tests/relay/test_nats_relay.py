@@ -283,25 +283,31 @@ async def test_a_stream_without_our_subjects_is_not_changed_and_says_why(
 
 
 @pytest.mark.nats
-async def test_a_message_too_large_for_the_stream_is_dead_lettered_with_the_reason(
+async def test_a_message_too_large_for_the_stream_is_dead_lettered_then_redriven(
     nats_url: str, stream_name: str
 ) -> None:
     nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    config = StreamConfig(name=stream_name, subjects=["contexten.>"], max_msg_size=2_000)
+    await js.add_stream(config)
     try:
-        await nc.jetstream().add_stream(
-            StreamConfig(name=stream_name, subjects=["contexten.>"], max_msg_size=2_000)
-        )
+        app = App("memory://")
+        relay = app.relay_to_nats(nats_url, stream=stream_name)
+        async with app:
+            big = event(1, "a", blob="x" * 5_000)
+            await app.publish(big)
+            await app.publish(event(2, "b"))
+            await app.drain(timeout=GUARD)
+            [letter] = await app.dead_letters.list()
+            state = (await app.health()).relays[relay.name]
+            # The operator raises the limit and redrives the letter: it is relayed.
+            config.max_msg_size = 100_000
+            await js.update_stream(config)
+            assert await app.dead_letters.redrive(letter.id)
+            await app.drain(timeout=GUARD)
+            assert await app.dead_letters.list() == []
     finally:
         await nc.close()
-    app = App("memory://")
-    relay = app.relay_to_nats(nats_url, stream=stream_name)
-    async with app:
-        big = event(1, "a", blob="x" * 5_000)
-        await app.publish(big)
-        await app.publish(event(2, "b"))
-        await app.drain(timeout=GUARD)
-        [letter] = await app.dead_letters.list()
-        state = (await app.health()).relays[relay.name]
     assert letter.event_id == big.id
     assert letter.subscription == relay.name
     assert letter.error_type == "RelayRejected"
@@ -309,9 +315,8 @@ async def test_a_message_too_large_for_the_stream_is_dead_lettered_with_the_reas
     assert state["rejected"] == 1
     assert state["published"] == 1
     assert state["lag"] == 0
-    assert [json.loads(m.data)["data"]["n"] for m in await consume_all(nats_url, stream_name)] == [
-        2
-    ]
+    msgs = await consume_all(nats_url, stream_name)
+    assert [json.loads(m.data)["data"]["n"] for m in msgs] == [2, 1]
 
 
 @pytest.mark.nats

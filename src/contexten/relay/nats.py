@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -90,6 +91,7 @@ RELAY_RETRY: Final = RetryPolicy(
 _STREAM_RE: Final = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _MESSAGE_TOO_LARGE: Final = 10054  # JetStream's "message size exceeds maximum allowed"
 _MAX_DESCRIPTION: Final = 200
+_CONNECT_BACKOFF: Final = 1.0  # seconds after a failed connect before the next one
 
 
 def _safe_url(url: str) -> str:
@@ -188,6 +190,7 @@ class NatsRelay:
         self._stream_ready = False
         self._lock = asyncio.Lock()
         self._closing = False
+        self._retry_connect_at = 0.0
         self._log = get_logger("contexten.relay", relay=self.name)
         self._subscription = Subscription(
             name=self.name,
@@ -301,6 +304,11 @@ class NatsRelay:
             return js
         async with self._lock:
             if self._nc is None or self._nc.is_closed or self._js is None:
+                if time.monotonic() < self._retry_connect_at:
+                    # Another delivery's attempt just failed: fail fast rather than have every
+                    # waiting delivery try (and wait out connect_timeout) in turn.
+                    self.failures += 1
+                    raise RelayUnavailable(f"NATS is unreachable ({self.last_error}); will retry")
                 self._js = await self._connect()
             if not self._stream_ready:
                 await self._ensure_stream(self._js)
@@ -326,6 +334,7 @@ class NatsRelay:
             )
         except (TimeoutError, OSError, nats_errors.Error) as e:
             await self._close_quietly(nc)
+            self._retry_connect_at = time.monotonic() + _CONNECT_BACKOFF
             raise self._unavailable(e, f"NATS at {_safe_url(self.url)} is unreachable") from e
         self._nc = nc
         self._log.info("connected to NATS", url=_safe_url(self.url), stream=self.stream)
