@@ -50,11 +50,13 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from contexten.bus.context import HandlerContext
 from contexten.bus.partitions import subscription_checkpoint
 from contexten.bus.subscription import Subscription, default_key
 from contexten.events.envelope import Event
 from contexten.exceptions import (
     ConfigurationError,
+    InvalidEvent,
     RelayRejected,
     RelayUnavailable,
 )
@@ -83,10 +85,15 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 """JetStream's deduplication header; the relay sets it to the event id."""
 
 RELAY_RETRY: Final = RetryPolicy(
-    initial_interval=0.2, backoff_coefficient=2.0, maximum_interval=10.0, maximum_attempts=0
+    initial_interval=0.2,
+    backoff_coefficient=2.0,
+    maximum_interval=10.0,
+    maximum_attempts=0,
+    non_retryable_error_types=(InvalidEvent,),
 )
-"""Retry an unavailable broker for as long as it takes (backoff up to 10 s); only a
-:class:`~contexten.exceptions.RelayRejected` message is parked."""
+"""Retry an unavailable broker for as long as it takes (backoff up to 10 s); only a message
+refused for good (:class:`~contexten.exceptions.RelayRejected`, or an event that maps to no
+subject: :class:`~contexten.exceptions.InvalidEvent`) is parked."""
 
 _STREAM_RE: Final = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _MESSAGE_TOO_LARGE: Final = 10054  # JetStream's "message size exceeds maximum allowed"
@@ -243,7 +250,7 @@ class NatsRelay:
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def _handle(self, event: Event, ctx: Any) -> None:
+    async def _handle(self, event: Event, ctx: HandlerContext) -> None:
         await self.publish(event, ctx.position)
 
     async def publish(self, event: Event, position: int) -> PubAck:
@@ -410,9 +417,10 @@ class NatsRelay:
     # -- health ----------------------------------------------------------------------------
 
     async def health(self, store: EventStore) -> dict[str, Any]:
-        """The relay's state for ``App.health()``: connection, counters since start, and its
-        lag, the log entries not yet relayed over all its partitions (whichever process
-        holds them): the head minus its lowest partition checkpoint."""
+        """The relay's state for ``App.health()``: its connection (opened at the first event
+        to relay), counters since start, and its lag, the log entries not yet relayed over
+        all its partitions (whichever process holds them): the head minus its lowest
+        partition checkpoint."""
         head = await store.head()
         checkpoint = await subscription_checkpoint(store, self.name)
         return {
