@@ -40,7 +40,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self, TypeVar
 
 import structlog
 
@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from contexten.bus.context import HandlerContext
     from contexten.integrations.client import ClientRegistry
     from contexten.integrations.echo import BotIdentity
+    from contexten.relay.nats import NatsRelay
 
 __all__ = ["App", "Hook"]
 
@@ -139,6 +140,10 @@ class App:
     Raises:
         ConfigurationError: the store URL's scheme is unknown or its driver is missing.
     """
+
+    relay_from_env: ClassVar[bool] = True
+    """Whether ``CONTEXTEN_NATS_URL`` turns a relay on (test apps say no: their events are not
+    real)."""
 
     def __init__(
         self,
@@ -202,8 +207,11 @@ class App:
         self._log = get_logger("contexten.app")
         self._runtime: AgentRuntime | None = None
         self._agents_configured = False
+        self._relays: list[NatsRelay] = []
         if agents is not None or bot is not None:
             self.use_agents(agents, bot=bot)
+        if self.relay_from_env and not self._pinned and os.environ.get("CONTEXTEN_NATS_URL"):
+            self.relay_to_nats()  # a tool re-running this app elsewhere never relays
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -315,6 +323,49 @@ class App:
         if self._running:
             raise ConfigurationError("add_projection() must be called before the app starts")
         return self.projections.add(projection)
+
+    def relay_to_nats(
+        self,
+        url: str | None = None,
+        *,
+        patterns: str | Sequence[str] | None = None,
+        stream: str | None = None,
+        **options: Any,
+    ) -> NatsRelay:
+        """Publish every committed event (or those matching ``patterns``) to NATS JetStream,
+        on subjects ``contexten.<type>``, as CloudEvents JSON with ``Nats-Msg-Id`` = the event
+        id; see :mod:`contexten.relay.nats`. An outbox: the relay is a subscription of this
+        app (partitions, leases, checkpoints), which resumes from its checkpoint after a
+        crash. Unset arguments come from ``CONTEXTEN_NATS_URL``, ``CONTEXTEN_NATS_STREAM``
+        (default ``CONTEXTEN``) and ``CONTEXTEN_NATS_PATTERNS``; setting
+        ``CONTEXTEN_NATS_URL`` turns a relay on in every App without a call.
+
+        Args:
+            url: the NATS server(s), ``nats://host:4222``.
+            patterns: event type patterns to relay (default: all).
+            stream: the JetStream stream (created with subjects ``contexten.>`` if missing).
+            options: further :class:`~contexten.relay.nats.NatsRelay` settings
+                (``subject_prefix``, ``duplicate_window``, ``publish_timeout``, ``name``...).
+
+        Raises:
+            ConfigurationError: no URL, a bad setting, the nats extra missing, or a relay
+                with the same name exists.
+        """
+        from contexten.relay.nats import NatsRelay  # the nats extra, loaded when asked for
+
+        relay = NatsRelay.from_env(url, patterns=patterns, stream=stream, **options)
+        self._dispatcher.add(relay.subscription)  # echoes too: every committed event
+        self._relays.append(relay)
+        self.on_shutdown(relay.close)
+        return relay
+
+    @property
+    def relays(self) -> Sequence[NatsRelay]:
+        """The relays configured with :meth:`relay_to_nats` (or ``CONTEXTEN_NATS_URL``)."""
+        return tuple(self._relays)
+
+    async def _relay_health(self) -> dict[str, dict[str, Any]]:
+        return {relay.name: await relay.health(self._store) for relay in self._relays}
 
     async def _unfinished_workflows(self) -> list[str]:
         # The engine's start-up scan: the read model, caught up to the head first.
@@ -772,8 +823,8 @@ class App:
         """How each part is: store reachability, each subscription's lag and state, the
         dead-letter queue's size and the blocked workflow instances (exact, from the read
         models; a blocked instance does not make the app unready), each projection's lag,
-        supervisor restarts, and (once agents are in use) each
-        agent's availability and circuit breaker."""
+        supervisor restarts, (once agents are in use) each agent's availability and circuit
+        breaker, and each relay's connection and lag (:meth:`relay_to_nats`)."""
         return await check_health(
             store=self._store,
             dispatcher=self._dispatcher,
@@ -783,6 +834,7 @@ class App:
             supervisor=self.supervisor,
             running=self._running,
             agents=self._runtime.health() if self._runtime is not None else None,
+            relays=self._relay_health if self._relays else None,
         )
 
     async def _blocked_workflows(self) -> int:

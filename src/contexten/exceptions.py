@@ -64,6 +64,9 @@ The tree::
     ├── ProjectionError
     │   ├── ProjectionNotFound      no projection is registered under that name
     │   └── ProjectionConflict      a projection's checkpoint moved under a batch (retry)
+    ├── RelayError                  relaying events to another system (NATS JetStream) failed
+    │   ├── RelayUnavailable        transient: unreachable, timed out, no ack, stream missing
+    │   └── RelayRejected           refused for good (too large): non-retryable, dead-lettered
     └── SecurityError
         └── TokenNotFound           no API token has that id
 """
@@ -108,6 +111,9 @@ __all__ = [
     "ProjectionError",
     "ProjectionNotFound",
     "RateLimited",
+    "RelayError",
+    "RelayRejected",
+    "RelayUnavailable",
     "SSRFBlocked",
     "SchemaVersionError",
     "SecurityError",
@@ -403,6 +409,24 @@ class ProjectionNotFound(ProjectionError):
 class ProjectionConflict(ProjectionError):
     """A batch's checkpoint compare-and-swap failed: another runner (or a rebuild) moved the
     projection on. Nothing of the batch was written; the runner reads the checkpoint again."""
+
+
+class RelayError(ContextenError):
+    """Relaying stored events to another system (NATS JetStream) failed; the event stays in
+    the store and its relay checkpoint does not move past it."""
+
+
+class RelayUnavailable(RelayError):
+    """The broker could not take the event now (unreachable, timed out before its ack, its
+    stream missing): retried with backoff until it does."""
+
+
+class RelayRejected(RelayError):
+    """The broker refused the event for good (larger than its maximum message size): not
+    retried; the event is parked in the dead-letter queue with this reason, to be redriven
+    once the limit is raised."""
+
+    non_retryable = True
 
 
 class AgentError(ContextenError):

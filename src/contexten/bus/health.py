@@ -115,6 +115,9 @@ class HealthReport:
             partitions each holds and every subscription's lag over all its partitions
             (None: not running, or the store could not say). Informational.
         worker_id: this process's worker id.
+        relays: each relay's state (connection, counters, lag: the log entries not yet
+            relayed over all its partitions), JSON-ready, by relay name. Informational: a
+            broker being down does not make the app unready (events are still stored).
     """
 
     running: bool
@@ -127,6 +130,7 @@ class HealthReport:
     projections: tuple[ProjectionHealth, ...] = ()
     workers: WorkersReport | None = None
     worker_id: str | None = None
+    relays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -188,6 +192,7 @@ class HealthReport:
             "partitioned_subscriptions": (
                 None if self.workers is None else self.workers.to_dict()["subscriptions"]
             ),
+            "relays": {name: dict(relay) for name, relay in self.relays.items()},
         }
 
 
@@ -211,13 +216,15 @@ async def check_health(
     agents: Mapping[str, Mapping[str, Any]] | None = None,
     projections: Callable[[], Awaitable[Sequence[ProjectionHealth]]] | None = None,
     blocked_workflows: Callable[[], Awaitable[int]] | None = None,
+    relays: Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]] | None = None,
 ) -> HealthReport:
     """Ask each part how it is; never raises for an unreachable store (it reports it).
 
     ``dead_letters`` counts the parked letters (the App reads its dead-letter read model:
     exact, and one small query however many letters there are); ``projections`` reports the
     read models, ``blocked_workflows`` counts the blocked instances (the workflows read
-    model). ``agents`` is passed through as the report's agent availability.
+    model). ``agents`` is passed through as the report's agent availability; ``relays``
+    reports each relay (it reads the store, so only when the store answered).
     """
     url = redact_url(store.url)
     head: int | None = None
@@ -225,6 +232,7 @@ async def check_health(
     blocked: int | None = None
     read_models: tuple[ProjectionHealth, ...] = ()
     live: WorkersReport | None = None
+    relayed: Mapping[str, Mapping[str, Any]] = {}
     if running:
         try:
             await store.ping()
@@ -239,6 +247,8 @@ async def check_health(
             if projections is not None:
                 read_models = tuple(await _part("projections", projections) or ())
             live = await _part("workers", lambda: workers_report(store))
+            if relays is not None:
+                relayed = await _part("relays", relays) or {}
     else:
         store_health = StoreHealth(url, False, error="the app is not running")
     return HealthReport(
@@ -252,4 +262,5 @@ async def check_health(
         projections=read_models,
         workers=live,
         worker_id=dispatcher.worker_id,
+        relays=relayed,
     )

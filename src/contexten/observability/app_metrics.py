@@ -40,6 +40,12 @@ metric                                            type     labels
 ``contexten_schedule_ticks_total``                counter  ``schedule``: runs started
 ``contexten_schedule_skipped_total``              counter  ``schedule``: previous run still open
 ``contexten_schedule_missed_total``               counter  ``schedule``: not run after downtime
+``contexten_relay_lag``                           gauge    ``relay``: log entries not yet relayed
+``contexten_relay_connected``                     gauge    ``relay``: 1 while connected
+``contexten_relay_published_total``               counter  ``relay``: messages the broker stored
+``contexten_relay_duplicates_total``              counter  ``relay``: re-publishes it dropped
+``contexten_relay_rejected_total``                counter  ``relay``: refused, dead-lettered
+``contexten_relay_failures_total``                counter  ``relay``: failed attempts (retried)
 ================================================  =======  ==================================
 
 The delivery counters and the handler-duration histogram count since the dispatcher started,
@@ -267,6 +273,7 @@ class AppCollector(Collector):
                 report.blocked_workflows,
             )
         yield from _agent_families(report)
+        yield from _relay_families(report)
         if report.projections:
             lag = GaugeMetricFamily(
                 "contexten_projection_lag",
@@ -391,6 +398,39 @@ def _worker_families(report: HealthReport) -> Iterator[Metric]:
     for group in report.workers.groups:
         lag.add_metric([group.group.removeprefix("sub:")], group.lag)
     yield lag
+
+
+def _relay_families(report: HealthReport) -> Iterator[Metric]:
+    """Lag, connection and counters of each relay (``App.relay_to_nats``) in the report."""
+    if not report.relays:
+        return
+    gauges = (
+        ("contexten_relay_lag", "Log entries not yet relayed (head - lowest checkpoint).", "lag"),
+        ("contexten_relay_connected", "1 while the relay's broker connection is up.", "connected"),
+    )
+    counters = (
+        ("contexten_relay_published", "Messages the broker stored, since start.", "published"),
+        (
+            "contexten_relay_duplicates",
+            "Re-published messages the broker dropped as duplicates (by message id).",
+            "duplicates",
+        ),
+        (
+            "contexten_relay_rejected",
+            "Messages the broker refused for good (dead-lettered), since start.",
+            "rejected",
+        ),
+        ("contexten_relay_failures", "Publish attempts that failed (retried).", "failures"),
+    )
+    families: list[tuple[GaugeMetricFamily | CounterMetricFamily, str]] = [
+        (GaugeMetricFamily(name, text, labels=["relay"]), key) for name, text, key in gauges
+    ] + [(CounterMetricFamily(name, text, labels=["relay"]), key) for name, text, key in counters]
+    for family, key in families:
+        for name, entry in sorted(report.relays.items()):
+            value = entry.get(key)
+            if value is not None:
+                family.add_metric([name], float(value))
+        yield family
 
 
 def _agent_families(report: HealthReport) -> Iterator[Metric]:

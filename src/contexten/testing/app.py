@@ -44,6 +44,8 @@ class TestApp(App):
         options: passed on to :class:`App` (``shutdown_grace``...).
     """
 
+    relay_from_env = False  # a test's events never go to a real broker
+
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(
