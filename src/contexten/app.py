@@ -134,8 +134,9 @@ class App:
         root: the directory default subscription names are relative to (default: that of
             the file that builds the App, which does not move however it is launched).
 
-    Only one dispatching process should serve a given subscription at a time: each keeps its
-    own checkpoint, so two would both deliver every event.
+    Any number of dispatching processes may share one store: each subscription's events are
+    split into partitions by key, and each partition is leased to one live worker at a time
+    (see ``docs/scaling.md``), so every event is delivered once while all workers live.
 
     Raises:
         ConfigurationError: the store URL's scheme is unknown or its driver is missing.
