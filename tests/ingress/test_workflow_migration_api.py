@@ -1,4 +1,5 @@
-"""Migrating and forking workflow instances over HTTP, on a served App (memory and SQLite).
+"""Migrating and forking workflow instances over HTTP, on a served App (memory, SQLite and
+PostgreSQL).
 
 A v1 ``deploy`` instance completes two steps and waits; the App is then restarted with only a
 v2 of the workflow, so the instance is ``blocked``. An operator moves it with ``POST
@@ -9,6 +10,7 @@ migration plan; a refusal is 409, audited, and records nothing; a dry run record
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -112,11 +114,28 @@ class Served:
 Serve = Callable[[Callable[[App], None]], Awaitable[Served]]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'mig.db'}"
-    async with create_store(url) as opened:
-        yield opened
+    """The store both Apps share, per backend (PostgreSQL: a throwaway schema)."""
+    if request.param != "postgres":
+        url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'mig.db'}"
+        async with create_store(url) as opened:
+            yield opened
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    asyncpg = pytest.importorskip("asyncpg")
+    schema = f"ctx_test_mig_{uuid.uuid4().hex[:12]}"
+    try:
+        async with create_store(
+            f"{server}{'&' if '?' in server else '?'}schema={schema}"
+        ) as opened:
+            yield opened
+    finally:
+        conn = await asyncpg.connect(server)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
 
 
 @pytest.fixture
