@@ -71,6 +71,7 @@ from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, LeaseCheckpoint, StreamState
 from contexten.workflows import (
     IdReusePolicy,
+    MigrationPlan,
     StateMachine,
     WorkflowEngine,
     WorkflowHandle,
@@ -630,6 +631,22 @@ class App:
         :meth:`~contexten.workflows.WorkflowEngine.migrate`)."""
         with self._bound():
             return await self.workflows.migrate_workflow(workflow_id, to_version, force=force)
+
+    async def plan_migration(self, workflow_id: str, to_version: int | str) -> MigrationPlan:
+        """How a ``blocked`` instance would move to registered version ``to_version``: its
+        last compatible point, the calls it would supersede and the effects those already
+        made (a dry run: records nothing; see
+        :meth:`~contexten.workflows.WorkflowEngine.plan_migration`)."""
+        with self._bound():
+            return await self.workflows.plan_migration(workflow_id, to_version)
+
+    async def migrate(
+        self, workflow_id: str, to_version: int | str, *, force: bool = False
+    ) -> MigrationPlan:
+        """As :meth:`migrate_workflow`, answering the plan that was carried out (what an
+        operator is shown: the point, the superseded calls, the effects already made)."""
+        with self._bound():
+            return await self.workflows.migrate(workflow_id, to_version, force=force)
 
     # -- publishing ------------------------------------------------------------------------
 

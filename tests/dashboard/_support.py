@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -50,8 +50,16 @@ class Served:
         await self.app.publish(event)
 
 
-def build_app(store_url: str, served: dict[str, Any], *, schedule: bool = False) -> App:
+def build_app(
+    store_url: str,
+    served: dict[str, Any],
+    *,
+    schedule: bool = False,
+    register: Callable[[App], None] | None = None,
+) -> App:
     app = App(store_url, checkpoint_interval=0.01)
+    if register is not None:
+        register(app)
     if schedule:
 
         @app.schedule("nightly", every=timedelta(hours=1))
@@ -112,11 +120,18 @@ def build_app(store_url: str, served: dict[str, Any], *, schedule: bool = False)
 
 @contextlib.asynccontextmanager
 async def serve_dashboard(
-    tmp_path: Path, *, schedule: bool = False, **route_options: Any
+    tmp_path: Path,
+    *,
+    schedule: bool = False,
+    register: Callable[[App], None] | None = None,
+    **route_options: Any,
 ) -> AsyncIterator[Served]:
-    """Serve the test app with its dashboard on a free loopback port."""
+    """Serve the test app with its dashboard on a free loopback port (its store:
+    ``dash.db`` in ``tmp_path``; ``register`` adds more to the app)."""
     extra: dict[str, Any] = {}
-    app = build_app(f"sqlite:///{tmp_path / 'dash.db'}", extra, schedule=schedule)
+    app = build_app(
+        f"sqlite:///{tmp_path / 'dash.db'}", extra, schedule=schedule, register=register
+    )
     server = IngressServer(
         app,
         port=0,

@@ -38,9 +38,16 @@ READS = [
     "/api/v1/platforms",
     "/api/v1/schedules",
 ]
+BODIES: dict[str, Any] = {
+    "/api/v1/workflows/{wf}/migrate": {"to_version": 1, "dry_run": True},
+    "/api/v1/workflows/{wf}/fork": {"cancel_old": False},
+}
+"""A valid body for the actions that take one (a denied request never gets to read it)."""
 ACTIONS = [
     "/api/v1/workflows/{wf}/cancel",
     "/api/v1/workflows/{wf}/redrive",
+    "/api/v1/workflows/{wf}/migrate",
+    "/api/v1/workflows/{wf}/fork",
     "/api/v1/dead-letters/{letter}/redrive",
     "/api/v1/dead-letters/{letter}/discard",
     "/api/v1/dead-letters/redrive",
@@ -68,8 +75,10 @@ class Served:
     async def get(self, path: str, role: str = "viewer", **params: Any) -> httpx.Response:
         return await self.client.get(path, params=params, headers=self._auth(role))
 
-    async def post(self, path: str, role: str = "operator", **params: Any) -> httpx.Response:
-        return await self.client.post(path, params=params, headers=self._auth(role))
+    async def post(
+        self, path: str, role: str = "operator", body: Any = None, **params: Any
+    ) -> httpx.Response:
+        return await self.client.post(path, params=params, json=body, headers=self._auth(role))
 
     def _auth(self, role: str) -> dict[str, str]:
         token = self.tokens.get(role)
@@ -138,9 +147,13 @@ async def test_every_route_asks_the_permission_check(served: Served) -> None:
         assert (await served.get(path, role="viewer")).status_code == 200, path
         assert (await served.get(path, role="operator")).status_code == 200, path
     for template in ACTIONS:
-        path = template.format(**ids)
-        assert (await served.post(path, role="none")).status_code == 401, path
-        assert (await served.post(path, role="viewer")).status_code == 403, path
+        path, body = template.format(**ids), BODIES.get(template)
+        assert (await served.post(path, role="none", body=body)).status_code == 401, path
+        assert (await served.post(path, role="viewer", body=body)).status_code == 403, path
+    # An operator's request gets through to the route: ship:ENG-1 failed, it is not blocked.
+    migrate = await served.post("/api/v1/workflows/ship:ENG-1/migrate", body={"to_version": 1})
+    assert migrate.status_code == 409, migrate.text
+    assert "not blocked" in migrate.json()["detail"]
     served_paths = {
         route.path
         for route in served.asgi.routes

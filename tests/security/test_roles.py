@@ -24,6 +24,8 @@ ADMIN = Principal("a1", "root", Role.ADMIN)
         ("dlq:discard", False, True, True),
         ("workflows:cancel", False, True, True),
         ("workflows:redrive", False, True, True),
+        ("workflows:migrate", False, True, True),
+        ("workflows:fork", False, True, True),
         ("events:replay", False, True, True),
         ("tokens:manage", False, False, True),
     ],

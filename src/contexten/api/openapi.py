@@ -68,6 +68,7 @@ def _op(
     not_found: bool = False,
     conflict: bool = False,
     role: str = "viewer",
+    conflict_schema: dict[str, Any] = _ERROR,
 ) -> dict[str, Any]:
     code, description, schema = ok
     responses: dict[str, Any] = {
@@ -78,7 +79,9 @@ def _op(
     if not_found:
         responses["404"] = _json("No such id.", _ERROR)
     if conflict:
-        responses["409"] = _json("Not in a state that allows it (nothing changed).", _ERROR)
+        responses["409"] = _json(
+            "Not in a state that allows it (nothing changed).", conflict_schema
+        )
     return protected_operation(
         {
             "operationId": operation_id,
@@ -89,6 +92,66 @@ def _op(
         },
         role,
     )
+
+
+_CALL: Final = {
+    "type": "object",
+    "required": ["seq", "kind", "name", "status", "effect"],
+    "properties": {
+        "seq": {"type": "integer"},
+        "kind": {"type": "string"},
+        "name": {"type": "string"},
+        "status": {"type": "string"},
+        "effect": _STRING_OR_NULL,
+        "event_versions": {"type": "array", "items": {"type": "integer"}},
+    },
+}
+_REFUSAL: Final = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"type": "string", "description": "Why (nothing was recorded)."},
+        "effects": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "What the calls it would supersede already did.",
+        },
+        "point": {"type": "integer"},
+        "forceable": {"type": "boolean", "description": "Whether force lets it through."},
+    },
+}
+_MIGRATION_PLAN: Final = {
+    "type": "object",
+    "required": ["workflow_id", "point", "resumes_at", "superseded", "effects", "migrated"],
+    "properties": {
+        "workflow_id": {"type": "string"},
+        "name": {"type": "string"},
+        "from_version": {"type": "string"},
+        "to_version": {"type": "string"},
+        "point": {"type": "integer", "description": "The last compatible call (kept)."},
+        "resumes_at": {"type": "integer"},
+        "recorded_calls": {"type": "integer"},
+        "divergence": _STRING_OR_NULL,
+        "superseded": {"type": "array", "items": _CALL},
+        "effects": {
+            "type": "array",
+            "items": _CALL,
+            "description": "The superseded calls that already acted outside the instance.",
+        },
+        "refusal": _STRING_OR_NULL,
+        "migrated": {"type": "boolean"},
+        "dry_run": {"type": "boolean"},
+    },
+}
+
+
+def _body(properties: dict[str, Any], *, required: list[str]) -> dict[str, Any]:
+    """A JSON object request body with exactly these properties (anything else: 400)."""
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
 
 
 def read_api_paths() -> dict[str, Any]:
@@ -148,6 +211,82 @@ def read_api_paths() -> dict[str, Any]:
                 conflict=True,
                 role="operator",
             )
+        },
+        "/api/v1/workflows/{id}/migrate": {
+            "post": {
+                **_op(
+                    "migrateWorkflow",
+                    "Move a blocked instance to a registered version from its last compatible "
+                    "point, verified by replay first; dry_run only plans (operator; audited).",
+                    "workflows",
+                    [_id("The workflow instance id.")],
+                    ("200", "The plan (carried out unless dry_run).", _MIGRATION_PLAN),
+                    not_found=True,
+                    conflict=True,
+                    role="operator",
+                    conflict_schema=_REFUSAL,
+                ),
+                "requestBody": _body(
+                    {
+                        "to_version": {
+                            "type": ["integer", "string"],
+                            "minLength": 1,
+                            "maxLength": 100,
+                            "description": "A registered version of the instance's workflow.",
+                        },
+                        "force": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "Supersede recorded calls that already made effects "
+                            "(they are neither undone nor compensated).",
+                        },
+                        "dry_run": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "Answer the plan; record nothing.",
+                        },
+                    },
+                    required=["to_version"],
+                ),
+            }
+        },
+        "/api/v1/workflows/{id}/fork": {
+            "post": {
+                **_op(
+                    "forkWorkflow",
+                    "Start a new instance from an instance's input on the newest version, "
+                    "linked to it (operator; audited).",
+                    "workflows",
+                    [_id("The workflow instance id.")],
+                    (
+                        "201",
+                        "The new instance.",
+                        {
+                            "type": "object",
+                            "required": ["workflow_id", "forked_as", "cancel_old"],
+                            "properties": {
+                                "workflow_id": {"type": "string"},
+                                "forked_as": {"type": "string"},
+                                "cancel_old": {"type": "boolean"},
+                            },
+                        },
+                    ),
+                    not_found=True,
+                    conflict=True,
+                    role="operator",
+                ),
+                "requestBody": _body(
+                    {
+                        "cancel_old": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "Cancel the old instance (compensating what it "
+                            "did) instead of leaving it as it is.",
+                        }
+                    },
+                    required=[],
+                ),
+            }
         },
         "/api/v1/workflow-versions": {
             "get": _op(

@@ -12,6 +12,8 @@ route                                          action     what
 ``GET /api/v1/workflows/{id}``                 viewer     one instance, its history, its machine
 ``POST /api/v1/workflows/{id}/cancel``         operator   compensate, then end cancelled
 ``POST /api/v1/workflows/{id}/redrive``        operator   run a failed instance again
+``POST /api/v1/workflows/{id}/migrate``        operator   move a blocked one to a version
+``POST /api/v1/workflows/{id}/fork``           operator   a new instance from its input
 ``GET /api/v1/workflow-versions``              viewer     open instances per workflow version
 ``GET /api/v1/dead-letters``                   viewer     letters (subscription, status)
 ``GET /api/v1/dead-letters/counts``            viewer     exact counts by subscription, status
@@ -34,6 +36,7 @@ route                                          action     what
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -44,7 +47,14 @@ from starlette.routing import Route
 
 from contexten.bus.dead_letters import DeadLetterStatus
 from contexten.events.codec import encode_json
-from contexten.exceptions import ConfigurationError, DeadLetterNotFound, WorkflowNotFound
+from contexten.exceptions import (
+    ConfigurationError,
+    DeadLetterNotFound,
+    MigrationRefused,
+    WorkflowError,
+    WorkflowNotFound,
+    WorkflowNotRegistered,
+)
 from contexten.observability.logging import get_logger
 from contexten.security.audit import audit_type, record_audit
 from contexten.security.middleware import principal_of
@@ -147,6 +157,37 @@ def _path_id(request: Request) -> str:
     return value
 
 
+_MAX_BODY: Final = 4096
+_MAX_VERSION: Final = 100
+
+
+async def _body(request: Request, fields: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """The request's JSON object body (empty: ``{}``), each key one of ``fields`` with a value
+    of its type (no bool for an int, a string of 1 to 100 characters); else 400."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > _MAX_BODY:
+            raise _BadRequest(f"the body is larger than {_MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _BadRequest("the body must be a JSON object")
+    for key, value in body.items():
+        expected = fields.get(key)
+        if expected is None:
+            raise _BadRequest(f"unknown field {key[:40]!r}; expected {', '.join(fields)}")
+        if isinstance(value, bool) is not (expected is bool) or not isinstance(value, expected):
+            raise _BadRequest(f"{key} has the wrong type")
+        if isinstance(value, str) and not 1 <= len(value) <= _MAX_VERSION:
+            raise _BadRequest(f"{key} must be 1 to {_MAX_VERSION} characters")
+    return body
+
+
 def _guard(handler: Handler) -> Handler:
     """Answer 400 for bad parameters, 404 for unknown ids, 503 when the store fails."""
 
@@ -182,6 +223,8 @@ class ReadAPI:
             r("/workflows/{id}", self.get_workflow, "GET", "workflows:read"),
             r("/workflows/{id}/cancel", self.cancel_workflow, "POST", "workflows:cancel"),
             r("/workflows/{id}/redrive", self.redrive_workflow, "POST", "workflows:redrive"),
+            r("/workflows/{id}/migrate", self.migrate_workflow, "POST", "workflows:migrate"),
+            r("/workflows/{id}/fork", self.fork_workflow, "POST", "workflows:fork"),
             r("/workflow-versions", self.workflow_versions, "GET", "workflows:read"),
             r("/dead-letters", self.list_letters, "GET", "dlq:read"),
             r("/dead-letters/counts", self.letter_counts, "GET", "dlq:read"),
@@ -265,6 +308,64 @@ class ReadAPI:
         if not done:
             return _error(409, "conflict", "the instance is not failed")
         return _json({"status": "redrive requested", "workflow_id": workflow_id}, 202)
+
+    # -- migrating and forking instances -------------------------------------------------------
+
+    async def migrate_workflow(self, request: Request) -> Response:
+        """Move a blocked instance to registered version ``to_version`` from its last
+        compatible point (200, the plan carried out: point, superseded calls, effects already
+        made); ``dry_run`` answers the plan and records nothing; 409 with the reason when the
+        move is refused (effects would be superseded unforced, a compensation, not blocked):
+        nothing is recorded then; 400 for a bad body or an unregistered version."""
+        workflow_id = _path_id(request)
+        body = await _body(request, {"to_version": (int, str), "force": bool, "dry_run": bool})
+        if "to_version" not in body:
+            raise _BadRequest("to_version is required")
+        to_version: int | str = body["to_version"]
+        force, dry_run = bool(body.get("force", False)), bool(body.get("dry_run", False))
+        try:
+            if dry_run:
+                plan = await self.app.plan_migration(workflow_id, to_version)
+            else:
+                plan = await self.app.migrate(workflow_id, to_version, force=force)
+        except WorkflowNotRegistered as e:
+            raise _BadRequest(str(e)) from None
+        except MigrationRefused as e:
+            await self._audit(request, "workflows:migrate", "refused", workflow_id, str(e))
+            refused = {"effects": e.effects, "point": e.point, "forceable": e.forceable}
+            return _json({"error": "conflict", "detail": str(e), **refused}, 409)
+        except WorkflowNotFound:
+            raise
+        except WorkflowError as e:  # not blocked, a state machine, moved meanwhile, diverges
+            if not dry_run:
+                await self._audit(request, "workflows:migrate", "unchanged", workflow_id, str(e))
+            return _error(409, "conflict", str(e))
+        if not dry_run:
+            detail = f"version {plan.from_version or '?'} -> {plan.to_version}, point {plan.point}"
+            if plan.effects:
+                detail += f", forced over {len(plan.effects)} effect(s)"
+            await self._audit(request, "workflows:migrate", "done", workflow_id, detail)
+        return _json({**plan.to_dict(), "migrated": not dry_run, "dry_run": dry_run})
+
+    async def fork_workflow(self, request: Request) -> Response:
+        """Start a new instance from an instance's input on the newest version, linked both
+        ways (201, naming it); ``cancel_old`` also cancels the old one with its
+        compensations (default: left as it is); 409 for a state machine or a workflow this
+        app does not register."""
+        workflow_id = _path_id(request)
+        cancel_old = bool((await _body(request, {"cancel_old": bool})).get("cancel_old", False))
+        try:
+            handle = await self.app.fork_workflow(workflow_id, cancel_old=cancel_old)
+        except WorkflowNotFound:
+            raise
+        except WorkflowError as e:
+            await self._audit(request, "workflows:fork", "unchanged", workflow_id, str(e))
+            return _error(409, "conflict", str(e))
+        forked = handle.workflow_id
+        detail = f"forked as {forked}" + (", the old one cancelled" if cancel_old else "")
+        await self._audit(request, "workflows:fork", "done", workflow_id, detail)
+        body = {"status": "forked", "workflow_id": workflow_id, "forked_as": forked}
+        return _json({**body, "cancel_old": cancel_old}, 201)
 
     async def workflow_versions(self, request: Request) -> Response:
         """Per (workflow, version): its open instances and how many are blocked (the read

@@ -182,10 +182,18 @@ class Gate:
         await self.audit(request, AUTH_DENIED, visitor.principal, "403", detail=action)
 
     async def acted(
-        self, request: Request, visitor: Visitor, action: str, target: str, outcome: str
+        self,
+        request: Request,
+        visitor: Visitor,
+        action: str,
+        target: str,
+        outcome: str,
+        detail: str | None = None,
     ) -> None:
         """Record an action taken from the dashboard (``contexten.audit.<action>``)."""
-        await self.audit(request, audit_type(action), visitor.principal, outcome, target=target)
+        await self.audit(
+            request, audit_type(action), visitor.principal, outcome, target=target, detail=detail
+        )
 
     async def audit(
         self,

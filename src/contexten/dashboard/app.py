@@ -20,6 +20,7 @@ path                                   what                            needs
 ``GET /events/stream``                 live events (SSE)               ``events:read``
 ``GET /workflows``, ``/workflows/id``  instances, one instance         ``workflows:read``
 ``POST /workflows/id/cancel|redrive``  steer one instance              ``workflows:cancel``..
+``POST /workflows/id/migrate|fork``    move a blocked one, start anew  ``workflows:migrate``..
 ``GET /schedules``                     durable schedules               ``workflows:read``
 ``GET /work-items``, ``/work-items/k`` a work item's timeline          ``events:read``
 ``GET /dead-letters``, ``/…/{id}``     dead letters, one letter        ``dlq:read``
@@ -99,6 +100,16 @@ def dashboard_routes(
         Route(
             "/workflows/{workflow_id:path}/redrive",
             a("workflows:redrive", pages.workflow_action),
+            methods=["POST"],
+        ),
+        Route(
+            "/workflows/{workflow_id:path}/migrate",
+            a("workflows:migrate", pages.migrate_action),
+            methods=["POST"],
+        ),
+        Route(
+            "/workflows/{workflow_id:path}/fork",
+            a("workflows:fork", pages.fork_action),
             methods=["POST"],
         ),
         Route(

@@ -28,12 +28,13 @@ from contexten.bus.dead_letters import (
 from contexten.bus.workers import WorkersReport, workers_report
 from contexten.events.envelope import Event
 from contexten.events.patterns import compile_pattern
-from contexten.exceptions import DeadLetterNotFound, WorkflowNotFound
+from contexten.exceptions import DeadLetterNotFound, WorkflowError, WorkflowNotFound
 from contexten.projections.read_side import ReadSide
 from contexten.security import AUDIT_STREAM_PREFIX
 from contexten.store.base import EventStore, RecordedEvent
 from contexten.workflows import admin
 from contexten.workflows.history import WorkflowStatus
+from contexten.workflows.migration import MigrationPlan
 from contexten.workflows.schedules import SCHEDULE_PREFIX, ScheduleState, fold_schedule
 from contexten.workflows.state_machine import StateMachine
 
@@ -413,6 +414,40 @@ class DashboardData:
     async def redrive_workflow(self, workflow_id: str) -> bool:
         """Ask for a failed instance to run again (False: it is not failed)."""
         return await admin.request_redrive(self.store, workflow_id)
+
+    def workflow_versions(self, name: str) -> list[str]:
+        """The registered versions of workflow ``name``, oldest first (none when the host
+        runs no workflow engine)."""
+        versions = getattr(getattr(self.host, "workflows", None), "versions", None)
+        return [str(v) for v in versions(name)] if versions is not None else []
+
+    async def plan_migration(self, workflow_id: str, to_version: str) -> MigrationPlan:
+        """How a blocked instance would move to ``to_version`` (records nothing;
+        ``App.plan_migration``).
+
+        Raises:
+            WorkflowError: the host cannot migrate, or the instance cannot move (see
+                :meth:`~contexten.workflows.WorkflowEngine.plan_migration`).
+        """
+        plan: MigrationPlan = await self._host_call("plan_migration")(workflow_id, to_version)
+        return plan
+
+    async def migrate(self, workflow_id: str, to_version: str, *, force: bool) -> MigrationPlan:
+        """Move a blocked instance to ``to_version`` (``App.migrate``: refused with
+        :class:`~contexten.exceptions.MigrationRefused` unless it may)."""
+        plan: MigrationPlan = await self._host_call("migrate")(workflow_id, to_version, force=force)
+        return plan
+
+    async def fork_workflow(self, workflow_id: str, *, cancel_old: bool) -> str:
+        """Start a new instance from an instance's input, linked to it; its id."""
+        handle = await self._host_call("fork_workflow")(workflow_id, cancel_old=cancel_old)
+        return str(handle.workflow_id)
+
+    def _host_call(self, name: str) -> Any:
+        call = getattr(self.host, name, None)
+        if call is None:
+            raise WorkflowError("this application runs no workflow engine")
+        return call
 
     # -- schedules ---------------------------------------------------------------------
 

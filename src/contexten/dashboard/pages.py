@@ -39,7 +39,14 @@ from contexten.dashboard.forms import (
 )
 from contexten.dashboard.live import event_stream
 from contexten.dashboard.render import SECURITY_HEADERS, Renderer, history_rows
-from contexten.exceptions import InvalidPattern, StoreError
+from contexten.exceptions import (
+    InvalidPattern,
+    MigrationRefused,
+    StoreError,
+    WorkflowError,
+    WorkflowNotFound,
+    WorkflowNotRegistered,
+)
 from contexten.observability.logging import get_logger
 from contexten.security import AUTH_DENIED
 from contexten.workflows.history import WorkflowStatus
@@ -365,6 +372,7 @@ class Pages:
             mermaid=machine.to_mermaid(info.state) if machine is not None else None,
             audit=await self.data.audit_for(workflow_id) if visitor.can("audit:read") else [],
             done=request.query_params.get("done"),
+            versions=self.data.workflow_versions(info.name) if info.kind == "function" else [],
         )
 
     async def workflow_action(self, request: Request, visitor: Visitor) -> Response:
@@ -381,6 +389,69 @@ class Pages:
         done = f"{verb}-requested" if changed else f"{verb}-unchanged"
         return RedirectResponse(
             f"/workflows/{quote(workflow_id, safe=':')}?done={done}", 303, SECURITY_HEADERS
+        )
+
+    async def migrate_action(self, request: Request, visitor: Visitor) -> Response:
+        """Move a blocked instance to another registered version (operator).
+
+        The first POST previews the plan (a dry run: records nothing): the last compatible
+        point, the calls it supersedes and the effects those already made, and asks to
+        confirm (ticking *force* when there are effects); the confirming POST
+        (``confirm=yes``) migrates, is audited, and goes back to the instance. A refusal
+        (effects, unforced; a compensation) is 409 with its reason and records nothing.
+        """
+        form: FormData = request.state.form
+        workflow_id = request.path_params["workflow_id"]
+        to_version = (field(form, "to_version") or "").strip()
+        if not 1 <= len(to_version) <= MAX_PARAM:
+            raise BadRequest("choose the version to migrate to")
+        force, confirmed = field(form, "force") == "yes", field(form, "confirm") == "yes"
+        back = f"/workflows/{quote(workflow_id, safe=':')}"
+        try:
+            if not confirmed:
+                plan = await self.data.plan_migration(workflow_id, to_version)
+                return self._render("migrate.html", visitor, plan=plan, force=force, back=back)
+            plan = await self.data.migrate(workflow_id, to_version, force=force)
+        except WorkflowNotFound:
+            return self._error(visitor, 404, "No such workflow instance.")
+        except WorkflowNotRegistered as e:
+            raise BadRequest(str(e)) from None
+        except MigrationRefused as e:
+            await self.gate.acted(
+                request, visitor, "workflows:migrate", workflow_id, "refused", str(e)
+            )
+            return self._error(visitor, 409, str(e))
+        except WorkflowError as e:  # not blocked, a state machine, moved meanwhile, diverges
+            if confirmed:
+                await self.gate.acted(
+                    request, visitor, "workflows:migrate", workflow_id, "unchanged", str(e)
+                )
+            return self._error(visitor, 409, str(e))
+        detail = f"version {plan.from_version or '?'} -> {plan.to_version}, point {plan.point}"
+        if plan.effects:
+            detail += f", forced over {len(plan.effects)} effect(s)"
+        await self.gate.acted(request, visitor, "workflows:migrate", workflow_id, "done", detail)
+        return RedirectResponse(f"{back}?done=migrated", 303, SECURITY_HEADERS)
+
+    async def fork_action(self, request: Request, visitor: Visitor) -> Response:
+        """Start a new instance from an instance's input on the newest version, linked to it
+        (operator; ``cancel_old=yes`` also cancels the old one), and show the new one."""
+        form: FormData = request.state.form
+        workflow_id = request.path_params["workflow_id"]
+        cancel_old = field(form, "cancel_old") == "yes"
+        try:
+            forked = await self.data.fork_workflow(workflow_id, cancel_old=cancel_old)
+        except WorkflowNotFound:
+            return self._error(visitor, 404, "No such workflow instance.")
+        except WorkflowError as e:
+            await self.gate.acted(
+                request, visitor, "workflows:fork", workflow_id, "unchanged", str(e)
+            )
+            return self._error(visitor, 409, str(e))
+        detail = f"forked as {forked}" + (", the old one cancelled" if cancel_old else "")
+        await self.gate.acted(request, visitor, "workflows:fork", workflow_id, "done", detail)
+        return RedirectResponse(
+            f"/workflows/{quote(forked, safe=':~')}?done=forked", 303, SECURITY_HEADERS
         )
 
     # -- schedules ---------------------------------------------------------------------

@@ -76,7 +76,6 @@ from contexten.workflows.history import (
     workflow_id_of,
 )
 from contexten.workflows.migration import MigrationPlan, plan_migration
-from contexten.workflows.replay import replay_state
 from contexten.workflows.schedules import Schedule, Scheduler
 from contexten.workflows.state_machine import StateMachine
 from contexten.workflows.stats import WorkflowStats
@@ -818,22 +817,6 @@ class WorkflowEngine:
             if state is not None and not state.terminal:
                 await self._resume(state, force=True)
         return WorkflowHandle(self, workflow_id)
-
-    async def check_replay(self, state: WorkflowState, version: str | None = None) -> None:
-        """Replay ``state``'s history against the registered code of ``version`` (default:
-        the instance's own); return quietly when it agrees.
-
-        Raises:
-            WorkflowNotRegistered: that version is not registered.
-            NondeterminismError: the code diverges from the history.
-        """
-        target = version if version is not None else state.version
-        definition = self.versions(state.name).get(target)
-        if definition is None:
-            raise WorkflowNotRegistered(
-                f"workflow {state.name!r} has no registered version {target!r}"
-            )
-        await replay_state(definition.fn, state)
 
     async def plan_migration(self, workflow_id: str, to_version: int | str) -> MigrationPlan:
         """How instance ``workflow_id`` would move to registered version ``to_version``:
