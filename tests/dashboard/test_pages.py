@@ -633,3 +633,21 @@ async def test_dead_letters_are_paged_and_the_cursor_reaches_every_one(tmp_path:
         assert len(set(ids.findall(second))) == 1
         assert not set(ids.findall(first)) & set(ids.findall(second))
         assert 'id="letters-next"' not in second
+
+
+async def test_a_stream_ending_on_time_asks_for_a_quick_reconnection(tmp_path: Path) -> None:
+    """A connection the server ends on purpose tells the browser to come back after 50 ms
+    (an event stored meanwhile is not a second late); one that fails keeps the 1 s wait."""
+    async with serve_dashboard(tmp_path, stream_seconds=0.3) as served:
+        head = await served.app.store.head()
+        async with served.client("viewer") as viewer:
+            async with viewer.stream("GET", f"/events/stream?after={head}") as answer:
+                assert answer.status_code == 200
+                lines = [line async for line in answer.aiter_lines()]
+            retries = [line for line in lines if line.startswith("retry: ")]
+            assert retries == ["retry: 1000", "retry: 50"]
+            await served.publish(Event(type="test.live.later"))
+            # the reconnection (Last-Event-ID: where the last one ended) gets what it missed
+            last = [line[4:] for line in lines if line.startswith("id: ")][-1]
+            again = await viewer.get("/events/stream", headers={"last-event-id": last})
+            assert "test.live.later" in again.text
