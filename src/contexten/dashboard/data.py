@@ -421,13 +421,13 @@ class DashboardData:
         :data:`SEARCH_LIMIT` looked at when a version is asked for)."""
         read = self.host.read
         blocked = WorkflowStatus.BLOCKED.value
-        if version is None:
-            rows = await read.workflow_infos(blocked, name=name, limit=BLOCKED_PAGE + 1)
-        else:
+        if name is None:
+            rows = await read.workflow_infos(blocked, limit=BLOCKED_PAGE + 1)
+        else:  # by status (its index; few rows), then the name and version here
             rows = [
                 w
-                for w in await read.workflow_infos(blocked, name=name, limit=SEARCH_LIMIT)
-                if (w.version or "1") == version
+                for w in await read.workflow_infos(blocked, limit=SEARCH_LIMIT)
+                if w.name == name and (version is None or (w.version or "1") == version)
             ]
         return rows[:BLOCKED_PAGE], len(rows) > BLOCKED_PAGE
 
