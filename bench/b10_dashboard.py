@@ -1,26 +1,34 @@
 """B10 dashboard: each page's server time, and how soon the live stream shows a new webhook.
 
-Builds a SQLite store with ``--events`` events (half of them carry a work-item id, one in
-ten is a GitHub pull-request event), ``--workflows`` finished workflow instances and
-``--letters`` dead letters, then measures, in one process:
+Builds a SQLite store through its bulk path (``commit`` of ``--chunk`` appends per
+transaction): ``--events`` events (half of them carry a work-item id, one in ten is a GitHub
+pull-request event), ``--workflows`` workflow instances (98% completed, 1.5% running on
+version 2, 0.5% blocked on a version 1 the code no longer has) and ``--letters`` dead
+letters; then the read models catch up (timed), and it measures, in one process:
 
 * page server time: each dashboard page requested ``--rounds`` times through the full ASGI
   stack (security middleware, session check, the page, its template), in process
   (httpx's ASGI transport: no sockets, so this is the server's own time); p50 and p99;
-* live latency: a real uvicorn server, a client on ``/events/stream``, and signed GitHub
-  webhooks posted to ``/webhooks/github``: the time from the webhook's 202 to the row
-  arriving on the stream, p50 and p99 over ``--webhooks`` webhooks.
+* live latency: a real uvicorn server and signed GitHub webhooks posted to
+  ``/webhooks/github`` every 0..2x ``--spacing`` seconds (so they land anywhere in a stream
+  connection's life, reconnections included), watched by a server-sent-events client that
+  reconnects as a browser's EventSource does (the time from the webhook's 202, and from its
+  sending, to its row on the stream), and with ``--browser`` by the events page in Debian's
+  Chromium driven by Playwright (202 to the row in the page's table); p50 and p99.
 
-Run: ``.venv/bin/python bench/b10_dashboard.py [--events 200000] [--workflows 10000]``
+Run: ``.venv/bin/python bench/b10_dashboard.py --events 1000000 --workflows 100000 --browser``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +36,7 @@ from pathlib import Path
 import httpx
 
 from contexten import App, Event
-from contexten.bus.dead_letters import park
+from contexten.bus.dead_letters import PARKED, park
 from contexten.dashboard import dashboard_routes
 from contexten.ingress import IngressConfig
 from contexten.ingress.server import IngressServer, create_server
@@ -36,7 +44,8 @@ from contexten.security import Role, create_token
 from contexten.store.base import Append
 from contexten.workflows.history import history_event, stream_name
 
-SECRET = "b8-webhook-secret"
+SECRET = "b10-webhook-secret"
+CHROMIUM = os.environ.get("CONTEXTEN_CHROMIUM", "/usr/bin/chromium")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -44,7 +53,12 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def fill(app: App, events: int, workflows: int, letters: int) -> None:
+async def fill(app: App, events: int, workflows: int, letters: int, chunk: int) -> None:
+    """Seed through the store's bulk path: ``commit`` of ``chunk`` appends per transaction.
+
+    Workflows: 98% completed, 1.5% running (version 2, open), 0.5% blocked on a version the
+    code no longer has (version 1), so the versions page has rows to count and list.
+    """
     store = app.store
     batch: list[Append] = []
     for n in range(events):
@@ -63,20 +77,32 @@ async def fill(app: App, events: int, workflows: int, letters: int) -> None:
                 ],
             )
         )
-        if len(batch) == 1000:
+        if len(batch) == chunk:
             await store.commit(batch)
             batch = []
     for w in range(workflows):
         wid = f"bench:ENG-{w}"
+        open_ = w % 200 < 4  # 2%: 3 running, 1 blocked in every 200
+        version = "2" if open_ and w % 200 < 3 else "1"
         started = history_event(
             "started",
-            {"workflow_id": wid, "name": "bench", "version": "1", "kind": "function",
+            {"workflow_id": wid, "name": "bench", "version": version, "kind": "function",
              "input": {"key": f"ENG-{w}"}},
             wid,
         )  # fmt: skip
-        done = history_event("completed", {"result": {"ok": True}}, wid)
-        batch.append(Append(stream_name(wid), [started, done]))
-        if len(batch) == 500:
+        if not open_:
+            last = [history_event("completed", {"result": {"ok": True}}, wid)]
+        elif version == "2":
+            last = []  # started, running
+        else:
+            error = {"type": "contexten.exceptions.NondeterminismError",
+                     "message": "version 1 is not registered"}  # fmt: skip
+            last = [history_event(
+                "blocked", {"reason": "version_not_registered", "error": error,
+                            "version": "1"}, wid
+            )]  # fmt: skip
+        batch.append(Append(stream_name(wid), [started, *last]))
+        if len(batch) == chunk // 2:
             await store.commit(batch)
             batch = []
     if batch:
@@ -111,6 +137,9 @@ async def page_times(app: App, token: str, rounds: int) -> dict[str, tuple[float
         "work item ENG-2": "/work-items/ENG-2",
         "dead letters": "/dead-letters",
         "dead letter page": f"/dead-letters/{letter}",
+        "schedules /schedules": "/schedules",
+        "versions /versions": "/versions",
+        "versions, one version's blocked": "/versions?name=bench&version=1",
     }
     out = {}
     async with httpx.AsyncClient(
@@ -129,12 +158,155 @@ async def page_times(app: App, token: str, rounds: int) -> dict[str, tuple[float
     return out
 
 
+async def chart_times(app: App, rounds: int) -> dict[str, tuple[float, float]]:
+    """The overview's two per-minute charts alone, side by side: the ``activity`` read model
+    (now) and the scan of the newest 5,000 events it replaced (bucketed the same way)."""
+
+    async def scan() -> None:
+        recent = await app.store.read_all_backwards(limit=5_000)
+        events, errors = [0] * 60, [0] * 60
+        newest = recent[0].recorded_at
+        for rec in recent:
+            age = int((newest - rec.recorded_at).total_seconds() // 60)
+            if age >= 60:
+                break
+            events[59 - age] += 1
+            errors[59 - age] += rec.event.type == PARKED
+
+    async def read_model() -> None:
+        await app.read.per_minute(minutes=60)
+
+    out = {}
+    for label, run in (("charts: activity read model", read_model),
+                       ("charts: scan of the newest 5,000 events (before)", scan)):  # fmt: skip
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await run()
+            samples.append(time.perf_counter() - started)
+        out[label] = (percentile(samples, 0.5), percentile(samples, 0.99))
+    return out
+
+
 def signed(body: bytes) -> dict[str, str]:
     digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     return {"x-hub-signature-256": f"sha256={digest}", "content-type": "application/json"}
 
 
-async def live_latency(app: App, token: str, webhooks: int) -> tuple[float, float]:
+class SseClient:
+    """A real server-sent-events client of ``/events/stream``, as a browser's EventSource
+    behaves: it reconnects when the server ends a connection (after the ``retry:`` the
+    server asked for, with ``Last-Event-ID``) and notes when each row arrived."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, after: int) -> None:
+        self.client = client
+        self.url = url
+        self.last_id = str(after)
+        self.retry = 1.0
+        self.arrivals: asyncio.Queue[float] = asyncio.Queue()
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        while True:
+            headers = {"last-event-id": self.last_id}
+            async with self.client.stream("GET", self.url, headers=headers) as stream:
+                row = False
+                async for line in stream.aiter_lines():
+                    if line.startswith("retry: "):
+                        self.retry = int(line[7:]) / 1000
+                    elif line.startswith("id: "):
+                        self.last_id = line[4:]
+                    elif line.startswith("data: ") and "event-row" in line:
+                        row = True
+                    elif line == "" and row:
+                        self.arrivals.put_nowait(time.perf_counter())
+                        row = False
+            self.reconnects += 1
+            await asyncio.sleep(self.retry)
+
+
+def webhook(n: int) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(
+        {"action": "opened", "number": n, "pull_request": {"number": n,
+         "title": f"b10 {n}", "user": {"login": "ada"}},
+         "repository": {"full_name": "acme/api"}, "sender": {"login": "ada"}}
+    ).encode()  # fmt: skip
+    headers = {**signed(body), "x-github-event": "pull_request",
+               "x-github-delivery": f"b10-{time.monotonic_ns()}"}  # fmt: skip
+    return body, headers
+
+
+async def pause(spacing: float) -> None:
+    """Wait 0..2x ``spacing`` (random, so webhooks land anywhere in a stream's life)."""
+    await asyncio.sleep(random.uniform(0, 2 * spacing))
+
+
+async def sse_latency(
+    base: str, token: str, head: int, webhooks: int, spacing: float
+) -> tuple[list[float], list[float], int]:
+    """Per webhook: 202 → its row on the stream, and sent → its row; reconnections seen."""
+    answered_to_row: list[float] = []
+    sent_to_row: list[float] = []
+    async with (
+        httpx.AsyncClient(base_url=base, cookies={"contexten_session": token}, timeout=30) as v,
+        httpx.AsyncClient(base_url=base, timeout=30) as platform,
+    ):
+        sse = SseClient(v, "/events/stream?type=github.**", head)
+        reading = asyncio.create_task(sse.run())
+        try:
+            await asyncio.sleep(0.5)  # connected
+            for n in range(webhooks):
+                body, headers = webhook(n)
+                sent = time.perf_counter()
+                answer = await platform.post("/webhooks/github", content=body, headers=headers)
+                answered = time.perf_counter()
+                assert answer.status_code == 202, answer.text
+                arrived = await asyncio.wait_for(sse.arrivals.get(), 30)
+                answered_to_row.append(max(0.0, arrived - answered))
+                sent_to_row.append(arrived - sent)
+                await pause(spacing)
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+    return answered_to_row, sent_to_row, sse.reconnects
+
+
+async def browser_latency(base: str, token: str, webhooks: int, spacing: float) -> list[float]:
+    """Per webhook: 202 → its row in the live events page in Chromium (Debian's, headless)."""
+    from playwright.async_api import async_playwright
+
+    samples: list[float] = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{base}/?token={token}")
+            await page.goto(f"{base}/events?type=github.**")
+            rows = page.locator("#event-rows tr.event-row")
+            async with httpx.AsyncClient(base_url=base, timeout=30) as platform:
+                body, headers = webhook(-1)  # until this one shows, the stream is not open
+                await platform.post("/webhooks/github", content=body, headers=headers)
+                await page.locator("#event-rows tr.event-row.fresh").first.wait_for()
+                for n in range(webhooks):
+                    shown = await rows.count()
+                    body, headers = webhook(n)
+                    answer = await platform.post("/webhooks/github", content=body, headers=headers)
+                    answered = time.perf_counter()
+                    assert answer.status_code == 202, answer.text
+                    await rows.nth(shown).wait_for(state="attached", timeout=30_000)
+                    samples.append(time.perf_counter() - answered)
+                    await pause(spacing)
+        finally:
+            await browser.close()
+    return samples
+
+
+async def live_latency(
+    app: App, token: str, webhooks: int, spacing: float, browser: bool
+) -> dict[str, tuple[float, float]]:
     config = IngressConfig(github_secrets=(SECRET.encode(),))
     server = IngressServer(
         app, port=0, config=config, extra_routes=dashboard_routes(app), close_store=False
@@ -143,37 +315,25 @@ async def live_latency(app: App, token: str, webhooks: int) -> tuple[float, floa
     while not server.started:  # noqa: ASYNC110 - uvicorn has no started event
         await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{server.port}"
-    samples: list[float] = []
+    out: dict[str, tuple[float, float]] = {}
+
+    def add(label: str, samples: list[float]) -> None:
+        out[label] = (percentile(samples, 0.5), percentile(samples, 0.99))
+
     try:
-        async with (
-            httpx.AsyncClient(
-                base_url=base, cookies={"contexten_session": token}, timeout=30
-            ) as viewer,
-            httpx.AsyncClient(base_url=base, timeout=30) as platform,
-        ):
-            head = await app.store.head()
-            url = f"/events/stream?after={head}&type=github.**"
-            async with viewer.stream("GET", url) as stream:
-                lines = stream.aiter_lines()
-                for n in range(webhooks):
-                    body = json.dumps(
-                        {"action": "opened", "number": n, "pull_request": {"number": n,
-                         "title": f"b8 {n}", "user": {"login": "ada"}},
-                         "repository": {"full_name": "acme/api"}, "sender": {"login": "ada"}}
-                    ).encode()  # fmt: skip
-                    headers = {**signed(body), "x-github-event": "pull_request",
-                               "x-github-delivery": f"b8-{time.monotonic_ns()}"}  # fmt: skip
-                    answer = await platform.post("/webhooks/github", content=body, headers=headers)
-                    answered = time.perf_counter()
-                    assert answer.status_code == 202, answer.text
-                    async for line in lines:
-                        if line.startswith("data: ") and "event-row" in line:
-                            samples.append(time.perf_counter() - answered)
-                            break
+        answered, sent, reconnects = await sse_latency(
+            base, token, await app.store.head(), webhooks, spacing
+        )
+        label = f"SSE client ({reconnects} reconnections)"
+        add(f"live, {label}: webhook 202 → row", answered)
+        add(f"live, {label}: webhook sent → row", sent)
+        if browser:
+            shown = await browser_latency(base, token, webhooks, spacing)
+            add("live, Chromium: webhook 202 → row in the page", shown)
     finally:
         server.request_stop()
         await serving
-    return percentile(samples, 0.5), percentile(samples, 0.99)
+    return out
 
 
 async def main() -> None:
@@ -182,14 +342,19 @@ async def main() -> None:
     parser.add_argument("--workflows", type=int, default=10_000)
     parser.add_argument("--letters", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--webhooks", type=int, default=50)
+    parser.add_argument("--webhooks", type=int, default=100)
+    parser.add_argument("--spacing", type=float, default=0.3, help="mean seconds between webhooks")
+    parser.add_argument(
+        "--browser", action="store_true", help="also measure in Chromium (Playwright)"
+    )
+    parser.add_argument("--chunk", type=int, default=5000, help="appends per bulk commit")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        app = App(f"sqlite:///{Path(tmp) / 'b8.db'}", dispatch=False)
+        app = App(f"sqlite:///{Path(tmp) / 'b10.db'}", dispatch=False)
         await app.start()
         try:
             started = time.perf_counter()
-            await fill(app, args.events, args.workflows, args.letters)
+            await fill(app, args.events, args.workflows, args.letters, args.chunk)
             print(
                 f"filled {args.events:,} events, {args.workflows:,} workflows, "
                 f"{args.letters:,} dead letters in {time.perf_counter() - started:.1f} s"
@@ -199,11 +364,13 @@ async def main() -> None:
             print(f"read models caught up in {time.perf_counter() - started:.1f} s")
             token = (await create_token(app.store, name="bench", role=Role.VIEWER)).token
             print("| page | p50 | p99 |\n|---|---|---|")
-            for label, (p50, p99) in (await page_times(app, token, args.rounds)).items():
+            pages = await page_times(app, token, args.rounds)
+            pages.update(await chart_times(app, args.rounds))
+            for label, (p50, p99) in pages.items():
                 print(f"| {label} | {p50 * 1000:,.1f} ms | {p99 * 1000:,.1f} ms |")
-            p50, p99 = await live_latency(app, token, args.webhooks)
-            print(f"| live: webhook 202 → row on the stream | {p50 * 1000:.1f} ms | "
-                  f"{p99 * 1000:.1f} ms |")  # fmt: skip
+            live = await live_latency(app, token, args.webhooks, args.spacing, args.browser)
+            for label, (p50, p99) in live.items():
+                print(f"| {label} | {p50 * 1000:,.1f} ms | {p99 * 1000:,.1f} ms |")
         finally:
             await app.stop()
 

@@ -186,3 +186,20 @@ async def populate(served: Served) -> dict[str, str]:
     await wait_until(settled)
     letter = (await app.dead_letters.list())[0]
     return {"letter": letter.id, "poison": poison.id}
+
+
+async def leave_an_old_version(tmp_path: Path, workflow_id: str = "ship:ENG-OLD") -> None:
+    """Store an instance of ``ship`` started by a deploy whose version ``0`` is gone, before
+    the app is served: when the served app starts it finds no code for that version and
+    blocks the instance (``version_not_registered``)."""
+    from contexten.store.sqlite import SqliteEventStore
+    from contexten.workflows.history import history_event, stream_name
+
+    started = history_event(
+        "started",
+        {"workflow_id": workflow_id, "name": "ship", "version": "0", "kind": "function",
+         "input": {"key": "ENG-OLD"}},
+        workflow_id,
+    )  # fmt: skip
+    async with SqliteEventStore(f"sqlite:///{tmp_path / 'dash.db'}") as store:
+        await store.append(stream_name(workflow_id), [started])

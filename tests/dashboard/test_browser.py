@@ -26,7 +26,14 @@ from contexten import Event
 from contexten.bus.dead_letters import DeadLetterStatus
 from contexten.security import AUDIT_STREAM_PREFIX
 
-from ._support import HANG_GUARD, Served, populate, serve_dashboard, wait_until
+from ._support import (
+    HANG_GUARD,
+    Served,
+    leave_an_old_version,
+    populate,
+    serve_dashboard,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -126,6 +133,7 @@ async def audit_types(served: Served) -> list[Event]:
 async def test_every_page_renders_in_chromium_without_errors(
     browser: Any, tmp_path: Path, shots: Path
 ) -> None:
+    await leave_an_old_version(tmp_path)  # an instance of a version the code no longer has
     async with serve_dashboard(tmp_path) as served:
         ids = await populate(served)
         w = await open_as(browser, served, "operator", viewport={"width": 1280, "height": 900})
@@ -140,10 +148,18 @@ async def test_every_page_renders_in_chromium_without_errors(
             ("Workflows", "table.workflows"),
             ("Work items", "input[name=q]"),
             ("Dead letters", "table.letters"),
+            ("Versions", "table.versions"),
             ("Overview", "#health-status"),
         ]:
             await page.get_by_role("link", name=link, exact=True).first.click()
             await page.locator(marker).first.wait_for()
+        await page.get_by_role("link", name="Versions", exact=True).first.click()
+        await page.get_by_role("link", name="1 blocked").click()  # the version's blocked ones
+        await page.locator("table.blocked").wait_for()
+        assert "version_not_registered" in await page.locator("table.blocked").inner_text()
+        await page.screenshot(path=str(shots / "dashboard-versions.png"))
+        await page.get_by_role("link", name="ship:ENG-OLD").click()
+        assert await page.locator("#wf-status").inner_text() == "blocked"
         await page.goto(f"{served.url}/workflows/pr-lifecycle:pr-7")
         current = page.locator("svg.sm g.state.current")
         await current.wait_for()

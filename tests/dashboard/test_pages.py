@@ -22,7 +22,15 @@ from contexten.dashboard.render import CSP
 from contexten.security import AUDIT_STREAM_PREFIX
 from contexten.workflows.schedules import SCHEDULE_PREFIX, request_trigger
 
-from ._support import HANG_GUARD, ROLES, Served, populate, serve_dashboard, wait_until
+from ._support import (
+    HANG_GUARD,
+    ROLES,
+    Served,
+    leave_an_old_version,
+    populate,
+    serve_dashboard,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,6 +57,8 @@ def pages(ids: dict[str, str]) -> list[str]:
         "/workflows/ship:ENG-2",
         "/workflows/pr-lifecycle:pr-7",
         "/schedules",
+        "/versions",
+        "/versions?name=ship&version=0",
         "/work-items",
         "/work-items/ENG-1",
         "/dead-letters",
@@ -100,6 +110,10 @@ async def test_the_overview_counts_and_charts(tmp_path: Path) -> None:
         assert re.search(r'status=completed">completed</a> <b>1</b>', text)
         assert re.search(r'status=compensated">compensated</a> <b>1</b>', text)
         assert "1 in the last hour" in text  # the parked poison pill
+        # the activity read model's sources: this app publishes as "contexten"
+        assert re.search(
+            r'id="event-sources">by source: .*<a href="/events\?source=contexten">', text
+        )
         assert "poison-handler" in text  # its subscription's health row
 
 
@@ -153,6 +167,45 @@ async def test_the_schedules_page_lists_each_schedule_with_its_requests(tmp_path
         assert "<td>nightly</td>" in text
         assert ">active<" in text
         assert re.search(r"\d trigger", text)
+
+
+async def test_the_versions_page_counts_in_flight_and_links_the_blocked(tmp_path: Path) -> None:
+    await leave_an_old_version(tmp_path)  # version 0 of ship: gone from the code
+    async with serve_dashboard(tmp_path) as served:
+        app = served.app
+
+        async def settled() -> bool:
+            row = await app.read.workflow("ship:ENG-OLD")
+            return row is not None and row["status"] == "blocked"
+
+        await wait_until(settled)
+        async with served.client("viewer") as viewer:
+            text = (await viewer.get("/versions")).text
+            # the same numbers as the API's GET /api/v1/workflow-versions
+            api = await viewer.get(
+                "/api/v1/workflow-versions",
+                headers={"authorization": f"Bearer {served.tokens['viewer']}"},
+            )
+            assert api.status_code == 200
+            items = api.json()["items"]
+            assert items == [{"name": "ship", "version": "0", "in_flight": 1, "blocked": 1}]
+            for v in items:
+                assert re.search(
+                    rf'{v["name"]}</a></td><td class="mono">{v["version"]}</td>'
+                    rf'<td class="num">{v["in_flight"]}</td>',
+                    text,
+                ), v
+            assert 'href="/versions?name=ship&amp;version=0#blocked">1 blocked</a>' in text
+            assert 'href="/workflows/ship%3AENG-OLD"' in text
+            assert "<b>version_not_registered</b>: " in text
+            assert "version 0 is not registered" in text
+            one = (await viewer.get("/versions?name=ship&version=0")).text
+            assert "Blocked instances of ship version 0" in one
+            assert "ship%3AENG-OLD" in one
+            none = (await viewer.get("/versions?name=ship&version=1")).text
+            assert "ship%3AENG-OLD" not in none
+            assert "No instance is blocked here." in none
+            assert (await viewer.get("/versions?version=0")).status_code == 400
 
 
 async def test_a_bearer_header_works_and_a_bad_cookie_is_anonymous(tmp_path: Path) -> None:
@@ -580,3 +633,21 @@ async def test_dead_letters_are_paged_and_the_cursor_reaches_every_one(tmp_path:
         assert len(set(ids.findall(second))) == 1
         assert not set(ids.findall(first)) & set(ids.findall(second))
         assert 'id="letters-next"' not in second
+
+
+async def test_a_stream_ending_on_time_asks_for_a_quick_reconnection(tmp_path: Path) -> None:
+    """A connection the server ends on purpose tells the browser to come back after 50 ms
+    (an event stored meanwhile is not a second late); one that fails keeps the 1 s wait."""
+    async with serve_dashboard(tmp_path, stream_seconds=0.3) as served:
+        head = await served.app.store.head()
+        async with served.client("viewer") as viewer:
+            async with viewer.stream("GET", f"/events/stream?after={head}") as answer:
+                assert answer.status_code == 200
+                lines = [line async for line in answer.aiter_lines()]
+            retries = [line for line in lines if line.startswith("retry: ")]
+            assert retries == ["retry: 1000", "retry: 50"]
+            await served.publish(Event(type="test.live.later"))
+            # the reconnection (Last-Event-ID: where the last one ended) gets what it missed
+            last = [line[4:] for line in lines if line.startswith("id: ")][-1]
+            again = await viewer.get("/events/stream", headers={"last-event-id": last})
+            assert "test.live.later" in again.text

@@ -22,6 +22,7 @@ path                                   what                            needs
 ``POST /workflows/id/cancel|redrive``  steer one instance              ``workflows:cancel``..
 ``POST /workflows/id/migrate|fork``    move a blocked one, start anew  ``workflows:migrate``..
 ``GET /schedules``                     durable schedules               ``workflows:read``
+``GET /versions``                      versions in flight, blocked     ``workflows:read``
 ``GET /work-items``, ``/work-items/k`` a work item's timeline          ``events:read``
 ``GET /dead-letters``, ``/…/{id}``     dead letters, one letter        ``dlq:read``
 ``POST /dead-letters/redrive|discard`` one, selected, all matching     ``dlq:redrive``..
@@ -116,6 +117,7 @@ def dashboard_routes(
             "/workflows/{workflow_id:path}", p("workflows:read", pages.workflow), methods=["GET"]
         ),
         Route("/schedules", p("workflows:read", pages.schedules), methods=["GET"]),
+        Route("/versions", p("workflows:read", pages.versions), methods=["GET"]),
         Route("/work-items", p("events:read", pages.work_items), methods=["GET"]),
         Route("/work-items/{key:path}", p("events:read", pages.work_item), methods=["GET"]),
         Route("/dead-letters", p("dlq:read", pages.letters), methods=["GET"]),

@@ -20,7 +20,6 @@ from typing import Any, Final, Protocol
 
 from contexten.bus.dead_letters import (
     DEAD_LETTER_STREAM_PREFIX,
-    PARKED,
     DeadLetter,
     DeadLetterQueue,
     DeadLetterStatus,
@@ -29,6 +28,7 @@ from contexten.bus.workers import WorkersReport, workers_report
 from contexten.events.envelope import Event
 from contexten.events.patterns import compile_pattern
 from contexten.exceptions import DeadLetterNotFound, WorkflowError, WorkflowNotFound
+from contexten.projections.activity import PerMinute
 from contexten.projections.read_side import ReadSide
 from contexten.security import AUDIT_STREAM_PREFIX
 from contexten.store.base import EventStore, RecordedEvent
@@ -39,6 +39,7 @@ from contexten.workflows.schedules import SCHEDULE_PREFIX, ScheduleState, fold_s
 from contexten.workflows.state_machine import StateMachine
 
 __all__ = [
+    "BLOCKED_PAGE",
     "SCAN_BUDGET",
     "DashboardData",
     "DashboardHost",
@@ -54,6 +55,8 @@ TIMELINE_PAGE: Final = 200
 """Entries of a work item's timeline shown on one page."""
 LETTERS_PAGE: Final = 100
 """Dead letters shown on one page."""
+BLOCKED_PAGE: Final = 100
+"""Blocked instances listed on the versions page."""
 SEARCH_LIMIT: Final = 10_000
 """Instances (the newest updated) an id search on the workflows page looks among."""
 _LIST_LIMIT: Final = 10_000
@@ -242,23 +245,11 @@ class DashboardData:
             rows.setdefault(name, {"platform": name})["live"] = dict(live)
         return [rows[k] for k in sorted(rows)]
 
-    async def per_minute(self, minutes: int = 60) -> tuple[list[int], list[int]]:
-        """Events recorded, and handler failures parked as dead letters, in each of the last
-        ``minutes`` minutes before the newest event, oldest first (from the newest
-        :data:`SCAN_BUDGET` events at most)."""
-        events, errors = [0] * minutes, [0] * minutes
-        recent = await self.store.read_all_backwards(limit=SCAN_BUDGET)
-        if not recent:
-            return events, errors
-        newest = recent[0].recorded_at
-        for rec in recent:
-            age = int((newest - rec.recorded_at).total_seconds() // 60)
-            if age >= minutes:
-                break
-            events[minutes - 1 - age] += 1
-            if rec.event.type == PARKED:
-                errors[minutes - 1 - age] += 1
-        return events, errors
+    async def per_minute(self, minutes: int = 60) -> PerMinute:
+        """Events recorded, handler failures parked as dead letters, and events per source,
+        in each of the last ``minutes`` minutes up to now, oldest first: one read of the
+        ``activity`` read model (at most ``minutes`` rows, however long the log)."""
+        return await self.host.read.per_minute(minutes=minutes)
 
     # -- events ------------------------------------------------------------------------
 
@@ -448,6 +439,32 @@ class DashboardData:
         if call is None:
             raise WorkflowError("this application runs no workflow engine")
         return call
+
+    # -- versions ----------------------------------------------------------------------
+
+    async def versions(self) -> list[dict[str, Any]]:
+        """Per (workflow, version): its open instances and how many are blocked, from the
+        ``workflows`` read model; what ``GET /api/v1/workflow-versions`` answers."""
+        return await self.host.read.workflow_versions()
+
+    async def blocked(
+        self, *, name: str | None = None, version: str | None = None
+    ) -> tuple[list[admin.WorkflowInfo], bool]:
+        """Blocked instances with their reasons, most recently blocked first (at most
+        :data:`BLOCKED_PAGE`), of workflow ``name`` and ``version`` when given; and whether
+        more exist than are shown. Read from the read model's blocked rows (at most
+        :data:`SEARCH_LIMIT` looked at when a version is asked for)."""
+        read = self.host.read
+        blocked = WorkflowStatus.BLOCKED.value
+        if name is None:
+            rows = await read.workflow_infos(blocked, limit=BLOCKED_PAGE + 1)
+        else:  # by status (its index; few rows), then the name and version here
+            rows = [
+                w
+                for w in await read.workflow_infos(blocked, limit=SEARCH_LIMIT)
+                if w.name == name and (version is None or (w.version or "1") == version)
+            ]
+        return rows[:BLOCKED_PAGE], len(rows) > BLOCKED_PAGE
 
     # -- schedules ---------------------------------------------------------------------
 

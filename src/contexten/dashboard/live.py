@@ -5,6 +5,12 @@ Each message's ``id`` is the event's log position, so a browser that reconnects 
 nothing missed, nothing twice. A connection lasts a bounded time, then the browser
 reconnects; a keep-alive comment goes out whenever nothing matched, so proxies keep the
 connection open and a closed tab is noticed.
+
+The browser waits ``retry`` before reconnecting. A connection opens with
+:data:`RETRY_MS` (the wait after a failure: a server that is down is not hammered) and, when
+the server itself ends it, lowers it to :data:`PLANNED_RETRY_MS` just before, so the planned
+reconnection leaves only a short gap: an event stored meanwhile shows well within the
+dashboard's 500 ms target instead of a second late.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Final
 
 from starlette.requests import Request
 
@@ -19,7 +26,12 @@ from contexten.dashboard.data import DashboardData, EventFilter
 from contexten.dashboard.render import Renderer
 from contexten.exceptions import StoreError
 
-__all__ = ["event_stream"]
+__all__ = ["PLANNED_RETRY_MS", "RETRY_MS", "event_stream"]
+
+RETRY_MS: Final = 1000
+"""How long a browser waits before reconnecting after a failed connection."""
+PLANNED_RETRY_MS: Final = 50
+"""How long it waits before reconnecting when the server ended the connection on purpose."""
 
 
 async def event_stream(
@@ -34,7 +46,7 @@ async def event_stream(
     ``seconds`` at most."""
     loop = asyncio.get_running_loop()
     ends = loop.time() + seconds
-    yield "retry: 1000\n\n"
+    yield f"retry: {RETRY_MS}\n\n"
     while loop.time() < ends:
         with contextlib.suppress(TimeoutError):
             await data.store.wait_for_new(after, timeout=min(2.0, ends - loop.time()))
@@ -50,3 +62,4 @@ async def event_stream(
             yield f"id: {rec.position}\nevent: message\n{lines}\n"
         if not found:
             yield f"id: {after}\n: keep-alive\n\n"
+    yield f"retry: {PLANNED_RETRY_MS}\n\n"  # the connection's time is up: come back soon

@@ -234,7 +234,8 @@ class Pages:
         """Health of every part, dead letters, workflows by status, events per minute, the
         workers and their partitions, and each platform's traffic, breaker and rate limit."""
         health = await self.data.health()
-        per_minute, errors = await self.data.per_minute()
+        activity = await self.data.per_minute()
+        per_minute, errors = activity.events, activity.errors
         return self._render(
             "overview.html",
             visitor,
@@ -247,6 +248,7 @@ class Pages:
             peak=max(per_minute) or 1,
             errors=errors,
             error_peak=max(errors) or 1,
+            sources=activity.sources[:6],
         )
 
     # -- events --------------------------------------------------------------------------
@@ -452,6 +454,26 @@ class Pages:
         await self.gate.acted(request, visitor, "workflows:fork", workflow_id, "done", detail)
         return RedirectResponse(
             f"/workflows/{quote(forked, safe=':~')}?done=forked", 303, SECURITY_HEADERS
+        )
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def versions(self, request: Request, visitor: Visitor) -> Response:
+        """Workflow versions with their in-flight and blocked instances (whether an old
+        version's code may be deleted), and the blocked instances with their reasons (all,
+        or one workflow's, or one version's)."""
+        name, version = param(request, "name"), param(request, "version")
+        if version is not None and name is None:
+            raise BadRequest("a version needs its workflow's name")
+        blocked, more = await self.data.blocked(name=name, version=version)
+        return self._render(
+            "versions.html",
+            visitor,
+            versions=await self.data.versions(),
+            blocked=blocked,
+            more=more,
+            name=name,
+            version=version,
         )
 
     # -- schedules ---------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Projections: checkpointed, rebuildable read models folded from the event log (CQRS).
 
 The write side is the event store; the read side is tables a projection keeps up to date
-(workflows, dead letters, work-item timelines, platform health, and your own). Each
-projection's rows and its checkpoint are written in one transaction, so a crash never folds
-an event twice or skips one, and any projection can be rebuilt from the log while the app
-serves (into shadow tables, then swapped in).
+(workflows, dead letters, work-item timelines, platform health, activity per minute, and
+your own). Each projection's rows and its checkpoint are written in one transaction, so a
+crash never folds an event twice or skips one, and any projection can be rebuilt from the
+log while the app serves (into shadow tables, then swapped in).
 
 Write one by subclassing :class:`Projection` (see its docstring) and register it with
 ``app.add_projection(MyProjection())``; read it with ``app.projections.query(...)``.

@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from contexten.bus.dead_letters import DeadLetter, DeadLetterStatus
+from contexten.projections import activity as _activity
 from contexten.projections import dead_letters as _dl
 from contexten.projections import work_items as _wi
 from contexten.projections import workflows as _wf
@@ -47,12 +48,13 @@ _MAX_PAGE: Final = 1000
 
 def builtin_projections() -> list[Projection]:
     """Fresh instances of the built-in projections (workflows, dead letters, work items,
-    platform health)."""
+    platform health, activity per minute)."""
     return [
         _wf.WorkflowsProjection(),
         _dl.DeadLettersProjection(),
         _wi.WorkItemsProjection(),
         PlatformHealthProjection(),
+        _activity.ActivityProjection(),
     ]
 
 
@@ -399,6 +401,21 @@ class ReadSide:
         await self._ready("platform_health")
         rows = await self.projections.query("platform_health", Query(limit=100))
         return [_platform_dict(r) for r in rows]
+
+    # -- activity ----------------------------------------------------------------------------
+
+    async def per_minute(
+        self, *, minutes: int = 60, now: datetime | None = None
+    ) -> _activity.PerMinute:
+        """Events recorded and handler failures parked in each of the last ``minutes``
+        minutes up to ``now``'s (default: the current minute), oldest first; one indexed
+        read of at most ``minutes`` rows of the ``activity`` read model.
+
+        Raises:
+            ValueError: ``minutes`` is out of the read model's retention.
+        """
+        await self._ready("activity")
+        return await _activity.per_minute(self.projections, minutes=minutes, now=now)
 
 
 def in_flight_by_version(infos: list[WorkflowInfo]) -> dict[tuple[str, str], int]:
