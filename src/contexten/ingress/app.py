@@ -348,7 +348,7 @@ def create_ingress_app(
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     api_paths: Mapping[str, Any] | None = None,
-) -> Starlette:
+) -> IngressApplication:
     """Build the ingress ASGI app over ``store``.
 
     Args:
@@ -371,7 +371,8 @@ def create_ingress_app(
             ``/openapi.json`` (the read-model API).
 
     Returns:
-        The Starlette application; ``app.state.metrics``, ``app.state.config`` and
+        The Starlette application (webhook deliveries go through its fast path:
+        :mod:`contexten.ingress.fastpath`); ``app.state.metrics``, ``app.state.config`` and
         ``app.state.tokens`` (the :class:`~contexten.security.TokenRegistry`) hold what it
         uses, ``app.state.route_actions`` every route with the action it needs.
 
