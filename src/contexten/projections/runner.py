@@ -10,35 +10,20 @@ the runner starts again from the checkpoint it finds.
 A rebuild folds the whole log into *shadow* tables while the live ones keep serving, then
 swaps them in; the live runner's next commit meets the moved checkpoint and carries on from
 the shadow's position.
-
-The live runner (:meth:`ProjectionRunner.run`) remembers the checkpoint it committed rather
-than reading it back before every batch, and a batch it folds into no writes at all (events
-the projection does not handle) moves the checkpoint in memory only: it is committed with the
-next batch that writes, after :data:`DEFER_EMPTY` seconds, or as soon as the runner has
-caught up, whichever comes first. A crash meanwhile re-folds those events into nothing.
-Why: an application's own events pass through every projection; one transaction (and fsync)
-per projection per batch of them was a large share of the durable dispatch path's CPU
-(``bench/b1_dispatch.py``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 from contexten.exceptions import ProjectionConflict
 from contexten.observability.logging import get_logger
 from contexten.projections.base import Projection, ProjectionBatch, ReadModels
 from contexten.store.base import EventStore
 
-__all__ = ["DEFER_EMPTY", "Progress", "ProjectionRunner", "ProjectionStatus"]
-
-DEFER_EMPTY: Final = 1.0
-"""Seconds the live runner may hold, uncommitted, a checkpoint moved by batches that wrote
-nothing (see the module docstring)."""
+__all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
 
 Progress = Callable[[int, int], None]
 """``progress(position, head)``: called after each committed batch of a catch-up or rebuild."""
@@ -111,11 +96,6 @@ class ProjectionRunner:
         self.rebuilding = False
         self.last_error: str | None = None
         self._ensured = False
-        self._committed: int | None = None
-        """The live checkpoint as this runner last committed or read it (None: read it)."""
-        self._folded: int | None = None
-        """Folded past ``_committed`` by batches without writes, not committed yet."""
-        self._committed_at = 0.0
         self._log = get_logger("contexten.projections").bind(projection=projection.name)
 
     async def ensure(self) -> None:
@@ -124,27 +104,17 @@ class ProjectionRunner:
             await self.models.ensure(self.projection)
             self._ensured = True
 
-    async def step(self, *, shadow: bool = False, defer_empty: bool = False) -> tuple[int, int]:
+    async def step(self, *, shadow: bool = False) -> tuple[int, int]:
         """Fold one batch; return ``(position, events read)`` (0 read: caught up).
-
-        Args:
-            shadow: fold into the shadow tables (a rebuild).
-            defer_empty: a batch without writes may move the checkpoint in memory only
-                (the live loop; see the module docstring).
 
         Raises:
             ProjectionConflict: the checkpoint moved under the batch (nothing written).
         """
         await self.ensure()
-        if shadow:
-            committed = (await self.models.checkpoint(self.projection.name, shadow=True)).position
-            start = committed
-        else:
-            committed = await self._live_checkpoint()
-            start = self._folded if self._folded is not None else committed
-        records = await self.store.read_all(after=start, limit=self.batch_size)
+        checkpoint = await self.models.checkpoint(self.projection.name, shadow=shadow)
+        records = await self.store.read_all(after=checkpoint.position, limit=self.batch_size)
         if not records:
-            return start, 0
+            return checkpoint.position, 0
         batch = ProjectionBatch(
             self.models, {t.name: t for t in self.projection.tables}, shadow=shadow
         )
@@ -153,52 +123,14 @@ class ProjectionRunner:
                 await self.projection.apply(record, batch)
         await self.projection.flush(batch)
         position = records[-1].position
-        if (
-            defer_empty
-            and not shadow
-            and not batch.writes
-            and time.monotonic() - self._committed_at < DEFER_EMPTY
-        ):
-            self._folded = position
-            return position, len(records)
-        await self._commit(batch, committed, position, shadow)
+        await self.models.commit(
+            self.projection,
+            batch.writes,
+            expected=checkpoint.position,
+            position=position,
+            shadow=shadow,
+        )
         return position, len(records)
-
-    async def _live_checkpoint(self) -> int:
-        if self._committed is None:
-            self._committed = (await self.models.checkpoint(self.projection.name)).position
-            self._committed_at = time.monotonic()
-        return self._committed
-
-    async def _commit(
-        self, batch: ProjectionBatch | None, expected: int, position: int, shadow: bool
-    ) -> None:
-        try:
-            await self.models.commit(
-                self.projection,
-                batch.writes if batch is not None else [],
-                expected=expected,
-                position=position,
-                shadow=shadow,
-            )
-        except BaseException:
-            self._forget()  # a conflict, or an outcome not known: read the checkpoint again
-            raise
-        if not shadow:
-            self._committed, self._folded = position, None
-            self._committed_at = time.monotonic()
-
-    def _forget(self) -> None:
-        self._committed = self._folded = None
-
-    async def save_folded(self) -> None:
-        """Commit the checkpoint that batches without writes moved in memory, if any.
-
-        Raises:
-            ProjectionConflict: the checkpoint moved meanwhile (nothing written).
-        """
-        if self._folded is not None and self._committed is not None:
-            await self._commit(None, self._committed, self._folded, False)
 
     async def catch_up(self, *, until: int | None = None, progress: Progress | None = None) -> int:
         """Fold until the log's head (as it is now, or ``until``); return the position."""
@@ -233,9 +165,7 @@ class ProjectionRunner:
         try:
             while True:
                 try:
-                    position, read = await self.step(defer_empty=True)
-                    if read == 0:
-                        await self.save_folded()  # caught up: nothing left unsaved
+                    position, read = await self.step()
                 except ProjectionConflict:
                     self._log.info("checkpoint moved (another runner or a rebuild); re-reading")
                     continue
@@ -273,7 +203,6 @@ class ProjectionRunner:
                 if position >= await self.store.head():
                     break
             swapped = await self.models.swap(self.projection)
-            self._forget()  # the live checkpoint is the shadow's now
         finally:
             self.rebuilding = False
         self._log.info("projection rebuilt", position=swapped)
@@ -283,10 +212,6 @@ class ProjectionRunner:
         """Position, lag, version and state."""
         checkpoint = await self.models.checkpoint(self.projection.name)
         head = await self.store.head()
-        position = checkpoint.position
-        folded, committed = self._folded, self._committed
-        if folded is not None and committed == position:  # folded, to be committed
-            position = folded
         if self.rebuilding:
             state = "rebuilding"
         elif self.last_error is not None:
@@ -297,9 +222,9 @@ class ProjectionRunner:
             state = "idle"
         return ProjectionStatus(
             name=self.projection.name,
-            position=position,
+            position=checkpoint.position,
             head=head,
-            lag=max(0, head - position),
+            lag=max(0, head - checkpoint.position),
             version=checkpoint.version,
             stale=checkpoint.version not in (0, self.projection.version),
             state=state,
