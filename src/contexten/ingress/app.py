@@ -24,6 +24,11 @@ A webhook request goes through, in order (each step refuses fast and stores noth
 
 Handlers never run inside the request: the dispatcher picks the event up from the log.
 
+A ``POST`` to a webhook route reaches these steps through the fast path
+(:mod:`contexten.ingress.fastpath`), a raw ASGI handler in front of the Starlette stack that
+also counts the request's metrics and opens its span; the Starlette route runs the same steps
+when the fast path is off.
+
 Every other route sits behind :class:`~contexten.security.SecurityMiddleware`: the ``Host``
 check, then a bearer token whose role allows the route's action (:data:`ROUTE_ACTIONS`).
 ``GET /healthz`` and a bare ``GET /readyz`` (status only) are public; ``/readyz?verbose=1``
