@@ -42,6 +42,8 @@ class Result:
     events: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float = float("nan")
+    """Process CPU time (all threads) of the run: steadier than events/s on a loaded machine."""
 
     @property
     def rate(self) -> float:
@@ -96,15 +98,16 @@ async def raw_queue(n: int) -> Result:
 
 async def raw_sqlite(n: int, tmp: Path) -> Result:
     writer = GroupCommitWriter(tmp / "raw.db", "events")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
 
     async def publish(i: int) -> None:
         await writer.insert(encode_event(tick(i)))
 
     await fan_out(n, publish)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     writer.close()
-    return Result("raw SQLite group commit, FULL (limit)", n, elapsed, [])
+    return Result("raw SQLite group commit, FULL (limit)", n, elapsed, [], cpu)
 
 
 # --- peers -------------------------------------------------------------------------------------
@@ -171,7 +174,7 @@ async def contexten(n: int, url: str, name: str) -> Result:
             done.set()
 
     async with app:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
 
         async def publish(i: int) -> None:
             await app.publish(tick(i))
@@ -179,7 +182,8 @@ async def contexten(n: int, url: str, name: str) -> Result:
         await fan_out(n, publish)
         await done.wait()
         elapsed = time.perf_counter() - start
-    return Result(name, n, elapsed, latencies)
+        cpu = time.process_time() - cpu
+    return Result(name, n, elapsed, latencies, cpu)
 
 
 async def contexten_latency(url: str, rate: float, seconds: float, name: str) -> Result:
@@ -225,9 +229,12 @@ def tick(i: int) -> Event:
 
 def print_table(title: str, rows: list[Result]) -> None:
     print(f"\n{title}")
-    print(f"{'':44} {'events':>8} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'':44} {'events':>8} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/ev':>10}")
     for r in rows:
-        print(f"{r.name:44} {r.events:>8} {r.rate:>11,.0f} {r.pct(0.5):>8.2f} {r.pct(0.99):>8.2f}")
+        print(
+            f"{r.name:44} {r.events:>8} {r.rate:>11,.0f} {r.pct(0.5):>8.2f} {r.pct(0.99):>8.2f}"
+            f" {r.cpu_seconds / r.events * 1e6:>10.1f}"
+        )
 
 
 async def main() -> None:

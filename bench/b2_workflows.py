@@ -11,7 +11,9 @@ Side by side in one run:
   ``@DBOS.workflow`` with three ``@DBOS.step`` calls. Skipped, saying so, if not installed.
 
 Every workflow is started and awaited by one of 100 concurrent clients; latency is start to
-result. ``--profile`` prints where Contexten's time goes (cProfile, top functions).
+result. ``--profile`` prints where Contexten's time goes (cProfile, top functions). The
+``cpu us/wf`` column is the process's CPU time (all threads) per workflow: on a loaded
+machine it is steadier than workflows/s, which depend on the CPU and the fsyncs the run got.
 
 Run: ``.venv/bin/python bench/b2_workflows.py [--workflows 1000] [--concurrency 100]``
 """
@@ -43,6 +45,7 @@ class Result:
     workflows: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -66,9 +69,9 @@ async def drive(n: int, concurrency: int, run_one: Callable[[int], Awaitable[Non
             await run_one(i)
             latencies.append(time.perf_counter() - t0)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return Result("", n, time.perf_counter() - start, latencies)
+    return Result("", n, time.perf_counter() - start, latencies, time.process_time() - cpu)
 
 
 # --- the limit ---------------------------------------------------------------------------------
@@ -165,13 +168,14 @@ async def dbos(n: int, concurrency: int, tmp: Path) -> Result | None:
 
 def table(results: list[Result], limit: Result) -> str:
     lines = [
-        f"{'run':58} {'wf/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'% limit':>8}",
-        "-" * 94,
+        f"{'run':58} {'wf/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'% limit':>8} {'cpu us/wf':>10}",
+        "-" * 105,
     ]
     for r in results:
         share = 100 * r.rate / limit.rate
         lines.append(
             f"{r.name:58} {r.rate:8.0f} {r.pct(0.5):8.1f} {r.pct(0.99):8.1f} {share:7.0f}%"
+            f" {r.cpu_seconds / r.workflows * 1e6:10.0f}"
         )
     return "\n".join(lines)
 

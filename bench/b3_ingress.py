@@ -22,9 +22,15 @@ p99 request -> handler start < 25 ms at 500 requests/s.
 
 Current results, with the command that produced them, are in ``bench/README.md``.
 
-Run: ``.venv/bin/python bench/b3_ingress.py [--seconds 15] [--rate 500] [--impl auto|h11]``
-(``--impl h11`` forces uvicorn's pure-Python h11 parser and the asyncio loop; ``auto`` uses
-httptools and uvloop when installed, as ``contexten serve`` does.)
+With ``--granian`` (``pip install granian``), the same two servers also run on Granian (one
+worker, uvloop, the ASGI interface) in the same run, as rows ``bare-granian`` and
+``contexten-granian``: the server a user might pick instead of uvicorn. Granian bypasses the
+front door (its connection limits are uvicorn protocol classes), so that row measures
+throughput only.
+
+Run: ``.venv/bin/python bench/b3_ingress.py [--seconds 15] [--rate 500] [--impl auto|h11]
+[--granian]`` (``--impl h11`` forces uvicorn's pure-Python h11 parser and the asyncio loop;
+``auto`` uses httptools and uvloop when installed, as ``contexten serve`` does.)
 """
 
 from __future__ import annotations
@@ -81,9 +87,8 @@ def sign(body: bytes) -> str:
 # -- the servers (run in their own subprocess) ----------------------------------------------
 
 
-def serve_bare(port: int, impl: str) -> None:
-    """The limit: read, verify, parse, answer."""
-    import uvicorn
+def bare_app() -> Any:
+    """The limit: read, verify, parse, answer (also Granian's factory target)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -102,15 +107,21 @@ def serve_bare(port: int, impl: str) -> None:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    app = Starlette(
+    return Starlette(
         routes=[
             Route("/webhooks/github", webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
+
+
+def serve_bare(port: int, impl: str) -> None:
+    """The bare server on uvicorn."""
+    import uvicorn
+
     http, loop = _uvicorn_impl(impl)
     uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", http=http, loop=loop,
+        bare_app(), host="127.0.0.1", port=port, log_level="warning", http=http, loop=loop,
         access_log=False, server_header=False,
     )  # fmt: skip
 
@@ -142,6 +153,29 @@ def serve_contexten(port: int, impl: str, db: str, latency_out: str | None) -> N
     IngressServer(app, port=port, config=IngressConfig.from_env(), http=http, loop=loop).run()
 
 
+def granian_contexten() -> Any:
+    """Granian's factory target for contexten serve's ASGI app on SQLite (``B3_DB``)."""
+    from contexten import App
+    from contexten.ingress import IngressConfig
+    from contexten.ingress.server import create_server
+    from contexten.observability.logging import configure_logging
+
+    configure_logging(level="WARNING")
+    os.environ["CONTEXTEN_GITHUB_WEBHOOK_SECRET"] = SECRET
+    app = App(f"sqlite:///{os.environ['B3_DB']}")
+    return create_server(app, IngressConfig.from_env(bind_host="127.0.0.1"), close_store=True)
+
+
+def _granian_command(kind: str, port: int) -> list[str]:
+    granian = str(Path(sys.executable).with_name("granian"))
+    target = "b3_ingress:bare_app" if kind == "bare" else "b3_ingress:granian_contexten"
+    return [
+        granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--loop", "uvloop", "--log-level", "warning", "--no-ws",
+        "--factory", target,
+    ]  # fmt: skip
+
+
 def _uvicorn_impl(impl: str) -> tuple[str, str]:
     return ("h11", "asyncio") if impl == "h11" else ("auto", "auto")
 
@@ -158,8 +192,16 @@ def free_port() -> int:
 @contextlib.contextmanager
 def server(kind: str, impl: str, *extra: str) -> Any:
     port = free_port()
-    command = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--impl", impl]
-    proc = subprocess.Popen([*command, *extra], stdout=subprocess.DEVNULL)
+    if kind.endswith("-granian"):
+        db = extra[extra.index("--db") + 1] if "--db" in extra else ""
+        env = {**os.environ, "B3_DB": db, "PYTHONPATH": os.pathsep.join(sys.path)}
+        command = _granian_command(kind.removesuffix("-granian"), port)
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, cwd=Path(__file__).parent, env=env
+        )
+    else:
+        command = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--impl", impl]
+        proc = subprocess.Popen([*command, *extra], stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
@@ -170,7 +212,7 @@ def server(kind: str, impl: str, *extra: str) -> Any:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{kind} server did not start") from None
                 time.sleep(0.05)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -193,6 +235,10 @@ class Load:
     p50_ms: float
     p99_ms: float
     generator: str
+    cpu_us: float = float("nan")
+    """Server CPU time (all its threads and child processes) per answered request, in us."""
+    loop_us: float = float("nan")
+    """CPU time of the server's main thread (its event loop, on uvicorn) per request, in us."""
 
     @property
     def rate(self) -> float:
@@ -388,6 +434,37 @@ async def run_steady(port: int, rate: float, seconds: float) -> tuple[list[float
     return http_ms, errors
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by ``pid`` with its descendants, and by its main thread alone.
+
+    Read from ``/proc`` (Linux; NaN elsewhere). On a loaded machine the CPU a server spends
+    per request is steadier than its requests/s, which depend on the CPU it was given.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(path: str) -> list[str]:
+        with open(path) as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    try:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    children.setdefault(int(stat(f"/proc/{entry}/stat")[1]), []).append(int(entry))
+        total, todo = 0.0, [pid]
+        while todo:
+            current = todo.pop()
+            with contextlib.suppress(OSError):
+                fields = stat(f"/proc/{current}/stat")
+                total += (int(fields[11]) + int(fields[12])) / tick
+            todo.extend(children.get(current, []))
+        main = stat(f"/proc/{pid}/task/{pid}/stat")
+        return total, (int(main[11]) + int(main[12])) / tick
+    except OSError:
+        return float("nan"), float("nan")
+
+
 def stored_events(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
@@ -398,20 +475,29 @@ def stored_events(db: Path) -> int:
 
 def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[Load]:
     results: list[Load] = []
+    kinds = ["bare", "contexten"]
+    if args.granian:
+        kinds += ["bare-granian", "contexten-granian"]
     for connections in (50, 1000):
-        for kind in ("bare", "contexten"):
+        for kind in kinds:
             db = workdir / f"{kind}-{connections}.db"
-            extra = ["--db", str(db)] if kind == "contexten" else []
-            with server(kind, args.impl, *extra) as port:
+            extra = ["--db", str(db)] if kind.startswith("contexten") else []
+            with server(kind, args.impl, *extra) as (port, pid):
+                before = cpu_seconds(pid)
                 if use_wrk:
                     load = run_wrk(kind, port, connections, args.seconds, workdir)
                 else:
                     load = asyncio.run(run_python(kind, port, connections, args.seconds))
+                after = cpu_seconds(pid)
+            if load.requests:
+                load.cpu_us = (after[0] - before[0]) / load.requests * 1e6
+                load.loop_us = (after[1] - before[1]) / load.requests * 1e6
             results.append(load)
-            stored = f", stored {stored_events(db)}" if kind == "contexten" else ""
+            stored = f", stored {stored_events(db)}" if kind.startswith("contexten") else ""
             print(
-                f"  {kind:10} c={connections:<5} {load.rate:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
-                f"  p99 {load.p99_ms:7.2f} ms  errors {load.errors}{stored}",
+                f"  {kind:17} c={connections:<5} {load.rate:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
+                f"  p99 {load.p99_ms:7.2f} ms  cpu/req {load.cpu_us:5.0f} us "
+                f"(main thread {load.loop_us:4.0f})  errors {load.errors}{stored}",
                 flush=True,
             )
     return results
@@ -420,7 +506,7 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
 def latency(args: argparse.Namespace, workdir: Path) -> tuple[list[float], list[float], int]:
     out = workdir / "latency.json"
     db = workdir / "latency.db"
-    with server("contexten", args.impl, "--db", str(db), "--latency-out", str(out)) as port:
+    with server("contexten", args.impl, "--db", str(db), "--latency-out", str(out)) as (port, _):
         http_ms, errors = asyncio.run(run_steady(port, args.rate, args.seconds))
     handler_ms = [d * 1000 for d in json.loads(out.read_text())]
     return http_ms, handler_ms, errors
@@ -432,6 +518,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="latency run, requests/s")
     parser.add_argument("--impl", choices=["auto", "h11"], default="auto")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--granian", action="store_true", help="also run both servers on Granian (installed)"
+    )
     parser.add_argument("--serve", choices=["bare", "contexten"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -445,6 +534,8 @@ def main() -> None:
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
     if args.generator == "wrk" and not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian/Ubuntu: apt-get install -y wrk)")
+    if args.granian and not Path(sys.executable).with_name("granian").exists():
+        sys.exit("--granian: granian is not installed (.venv/bin/pip install granian)")
     if not use_wrk:
         print("wrk not found (apt-get install -y wrk): using the Python raw-socket client, "
               "which may itself be the bottleneck")  # fmt: skip
@@ -473,6 +564,11 @@ def main() -> None:
     for connections in (50, 1000):
         share = by["contexten", connections].rate / by["bare", connections].rate
         print(f"  c={connections:<5} contexten/bare throughput {share:6.1%}  (target >= 60%)")
+        cpu_share = by["bare", connections].cpu_us / by["contexten", connections].cpu_us
+        print(f"  c={connections:<5} bare/contexten server CPU per request {cpu_share:6.1%}")
+        if args.granian:
+            on_granian = by["contexten-granian", connections].rate / by["bare", connections].rate
+            print(f"  c={connections:<5} contexten on granian / bare (uvicorn) {on_granian:6.1%}")
     print(f"  c=50    contexten p99 {by['contexten', 50].p99_ms:.2f} ms  (target < 25 ms)")
     print(
         f"  {args.rate:g}/s   request->handler p99 {_pct(handler_ms, 0.99):.2f} ms  "

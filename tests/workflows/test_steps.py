@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from contexten.clock import WallClock
 from contexten.events import Event
 from contexten.exceptions import (
     NonRetryableError,
     StepFailedError,
+    StepTimeout,
     WorkflowAlreadyStarted,
     WorkflowFailedError,
     WorkflowNotFound,
@@ -19,6 +21,7 @@ from contexten.exceptions import (
 )
 from contexten.resilience.retry import RetryPolicy
 from contexten.workflows import WorkflowEngine, WorkflowStatus, current_step
+from contexten.workflows.steps import StepInfo, execute_step
 
 from .conftest import HANG_GUARD, Env, until
 
@@ -360,3 +363,87 @@ async def test_a_step_timeout_counts_as_a_failed_attempt(memory_env: Env) -> Non
     handle = await engine.start_workflow("timeout", None)
     assert await handle.result(timeout=HANG_GUARD) == "fast enough"
     assert attempts == [1, 2]
+
+
+# -- a step's timeout in real seconds (the engine's default_step_timeout) -------------------
+
+
+def _info() -> StepInfo:
+    return StepInfo("wf-timeout", 1, "slow")
+
+
+async def test_a_step_over_its_real_time_limit_fails_with_step_timeout_and_is_cancelled() -> None:
+    cancelled = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    outcome = await execute_step(
+        hangs, (), {}, info=_info(), policy=None, clock=WallClock(), timeout=0.05
+    )
+    assert not outcome.ok
+    assert isinstance(outcome.error, StepTimeout)
+    assert str(outcome.error) == "step 'slow' timed out after 0.05s"
+    assert cancelled.is_set(), "the step's own task was cancelled, not left running"
+
+
+async def test_a_step_that_ignores_its_cancellation_still_times_out() -> None:
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)
+        return "late"
+
+    outcome = await execute_step(
+        stubborn, (), {}, info=_info(), policy=None, clock=WallClock(), timeout=0.05
+    )
+    assert isinstance(outcome.error, StepTimeout)
+
+
+async def test_a_timeout_error_of_the_step_itself_is_its_error_not_a_step_timeout() -> None:
+    async def raises() -> None:
+        raise TimeoutError("the platform timed out")
+
+    outcome = await execute_step(
+        raises, (), {}, info=_info(), policy=None, clock=WallClock(), timeout=5
+    )
+    assert type(outcome.error) is TimeoutError
+    assert str(outcome.error) == "the platform timed out"
+
+
+async def test_a_step_within_its_real_time_limit_returns_its_value() -> None:
+    async def quick(x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 1
+
+    outcome = await execute_step(
+        quick, (1,), {}, info=_info(), policy=None, clock=WallClock(), timeout=5
+    )
+    assert outcome.ok
+    assert outcome.value == 2
+
+
+async def test_cancelling_the_workflow_cancels_a_step_under_a_real_time_limit() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hangs() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    task = asyncio.ensure_future(
+        execute_step(hangs, (), {}, info=_info(), policy=None, clock=WallClock(), timeout=60)
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()

@@ -24,6 +24,11 @@ A webhook request goes through, in order (each step refuses fast and stores noth
 
 Handlers never run inside the request: the dispatcher picks the event up from the log.
 
+A ``POST`` to a webhook route reaches these steps through the fast path
+(:mod:`contexten.ingress.fastpath`), a raw ASGI handler in front of the Starlette stack that
+also counts the request's metrics and opens its span; the Starlette route runs the same steps
+when the fast path is off.
+
 Every other route sits behind :class:`~contexten.security.SecurityMiddleware`: the ``Host``
 check, then a bearer token whose role allows the route's action (:data:`ROUTE_ACTIONS`).
 ``GET /healthz`` and a bare ``GET /readyz`` (status only) are public; ``/readyz?verbose=1``
@@ -39,19 +44,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 from contexten.bus.streams import default_stream
-from contexten.events.codec import encode_json
 from contexten.events.envelope import Event
 from contexten.exceptions import IngressError, Overloaded, PayloadTooLarge, SignatureInvalid
 from contexten.ingress.api import EventsAPI
-from contexten.ingress.body import ByteBudget, announced_length, read_body
+from contexten.ingress.body import ByteBudget, parse_length, read_received
 from contexten.ingress.config import IngressConfig, Platform
+from contexten.ingress.fastpath import Answer, IngressApplication, WebhookFastPath
 from contexten.ingress.openapi import openapi_spec
 from contexten.ingress.receivers import RECEIVERS, SIGNATURE_HEADERS, Accepted
 from contexten.ingress.tracing import WebhookTracingMiddleware
@@ -81,6 +87,11 @@ _ERRORS: Final[Mapping[int, str]] = {
     413: "payload too large",
     429: "overloaded, retry later",
 }
+_SIGNATURE_KEYS: Final[Mapping[Platform, str]] = {
+    p: name.lower() for p, name in SIGNATURE_HEADERS.items()
+}
+_UNAUTHORIZED: Final = Answer.empty(401)
+_DUPLICATE: Final = Answer.json(200, {"status": "duplicate"})
 
 
 class HealthLike(Protocol):
@@ -128,6 +139,25 @@ class _Ingress:
         """Webhook requests waiting on ``store.commit`` now (what load shedding bounds)."""
         self.large_bodies = ByteBudget(config.large_body_budget)
         """Memory for large bodies, shared by the requests reading and checking them."""
+        # Looked up once, not per request: the configuration is frozen.
+        self._signed = {p: bool(config.secrets(p)) for p in RECEIVERS}
+        self._limits = {p: config.max_body(p) for p in RECEIVERS}
+        self._deadlines = {p: config.commit_deadline(p) for p in RECEIVERS}
+        # Metric children by label values (``labels()`` takes a lock and a lookup per call).
+        self._outcomes: dict[tuple[Platform, str], Counter] = {}
+        self._latency: dict[Platform, Histogram] = {}
+        self._stored: dict[str, Counter] = {}
+        # The answers that never vary, built once.
+        retry = config.retry_after
+        self._shed = Answer.json(
+            429,
+            {"error": _ERRORS[429], "detail": "too many requests wait on the store"},
+            retry_after=retry,
+        )
+        self._too_slow = Answer.json(
+            503, {"error": "store too slow, retry later"}, retry_after=retry
+        )
+        self._unavailable = Answer.json(503, {"error": "store unavailable"}, retry_after=retry)
 
     async def _store_readiness(self) -> HealthLike:
         try:
@@ -137,42 +167,63 @@ class _Ingress:
         return _StoreReadiness(True)
 
     def webhook_endpoint(self, platform: Platform) -> Callable[[Request], Awaitable[Response]]:
+        """The Starlette endpoint of ``platform``'s route (the fast path usually answers
+        first: :mod:`contexten.ingress.fastpath`)."""
+
         async def endpoint(request: Request) -> Response:
-            return await self.webhook(request, platform)
+            answer = await self.webhook(platform, request.headers, request.receive)
+            response = Response(answer.body, answer.status)
+            response.raw_headers = list(answer.headers)
+            return response
 
         endpoint.__name__ = f"{platform}_webhook"
         return endpoint
 
-    async def webhook(self, request: Request, platform: Platform) -> Response:
-        """Verify, normalise and durably store one webhook delivery (module docstring)."""
+    def _count(self, platform: Platform, outcome: str) -> None:
+        counted = self._outcomes.get((platform, outcome))
+        if counted is None:
+            counted = self.metrics.webhooks.labels(platform, outcome)
+            self._outcomes[platform, outcome] = counted
+        counted.inc()
+
+    async def webhook(
+        self, platform: Platform, headers: Mapping[str, str], receive: Receive
+    ) -> Answer:
+        """Verify, normalise and durably store one webhook delivery (module docstring).
+
+        Args:
+            platform: whose route the request came to.
+            headers: the request's headers, looked up by lower-case name.
+            receive: the request's ASGI ``receive`` (the body is read from it, under the
+                platform's cap and the body deadline).
+        """
         started = time.perf_counter()
-        counter = self.metrics.webhooks
         try:
-            accepted = await self._accept(request, platform)
+            accepted = await self._accept(platform, headers, receive)
         except IngressError as e:
             status = e.status_code
-            counter.labels(platform, _OUTCOMES.get(status, "malformed")).inc()
+            self._count(platform, _OUTCOMES.get(status, "malformed"))
             _log.info("webhook refused", platform=platform, status=status, reason=str(e))
             if status == 401:
-                return Response(status_code=401)
-            headers = {"Retry-After": str(self.config.retry_after)} if status == 429 else None
-            return JSONResponse(
-                {"error": _ERRORS.get(status, "bad request"), "detail": str(e)},
+                return _UNAUTHORIZED
+            retry_after = self.config.retry_after if status == 429 else None
+            return Answer.json(
                 status,
-                headers=headers,
+                {"error": _ERRORS.get(status, "bad request"), "detail": str(e)},
+                retry_after=retry_after,
             )
         if accepted.reply is not None or accepted.event is None:
-            counter.labels(platform, "answered").inc()
-            return JSONResponse(accepted.reply or {}, 200)
+            self._count(platform, "answered")
+            return Answer.json(200, accepted.reply or {})
         event = accepted.event
         try:
             self._admit()
         except Overloaded:
-            counter.labels(platform, "shed").inc()
-            return self._shed()
-        event = tracing.inject(event)  # the webhook's span (WebhookTracingMiddleware)
+            self._count(platform, "shed")
+            return self._shed
+        event = tracing.inject(event)  # the webhook's span (tracing middleware or fast path)
         self.pending_commits += 1
-        deadline = self.config.commit_deadline(platform) - (time.perf_counter() - started)
+        deadline = self._deadlines[platform] - (time.perf_counter() - started)
         try:
             async with asyncio.timeout(max(deadline, 0.0)):
                 results = await self.store.commit(
@@ -181,21 +232,17 @@ class _Ingress:
         except TimeoutError:
             # The platform stops waiting soon: answer now so it retries. The commit may
             # still land; then the retry is a duplicate (same dedup key), never a second copy.
-            counter.labels(platform, "late").inc()
+            self._count(platform, "late")
             _log.warning(
                 "webhook not committed within the platform's deadline",
                 platform=platform,
                 event_type=event.type,
                 delivery_id=event.delivery_id,
-                deadline=self.config.commit_deadline(platform),
+                deadline=self._deadlines[platform],
             )
-            return JSONResponse(
-                {"error": "store too slow, retry later"},
-                503,
-                headers={"Retry-After": str(self.config.retry_after)},
-            )
+            return self._too_slow
         except Exception as e:  # whatever broke, the event is not stored: never a 2xx
-            counter.labels(platform, "unavailable").inc()
+            self._count(platform, "unavailable")
             _log.error(
                 "webhook not stored: store failed",
                 platform=platform,
@@ -203,65 +250,60 @@ class _Ingress:
                 delivery_id=event.delivery_id,
                 error=type(e).__name__,
             )
-            return JSONResponse(
-                {"error": "store unavailable"},
-                503,
-                headers={"Retry-After": str(self.config.retry_after)},
-            )
+            return self._unavailable
         finally:
             self.pending_commits -= 1
-        self.metrics.ingest_latency.labels(platform).observe(time.perf_counter() - started)
+        latency = self._latency.get(platform)
+        if latency is None:
+            latency = self._latency[platform] = self.metrics.ingest_latency.labels(platform)
+        latency.observe(time.perf_counter() - started)
         if results[0].deduplicated:
-            counter.labels(platform, "duplicate").inc()
-            return JSONResponse({"status": "duplicate"}, 200)
-        counter.labels(platform, "stored").inc()
-        self.metrics.events_stored.labels(event.source).inc()
-        # The same compact JSON as JSONResponse, without its json.dumps (the hot path).
-        accepted_body = encode_json(
-            {"status": "accepted", "id": event.id, "position": results[0].last_position}
+            self._count(platform, "duplicate")
+            return _DUPLICATE
+        self._count(platform, "stored")
+        stored = self._stored.get(event.source)
+        if stored is None:
+            stored = self._stored[event.source] = self.metrics.events_stored.labels(event.source)
+        stored.inc()
+        return Answer.json(
+            202, {"status": "accepted", "id": event.id, "position": results[0].last_position}
         )
-        return Response(accepted_body, 202, media_type="application/json")
 
     def _admit(self) -> None:
         """Shed load: refuse when the store's write path already has its fill of waiters."""
         if self.pending_commits >= self.config.max_pending_commits:
             raise Overloaded(f"{self.pending_commits} requests already wait on the store")
 
-    def _shed(self) -> Response:
-        return JSONResponse(
-            {"error": _ERRORS[429], "detail": "too many requests wait on the store"},
-            429,
-            headers={"Retry-After": str(self.config.retry_after)},
-        )
-
-    async def _accept(self, request: Request, platform: Platform) -> Accepted:
+    async def _accept(
+        self, platform: Platform, headers: Mapping[str, str], receive: Receive
+    ) -> Accepted:
         config = self.config
         receiver = RECEIVERS[platform]
-        if not config.secrets(platform):  # refuse before reading anything
+        if not self._signed[platform]:  # no secret configured: refuse before reading anything
             raise SignatureInvalid(f"{platform}: no secret configured")
         self._admit()  # shed before reading the body: an overloaded server does no work
-        limit = config.max_body(platform)
-        size = announced_length(request)
+        limit = self._limits[platform]
+        size = parse_length(headers.get("content-length"))
         if size is not None and size > limit:
             raise PayloadTooLarge(f"body of {size} bytes announced; the limit is {limit}")
-        if not request.headers.get(SIGNATURE_HEADERS[platform]):  # unsigned: read nothing
+        if not headers.get(_SIGNATURE_KEYS[platform]):  # unsigned: read nothing
             raise SignatureInvalid(f"{platform}: {SIGNATURE_HEADERS[platform]} missing")
         share = limit if size is None else min(size, limit)
         if share <= config.offload_threshold:
-            body = await read_body(request, limit=limit, timeout=config.body_timeout)
-            return receiver(request.headers, body, config)
-        # A large body: held, with its copy and its parse, within the shared budget. No
-        # share before the platform's deadline: 429, the platform retries.
+            body = await read_received(receive, limit=limit, timeout=config.body_timeout)
+            return receiver(headers, body, config)
+        # A large body: held, with its parse, within the shared budget. No share before the
+        # platform's deadline: 429, the platform retries.
         waiting_since = time.monotonic()
         try:
-            async with asyncio.timeout(min(config.body_timeout, config.commit_deadline(platform))):
+            async with asyncio.timeout(min(config.body_timeout, self._deadlines[platform])):
                 share = await self.large_bodies.acquire(share)
         except TimeoutError:
             raise Overloaded("too many large bodies being read; retry later") from None
         try:
             left = config.body_timeout - (time.monotonic() - waiting_since)
-            body = await read_body(request, limit=limit, timeout=max(left, 0.001))
-            return await asyncio.to_thread(receiver, request.headers, body, config)
+            body = await read_received(receive, limit=limit, timeout=max(left, 0.001))
+            return await asyncio.to_thread(receiver, headers, body, config)
         finally:
             self.large_bodies.release(share)
 
@@ -311,7 +353,7 @@ def create_ingress_app(
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     api_paths: Mapping[str, Any] | None = None,
-) -> Starlette:
+) -> IngressApplication:
     """Build the ingress ASGI app over ``store``.
 
     Args:
@@ -334,7 +376,8 @@ def create_ingress_app(
             ``/openapi.json`` (the read-model API).
 
     Returns:
-        The Starlette application; ``app.state.metrics``, ``app.state.config`` and
+        The Starlette application (webhook deliveries go through its fast path:
+        :mod:`contexten.ingress.fastpath`); ``app.state.metrics``, ``app.state.config`` and
         ``app.state.tokens`` (the :class:`~contexten.security.TokenRegistry`) hold what it
         uses, ``app.state.route_actions`` every route with the action it needs.
 
@@ -381,7 +424,8 @@ def create_ingress_app(
             if manage_store:
                 await store.close()
 
-    app = Starlette(routes=[route for route, _ in rules], lifespan=lifespan)
+    app = IngressApplication(routes=[route for route, _ in rules], lifespan=lifespan)
+    app.fast_path = WebhookFastPath({p: p for p in RECEIVERS}, ingress.webhook, metrics)
     app.add_middleware(
         SecurityMiddleware,
         rules=rules,

@@ -163,6 +163,23 @@ async def _with_timeout(
     name: str,
 ) -> Any:
     work = asyncio.ensure_future(_invoke(fn, args, kwargs))
+    if type(clock) is WallClock:
+        # Real seconds: a timer on the loop (no second task, no asyncio.wait per step).
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                value = await work  # the deadline cancels this wait, which cancels the work
+        except TimeoutError:
+            if deadline.expired():
+                raise StepTimeout(f"step {name!r} timed out after {timeout:g}s") from None
+            raise
+        finally:
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        if deadline.expired():  # the work ignored its cancellation and finished anyway
+            raise StepTimeout(f"step {name!r} timed out after {timeout:g}s")
+        return value
     timer = asyncio.ensure_future(clock.sleep(timeout))
     try:
         await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
