@@ -64,8 +64,10 @@ from contexten.store.base import (
 
 __all__ = ["Consumer", "ConsumerState", "ConsumerStatus"]
 
-_HAND_BACK_LEASES = 3
-"""A partition being handed back finishes what was started for up to this many lease times."""
+_HAND_BACK_SECONDS = 60.0
+"""A partition being handed back finishes the deliveries it started for up to this long (or
+three lease times, if longer): a hot key whose lane lags far behind the partition's other
+keys can take a while, and only past this limit may the next owner repeat some of them."""
 
 
 class ConsumerState(enum.Enum):
@@ -401,9 +403,10 @@ class Consumer:
             target = fair_share(self._count_partitions, len(others) + 1)
         active = sorted(n for n, p in self._parts.items() if not p.releasing)
         if len(active) > target:
-            # Time to finish what was started: generous (a loaded worker may need seconds),
-            # bounded (a lane stuck retrying must not keep the partition here for ever).
-            release_by = asyncio.get_running_loop().time() + _HAND_BACK_LEASES * self._lease
+            # Time to finish what was started: generous (a hot key's lane may lag far
+            # behind), bounded (a lane stuck retrying must not keep the partition for ever).
+            limit = max(_HAND_BACK_SECONDS, 3 * self._lease)
+            release_by = asyncio.get_running_loop().time() + limit
             for number in active[target:]:
                 self._parts[number].release(release_by)
             self._changed.set()
