@@ -280,9 +280,14 @@ async def test_kill_9_workers_and_restart_postgres_lose_nothing(
             for i in range(0, EVENTS, WORKFLOW_EVERY):
                 wf = f"chaos_flow:{i}"
                 try:
-                    statuses[wf] = (await get_workflow_info(store, wf)).status.value
+                    info = await get_workflow_info(store, wf)
                 except WorkflowNotFound:
                     statuses[wf] = "never started"
+                    continue
+                statuses[wf] = info.status.value
+                if info.status.value != "completed" and len(actions) < 40:
+                    history = info.to_dict(with_history=True)["history"]
+                    actions.append(f"{wf} {info.status.value} {info.error}: {history}"[:3000])
             await fleet.stop()
             handled = [
                 Handled(r["id"], r["handler"], r["n"], r["key"], r["pid"], r["attempt"],
