@@ -36,7 +36,7 @@ asyncpg = pytest.importorskip("asyncpg")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRE_SERVICES = os.environ.get("CONTEXTEN_REQUIRE_SERVICES") == "1"
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(240)]
 
 EVENTS = 20_000
 KEYS = 500
@@ -243,7 +243,7 @@ async def test_kill_9_workers_and_restart_postgres_lose_nothing(
     print(f"chaos seed {seed} (CHAOS_SEED={seed} replays it)")
     rng = random.Random(seed)
     url = cluster.url
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(url, min_size=0, max_size=2)
     await pool.execute(LEDGER_SCHEMA)
     logs = Path(os.environ.get("CHAOS_LOG_DIR") or tmp_path)  # keep the workers' logs
     await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
