@@ -14,12 +14,16 @@ Side by side in one run, for SQLite (one file) and PostgreSQL (a throwaway schem
   with the default lease (10 s) and heartbeat (2 s) and the same-host shortcut off, as it
   would be across machines.
 
-DBOS queues (the peer the issue names) are not measured here (not installed in this
-environment).
+* the peer on PostgreSQL: DBOS queues, 1 and 4 processes (``bench/_b8_dbos.py``), the same
+  number of workflows each waiting ``--pause`` in one step, ``worker_concurrency`` = the same
+  in-flight limit per process, timed from the first enqueue to the last result. Needs the
+  ``bench`` extra (``pip install -e '.[bench]'``); skipped with a message otherwise.
+
+The issue calls this benchmark ``b6_workers``; it is B8 here (B6 was taken by the front door).
 
 Run: ``.venv/bin/python bench/b8_workers.py [--events 4000] [--keys 400] [--pause 0.05]
 [--concurrency 200] [--failovers 5] [--postgres postgresql://postgres@127.0.0.1:5432/test]
-[--skip-sqlite]``
+[--skip-sqlite] [--skip-dbos]``
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from contexten import Event
 from contexten.store import Append, create_store
 
 WORKER = Path(__file__).with_name("_b6_worker.py")
+DBOS_WORKER = Path(__file__).with_name("_b8_dbos.py")
 CONCURRENCY = 200  # handlers in flight per worker process (--concurrency)
 
 
@@ -192,6 +197,59 @@ async def raw_asyncpg(server: str, rows: int) -> float:
     return rate
 
 
+async def dbos_rate(server: str, processes: int, events: int, pause: float) -> float:
+    """Workflows/s through a DBOS queue served by ``processes`` processes (in a throwaway
+    system schema)."""
+    schema = f"b8_dbos_{uuid.uuid4().hex[:8]}"
+    procs = []
+    try:
+        for index in range(processes):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(DBOS_WORKER),
+                server,
+                schema,
+                str(index),
+                str(events),
+                str(pause),
+                str(CONCURRENCY),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            line = await proc.stdout.readline()
+            if line != b"ready\n":
+                raise RuntimeError(f"DBOS worker did not start: {line!r}")
+        first = procs[0]
+        assert first.stdin is not None
+        assert first.stdout is not None
+        first.stdin.write(b"go\n")
+        await first.stdin.drain()
+        seconds, done = (await first.stdout.readline()).split()
+        assert int(done) == events
+        return events / float(seconds)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        import asyncpg
+
+        conn = await asyncpg.connect(server)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+def _dbos_missing() -> str | None:
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        return "dbos is not installed (pip install -e '.[bench]')"
+    return None
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=4000)
@@ -201,6 +259,7 @@ async def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--skip-dbos", action="store_true")
     args = parser.parse_args()
     global CONCURRENCY
     CONCURRENCY = args.concurrency
@@ -231,6 +290,18 @@ async def main() -> None:
         if server is not None:
             limit = await raw_asyncpg(server, 5000)
             print(f"| raw asyncpg insert txns, 100 tasks (limit) | {limit:,.0f} rows/s |")
+            missing = "skipped (--skip-dbos)" if args.skip_dbos else _dbos_missing()
+            if missing is not None:
+                print(f"| DBOS queues (peer) | {missing} |")
+            else:
+                dbos_base = None
+                for processes in (1, 4):
+                    rate = await dbos_rate(server, processes, args.events, args.pause)
+                    dbos_base = dbos_base or rate
+                    print(
+                        f"| DBOS queues, {processes} process(es) (peer) | {rate:,.0f} "
+                        f"workflows/s | {rate / dbos_base:.2f}x |"
+                    )
         times = []
         for _ in range(args.failovers):
             run = uuid.uuid4().hex[:8]

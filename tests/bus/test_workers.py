@@ -89,9 +89,10 @@ def order_violations(entries: list[Entry]) -> int:
 class Workers:
     """Worker processes started on one store, stopped (or killed) by the test."""
 
-    def __init__(self, url: str, ledger: Path, env: dict[str, str]) -> None:
+    def __init__(self, url: str, ledger: Path, env: dict[str, str], pause: float = 0.001) -> None:
         self.url = url
         self.ledger = ledger
+        self.pause = pause
         self.env = {**os.environ, **env}
         self.procs: list[asyncio.subprocess.Process] = []
 
@@ -101,6 +102,7 @@ class Workers:
             str(WORKER),
             self.url,
             str(self.ledger),
+            str(self.pause),
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
@@ -175,6 +177,43 @@ async def test_two_workers_share_a_subscription_once_and_in_order(
     assert order_violations(entries) == 0
     by_pid = Counter(e.pid for e in entries)
     assert len(by_pid) == 2, by_pid  # both took part
+
+
+async def test_a_worker_joining_a_backlog_takes_over_nothing_twice(
+    shared_url: str, tmp_path: Path
+) -> None:
+    """A second worker joins while the first has a backlog (slow handlers, deep key lanes):
+    the partitions handed over carry checkpoints that cover everything the first worker
+    did, so no event is handled twice (a partition used to be released with deliveries done
+    beyond its checkpoint, which the new owner then made again)."""
+    ledger = tmp_path / "ledger.txt"
+    workers = Workers(shared_url, ledger, FAST_LEASES, pause=0.01)
+    total = 3000
+    try:
+        async with asyncio.timeout(HANG_GUARD * 2), create_store(shared_url) as store:
+            await workers.start()
+            # One hot key (every third event) lags behind the others: in its partition the
+            # other keys' deliveries run far ahead of the checkpoint.
+            for start in range(0, total, 100):
+                appends = []
+                for n in range(start, start + 100):
+                    key = "hot" if n % 3 == 0 else KEYS[n % len(KEYS)]
+                    event = Event(type="test.ledger", source="tests", subject=key, data={"n": n})
+                    appends.append(Append(f"ledger-{key}", [event]))
+                await store.commit(appends)
+            while len(read_ledger(ledger)) < 300:  # noqa: ASYNC110 (another process's file)
+                await asyncio.sleep(0.02)
+            await workers.start()
+            await wait_for_all(ledger, total)
+            assert await workers.stop_all() == [0, 0]
+    finally:
+        workers.kill_all()
+    entries = read_ledger(ledger)
+    counts = Counter(e.n for e in entries)
+    assert sorted(counts) == list(range(total))
+    assert [n for n, c in counts.items() if c > 1] == []
+    assert order_violations(entries) == 0
+    assert len(Counter(e.pid for e in entries)) == 2  # the second took part
 
 
 @pytest.mark.slow

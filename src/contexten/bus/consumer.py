@@ -64,6 +64,11 @@ from contexten.store.base import (
 
 __all__ = ["Consumer", "ConsumerState", "ConsumerStatus"]
 
+_HAND_BACK_SECONDS = 60.0
+"""A partition being handed back finishes the deliveries it started for up to this long (or
+three lease times, if longer): a hot key whose lane lags far behind the partition's other
+keys can take a while, and only past this limit may the next owner repeat some of them."""
+
 
 class ConsumerState(enum.Enum):
     """Where a subscription's consumer is."""
@@ -115,7 +120,18 @@ class ConsumerStatus:
 class _Part:
     """A partition this consumer holds: its epoch, reading progress and pending deliveries."""
 
-    __slots__ = ("epoch", "fetched", "inflight", "number", "pending", "releasing", "saved")
+    __slots__ = (
+        "epoch",
+        "fetched",
+        "finish_to",
+        "inflight",
+        "number",
+        "pending",
+        "release_by",
+        "releasing",
+        "saved",
+        "started_to",
+    )
 
     def __init__(self, number: int, epoch: int, position: int) -> None:
         self.number = number
@@ -125,8 +141,19 @@ class _Part:
         self.saved = position
         self.pending: deque[Delivery] = deque()
         self.releasing = False
-        """Being handed back: nothing new starts; released once nothing is in flight (what
-        was read but not started is left to the next owner, from the checkpoint)."""
+        """Being handed back: nothing new is read for it, and of what was read only the
+        entries up to :attr:`finish_to` are still delivered, so that the checkpoint saved
+        at release covers everything done here (the next owner starts from the checkpoint:
+        an entry done beyond it would run twice). Later entries are left undone."""
+        self.started_to = 0
+        """The highest position whose delivery started here."""
+        self.finish_to = 0
+        """Being handed back: the entries up to here are finished before the release (the
+        highest started when the hand-back began; nothing beyond it starts any more)."""
+        self.release_by = 0.0
+        """Loop time after which a partition being handed back starts nothing more and is
+        released as soon as nothing is in flight (a lane stuck retrying must not keep a
+        joining worker waiting for ever; what was not started goes to the next owner)."""
         self.inflight = 0
         """Deliveries whose handler is running (or retrying)."""
 
@@ -134,6 +161,25 @@ class _Part:
     def position(self) -> int:
         """Every entry of this partition up to here is done."""
         return self.pending[0].position - 1 if self.pending else self.fetched
+
+    def overdue(self, now: float) -> bool:
+        """Whether it is being handed back and its time to finish what was read is up."""
+        return self.releasing and now >= self.release_by
+
+    def releasable(self, now: float) -> bool:
+        """Whether it is being handed back and can be released now: nothing in flight, and
+        every entry up to :attr:`finish_to` done (or its time is up)."""
+        return (
+            self.releasing
+            and not self.inflight
+            and (self.position >= self.finish_to or self.overdue(now))
+        )
+
+    def release(self, by: float) -> None:
+        """Begin handing it back: finish what is needed by loop time ``by``, start no more."""
+        self.releasing = True
+        self.release_by = by
+        self.finish_to = self.started_to
 
 
 class Consumer:
@@ -357,8 +403,12 @@ class Consumer:
             target = fair_share(self._count_partitions, len(others) + 1)
         active = sorted(n for n, p in self._parts.items() if not p.releasing)
         if len(active) > target:
+            # Time to finish what was started: generous (a hot key's lane may lag far
+            # behind), bounded (a lane stuck retrying must not keep the partition for ever).
+            limit = max(_HAND_BACK_SECONDS, 3 * self._lease)
+            release_by = asyncio.get_running_loop().time() + limit
             for number in active[target:]:
-                self._parts[number].releasing = True
+                self._parts[number].release(release_by)
             self._changed.set()
         elif len(active) < target:
             claimed = await self._store.claim_partitions(
@@ -373,7 +423,8 @@ class Consumer:
     async def _hand_back(self) -> None:
         """Release the partitions being handed back that have nothing in flight."""
         async with self._handing:
-            ready = [p for p in self._parts.values() if p.releasing and not p.inflight]
+            now = asyncio.get_running_loop().time()
+            ready = [p for p in self._parts.values() if p.releasable(now)]
             if not ready:
                 return
             await self._save_parts(ready)
@@ -703,9 +754,14 @@ class Consumer:
     async def _run(self, d: Delivery, slot: WorkerSlot) -> None:
         """Deliver ``d`` and mark it done; only shutdown or a lost partition leave it undone."""
         part = self._parts.get(d.partition)
-        if part is None or part.epoch != d.epoch or part.releasing:
-            return  # its partition moved on (or is being handed back): the next owner has it
+        if part is None or part.epoch != d.epoch:
+            return  # its partition moved on: the next owner has it
+        if part.releasing and (
+            d.position > part.finish_to or part.overdue(asyncio.get_running_loop().time())
+        ):
+            return  # being handed back and not needed (or out of time): the next owner has it
         part.inflight += 1
+        part.started_to = max(part.started_to, d.position)
         try:
             await self._run_owned(d, slot)
         finally:
@@ -714,7 +770,7 @@ class Consumer:
 
     def _hand_back_soon(self, part: _Part) -> None:
         """Release ``part`` now if it is being handed back and its last delivery ended."""
-        if part.releasing and not part.inflight and not self._stopping:
+        if part.releasable(asyncio.get_running_loop().time()) and not self._stopping:
             task = asyncio.get_running_loop().create_task(self._hand_back_logged())
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -22,6 +22,7 @@ from contexten.events.patterns import compile_pattern
 from contexten.exceptions import (
     NondeterminismError,
     StoreError,
+    StoreUnavailable,
     WorkflowCancelled,
     WrongExpectedVersion,
 )
@@ -269,6 +270,8 @@ class WorkflowInstance:
         result: Any = None
         try:
             result = await self.definition.fn(ctx, state.input_value())
+        except StoreUnavailable:
+            raise  # the store failed, not the workflow: run() reloads and carries on
         except Exception as e:
             error = e
         if ctx.nondeterminism is not None:

@@ -1,0 +1,73 @@
+"""A store failure while a workflow records its progress is the store's, not the workflow's.
+
+The chaos test (tests/chaos) saw a PostgreSQL restart fail an instance for good: the commit
+recording a step's result raised ``StoreUnavailable`` out of the workflow function, and the
+engine recorded the workflow as failed. The engine retries instead: it reloads the instance
+from its history and carries on (the step whose result was not recorded runs again, with
+the same idempotency key).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from contexten.exceptions import StoreUnavailable
+from contexten.store import EventStore
+from contexten.store.memory import MemoryEventStore
+from contexten.store.sqlite import SqliteEventStore
+from contexten.workflows import WorkflowEngine, WorkflowStatus
+
+from .conftest import HANG_GUARD, Env
+
+
+def _failing_step_records(base: type[EventStore], times: int) -> type[EventStore]:
+    """``base`` whose first ``times`` commits of a ``step_completed`` history event raise
+    StoreUnavailable (the server went away), writing nothing."""
+
+    class Outage(base):  # type: ignore[valid-type, misc]
+        left = times
+
+        async def commit(self, *args: Any, **kwargs: Any) -> Any:
+            appends = args[0] if args else kwargs["appends"]
+            kinds = {e.type for a in appends for e in a.events}
+            if self.left > 0 and any(k.endswith("step_completed") for k in kinds):
+                type(self).left -= 1
+                raise StoreUnavailable("the server went away")
+            return await super().commit(*args, **kwargs)
+
+    return Outage
+
+
+async def test_a_store_error_recording_a_step_retries_instead_of_failing(env: Env) -> None:
+    calls: Counter[str] = Counter()
+
+    async def effect(n: int, idempotency_key: str) -> int:
+        calls[idempotency_key] += 1
+        return n
+
+    def setup(engine: WorkflowEngine) -> None:
+        @engine.workflow("outage")
+        async def outage(wf: Any, n: int) -> int:
+            first = await wf.step(effect, n, name="first")
+            second = await wf.step(effect, first + 1, name="second")
+            return int(second)
+
+    base: type[EventStore] = MemoryEventStore if env.kind == "memory" else SqliteEventStore
+    store = _failing_step_records(base, times=2)(*(() if env.kind == "memory" else (env.url,)))
+    await store.open()
+    engine = WorkflowEngine(store, clock=env.clock())
+    setup(engine)
+    await engine.start()
+    try:
+        handle = await engine.start_workflow("outage", 1, workflow_id="o1")
+        assert await handle.result(timeout=HANG_GUARD) == 2
+        info = await engine.get_workflow("o1")
+    finally:
+        await engine.stop()
+        await store.close()
+    assert info.status is WorkflowStatus.COMPLETED
+    assert [h.kind for h in info.history].count("step_completed") == 2
+    # At least once: the step whose result was lost ran again, under the same key.
+    assert set(calls) == {"o1:1:first", "o1:2:second"}
+    assert sum(calls.values()) == 4
