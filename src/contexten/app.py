@@ -182,7 +182,7 @@ class App:
             batch_size=batch_size,
             checkpoint_interval=checkpoint_interval,
         )
-        self.workflows = WorkflowEngine(self._store, clock=self.clock)
+        self.workflows = WorkflowEngine(self._store, clock=self.clock, supervisor=self.supervisor)
         """The durable workflow engine; it runs while the app dispatches, if anything is
         registered with :meth:`workflow` or :meth:`add`."""
         self.projections = Projections(
@@ -778,6 +778,7 @@ class App:
             projections=self._projection_health,
             supervisor=self.supervisor,
             running=self._running,
+            workflow_loops=self.workflows.loop_statuses() if self._workflows_started else (),
             agents=self._runtime.health() if self._runtime is not None else None,
         )
 

@@ -24,22 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 import msgspec
 
+from contexten.bus.partitions import LeaseSettings
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.events.patterns import compile_pattern
 from contexten.exceptions import (
     ConfigurationError,
-    StoreClosed,
-    StoreError,
     WorkflowAlreadyStarted,
     WorkflowError,
     WorkflowNotFound,
@@ -47,8 +46,10 @@ from contexten.exceptions import (
     WrongExpectedVersion,
 )
 from contexten.resilience.retry import RetryPolicy
+from contexten.resilience.supervisor import Supervisor, TaskStatus
 from contexten.store.base import Append, EventStore, RecordedEvent, StreamState
 from contexten.workflows import admin
+from contexten.workflows._adoption import AdoptionState, run_heartbeat
 from contexten.workflows._instance import WorkflowInstance, lifecycle_event
 from contexten.workflows._limits import Limiter
 from contexten.workflows._machine import MachineInstance
@@ -80,7 +81,17 @@ from contexten.workflows.state_machine import StateMachine
 from contexten.workflows.stats import WorkflowStats
 from contexten.workflows.steps import to_json_value
 
-__all__ = ["IdReusePolicy", "WorkflowDefinition", "WorkflowEngine", "WorkflowFn", "WorkflowHandle"]
+__all__ = [
+    "HEARTBEAT_LOOP",
+    "LOOPS",
+    "SCHEDULES_LOOP",
+    "TAIL_LOOP",
+    "IdReusePolicy",
+    "WorkflowDefinition",
+    "WorkflowEngine",
+    "WorkflowFn",
+    "WorkflowHandle",
+]
 
 _log = logging.getLogger("contexten.workflows")
 
@@ -89,6 +100,14 @@ F = TypeVar("F", bound=WorkflowFn)
 _RECOVERY_CHUNK = 512
 _VERSION_GONE = "version_not_registered"
 _START_TRIES = 20
+
+TAIL_LOOP: Final = "workflows:tail"
+"""The supervised loop that starts, feeds and wakes instances from the log."""
+HEARTBEAT_LOOP: Final = "workflows:heartbeat"
+"""The supervised loop that renews the engine's registration and adopts orphans."""
+SCHEDULES_LOOP: Final = "workflows:schedules"
+"""The supervised loop that fires durable schedules (only when some are registered)."""
+LOOPS: Final = (TAIL_LOOP, HEARTBEAT_LOOP, SCHEDULES_LOOP)
 
 DEFAULT_STEP_TIMEOUT: float = 300.0
 """Seconds one step attempt may take when neither the step nor the engine says otherwise."""
@@ -115,10 +134,19 @@ class WorkflowEngine:
         batch_size: log entries the tail reads per query.
         owner: this engine's owner id (default: ``host/pid/random``; see
             :mod:`contexten.workflows._ownership`).
-        lease: seconds without a heartbeat after which an engine on another host is taken
-            for dead and its unfinished instances are adopted.
-        adopt_interval: seconds between scans for instances whose engine died (0: only when
-            starting).
+        lease: seconds without a heartbeat after which an engine is taken for dead: its
+            unfinished instances are adopted and its concurrency slots freed (default:
+            ``CONTEXTEN_LEASE_SECONDS``, else 10, as the dispatcher's partition leases).
+        heartbeat: seconds between renewals of the engine's registration, each of which also
+            looks for engines that left (default: ``CONTEXTEN_HEARTBEAT_SECONDS``, else 2).
+            A dead engine's instances are adopted within about ``lease + heartbeat``.
+        adopt_interval: seconds between full scans for instances whose engine died without
+            this engine seeing it leave (0: only when starting and when one leaves).
+        reap_local: take an engine of this host whose process is gone for dead at once,
+            without waiting for its lease (default: ``CONTEXTEN_REAP_LOCAL_WORKERS``, on).
+        supervisor: runs the engine's background loops (its tail, heartbeat and schedules)
+            and restarts one that crashes, with backoff (the App passes its own, so the
+            restarts show in ``app.health()``; default: a supervisor of its own).
     """
 
     def __init__(
@@ -133,8 +161,11 @@ class WorkflowEngine:
         buffer_size: int = 10_000,
         batch_size: int = 500,
         owner: str | None = None,
-        lease: float = 15.0,
+        lease: float | None = None,
+        heartbeat: float | None = None,
         adopt_interval: float = 30.0,
+        reap_local: bool | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or WallClock()
@@ -150,15 +181,29 @@ class WorkflowEngine:
         self.start_from = start_from
         self.batch_size = batch_size
         self.waits = WaitIndex(store, buffer_size)
-        self.ownership = Ownership(store, owner or new_owner_id(), lease)
+        unset = None in (lease, heartbeat, reap_local)
+        env = LeaseSettings.from_env() if unset else LeaseSettings()
+        lease = env.lease if lease is None else lease
+        self.heartbeat: float = env.heartbeat if heartbeat is None else heartbeat
+        if not self.heartbeat > 0 or not lease > 2 * self.heartbeat:
+            raise ConfigurationError(
+                f"the engine's lease ({lease:g} s) must be more than twice its heartbeat "
+                f"({self.heartbeat:g} s), and the heartbeat > 0"
+            )
+        reap = env.reap_local if reap_local is None else reap_local
+        self.ownership = Ownership(store, owner or new_owner_id(), lease, reap_local=reap)
         self.adopt_interval = adopt_interval
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.supervisor = supervisor if supervisor is not None else Supervisor(clock=self.clock)
+        """Runs the tail, heartbeat and schedule loops (:data:`LOOPS`), restarting a crashed
+        one with backoff."""
+        self.tail_position = 0
+        """The log position the tail has processed up to (a crashed tail resumes there)."""
+        self._adoption = AdoptionState()
         self._definitions: dict[str, WorkflowDefinition] = {}  # the newest version by name
         self._versions: dict[str, dict[str, WorkflowDefinition]] = {}
         self._machines: dict[str, StateMachine] = {}
         self._live: dict[str, WorkflowInstance] = {}
         self._sm_live: dict[str, MachineInstance] = {}
-        self._tail_task: asyncio.Task[None] | None = None
         self._running = False
         self._background: set[asyncio.Future[None]] = set()
         self.stats = WorkflowStats()
@@ -351,19 +396,21 @@ class WorkflowEngine:
         except BaseException:
             await self.stop()
             raise
-        self._tail_task = asyncio.create_task(run_tail(self, checkpoint), name="wf-engine-tail")
-        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="wf-engine-heartbeat")
-        self.schedules.start()
+        self.tail_position = checkpoint
+        self._adoption = AdoptionState()
+        self.supervisor.start(TAIL_LOOP, functools.partial(run_tail, self))
+        beat = functools.partial(run_heartbeat, self, self._adoption)
+        self.supervisor.start(HEARTBEAT_LOOP, beat)
+        if self.schedules.schedules:
+            self.supervisor.start(SCHEDULES_LOOP, self.schedules.run)
 
     async def stop(self) -> None:
         """Stop the tail and every live instance (their progress is in the store). Idempotent."""
         self._running = False
-        await self.schedules.stop()
+        for loop in LOOPS:
+            if loop in self.supervisor:
+                await self.supervisor.stop(loop)
         tasks: list[asyncio.Task[Any]] = []
-        for background in (self._tail_task, self._heartbeat_task):
-            if background is not None:
-                tasks.append(background)
-        self._tail_task = self._heartbeat_task = None
         tasks.extend(i.task for i in self._live.values() if i.task is not None)
         tasks.extend(m._worker for m in self._sm_live.values() if m._worker is not None)
         tasks.extend(t for t in self._background if isinstance(t, asyncio.Task))
@@ -374,6 +421,11 @@ class WorkflowEngine:
         self._live.clear()
         self._sm_live.clear()
         await self.ownership.release()
+
+    def loop_statuses(self) -> list[TaskStatus]:
+        """The state, restart count and last crash of each background loop the engine
+        started (for ``app.health()``): all ``running`` while it works."""
+        return [self.supervisor.status(n) for n in LOOPS if n in self.supervisor]
 
     async def _unfinished(self) -> list[WorkflowState]:
         if self.unfinished_index is not None:  # a read model knows which; fold only those
@@ -398,27 +450,6 @@ class WorkflowEngine:
         await prefill(self, min(floor, checkpoint), checkpoint)
         for i in range(0, len(states), _RECOVERY_CHUNK):  # claims group-commit together
             await asyncio.gather(*(self._resume(s) for s in states[i : i + _RECOVERY_CHUNK]))
-
-    async def _heartbeat(self) -> None:
-        interval = max(self.ownership.lease / 3, 0.05)
-        last_adopt = time.monotonic()
-        while self._running:
-            await asyncio.sleep(interval)
-            try:
-                await self.ownership.beat()
-                due = self.adopt_interval and time.monotonic() - last_adopt >= self.adopt_interval
-                if due:
-                    last_adopt = time.monotonic()
-                    orphans = [s for s in await self._unfinished() if s.kind == "function"]
-                    for i in range(0, len(orphans), _RECOVERY_CHUNK):
-                        chunk = orphans[i : i + _RECOVERY_CHUNK]
-                        await asyncio.gather(*(self._resume(s) for s in chunk))
-            except asyncio.CancelledError:
-                raise
-            except StoreClosed:
-                return
-            except StoreError as e:
-                _log.warning("workflow engine heartbeat: store error: %s", e)
 
     async def _claim(self, state: WorkflowState, *, force: bool = False) -> bool:
         """Take ``state``'s instance over unless a live engine owns it; True if ours."""
