@@ -443,6 +443,7 @@ class App:
         version: int | str = 1,
         max_concurrent: int | None = None,
         max_per_key: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
         echoes: bool = False,
         id_reuse: IdReusePolicy | str | None = None,
     ) -> Callable[[W], W]:
@@ -457,6 +458,16 @@ class App:
         version 1 to change it safely: new instances start on the newest, each instance
         finishes on the version it started with. See
         :class:`~contexten.workflows.WorkflowEngine` for the options.
+
+        ``max_concurrent`` caps the instances running at once and ``max_per_key`` those
+        running per ``concurrency_key(input)`` (for an event-triggered workflow the input is
+        the event: ``concurrency_key=lambda e: e.data["repo"]``), over every process on the
+        store; a waiting or sleeping instance holds no slot, and a dead process's slots free
+        up when its lease lapses.
+
+        Raises:
+            ConfigurationError: ``max_per_key`` without ``concurrency_key``, or an option
+                the engine refuses.
         """
         if on is not None and not echoes:
             where = self._no_echoes(where)
@@ -468,6 +479,7 @@ class App:
             version=version,
             max_concurrent=max_concurrent,
             max_per_key=max_per_key,
+            concurrency_key=concurrency_key,
             id_reuse=id_reuse,
         )
 

@@ -100,7 +100,12 @@ class WorkflowInstance:
         self._cancel = False
         self._blocker: asyncio.Future[Any] | None = None
         self._lock = asyncio.Lock()
-        self.slot: Slot = definition.limiter.slot(definition.slot_key(state))
+        self.slot: Slot = definition.limiter.slot(
+            definition.slot_key(state),
+            holder=state.workflow_id,
+            store=engine.store,
+            owner=engine.ownership.owner,
+        )
 
     # -- WorkflowRuntime --------------------------------------------------------------------
 
@@ -169,7 +174,7 @@ class WorkflowInstance:
             raise WorkflowCancelled(f"workflow {self.workflow_id!r} is being cancelled")
         waits = self.engine.waits
         waiter = Waiter(compile_pattern(pattern), match, correlation_id, after, consumed)
-        self.slot.release()
+        await self.slot.release()
         self._blocker = waiter.future
         timer = asyncio.ensure_future(self._fire_at(waiter.future, deadline)) if deadline else None
         try:
@@ -188,7 +193,7 @@ class WorkflowInstance:
         if self._cancel:
             timer.cancel()
             raise WorkflowCancelled(f"workflow {self.workflow_id!r} is being cancelled")
-        self.slot.release()
+        await self.slot.release()
         self._blocker = fut
         try:
             await fut
@@ -243,7 +248,7 @@ class WorkflowInstance:
                     _log.warning("workflow %s: store error, retrying: %s", self.workflow_id, e)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                self.slot.release()
+                await self.slot.release()
                 records = await self.engine.store.read_stream(self.stream)
                 self.state = fold(records, self.workflow_id)
                 if self.state.cancel_requested:
@@ -255,8 +260,10 @@ class WorkflowInstance:
                 "workflow %s: engine error; the instance stays as recorded", self.workflow_id
             )
         finally:
-            self.slot.release()
-            self.engine._forget(self)
+            try:
+                await self.slot.release()
+            finally:
+                self.engine._forget(self)
 
     async def _execute(self) -> None:
         state = self.state

@@ -243,11 +243,12 @@ class WorkflowEngine:
                 ``on``/``where``/``key`` are the trigger), and each instance runs on the
                 version it started with for as long as that version is registered; an
                 instance whose version is gone is ``blocked`` until it is migrated.
-            max_concurrent: at most this many instances running at once (parked ones do not
-                count).
-            max_per_key: at most this many running per ``concurrency_key(input)`` (default
-                key: the instance id).
-            concurrency_key: the per-key limit's key, from the workflow's input.
+            max_concurrent: at most this many instances running at once, over every engine
+                on the store (parked ones do not count; see
+                :mod:`contexten.workflows._limits`).
+            max_per_key: at most this many running per ``concurrency_key(input)``.
+            concurrency_key: the per-key limit's key, from the workflow's input (required
+                with ``max_per_key``; an instance whose key is None is not limited per key).
             id_reuse: when a start whose id exists starts a new run (see
                 :class:`IdReusePolicy`; default: after the previous run closed for trigger
                 events, never for explicit starts).
@@ -288,7 +289,8 @@ class WorkflowEngine:
 
         Raises:
             ConfigurationError: no name, an empty version, an unknown ``id_reuse``, a state
-                machine of that name, or this version of the name already registered.
+                machine of that name, this version of the name already registered, or
+                ``max_per_key`` without ``concurrency_key``.
         """
         wf_name = name or getattr(fn, "__name__", None)
         if not wf_name:
@@ -303,6 +305,11 @@ class WorkflowEngine:
             raise ConfigurationError(
                 f"workflow {wf_name!r}: id_reuse must be one of {choices}, not {id_reuse!r}"
             ) from None
+        if max_per_key is not None and concurrency_key is None:
+            raise ConfigurationError(
+                f"workflow {wf_name!r}: max_per_key needs concurrency_key=, the function of "
+                "the input that names the key (one instance id never runs twice at once)"
+            )
         versions = self._versions.setdefault(wf_name, {})
         if wf_name in self._machines or ver in versions:
             raise ConfigurationError(
@@ -315,7 +322,7 @@ class WorkflowEngine:
             on=compile_pattern(on) if on else None,
             where=where,
             key=key,
-            limiter=Limiter(max_concurrent, max_per_key),
+            limiter=Limiter(max_concurrent, max_per_key, wf_name),
             concurrency_key=concurrency_key,
             id_reuse=policy,
         )
