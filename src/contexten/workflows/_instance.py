@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ from contexten.workflows.context import WorkflowContext
 from contexten.workflows.history import (
     CANCEL_REQUESTED,
     FORKED,
+    STEP_COMPLETED,
+    STEP_FAILED,
     TRIGGER_ABSORBED,
     WorkflowState,
     WorkflowStatus,
@@ -56,6 +59,7 @@ __all__ = ["Reload", "WorkflowInstance", "lifecycle_event"]
 _log = logging.getLogger("contexten.workflows")
 
 _ABSORBABLE = frozenset({CANCEL_REQUESTED, TRIGGER_ABSORBED, FORKED})
+_STEP_ENDS = frozenset({STEP_COMPLETED, STEP_FAILED})
 
 
 class Reload(BaseException):
@@ -100,6 +104,7 @@ class WorkflowInstance:
         self._cancel = False
         self._blocker: asyncio.Future[Any] | None = None
         self._lock = asyncio.Lock()
+        self._step_started: float | None = None  # when the running live step began
         self.slot: Slot = definition.limiter.slot(
             definition.slot_key(state),
             holder=state.workflow_id,
@@ -129,8 +134,15 @@ class WorkflowInstance:
 
     def set_current(self, what: str | None) -> None:
         self.current = what
+        if what is not None and what.startswith("step:"):
+            self._step_started = time.monotonic()
 
     async def append(self, events: list[Event], extra: Sequence[Append] = ()) -> list[AppendResult]:
+        if self._step_started is not None and events and events[-1].type in _STEP_ENDS:
+            self.engine.stats.record_step(
+                self.state.name, events[-1].data["name"], time.monotonic() - self._step_started
+            )
+            self._step_started = None
         async with self._lock:
             while True:
                 appends = [Append(self.stream, events, self.state.stream_version), *extra]
@@ -203,7 +215,12 @@ class WorkflowInstance:
             await self.slot.acquire()
 
     async def _fire_at(self, fut: asyncio.Future[Any], when: datetime) -> None:
-        await self.engine.clock.sleep_until(when)
+        stats = self.engine.stats
+        stats.timers_pending += 1
+        try:
+            await self.engine.clock.sleep_until(when)
+        finally:
+            stats.timers_pending -= 1
         if not fut.done():
             fut.set_result(None)
 

@@ -70,7 +70,7 @@ async def run_tail(engine: WorkflowEngine) -> None:
                 await engine.store.wait_for_new(position, timeout=1.0)
                 continue
             forced = await _process(engine, batch)
-            position = engine.tail_position = batch[-1].position
+            position = engine.tail_position = engine.stats.tail_position = batch[-1].position
             if forced or time.monotonic() - last_save > _CHECKPOINT_EVERY:
                 await engine.store.save_checkpoint(engine.checkpoint, position)
                 saved, last_save = position, time.monotonic()

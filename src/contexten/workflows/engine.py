@@ -403,7 +403,7 @@ class WorkflowEngine:
         except BaseException:
             await self.stop()
             raise
-        self.tail_position = checkpoint
+        self.tail_position = self.stats.tail_position = checkpoint
         self._adoption = AdoptionState()
         self.supervisor.start(TAIL_LOOP, functools.partial(run_tail, self))
         beat = functools.partial(run_heartbeat, self, self._adoption)
@@ -414,6 +414,7 @@ class WorkflowEngine:
     async def stop(self) -> None:
         """Stop the tail and every live instance (their progress is in the store). Idempotent."""
         self._running = False
+        self.stats.tail_position = None
         for loop in LOOPS:
             if loop in self.supervisor:
                 await self.supervisor.stop(loop)
@@ -658,6 +659,7 @@ class WorkflowEngine:
                 if if_exists == "raise":
                     raise WorkflowAlreadyStarted(wid) from None
                 return WorkflowHandle(self, wid)
+            self.stats.started[name] += 1
             if expected is not StreamState.NO_STREAM:
                 self.stats.restarted[name] += 1
                 _log.info("workflow %s: run %s started", wid, data["run"])
@@ -697,6 +699,7 @@ class WorkflowEngine:
 
     def launch_started(self, definition: WorkflowDefinition, rec: RecordedEvent) -> None:
         """Run an instance whose ``started`` event ``rec`` was just committed (if running)."""
+        self.stats.started[definition.name] += 1
         if self._running:
             wid = workflow_id_of(rec.stream) or ""
             self._launch(definition, fold([rec], wid))
