@@ -143,3 +143,31 @@ async def test_app_workflow_honours_max_per_key() -> None:
 
         await until(all_done)
     assert peaks == {"r0": 1, "r1": 1}
+
+
+async def test_a_slot_the_store_would_not_take_back_is_given_back_before_the_next() -> None:
+    from contexten.exceptions import StoreUnavailable
+    from contexten.store.memory import MemoryEventStore
+    from contexten.workflows._limits import Limiter
+
+    class ReleaseFails(MemoryEventStore):
+        failures = 0
+
+        async def release_slot(self, group: str, holder: str) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise StoreUnavailable("the store is down")
+            await super().release_slot(group, holder)
+
+    async with ReleaseFails() as store:
+        await store.heartbeat("me", ttl=30)
+        limiter = Limiter(max_concurrent=1, name="w")
+        first = limiter.slot(None, holder="a", store=store, owner="me")
+        second = limiter.slot(None, holder="b", store=store, owner="me")
+        await first.acquire()
+        store.failures = 3
+        await first.release()  # gives up after its tries: the store still counts the slot
+        assert not await store.acquire_slot("wf:w", "probe", "me", limit=1)
+        await asyncio.wait_for(second.acquire(), HANG_GUARD)  # gives the leaked one back first
+        assert second.held
+        assert not await store.acquire_slot("wf:w", "probe", "me", limit=1)

@@ -34,17 +34,20 @@ _POLL_FIRST: Final = 0.05
 _POLL_MAX: Final = 1.0
 """Seconds between asks while the store has no free slot, doubling from the first to the
 last (a slot given back in this process wakes the asker at once)."""
-_RELEASE_RETRY_MAX: Final = 5.0
+_RELEASE_TRIES: Final = 3
 
 
 class _Gate:
     """One group's slots as this process sees them: a local admission semaphore, the turn to
     ask the store, and a signal that a slot of this process was given back."""
 
-    def __init__(self, group: str, limit: int, key: str | None) -> None:
+    def __init__(
+        self, group: str, limit: int, key: str | None, leaked: set[tuple[str, str]]
+    ) -> None:
         self.group = group
         self.limit = limit
         self.key = key
+        self._leaked = leaked
         self.users = 0
         self._local = asyncio.Semaphore(limit)
         self._turn = asyncio.Lock()
@@ -55,10 +58,12 @@ class _Gate:
         await self._local.acquire()
         try:
             async with self._turn:
+                await _retry_leaked(store, self._leaked)
                 delay = _POLL_FIRST
                 while True:
                     self._freed.clear()
                     if await store.acquire_slot(self.group, holder, owner, limit=self.limit):
+                        self._leaked.discard((self.group, holder))
                         return
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
@@ -69,24 +74,49 @@ class _Gate:
             raise
 
     async def give(self, store: EventStore, holder: str) -> None:
-        """Give ``holder``'s slot back: in the store (retried while the store errs: a slot
-        left behind would count against the limit for as long as this process lives), then
-        locally."""
+        """Give ``holder``'s slot back: in the store, then locally.
+
+        A store that keeps failing does not hold the instance up for long (a few tries,
+        then it moves on): the slot is remembered and given back before this limiter's
+        next acquire; meanwhile it counts against the limit, until then or until this
+        worker stops or its lease lapses.
+        """
         try:
             delay = 0.1
-            while True:
+            for attempt in range(1, _RELEASE_TRIES + 1):
                 try:
                     await store.release_slot(self.group, holder)
                     return
                 except StoreClosed:
                     return  # shutting down: the worker's removal (or lease) frees it
                 except StoreError as e:
-                    _log.warning("could not give back a slot of %s (%s); retrying", self.group, e)
+                    if attempt == _RELEASE_TRIES:
+                        self._leaked.add((self.group, holder))
+                        _log.error(
+                            "could not give back a slot of %s (%s); retrying before the next "
+                            "acquire",
+                            self.group,
+                            e,
+                        )
+                        return
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, _RELEASE_RETRY_MAX)
+                    delay *= 2
         finally:
             self._local.release()
             self._freed.set()
+
+
+async def _retry_leaked(store: EventStore, leaked: set[tuple[str, str]]) -> None:
+    """Give back the slots an earlier release could not (while the store keeps failing,
+    they stay remembered)."""
+    for group, holder in list(leaked):
+        if (group, holder) not in leaked:  # its holder took a slot again meanwhile
+            continue
+        try:
+            await store.release_slot(group, holder)
+        except StoreError:
+            return
+        leaked.discard((group, holder))
 
 
 @dataclass(eq=False)
@@ -99,6 +129,7 @@ class Limiter:
     name: str = ""
     _global: _Gate | None = None
     _keys: dict[str, _Gate] = field(default_factory=dict)
+    _leaked: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for value in (self.max_concurrent, self.max_per_key):
@@ -121,11 +152,13 @@ class Limiter:
         if key is not None and self.max_per_key is not None:
             gate = self._keys.get(key)
             if gate is None:
-                gate = self._keys[key] = _Gate(f"wf:{self.name}:key:{key}", self.max_per_key, key)
+                gate = self._keys[key] = _Gate(
+                    f"wf:{self.name}:key:{key}", self.max_per_key, key, self._leaked
+                )
             gates.append(gate)
         if self.max_concurrent is not None:
             if self._global is None:
-                self._global = _Gate(f"wf:{self.name}", self.max_concurrent, None)
+                self._global = _Gate(f"wf:{self.name}", self.max_concurrent, None, self._leaked)
             gates.append(self._global)
         return gates
 
