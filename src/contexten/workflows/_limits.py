@@ -10,9 +10,10 @@ stopped cleanly), and a restarted or adopting engine takes them again as it resu
 instances. A waiting or sleeping instance gives its slots up while it is parked.
 
 Inside one process, a semaphore per group admits at most the limit to the store, in arrival
-order, and one of them at a time asks the store; when the store says no, it asks again as
-soon as a slot of this process is given back, or after a short poll (a slot given back by
-another process), so waiting costs at most a few queries a second per group and process.
+order. While nobody of this process waits for the group, each asks the store at once; once
+one was refused, they queue and one at a time asks: again as soon as a slot of this process
+is given back, or after a short poll (a slot given back by another process), so waiting
+costs at most a few queries a second per group and process.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ class _Gate:
         """Wait until the store gives ``holder`` a slot of the group."""
         await self._local.acquire()
         try:
+            if (  # nobody waits: just ask
+                not self._turn.locked()
+                and not self._leaked
+                and await store.acquire_slot(self.group, holder, owner, limit=self.limit)
+            ):
+                return
             async with self._turn:
                 await _retry_leaked(store, self._leaked)
                 delay = _POLL_FIRST
