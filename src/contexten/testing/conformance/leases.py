@@ -216,21 +216,25 @@ class LeaseConformance:
         assert await store.acquire_slot("wf:a", "i3", "w1", limit=2)
         assert not await store.acquire_slot("wf:a", "i4", "w1", limit=2)
 
-    async def test_a_dead_owners_slots_are_free(self, store: EventStore) -> None:
-        await store.heartbeat("short", ttl=0.05)
+    async def test_a_removed_owners_slots_are_free(self, store: EventStore) -> None:
         await store.heartbeat("removed", ttl=_TTL)
         await store.heartbeat("live", ttl=_TTL)
-        assert await store.acquire_slot("wf:a", "i1", "short", limit=2)
-        assert await store.acquire_slot("wf:a", "i2", "removed", limit=2)
-        assert not await store.acquire_slot("wf:a", "i3", "live", limit=2)
+        assert await store.acquire_slot("wf:a", "i1", "removed", limit=1)
+        assert not await store.acquire_slot("wf:a", "i2", "live", limit=1)
         await store.remove_worker("removed")
-        assert await store.acquire_slot("wf:a", "i3", "live", limit=2)
-        assert not await store.acquire_slot("wf:a", "i4", "live", limit=2)
-        await asyncio.sleep(0.15)  # "short" misses its heartbeat: its registration lapses
-        assert await store.acquire_slot("wf:a", "i4", "live", limit=2)
-        assert not await store.acquire_slot("wf:a", "i5", "live", limit=2)
+        assert await store.acquire_slot("wf:a", "i2", "live", limit=1)
         # an adopted holder keeps its slot under its new owner
-        assert await store.acquire_slot("wf:a", "i4", "live", limit=1)
+        assert await store.acquire_slot("wf:a", "i2", "live", limit=1)
+
+    async def test_an_expired_owners_slots_are_free(self, store: EventStore) -> None:
+        await store.heartbeat("dying", ttl=_TTL)
+        await store.heartbeat("live", ttl=_TTL)
+        assert await store.acquire_slot("wf:a", "i1", "dying", limit=1)
+        assert not await store.acquire_slot("wf:a", "i2", "live", limit=1)
+        await store.heartbeat("dying", ttl=0.05)  # its last heartbeat
+        await asyncio.sleep(0.15)  # its registration lapses
+        assert await store.acquire_slot("wf:a", "i2", "live", limit=1)
+        assert not await store.acquire_slot("wf:a", "i1", "dying", limit=1)
 
     async def test_concurrent_slot_acquirers_never_exceed_the_limit(
         self, store: EventStore
