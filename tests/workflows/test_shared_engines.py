@@ -68,12 +68,12 @@ class Workers:
         create_ledger(self.ledger)
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def spawn(self, share: str = "all") -> asyncio.subprocess.Process:
+    async def spawn(self, share: str = "all", *, reap: bool = False) -> asyncio.subprocess.Process:
         env = dict(
             os.environ,
             CONTEXTEN_LEASE_SECONDS=str(LEASE),
             CONTEXTEN_HEARTBEAT_SECONDS=str(HEARTBEAT),
-            CONTEXTEN_REAP_LOCAL_WORKERS="0",
+            CONTEXTEN_REAP_LOCAL_WORKERS="1" if reap else "0",
         )
         log = os.open(self.tmp_path / f"worker-{len(self.procs)}.log", os.O_WRONLY | os.O_CREAT)
         try:
@@ -193,10 +193,13 @@ async def test_a_killed_owners_slot_is_released_after_its_lease(
     assert first_after - killed_at >= LEASE / 2
 
 
-async def test_a_killed_workers_waiting_instance_is_adopted_after_its_lease(
-    workers: Workers, store: EventStore
+@pytest.mark.parametrize("reap", [False, True], ids=["by-lease", "same-host"])
+async def test_a_killed_workers_waiting_instance_is_adopted(
+    workers: Workers, store: EventStore, reap: bool
 ) -> None:
-    procs = [await workers.spawn(), await workers.spawn()]
+    """By its lease lapsing (a dead machine); or, on the same host with reaping on (the
+    default), as soon as the survivor's next heartbeat finds the process gone."""
+    procs = [await workers.spawn(reap=reap), await workers.spawn(reap=reap)]
     await store.append("waits", [Event(type="wait.start", source="test", subject="w1")])
     rows = await workers.until_row("SELECT pid FROM steps WHERE what = 'before'")
     async with asyncio.timeout(HANG_GUARD):
@@ -219,7 +222,10 @@ async def test_a_killed_workers_waiting_instance_is_adopted_after_its_lease(
             await asyncio.sleep(0.05)
     adopted_after = claims[0].recorded_at.timestamp() - killed_at
     print(f"adopted {adopted_after:.2f} s after the kill (lease {LEASE}, heartbeat {HEARTBEAT})")
-    assert adopted_after >= LEASE / 2  # by the lease lapsing (local reaping is off)
+    if reap:
+        assert adopted_after < LEASE / 2  # before the lease could lapse
+    else:
+        assert adopted_after >= LEASE / 2  # by the lease lapsing
     assert f"/{survivor.pid}/" in str(claims[0].event.data["owner"])
     await store.append(
         "waits", [Event(type="wait.go", source="test", correlation_id="w1", data={"ok": 1})]

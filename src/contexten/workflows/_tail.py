@@ -90,6 +90,7 @@ async def _process(engine: WorkflowEngine, batch: list[RecordedEvent]) -> bool:
     for rec in batch:
         if rec.stream.startswith("$"):
             engine.waits.advance(rec.position)
+            engine.owners.see(rec)
             if rec.event.type in (CANCEL_REQUESTED, REDRIVEN, MIGRATED):
                 _on_control(engine, rec)
             continue

@@ -49,7 +49,7 @@ from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskStatus
 from contexten.store.base import Append, EventStore, RecordedEvent, StreamState
 from contexten.workflows import admin
-from contexten.workflows._adoption import AdoptionState, run_heartbeat
+from contexten.workflows._adoption import AdoptionState, Owners, run_heartbeat
 from contexten.workflows._instance import WorkflowInstance, lifecycle_event
 from contexten.workflows._limits import Limiter
 from contexten.workflows._machine import MachineInstance
@@ -138,10 +138,11 @@ class WorkflowEngine:
             unfinished instances are adopted and its concurrency slots freed (default:
             ``CONTEXTEN_LEASE_SECONDS``, else 10, as the dispatcher's partition leases).
         heartbeat: seconds between renewals of the engine's registration, each of which also
-            looks for engines that left (default: ``CONTEXTEN_HEARTBEAT_SECONDS``, else 2).
-            A dead engine's instances are adopted within about ``lease + heartbeat``.
-        adopt_interval: seconds between full scans for instances whose engine died without
-            this engine seeing it leave (0: only when starting and when one leaves).
+            adopts the instances whose owner left the registry (default:
+            ``CONTEXTEN_HEARTBEAT_SECONDS``, else 2). A dead engine's instances are adopted
+            within about ``lease + heartbeat`` (see :mod:`contexten.workflows._adoption`).
+        adopt_interval: seconds between full scans of the unfinished instances, a safety net
+            beside the heartbeat's adoption (0: none after the start).
         reap_local: take an engine of this host whose process is gone for dead at once,
             without waiting for its lease (default: ``CONTEXTEN_REAP_LOCAL_WORKERS``, on).
         supervisor: runs the engine's background loops (its tail, heartbeat and schedules)
@@ -199,6 +200,8 @@ class WorkflowEngine:
         self.tail_position = 0
         """The log position the tail has processed up to (a crashed tail resumes there)."""
         self._adoption = AdoptionState()
+        self.owners = Owners()
+        """Who owns each unfinished function instance (what the heartbeat adopts from)."""
         self._definitions: dict[str, WorkflowDefinition] = {}  # the newest version by name
         self._versions: dict[str, dict[str, WorkflowDefinition]] = {}
         self._machines: dict[str, StateMachine] = {}
@@ -398,6 +401,7 @@ class WorkflowEngine:
         checkpoint = await self.store.get_checkpoint(self.checkpoint)
         if checkpoint is None:
             checkpoint = 0 if self.start_from == "beginning" else await self.store.head()
+        self.owners = Owners()
         try:
             await self._recover(checkpoint)
         except BaseException:
@@ -454,6 +458,8 @@ class WorkflowEngine:
 
     async def _recover(self, checkpoint: int) -> None:
         states = await self._unfinished()
+        for state in states:
+            self.owners.know(state)
         floor = min((s.after for s in states if s.kind == "function"), default=checkpoint)
         await prefill(self, min(floor, checkpoint), checkpoint)
         for i in range(0, len(states), _RECOVERY_CHUNK):  # claims group-commit together
