@@ -1,4 +1,4 @@
-"""B11: workflow engines sharing one store — adoption after kill -9, and what limits cost.
+"""B12: workflow engines sharing one store — adoption after kill -9, and what limits cost.
 
 1. Adoption: two worker processes (an App each, default lease 10 s and heartbeat 2 s, local
    reaping off so the lease is what frees the dead one, as for a dead machine) run a
@@ -10,7 +10,7 @@
    taken and given back per instance) set to 50 and to the number of workflows (a limit that
    never binds: the pure cost of the store round trips).
 
-    .venv/bin/python bench/b11_workflow_sharing.py [--rounds 3] [--workflows 500] [--no-postgres]
+    .venv/bin/python bench/b12_workflow_sharing.py [--rounds 3] [--workflows 500] [--no-postgres]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         stores = [("sqlite", f"sqlite:///{Path(tmp) / 'adopt.db'}?busy_timeout=60")]
-        schema = f"ctx_bench_b11_{uuid.uuid4().hex[:8]}"
+        schema = f"ctx_bench_b12_{uuid.uuid4().hex[:8]}"
         if not args.no_postgres:
             stores.append(("postgres", f"{POSTGRES}?schema={schema}"))
         print("| store | adoption after kill -9, median / max (s) | rounds |")
