@@ -189,7 +189,7 @@ class App:
             batch_size=batch_size,
             checkpoint_interval=checkpoint_interval,
         )
-        self.workflows = WorkflowEngine(self._store, clock=self.clock)
+        self.workflows = WorkflowEngine(self._store, clock=self.clock, supervisor=self.supervisor)
         """The durable workflow engine; it runs while the app dispatches, if anything is
         registered with :meth:`workflow` or :meth:`add`."""
         self.projections = Projections(
@@ -496,6 +496,7 @@ class App:
         version: int | str = 1,
         max_concurrent: int | None = None,
         max_per_key: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
         echoes: bool = False,
         id_reuse: IdReusePolicy | str | None = None,
     ) -> Callable[[W], W]:
@@ -510,6 +511,16 @@ class App:
         version 1 to change it safely: new instances start on the newest, each instance
         finishes on the version it started with. See
         :class:`~contexten.workflows.WorkflowEngine` for the options.
+
+        ``max_concurrent`` caps the instances running at once and ``max_per_key`` those
+        running per ``concurrency_key(input)`` (for an event-triggered workflow the input is
+        the event: ``concurrency_key=lambda e: e.data["repo"]``), over every process on the
+        store; a waiting or sleeping instance holds no slot, and a dead process's slots free
+        up when its lease lapses.
+
+        Raises:
+            ConfigurationError: ``max_per_key`` without ``concurrency_key``, or an option
+                the engine refuses.
         """
         if on is not None and not echoes:
             where = self._no_echoes(where)
@@ -521,6 +532,7 @@ class App:
             version=version,
             max_concurrent=max_concurrent,
             max_per_key=max_per_key,
+            concurrency_key=concurrency_key,
             id_reuse=id_reuse,
         )
 
@@ -851,6 +863,7 @@ class App:
             projections=self._projection_health,
             supervisor=self.supervisor,
             running=self._running,
+            workflow_loops=self.workflows.loop_statuses() if self._workflows_started else (),
             agents=self._runtime.health() if self._runtime is not None else None,
             relays=self._relay_health if self._relays else None,
         )

@@ -206,6 +206,7 @@ async def test_open_creates_the_schema(schemas: Schemas, admin: asyncpg.Connecti
         "log_head",
         "partitions",
         "schema_version",
+        "slots",
         "streams",
         "workers",
     ]

@@ -24,7 +24,7 @@ async def main(url: str, ledger_path: str, seconds: float) -> None:
     ledger = sqlite3.connect(ledger_path, isolation_level=None, timeout=30)
     store = create_store(url)
     await store.open()
-    engine = WorkflowEngine(store, lease=1.0, adopt_interval=1.0)
+    engine = WorkflowEngine(store, lease=1.0, heartbeat=0.3, adopt_interval=1.0)
 
     def effect() -> str:
         wid = current_step().workflow_id

@@ -101,3 +101,73 @@ def test_limits_must_be_positive() -> None:
     engine = WorkflowEngine(MemoryEventStore())
     with pytest.raises(ValueError, match="at least 1"):
         engine.register(lambda wf, _: asyncio.sleep(0), name="bad", max_concurrent=0)
+
+
+def test_a_per_key_limit_needs_its_key_function() -> None:
+    from contexten import App
+    from contexten.exceptions import ConfigurationError
+
+    app = App("memory://")
+    with pytest.raises(ConfigurationError, match="max_per_key needs concurrency_key"):
+        app.workflow("bad", on="x.y", max_per_key=1)(lambda wf, e: asyncio.sleep(0))
+
+
+async def test_app_workflow_honours_max_per_key() -> None:
+    from contexten import App, Workflow
+    from contexten.clock import WallClock
+
+    app = App("memory://", clock=WallClock())
+    running: dict[str, int] = {}
+    peaks: dict[str, int] = {}
+
+    async def work(repo: str) -> None:
+        running[repo] = running.get(repo, 0) + 1
+        peaks[repo] = max(peaks.get(repo, 0), running[repo])
+        try:
+            await asyncio.sleep(0.02)
+        finally:
+            running[repo] -= 1
+
+    @app.workflow(
+        "review", on="github.push", max_per_key=1, concurrency_key=lambda e: e.data["repo"]
+    )
+    async def review(wf: Workflow, event: Event) -> None:
+        await wf.step(work, event.data["repo"])
+
+    async with app:
+        for i in range(8):
+            await app.publish(Event(type="github.push", source="t", data={"repo": f"r{i % 2}"}))
+
+        async def all_done() -> bool:
+            return len(await app.workflows.list_workflows("completed")) == 8
+
+        await until(all_done)
+    assert peaks == {"r0": 1, "r1": 1}
+
+
+async def test_a_slot_the_store_would_not_take_back_is_given_back_before_the_next() -> None:
+    from contexten.exceptions import StoreUnavailable
+    from contexten.store.memory import MemoryEventStore
+    from contexten.workflows._limits import Limiter
+
+    class ReleaseFails(MemoryEventStore):
+        failures = 0
+
+        async def release_slot(self, group: str, holder: str) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise StoreUnavailable("the store is down")
+            await super().release_slot(group, holder)
+
+    async with ReleaseFails() as store:
+        await store.heartbeat("me", ttl=30)
+        limiter = Limiter(max_concurrent=1, name="w")
+        first = limiter.slot(None, holder="a", store=store, owner="me")
+        second = limiter.slot(None, holder="b", store=store, owner="me")
+        await first.acquire()
+        store.failures = 3
+        await first.release()  # gives up after its tries: the store still counts the slot
+        assert not await store.acquire_slot("wf:w", "probe", "me", limit=1)
+        await asyncio.wait_for(second.acquire(), HANG_GUARD)  # gives the leaked one back first
+        assert second.held
+        assert not await store.acquire_slot("wf:w", "probe", "me", limit=1)

@@ -16,11 +16,12 @@ from contexten.bus.timing import DurationSnapshot
 from contexten.bus.workers import WorkersReport, workers_report
 from contexten.observability.logging import get_logger
 from contexten.observability.redaction import redact_text, redact_url
-from contexten.resilience.supervisor import Supervisor
+from contexten.resilience.supervisor import Supervisor, TaskState, TaskStatus
 from contexten.store.base import EventStore
 
 __all__ = [
     "HealthReport",
+    "LoopHealth",
     "ProjectionHealth",
     "StoreHealth",
     "SubscriptionHealth",
@@ -93,6 +94,23 @@ class ProjectionHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopHealth:
+    """A supervised background loop (the workflow engine's tail, heartbeat, schedules):
+    ``running``, or ``backing_off`` after a crash (``last_error`` says why) before its
+    restart."""
+
+    name: str
+    state: str
+    restarts: int
+    last_error: str | None = None
+
+    @classmethod
+    def from_status(cls, status: TaskStatus) -> LoopHealth:
+        """From the supervisor's view of the task."""
+        return cls(status.name, status.state.value, status.restarts, status.last_error)
+
+
+@dataclass(frozen=True, slots=True)
 class HealthReport:
     """Every part's health at one moment.
 
@@ -118,6 +136,10 @@ class HealthReport:
         relays: each relay's state (connection, counters, lag: the log entries not yet
             relayed over all its partitions), JSON-ready, by relay name. Informational: a
             broker being down does not make the app unready (events are still stored).
+        workflow_loops: the workflow engine's background loops (empty when it does not
+            run here); one that is not running (crashed, waiting for its restart) makes the
+            app unready, as a stopped subscription does: until it runs again no event starts
+            a workflow, resumes a wait or moves a state machine.
     """
 
     running: bool
@@ -131,14 +153,17 @@ class HealthReport:
     workers: WorkersReport | None = None
     worker_id: str | None = None
     relays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    workflow_loops: tuple[LoopHealth, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """Ready to work: running, store reachable, every subscription running."""
+        """Ready to work: running, store reachable, every subscription and every workflow
+        engine loop running."""
         return (
             self.running
             and self.store.reachable
             and all(s.state == ConsumerState.RUNNING.value for s in self.subscriptions)
+            and all(loop.state == TaskState.RUNNING.value for loop in self.workflow_loops)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +200,15 @@ class HealthReport:
             "dead_letters": self.dead_letters,
             "blocked_workflows": self.blocked_workflows,
             "supervisor_restarts": dict(self.supervisor_restarts),
+            "workflow_loops": [
+                {
+                    "name": loop.name,
+                    "state": loop.state,
+                    "restarts": loop.restarts,
+                    "last_error": None if loop.last_error is None else redact_text(loop.last_error),
+                }
+                for loop in self.workflow_loops
+            ],
             "agents": {name: dict(agent) for name, agent in self.agents.items()},
             "projections": [
                 {
@@ -217,6 +251,7 @@ async def check_health(
     projections: Callable[[], Awaitable[Sequence[ProjectionHealth]]] | None = None,
     blocked_workflows: Callable[[], Awaitable[int]] | None = None,
     relays: Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]] | None = None,
+    workflow_loops: Sequence[TaskStatus] = (),
 ) -> HealthReport:
     """Ask each part how it is; never raises for an unreachable store (it reports it).
 
@@ -263,4 +298,5 @@ async def check_health(
         workers=live,
         worker_id=dispatcher.worker_id,
         relays=relayed,
+        workflow_loops=tuple(LoopHealth.from_status(t) for t in workflow_loops),
     )

@@ -78,7 +78,7 @@ def _build(
     close_store: bool,
 ) -> Starlette:
     metrics = metrics if metrics is not None else Metrics()
-    instrument_app(metrics, app.health, app.workflows.stats)
+    instrument_app(metrics, app.health, app.workflows.stats, app.read.workflow_counts)
 
     async def close() -> None:
         await app.store.close()  # idempotent: a no-op when the App closed its own store

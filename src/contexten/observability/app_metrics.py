@@ -31,6 +31,11 @@ metric                                            type     labels
 ``contexten_supervisor_restarts_total``           counter  ``task``: background restarts
 ``contexten_projection_lag``                      gauge    ``projection``: events not yet folded
 ``contexten_projection_position``                 gauge    ``projection``: last position folded
+``contexten_workflow_instances``                  gauge    ``status``: instances now (read model)
+``contexten_workflow_tail_lag``                   gauge    log entries the engine's tail has to do
+``contexten_workflow_timers_pending``             gauge    sleeps and wait deadlines held here
+``contexten_workflows_started_total``             counter  ``workflow``: instances and new runs
+``contexten_workflow_step_duration_seconds``      histo.   ``workflow``, ``step``: live steps
 ``contexten_workflows_ended_total``               counter  ``workflow``, ``status``
 ``contexten_workflows_failed_total``              counter  ``workflow``, ``cause`` (error type)
 ``contexten_workflows_blocked_total``             counter  ``workflow``: instances blocked
@@ -50,7 +55,8 @@ metric                                            type     labels
 
 The delivery counters and the handler-duration histogram count since the dispatcher started,
 the workflow counters since the engine started (Prometheus reads a drop to zero as a counter
-reset).
+reset). The instances by status are every worker's (the ``workflows`` read model); the tail
+lag, timers, counters and step durations are this process's engine's.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from contexten.bus.timing import DurationHistogram
 from contexten.observability.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -76,6 +83,26 @@ __all__ = ["AppCollector", "WorkflowCounts", "instrument_app"]
 
 class WorkflowCounts(Protocol):
     """What the workflow engine counts (``App.workflows.stats``), as the collector reads it."""
+
+    @property
+    def started(self) -> Mapping[str, int]:
+        """Instances and new runs started, by workflow."""
+        ...
+
+    @property
+    def step_durations(self) -> Mapping[tuple[str, str], DurationHistogram]:
+        """How long live steps took, by (workflow, step)."""
+        ...
+
+    @property
+    def timers_pending(self) -> int:
+        """Sleeps and wait deadlines the engine's instances wait on now."""
+        ...
+
+    @property
+    def tail_position(self) -> int | None:
+        """Where the engine's tail is in the log (None: the engine does not run)."""
+        ...
 
     @property
     def ended(self) -> Mapping[tuple[str, str], int]:
@@ -126,6 +153,10 @@ class WorkflowCounts(Protocol):
 HealthSource = Callable[[], Awaitable["HealthReport"]]
 """Where the collector gets its report from: ``App.health``."""
 
+StatusCounts = Callable[[], Awaitable[Mapping[str, int]]]
+"""Where the collector gets the workflow instances by status from: the ``workflows`` read
+model (``App.read.workflow_counts``)."""
+
 
 def _per_subscription(
     family: GaugeMetricFamily | CounterMetricFamily,
@@ -149,17 +180,29 @@ class AppCollector(Collector):
     Args:
         health: an async callable returning the report (``app.health``).
         workflows: the workflow engine's counters (``app.workflows.stats``), if any.
+        statuses: the workflow instances by status (``app.read.workflow_counts``), if any;
+            read only while the app runs and its store answers.
     """
 
-    def __init__(self, health: HealthSource, workflows: WorkflowCounts | None = None) -> None:
+    def __init__(
+        self,
+        health: HealthSource,
+        workflows: WorkflowCounts | None = None,
+        statuses: StatusCounts | None = None,
+    ) -> None:
         self._health = health
         self._workflows = workflows
+        self._statuses = statuses
         self._report: HealthReport | None = None
+        self._counts: Mapping[str, int] | None = None
 
     async def refresh(self) -> None:
         """Fetch a fresh report (``App.health()`` reports an unreachable store; it does not
-        raise for one)."""
+        raise for one), then the instances by status (a failure there is logged by the
+        scrape and the previous counts stay)."""
         self._report = await self._health()
+        if self._statuses is not None and self._report.running and self._report.store.reachable:
+            self._counts = dict(await self._statuses())
 
     def collect(self) -> Iterator[Metric]:
         """The metric families of the last report (nothing before the first refresh)."""
@@ -298,12 +341,57 @@ class AppCollector(Collector):
         for task, count in sorted(report.supervisor_restarts.items()):
             restarts.add_metric([task], count)
         yield restarts
+        if self._counts is not None:
+            instances = GaugeMetricFamily(
+                "contexten_workflow_instances",
+                "Workflow instances in each status now, on every worker (the workflows read "
+                "model).",
+                labels=["status"],
+            )
+            for status, count in sorted(self._counts.items()):
+                instances.add_metric([status], count)
+            yield instances
         if self._workflows is not None:
+            yield from _engine_gauges(self._workflows, report)
             yield from _workflow_families(self._workflows)
 
 
+def _engine_gauges(counts: WorkflowCounts, report: HealthReport) -> Iterator[Metric]:
+    """The engine's live gauges: its tail's lag behind the log's head, its pending timers."""
+    if counts.tail_position is not None and report.store.head is not None:
+        yield GaugeMetricFamily(
+            "contexten_workflow_tail_lag",
+            "Log entries the workflow engine's tail has still to process (triggers, waits, "
+            "state machines wait on it).",
+            max(report.store.head - counts.tail_position, 0),
+        )
+    yield GaugeMetricFamily(
+        "contexten_workflow_timers_pending",
+        "Sleeps and wait deadlines this process's workflow instances are waiting on now.",
+        counts.timers_pending,
+    )
+
+
 def _workflow_families(counts: WorkflowCounts) -> Iterator[Metric]:
-    """The workflow engine's counters as metric families."""
+    """The workflow engine's counters and step durations as metric families."""
+    started = CounterMetricFamily(
+        "contexten_workflows_started",
+        "Workflow instances (and new runs of a closed id) started by this process.",
+        labels=["workflow"],
+    )
+    for name, count in sorted(counts.started.items()):
+        started.add_metric([name], count)
+    yield started
+    steps = HistogramMetricFamily(
+        "contexten_workflow_step_duration_seconds",
+        "How long live workflow steps took, attempts and retry waits included, until their "
+        "result was recorded (replayed steps are not counted).",
+        labels=["workflow", "step"],
+    )
+    for (name, step), histogram in sorted(counts.step_durations.items()):
+        snapshot = histogram.snapshot()
+        steps.add_metric([name, step], snapshot.cumulative(), sum_value=snapshot.total)
+    yield steps
     ended = CounterMetricFamily(
         "contexten_workflows_ended",
         "Workflow instances that ended (completed, failed, compensated, cancelled).",
@@ -464,15 +552,19 @@ def _agent_families(report: HealthReport) -> Iterator[Metric]:
 
 
 def instrument_app(
-    metrics: Metrics, health: HealthSource, workflows: WorkflowCounts | None = None
+    metrics: Metrics,
+    health: HealthSource,
+    workflows: WorkflowCounts | None = None,
+    statuses: StatusCounts | None = None,
 ) -> AppCollector:
     """Register an :class:`AppCollector` over ``health`` (and the workflow engine's
-    ``workflows`` counters) on ``metrics`` and its scrape hook.
+    ``workflows`` counters, and the instances by status from ``statuses``) on ``metrics``
+    and its scrape hook.
 
     Returns:
         The collector (already registered).
     """
-    collector = AppCollector(health, workflows)
+    collector = AppCollector(health, workflows, statuses)
     metrics.registry.register(collector)
     metrics.on_scrape(collector.refresh)
     return collector

@@ -120,7 +120,19 @@ _V3_CACHE: Final[Migration] = (
     "CREATE INDEX cache_expires_at ON {s}.cache (expires_at)",
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_V1, _V2_LEASES, _V3_CACHE)
+_V4_SLOTS: Final[Migration] = (
+    # Concurrency slots (see contexten.workflows._limits): a slot counts while its owner is a
+    # live worker in the workers table; acquirers of a group serialise on an advisory lock.
+    """CREATE TABLE {s}.slots (
+        grp    TEXT COLLATE "C" NOT NULL,
+        holder TEXT COLLATE "C" NOT NULL,
+        owner  TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (grp, holder)
+    )""",
+    "CREATE INDEX slots_owner ON {s}.slots (owner)",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_V1, _V2_LEASES, _V3_CACHE, _V4_SLOTS)
 """``MIGRATIONS[n - 1]`` brings a schema to version ``n``; the current version is the length.
 Append new steps; never edit a released one."""
 

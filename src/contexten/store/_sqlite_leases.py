@@ -15,12 +15,14 @@ from contexten.events.codec import decode_json, encode_json
 from contexten.store.base import PartitionLease, WorkerInfo
 
 __all__ = [
+    "acquire_slot",
     "claim",
     "ensure",
     "heartbeat",
     "list_partitions",
     "list_workers",
     "release",
+    "release_slot",
     "remove_worker",
 ]
 
@@ -64,6 +66,7 @@ def heartbeat(
 def remove_worker(worker_id: str, conn: sqlite3.Connection, now: float) -> None:
     """Delete the worker and free its partitions."""
     conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+    conn.execute("DELETE FROM slots WHERE owner = ?", (worker_id,))
     conn.execute(
         "UPDATE partitions SET owner = NULL, expires_at = NULL WHERE owner = ?", (worker_id,)
     )
@@ -159,3 +162,30 @@ def list_partitions(
             (group,),
         ).fetchall()
     return [_lease(row, now) for row in rows]
+
+
+def acquire_slot(
+    group: str, holder: str, owner: str, limit: int, conn: sqlite3.Connection, now: float
+) -> bool:
+    """Take a slot of ``group`` unless ``limit`` live ones are held (the write lock makes the
+    count and the insert one step); slots of owners no longer registered are dropped first."""
+    conn.execute(
+        "DELETE FROM slots WHERE grp = ? AND owner NOT IN "
+        "(SELECT worker_id FROM workers WHERE expires_at > ?)",
+        (group, now),
+    )
+    moved = conn.execute(
+        "UPDATE slots SET owner = ? WHERE grp = ? AND holder = ?", (owner, group, holder)
+    )
+    if moved.rowcount:
+        return True
+    taken = conn.execute("SELECT count(*) FROM slots WHERE grp = ?", (group,)).fetchone()[0]
+    if taken >= limit:
+        return False
+    conn.execute("INSERT INTO slots (grp, holder, owner) VALUES (?, ?, ?)", (group, holder, owner))
+    return True
+
+
+def release_slot(group: str, holder: str, conn: sqlite3.Connection, now: float) -> None:
+    """Delete ``holder``'s slot of ``group``."""
+    conn.execute("DELETE FROM slots WHERE grp = ? AND holder = ?", (group, holder))

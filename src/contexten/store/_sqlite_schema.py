@@ -108,7 +108,21 @@ def _add_cache(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX cache_expires_at ON cache (expires_at)")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_leases, _add_cache)
+def _add_slots(conn: sqlite3.Connection) -> None:
+    # Concurrency slots (see contexten.workflows._limits): a slot counts while its owner is a
+    # live worker in the workers table.
+    conn.execute(
+        """CREATE TABLE slots (
+            grp    TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            owner  TEXT NOT NULL,
+            PRIMARY KEY (grp, holder)
+        )"""
+    )
+    conn.execute("CREATE INDEX slots_owner ON slots (owner)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_leases, _add_cache, _add_slots)
 """``MIGRATIONS[n - 1]`` brings a file to schema version ``n``; the current version is the
 length. Append new steps; never edit a released one."""
 

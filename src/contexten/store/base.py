@@ -489,3 +489,21 @@ class EventStore(ABC):
     @abstractmethod
     async def partitions(self, group: str | None = None) -> list[PartitionLease]:
         """Every partition (of ``group``, or of all groups), by group and number."""
+
+    # -- concurrency slots -----------------------------------------------------------------
+
+    @abstractmethod
+    async def acquire_slot(self, group: str, holder: str, owner: str, *, limit: int) -> bool:
+        """Take one of the ``limit`` slots of ``group`` for ``holder``, held by worker
+        ``owner``; True if taken (or ``holder`` holds one already: it now names ``owner``).
+
+        A slot counts only while its owner is a live worker of the registry
+        (:meth:`heartbeat`): the slots of a worker whose registration lapsed or was removed
+        are free again, so a dead process never keeps one. Concurrent acquirers, in any
+        number of processes, never hold more than ``limit`` slots of a group together (each
+        acquirer states its own ``limit``; the count is shared).
+        """
+
+    @abstractmethod
+    async def release_slot(self, group: str, holder: str) -> None:
+        """Give ``holder``'s slot of ``group`` back (nothing if it holds none)."""

@@ -62,6 +62,7 @@ class MemoryEventStore(EventStore):
         self._checkpoints: dict[str, int] = {}
         self._workers: dict[str, _Worker] = {}
         self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._slots: dict[str, dict[str, str]] = {}  # group -> holder -> owner
         self._notifier = HeadNotifier()
         self._closed = False
 
@@ -258,6 +259,9 @@ class MemoryEventStore(EventStore):
     async def remove_worker(self, worker_id: str) -> None:
         self._check_open()
         self._workers.pop(worker_id, None)
+        for holders in self._slots.values():
+            for holder in [h for h, owner in holders.items() if owner == worker_id]:
+                del holders[holder]
         for part in self._partitions.values():
             if part.owner == worker_id:
                 part.owner, part.expires = None, None
@@ -321,6 +325,29 @@ class MemoryEventStore(EventStore):
             for (g, number), part in sorted(self._partitions.items())
             if group is None or g == group
         ]
+
+    async def acquire_slot(self, group: str, holder: str, owner: str, *, limit: int) -> bool:
+        self._check_open()
+        now = time.time()
+        holders = self._slots.setdefault(group, {})
+        for dead in [h for h, o in holders.items() if not self._live(o, now)]:
+            del holders[dead]
+        if holder not in holders and len(holders) >= limit:
+            return False
+        holders[holder] = owner
+        return True
+
+    async def release_slot(self, group: str, holder: str) -> None:
+        self._check_open()
+        holders = self._slots.get(group)
+        if holders is not None:
+            holders.pop(holder, None)
+            if not holders:
+                del self._slots[group]
+
+    def _live(self, worker_id: str, now: float) -> bool:
+        worker = self._workers.get(worker_id)
+        return worker is not None and worker.expires > now
 
 
 def _utc(seconds: float) -> datetime:

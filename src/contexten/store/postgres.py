@@ -134,6 +134,7 @@ class PostgresEventStore(EventStore):
         self._where = self.settings.where
         self._sql = Statements.for_schema(self.schema)
         self._cache_table = f"{quote_ident(self.schema)}.cache"
+        self._slots_table = f"{quote_ident(self.schema)}.slots"
         self._pool: asyncpg.Pool | None = None
         self._writer: PostgresWriter | None = None
         self._notifier = HeadNotifier()
@@ -412,6 +413,59 @@ class PostgresEventStore(EventStore):
         except _DRIVER_ERRORS as e:
             raise translate_error(e, self._where, doing) from e
 
+    # -- concurrency slots ---------------------------------------------------------------------
+
+    async def acquire_slot(self, group: str, holder: str, owner: str, *, limit: int) -> bool:
+        """Take a slot of ``group`` unless ``limit`` live ones are held (see the port).
+
+        Acquirers of one group take a transaction-scoped advisory lock on it first, so the
+        count and the insert are one step across every process; times are the server's.
+        """
+        for what, text in (("group", group), ("holder", holder), ("owner", owner)):
+            _check_text(what, text)
+        table, workers = self._slots_table, f"{quote_ident(self.schema)}.workers"
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    f"contexten.slots:{self.schema}:{group}",
+                )
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE grp = $1 AND owner NOT IN (SELECT worker_id "
+                    f"FROM {workers} WHERE expires_at > clock_timestamp())",
+                    group,
+                )
+                moved = await conn.fetchval(
+                    f"UPDATE {table} SET owner = $3 WHERE grp = $1 AND holder = $2 RETURNING 1",
+                    group,
+                    holder,
+                    owner,
+                )
+                if moved is not None:
+                    return True
+                taken = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE grp = $1", group)
+                if taken >= limit:
+                    return False
+                await conn.execute(
+                    f"INSERT INTO {table} (grp, holder, owner) VALUES ($1, $2, $3)",
+                    group,
+                    holder,
+                    owner,
+                )
+                return True
+        except _DRIVER_ERRORS as e:
+            raise translate_error(e, self._where, "acquiring a concurrency slot") from e
+
+    async def release_slot(self, group: str, holder: str) -> None:
+        """Give ``holder``'s slot of ``group`` back (see the port)."""
+        if not (_storable(group) and _storable(holder)):
+            return
+        await self._lease_write(
+            "releasing a concurrency slot",
+            (f"DELETE FROM {self._slots_table} WHERE grp = $1 AND holder = $2", (group, holder)),
+        )
+
     # -- the cache table (contexten.cache.store.CacheTable) ------------------------------------
 
     async def cache_get(self, keys: Sequence[str]) -> dict[str, tuple[bytes, float | None]]:
@@ -489,7 +543,11 @@ class PostgresEventStore(EventStore):
     async def remove_worker(self, worker_id: str) -> None:
         """Forget a worker and free its partitions (see the port)."""
         _check_text("worker id", worker_id)
-        await self._lease_write("removing a worker", (self._sql.remove_worker, (worker_id,)))
+        await self._lease_write(
+            "removing a worker",
+            (self._sql.remove_worker, (worker_id,)),
+            (f"DELETE FROM {self._slots_table} WHERE owner = $1", (worker_id,)),
+        )
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers (see the port)."""

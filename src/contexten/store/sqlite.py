@@ -493,6 +493,16 @@ class SqliteEventStore(EventStore):
         """Every partition of ``group`` or of all groups (see the port)."""
         return await self._read(lambda conn: leases.list_partitions(group, conn, time.time()))
 
+    # -- concurrency slots ---------------------------------------------------------------------
+
+    async def acquire_slot(self, group: str, holder: str, owner: str, *, limit: int) -> bool:
+        """Take a slot of ``group`` unless ``limit`` live ones are held (see the port)."""
+        return await self._work(functools.partial(leases.acquire_slot, group, holder, owner, limit))
+
+    async def release_slot(self, group: str, holder: str) -> None:
+        """Give ``holder``'s slot of ``group`` back (see the port)."""
+        await self._work(functools.partial(leases.release_slot, group, holder))
+
     # -- the cache table (contexten.cache.store.CacheTable) ------------------------------------
 
     async def cache_get(self, keys: Sequence[str]) -> dict[str, tuple[bytes, float | None]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ from contexten.workflows.context import WorkflowContext
 from contexten.workflows.history import (
     CANCEL_REQUESTED,
     FORKED,
+    STEP_COMPLETED,
+    STEP_FAILED,
     TRIGGER_ABSORBED,
     WorkflowState,
     WorkflowStatus,
@@ -57,6 +60,7 @@ __all__ = ["Reload", "WorkflowInstance", "lifecycle_event"]
 _log = logging.getLogger("contexten.workflows")
 
 _ABSORBABLE = frozenset({CANCEL_REQUESTED, TRIGGER_ABSORBED, FORKED})
+_STEP_ENDS = frozenset({STEP_COMPLETED, STEP_FAILED})
 
 
 class Reload(BaseException):
@@ -101,7 +105,13 @@ class WorkflowInstance:
         self._cancel = False
         self._blocker: asyncio.Future[Any] | None = None
         self._lock = asyncio.Lock()
-        self.slot: Slot = definition.limiter.slot(definition.slot_key(state))
+        self._step_started: float | None = None  # when the running live step began
+        self.slot: Slot = definition.limiter.slot(
+            definition.slot_key(state),
+            holder=state.workflow_id,
+            store=engine.store,
+            owner=engine.ownership.owner,
+        )
 
     # -- WorkflowRuntime --------------------------------------------------------------------
 
@@ -125,8 +135,15 @@ class WorkflowInstance:
 
     def set_current(self, what: str | None) -> None:
         self.current = what
+        if what is not None and what.startswith("step:"):
+            self._step_started = time.monotonic()
 
     async def append(self, events: list[Event], extra: Sequence[Append] = ()) -> list[AppendResult]:
+        if self._step_started is not None and events and events[-1].type in _STEP_ENDS:
+            self.engine.stats.record_step(
+                self.state.name, events[-1].data["name"], time.monotonic() - self._step_started
+            )
+            self._step_started = None
         async with self._lock:
             while True:
                 appends = [Append(self.stream, events, self.state.stream_version), *extra]
@@ -170,7 +187,7 @@ class WorkflowInstance:
             raise WorkflowCancelled(f"workflow {self.workflow_id!r} is being cancelled")
         waits = self.engine.waits
         waiter = Waiter(compile_pattern(pattern), match, correlation_id, after, consumed)
-        self.slot.release()
+        await self.slot.release()
         self._blocker = waiter.future
         timer = asyncio.ensure_future(self._fire_at(waiter.future, deadline)) if deadline else None
         try:
@@ -189,7 +206,7 @@ class WorkflowInstance:
         if self._cancel:
             timer.cancel()
             raise WorkflowCancelled(f"workflow {self.workflow_id!r} is being cancelled")
-        self.slot.release()
+        await self.slot.release()
         self._blocker = fut
         try:
             await fut
@@ -199,7 +216,12 @@ class WorkflowInstance:
             await self.slot.acquire()
 
     async def _fire_at(self, fut: asyncio.Future[Any], when: datetime) -> None:
-        await self.engine.clock.sleep_until(when)
+        stats = self.engine.stats
+        stats.timers_pending += 1
+        try:
+            await self.engine.clock.sleep_until(when)
+        finally:
+            stats.timers_pending -= 1
         if not fut.done():
             fut.set_result(None)
 
@@ -244,7 +266,7 @@ class WorkflowInstance:
                     _log.warning("workflow %s: store error, retrying: %s", self.workflow_id, e)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                self.slot.release()
+                await self.slot.release()
                 records = await self.engine.store.read_stream(self.stream)
                 self.state = fold(records, self.workflow_id)
                 if self.state.cancel_requested:
@@ -256,8 +278,10 @@ class WorkflowInstance:
                 "workflow %s: engine error; the instance stays as recorded", self.workflow_id
             )
         finally:
-            self.slot.release()
-            self.engine._forget(self)
+            try:
+                await self.slot.release()
+            finally:
+                self.engine._forget(self)
 
     async def _execute(self) -> None:
         state = self.state

@@ -9,11 +9,12 @@ names the stream version it read, so of two engines adopting the same orphan onl
 
 An engine is a worker of the store's worker registry (the one the dispatcher's partition
 leases use, see :mod:`contexten.bus.partitions`): it registers under its owner id and renews
-its registration every ``lease / 3`` seconds, with times from the store's clock, never the
+its registration every ``heartbeat`` seconds, with times from the store's clock, never the
 engines' own. An owner is gone when: it is this process's and no longer running here; or it
-ran on this host under a process id that no longer exists (a ``kill -9`` is noticed at once);
-or its registration lapsed (no heartbeat for ``lease`` seconds by the store's clock: another
-host that died), so its instances are adopted within a lease and an adoption round.
+ran on this host under a process id that no longer exists (a ``kill -9`` is noticed at once,
+unless ``reap_local`` is off); or its registration lapsed (no heartbeat for ``lease`` seconds
+by the store's clock: another host that died), so its instances are adopted within a lease
+and a heartbeat (see :mod:`contexten.workflows._adoption`).
 
 Engines of earlier versions beat a ``$wf-owner:{id}`` checkpoint of wall-clock seconds
 instead; such an owner counts as alive while that beat is fresh, so a rolling upgrade does
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from contexten.bus.partitions import local_worker_gone, new_worker_id, of_this_process
 from contexten.store.base import EventStore
@@ -42,10 +44,13 @@ def new_owner_id() -> str:
 class Ownership:
     """An engine's owner id, its heartbeat, and the test of whether another owner is gone."""
 
-    def __init__(self, store: EventStore, owner: str, lease: float) -> None:
+    def __init__(
+        self, store: EventStore, owner: str, lease: float, *, reap_local: bool = True
+    ) -> None:
         self.store = store
         self.owner = owner
         self.lease = lease
+        self.reap_local = reap_local
         self._cache: dict[str, tuple[float, bool]] = {}
 
     @staticmethod
@@ -68,6 +73,11 @@ class Ownership:
             # lapses instead of at once.
             _log.warning("could not release owner %s (%s); its lease will lapse", self.owner, e)
 
+    def forget(self, owners: Iterable[str]) -> None:
+        """Drop what was cached about ``owners`` (they just left the registry)."""
+        for owner in owners:
+            self._cache.pop(owner, None)
+
     async def gone(self, owner: str | None) -> bool:
         """Whether ``owner``'s instances may be taken over."""
         if owner is None:
@@ -85,7 +95,7 @@ class Ownership:
     async def _gone(self, owner: str) -> bool:
         if of_this_process(owner):
             return owner not in _LIVE
-        if local_worker_gone(owner):
+        if self.reap_local and local_worker_gone(owner):
             return True
         if any(w.worker_id == owner for w in await self.store.workers()):
             return False

@@ -51,9 +51,15 @@ async def prefill(engine: WorkflowEngine, start: int, end: int) -> None:
     engine.waits.advance(end)
 
 
-async def run_tail(engine: WorkflowEngine, position: int) -> None:
+async def run_tail(engine: WorkflowEngine) -> None:
+    """Process the log from :attr:`WorkflowEngine.tail_position` until the engine stops.
+
+    A store error is logged and retried here; anything else ends this run with the error,
+    and the engine's supervisor starts the tail again (with backoff) from the last batch it
+    finished, which re-processing leaves unchanged.
+    """
+    position = saved = engine.tail_position
     last_save = time.monotonic()
-    saved = position
     while engine.running:
         try:
             batch = await engine.store.read_all(after=position, limit=engine.batch_size)
@@ -64,7 +70,7 @@ async def run_tail(engine: WorkflowEngine, position: int) -> None:
                 await engine.store.wait_for_new(position, timeout=1.0)
                 continue
             forced = await _process(engine, batch)
-            position = batch[-1].position
+            position = engine.tail_position = engine.stats.tail_position = batch[-1].position
             if forced or time.monotonic() - last_save > _CHECKPOINT_EVERY:
                 await engine.store.save_checkpoint(engine.checkpoint, position)
                 saved, last_save = position, time.monotonic()
@@ -84,6 +90,7 @@ async def _process(engine: WorkflowEngine, batch: list[RecordedEvent]) -> bool:
     for rec in batch:
         if rec.stream.startswith("$"):
             engine.waits.advance(rec.position)
+            engine.owners.see(rec)
             if rec.event.type in (CANCEL_REQUESTED, REDRIVEN, MIGRATED):
                 _on_control(engine, rec)
             continue

@@ -99,7 +99,10 @@ class WaitIndex:
             self.tail = position
 
     def observe(self, rec: RecordedEvent) -> None:
-        """Buffer an ordinary event and resolve every parked wait it matches."""
+        """Buffer an ordinary event and resolve every parked wait it matches (once: an
+        event at or before the tail, seen already, is ignored)."""
+        if rec.position <= self.tail:
+            return
         self._buffer(rec)
         self.tail = rec.position
         if self.waiting:

@@ -24,23 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 import msgspec
 
+from contexten.bus.partitions import LeaseSettings
 from contexten.clock import Clock, WallClock
 from contexten.events.envelope import Event
 from contexten.events.patterns import compile_pattern
 from contexten.exceptions import (
     ConfigurationError,
     MigrationRefused,
-    StoreClosed,
-    StoreError,
     WorkflowAlreadyStarted,
     WorkflowError,
     WorkflowNotFound,
@@ -48,8 +47,10 @@ from contexten.exceptions import (
     WrongExpectedVersion,
 )
 from contexten.resilience.retry import RetryPolicy
+from contexten.resilience.supervisor import Supervisor, TaskStatus
 from contexten.store.base import Append, EventStore, RecordedEvent, StreamState
 from contexten.workflows import admin
+from contexten.workflows._adoption import AdoptionState, Owners, run_heartbeat
 from contexten.workflows._instance import WorkflowInstance, lifecycle_event
 from contexten.workflows._limits import Limiter
 from contexten.workflows._machine import MachineInstance
@@ -81,7 +82,17 @@ from contexten.workflows.state_machine import StateMachine
 from contexten.workflows.stats import WorkflowStats
 from contexten.workflows.steps import to_json_value
 
-__all__ = ["IdReusePolicy", "WorkflowDefinition", "WorkflowEngine", "WorkflowFn", "WorkflowHandle"]
+__all__ = [
+    "HEARTBEAT_LOOP",
+    "LOOPS",
+    "SCHEDULES_LOOP",
+    "TAIL_LOOP",
+    "IdReusePolicy",
+    "WorkflowDefinition",
+    "WorkflowEngine",
+    "WorkflowFn",
+    "WorkflowHandle",
+]
 
 _log = logging.getLogger("contexten.workflows")
 
@@ -116,6 +127,14 @@ def _stale_reason(state: WorkflowState, trigger: RecordedEvent) -> str:
     return _STALE
 
 
+TAIL_LOOP: Final = "workflows:tail"
+"""The supervised loop that starts, feeds and wakes instances from the log."""
+HEARTBEAT_LOOP: Final = "workflows:heartbeat"
+"""The supervised loop that renews the engine's registration and adopts orphans."""
+SCHEDULES_LOOP: Final = "workflows:schedules"
+"""The supervised loop that fires durable schedules (only when some are registered)."""
+LOOPS: Final = (TAIL_LOOP, HEARTBEAT_LOOP, SCHEDULES_LOOP)
+
 DEFAULT_STEP_TIMEOUT: float = 300.0
 """Seconds one step attempt may take when neither the step nor the engine says otherwise."""
 
@@ -141,10 +160,20 @@ class WorkflowEngine:
         batch_size: log entries the tail reads per query.
         owner: this engine's owner id (default: ``host/pid/random``; see
             :mod:`contexten.workflows._ownership`).
-        lease: seconds without a heartbeat after which an engine on another host is taken
-            for dead and its unfinished instances are adopted.
-        adopt_interval: seconds between scans for instances whose engine died (0: only when
-            starting).
+        lease: seconds without a heartbeat after which an engine is taken for dead: its
+            unfinished instances are adopted and its concurrency slots freed (default:
+            ``CONTEXTEN_LEASE_SECONDS``, else 10, as the dispatcher's partition leases).
+        heartbeat: seconds between renewals of the engine's registration, each of which also
+            adopts the instances whose owner left the registry (default:
+            ``CONTEXTEN_HEARTBEAT_SECONDS``, else 2). A dead engine's instances are adopted
+            within about ``lease + heartbeat`` (see :mod:`contexten.workflows._adoption`).
+        adopt_interval: seconds between full scans of the unfinished instances, a safety net
+            beside the heartbeat's adoption (0: none after the start).
+        reap_local: take an engine of this host whose process is gone for dead at once,
+            without waiting for its lease (default: ``CONTEXTEN_REAP_LOCAL_WORKERS``, on).
+        supervisor: runs the engine's background loops (its tail, heartbeat and schedules)
+            and restarts one that crashes, with backoff (the App passes its own, so the
+            restarts show in ``app.health()``; default: a supervisor of its own).
     """
 
     def __init__(
@@ -159,8 +188,11 @@ class WorkflowEngine:
         buffer_size: int = 10_000,
         batch_size: int = 500,
         owner: str | None = None,
-        lease: float = 15.0,
+        lease: float | None = None,
+        heartbeat: float | None = None,
         adopt_interval: float = 30.0,
+        reap_local: bool | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or WallClock()
@@ -176,15 +208,31 @@ class WorkflowEngine:
         self.start_from = start_from
         self.batch_size = batch_size
         self.waits = WaitIndex(store, buffer_size)
-        self.ownership = Ownership(store, owner or new_owner_id(), lease)
+        unset = None in (lease, heartbeat, reap_local)
+        env = LeaseSettings.from_env() if unset else LeaseSettings()
+        lease = env.lease if lease is None else lease
+        self.heartbeat: float = env.heartbeat if heartbeat is None else heartbeat
+        if not self.heartbeat > 0 or not lease > 2 * self.heartbeat:
+            raise ConfigurationError(
+                f"the engine's lease ({lease:g} s) must be more than twice its heartbeat "
+                f"({self.heartbeat:g} s), and the heartbeat > 0"
+            )
+        reap = env.reap_local if reap_local is None else reap_local
+        self.ownership = Ownership(store, owner or new_owner_id(), lease, reap_local=reap)
         self.adopt_interval = adopt_interval
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.supervisor = supervisor if supervisor is not None else Supervisor(clock=self.clock)
+        """Runs the tail, heartbeat and schedule loops (:data:`LOOPS`), restarting a crashed
+        one with backoff."""
+        self.tail_position = 0
+        """The log position the tail has processed up to (a crashed tail resumes there)."""
+        self._adoption = AdoptionState()
+        self.owners = Owners()
+        """Who owns each unfinished function instance (what the heartbeat adopts from)."""
         self._definitions: dict[str, WorkflowDefinition] = {}  # the newest version by name
         self._versions: dict[str, dict[str, WorkflowDefinition]] = {}
         self._machines: dict[str, StateMachine] = {}
         self._live: dict[str, WorkflowInstance] = {}
         self._sm_live: dict[str, MachineInstance] = {}
-        self._tail_task: asyncio.Task[None] | None = None
         self._running = False
         self._background: set[asyncio.Future[None]] = set()
         self.stats = WorkflowStats()
@@ -224,11 +272,12 @@ class WorkflowEngine:
                 ``on``/``where``/``key`` are the trigger), and each instance runs on the
                 version it started with for as long as that version is registered; an
                 instance whose version is gone is ``blocked`` until it is migrated.
-            max_concurrent: at most this many instances running at once (parked ones do not
-                count).
-            max_per_key: at most this many running per ``concurrency_key(input)`` (default
-                key: the instance id).
-            concurrency_key: the per-key limit's key, from the workflow's input.
+            max_concurrent: at most this many instances running at once, over every engine
+                on the store (parked ones do not count; see
+                :mod:`contexten.workflows._limits`).
+            max_per_key: at most this many running per ``concurrency_key(input)``.
+            concurrency_key: the per-key limit's key, from the workflow's input (required
+                with ``max_per_key``; an instance whose key is None is not limited per key).
             id_reuse: when a start whose id exists starts a new run (see
                 :class:`IdReusePolicy`; default: after the previous run closed for trigger
                 events, never for explicit starts).
@@ -269,7 +318,8 @@ class WorkflowEngine:
 
         Raises:
             ConfigurationError: no name, an empty version, an unknown ``id_reuse``, a state
-                machine of that name, or this version of the name already registered.
+                machine of that name, this version of the name already registered, or
+                ``max_per_key`` without ``concurrency_key``.
         """
         wf_name = name or getattr(fn, "__name__", None)
         if not wf_name:
@@ -284,6 +334,11 @@ class WorkflowEngine:
             raise ConfigurationError(
                 f"workflow {wf_name!r}: id_reuse must be one of {choices}, not {id_reuse!r}"
             ) from None
+        if max_per_key is not None and concurrency_key is None:
+            raise ConfigurationError(
+                f"workflow {wf_name!r}: max_per_key needs concurrency_key=, the function of "
+                "the input that names the key (one instance id never runs twice at once)"
+            )
         versions = self._versions.setdefault(wf_name, {})
         if wf_name in self._machines or ver in versions:
             raise ConfigurationError(
@@ -296,7 +351,7 @@ class WorkflowEngine:
             on=compile_pattern(on) if on else None,
             where=where,
             key=key,
-            limiter=Limiter(max_concurrent, max_per_key),
+            limiter=Limiter(max_concurrent, max_per_key, wf_name),
             concurrency_key=concurrency_key,
             id_reuse=policy,
         )
@@ -372,24 +427,28 @@ class WorkflowEngine:
         checkpoint = await self.store.get_checkpoint(self.checkpoint)
         if checkpoint is None:
             checkpoint = 0 if self.start_from == "beginning" else await self.store.head()
+        self.owners = Owners()
         try:
             await self._recover(checkpoint)
         except BaseException:
             await self.stop()
             raise
-        self._tail_task = asyncio.create_task(run_tail(self, checkpoint), name="wf-engine-tail")
-        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="wf-engine-heartbeat")
-        self.schedules.start()
+        self.tail_position = self.stats.tail_position = checkpoint
+        self._adoption = AdoptionState()
+        self.supervisor.start(TAIL_LOOP, functools.partial(run_tail, self))
+        beat = functools.partial(run_heartbeat, self, self._adoption)
+        self.supervisor.start(HEARTBEAT_LOOP, beat)
+        if self.schedules.schedules:
+            self.supervisor.start(SCHEDULES_LOOP, self.schedules.run)
 
     async def stop(self) -> None:
         """Stop the tail and every live instance (their progress is in the store). Idempotent."""
         self._running = False
-        await self.schedules.stop()
+        self.stats.tail_position = None
+        for loop in LOOPS:
+            if loop in self.supervisor:
+                await self.supervisor.stop(loop)
         tasks: list[asyncio.Task[Any]] = []
-        for background in (self._tail_task, self._heartbeat_task):
-            if background is not None:
-                tasks.append(background)
-        self._tail_task = self._heartbeat_task = None
         tasks.extend(i.task for i in self._live.values() if i.task is not None)
         tasks.extend(m._worker for m in self._sm_live.values() if m._worker is not None)
         tasks.extend(t for t in self._background if isinstance(t, asyncio.Task))
@@ -400,6 +459,11 @@ class WorkflowEngine:
         self._live.clear()
         self._sm_live.clear()
         await self.ownership.release()
+
+    def loop_statuses(self) -> list[TaskStatus]:
+        """The state, restart count and last crash of each background loop the engine
+        started (for ``app.health()``): all ``running`` while it works."""
+        return [self.supervisor.status(n) for n in LOOPS if n in self.supervisor]
 
     async def _unfinished(self) -> list[WorkflowState]:
         if self.unfinished_index is not None:  # a read model knows which; fold only those
@@ -420,31 +484,12 @@ class WorkflowEngine:
 
     async def _recover(self, checkpoint: int) -> None:
         states = await self._unfinished()
+        for state in states:
+            self.owners.know(state)
         floor = min((s.after for s in states if s.kind == "function"), default=checkpoint)
         await prefill(self, min(floor, checkpoint), checkpoint)
         for i in range(0, len(states), _RECOVERY_CHUNK):  # claims group-commit together
             await asyncio.gather(*(self._resume(s) for s in states[i : i + _RECOVERY_CHUNK]))
-
-    async def _heartbeat(self) -> None:
-        interval = max(self.ownership.lease / 3, 0.05)
-        last_adopt = time.monotonic()
-        while self._running:
-            await asyncio.sleep(interval)
-            try:
-                await self.ownership.beat()
-                due = self.adopt_interval and time.monotonic() - last_adopt >= self.adopt_interval
-                if due:
-                    last_adopt = time.monotonic()
-                    orphans = [s for s in await self._unfinished() if s.kind == "function"]
-                    for i in range(0, len(orphans), _RECOVERY_CHUNK):
-                        chunk = orphans[i : i + _RECOVERY_CHUNK]
-                        await asyncio.gather(*(self._resume(s) for s in chunk))
-            except asyncio.CancelledError:
-                raise
-            except StoreClosed:
-                return
-            except StoreError as e:
-                _log.warning("workflow engine heartbeat: store error: %s", e)
 
     async def _claim(self, state: WorkflowState, *, force: bool = False) -> bool:
         """Take ``state``'s instance over unless a live engine owns it; True if ours."""
@@ -649,6 +694,7 @@ class WorkflowEngine:
                 if if_exists == "raise":
                     raise WorkflowAlreadyStarted(wid) from None
                 return WorkflowHandle(self, wid)
+            self.stats.started[name] += 1
             if expected is not StreamState.NO_STREAM:
                 self.stats.restarted[name] += 1
                 _log.info("workflow %s: run %s started", wid, data["run"])
@@ -688,6 +734,7 @@ class WorkflowEngine:
 
     def launch_started(self, definition: WorkflowDefinition, rec: RecordedEvent) -> None:
         """Run an instance whose ``started`` event ``rec`` was just committed (if running)."""
+        self.stats.started[definition.name] += 1
         if self._running:
             wid = workflow_id_of(rec.stream) or ""
             self._launch(definition, fold([rec], wid))

@@ -257,7 +257,6 @@ class Scheduler:
         self.poll = poll
         self.schedules: dict[str, Schedule] = {}
         self._states: dict[str, ScheduleState] = {}
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> EventStore:
@@ -275,19 +274,9 @@ class Scheduler:
         self.schedules[schedule.name] = schedule
         return schedule
 
-    def start(self) -> None:
-        """Start polling (the engine calls this when it starts)."""
-        if self.schedules and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="wf-schedules")
-
-    async def stop(self) -> None:
-        """Stop polling."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """Fire what is due, sleep until the next tick (or ``poll``), forever; the engine's
+        supervisor runs it (and restarts it if it crashes)."""
         clock = self.engine.clock
         while True:
             wake = clock.now() + timedelta(seconds=self.poll)

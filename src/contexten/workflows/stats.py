@@ -1,11 +1,12 @@
 """Counters of what the workflow engine did since it started, for ``/metrics``.
 
-The engine counts as it goes (no store reads on a scrape): instances that ended, by workflow
-and status; failures by their cause (the error type of the step that failed the instance, so
-a step that hung and timed out shows as ``StepTimeout``); instances found ``blocked``; and
-triggers a running instance absorbed or that started nothing (and why). Like the
-dispatcher's counters they restart from zero with the process, which Prometheus reads as a
-counter reset.
+The engine counts as it goes (no store reads on a scrape): instances started, and those that
+ended, by workflow and status; failures by their cause (the error type of the step that
+failed the instance, so a step that hung and timed out shows as ``StepTimeout``); instances
+found ``blocked``; triggers a running instance absorbed or that started nothing (and why);
+how long steps took. Like the dispatcher's counters they restart from zero with the process,
+which Prometheus reads as a counter reset. Two live gauges sit beside them: the timers this
+engine holds and where its tail is in the log.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from contexten.bus.timing import DurationHistogram
 from contexten.workflows.history import WorkflowState
 
 __all__ = ["WorkflowStats", "failure_cause"]
@@ -40,6 +42,7 @@ class WorkflowStats:
     """What one engine counted since it started (see the module docstring).
 
     Attributes:
+        started: instances (and new runs of an id) started, by workflow.
         ended: instances that ended, by ``(workflow, status)``.
         failed: instances that ended ``failed``, by ``(workflow, cause)``.
         blocked: instances this engine marked ``blocked``, by workflow.
@@ -51,8 +54,15 @@ class WorkflowStats:
         schedule_ticks: runs (or events) schedules started, by schedule.
         schedule_skipped: ticks skipped because the previous run was still open.
         schedule_missed: ticks that did not run (downtime past the catch-up policy).
+        step_durations: how long live step executions took (every attempt and retry wait,
+            until the result was recorded; replayed steps are not counted), by
+            ``(workflow, step)``.
+        timers_pending: sleeps and wait deadlines this engine's instances are waiting on now.
+        tail_position: the log position the engine's tail has processed (None while the
+            engine does not run).
     """
 
+    started: Counter[str] = field(default_factory=Counter)
     ended: Counter[tuple[str, str]] = field(default_factory=Counter)
     failed: Counter[tuple[str, str]] = field(default_factory=Counter)
     blocked: Counter[str] = field(default_factory=Counter)
@@ -62,6 +72,16 @@ class WorkflowStats:
     schedule_ticks: Counter[str] = field(default_factory=Counter)
     schedule_skipped: Counter[str] = field(default_factory=Counter)
     schedule_missed: Counter[str] = field(default_factory=Counter)
+    step_durations: dict[tuple[str, str], DurationHistogram] = field(default_factory=dict)
+    timers_pending: int = 0
+    tail_position: int | None = None
+
+    def record_step(self, workflow: str, step: str, seconds: float) -> None:
+        """Count one live execution of ``workflow``'s step ``step`` that took ``seconds``."""
+        histogram = self.step_durations.get((workflow, step))
+        if histogram is None:
+            histogram = self.step_durations[workflow, step] = DurationHistogram()
+        histogram.observe(seconds)
 
     def record_end(self, state: WorkflowState, status: str, data: Mapping[str, Any]) -> None:
         """Count instance ``state`` ending with ``status`` (and its cause when failed);

@@ -200,3 +200,48 @@ class LeaseConformance:
         assert await store.head() == 4
         positions = [p.position for p in await store.partitions("g")]
         assert positions == [10, 11, 12, 13, 0, 0, 0, 0]
+
+    # -- concurrency slots -------------------------------------------------------------------
+
+    async def test_slots_are_limited_per_group(self, store: EventStore) -> None:
+        await store.heartbeat("w1", ttl=_TTL)
+        await store.heartbeat("w2", ttl=_TTL)
+        assert await store.acquire_slot("wf:a", "i1", "w1", limit=2)
+        assert await store.acquire_slot("wf:a", "i2", "w2", limit=2)
+        assert not await store.acquire_slot("wf:a", "i3", "w1", limit=2)
+        assert await store.acquire_slot("wf:b", "i3", "w1", limit=2)  # another group
+        assert await store.acquire_slot("wf:a", "i1", "w1", limit=2)  # held already
+        await store.release_slot("wf:a", "i2")
+        await store.release_slot("wf:a", "i2")  # releasing twice is harmless
+        assert await store.acquire_slot("wf:a", "i3", "w1", limit=2)
+        assert not await store.acquire_slot("wf:a", "i4", "w1", limit=2)
+
+    async def test_a_removed_owners_slots_are_free(self, store: EventStore) -> None:
+        await store.heartbeat("removed", ttl=_TTL)
+        await store.heartbeat("live", ttl=_TTL)
+        assert await store.acquire_slot("wf:a", "i1", "removed", limit=1)
+        assert not await store.acquire_slot("wf:a", "i2", "live", limit=1)
+        await store.remove_worker("removed")
+        assert await store.acquire_slot("wf:a", "i2", "live", limit=1)
+        # an adopted holder keeps its slot under its new owner
+        assert await store.acquire_slot("wf:a", "i2", "live", limit=1)
+
+    async def test_an_expired_owners_slots_are_free(self, store: EventStore) -> None:
+        await store.heartbeat("dying", ttl=_TTL)
+        await store.heartbeat("live", ttl=_TTL)
+        assert await store.acquire_slot("wf:a", "i1", "dying", limit=1)
+        assert not await store.acquire_slot("wf:a", "i2", "live", limit=1)
+        await store.heartbeat("dying", ttl=0.05)  # its last heartbeat
+        await asyncio.sleep(0.15)  # its registration lapses
+        assert await store.acquire_slot("wf:a", "i2", "live", limit=1)
+        assert not await store.acquire_slot("wf:a", "i1", "dying", limit=1)
+
+    async def test_concurrent_slot_acquirers_never_exceed_the_limit(
+        self, store: EventStore
+    ) -> None:
+        for w in range(4):
+            await store.heartbeat(f"w{w}", ttl=_TTL)
+        results = await asyncio.gather(
+            *(store.acquire_slot("wf:c", f"i{i}", f"w{i % 4}", limit=3) for i in range(20))
+        )
+        assert sum(results) == 3
