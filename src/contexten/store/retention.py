@@ -41,6 +41,8 @@ from contexten.exceptions import ConfigurationError, InvalidPattern
 __all__ = [
     "DEFAULT_DEDUP_WINDOW",
     "PRUNED_KEY",
+    "RETENTION_DUE",
+    "RETENTION_STREAM",
     "SYSTEM_PREFIX",
     "Candidate",
     "Protected",
@@ -60,6 +62,12 @@ PRUNED_KEY: Final = "$pruned"
 DEFAULT_DEDUP_WINDOW: Final = timedelta(days=7)
 """How long dedup keys are kept by default: longer than any platform redelivers (GitHub: 3
 days)."""
+
+RETENTION_DUE: Final = "contexten.retention.due"
+"""The event a retention schedule publishes at each tick (see ``App.retention``)."""
+
+RETENTION_STREAM: Final = "$retention"
+"""Where each scheduled run records what it pruned (``contexten.retention.applied``)."""
 
 SYSTEM_PREFIX: Final = "$"
 """Streams whose names start with this are the system's own and are never pruned."""
@@ -83,6 +91,10 @@ def parse_age(text: str) -> timedelta:
             f"bad age {text!r}: a positive number and a unit (s, m, h, d, w), e.g. 90d"
         )
     return timedelta(seconds=number * units[unit])
+
+
+def _age(value: timedelta | str) -> timedelta:
+    return parse_age(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +158,28 @@ class RetentionPolicy:
         for rule in self.rules:
             if not isinstance(rule, RetentionRule):
                 raise ConfigurationError(f"rules must be RetentionRule, got {rule!r}")
+
+    @classmethod
+    def build(
+        cls,
+        rules: Mapping[str, timedelta | str] | Sequence[RetentionRule | str] = (),
+        *,
+        dedup_window: timedelta | str = DEFAULT_DEDUP_WINDOW,
+    ) -> RetentionPolicy:
+        """A policy from ``{"github.**": timedelta(days=90)}``, ``["github.**=90d"]`` or
+        :class:`RetentionRule` objects; ages may be written ``"90d"``.
+
+        Raises:
+            ConfigurationError: a bad pattern or age.
+        """
+        built: list[RetentionRule] = []
+        if isinstance(rules, Mapping):
+            for pattern, age in rules.items():
+                built.append(RetentionRule(pattern, _age(age)))
+        else:
+            for rule in rules:
+                built.append(RetentionRule.parse(rule) if isinstance(rule, str) else rule)
+        return cls(dedup_window=_age(dedup_window), rules=tuple(built))
 
     def rule_for(self, event_type: str) -> RetentionRule | None:
         """The first rule matching ``event_type``, or None (the event is kept whole)."""

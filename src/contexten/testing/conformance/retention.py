@@ -15,8 +15,8 @@ from typing import Any
 from contexten.events.envelope import Event
 from contexten.store.base import Append, EventStore, RecordedEvent
 from contexten.store.retention import (
-    PrunableStore,
     Protected,
+    PrunableStore,
     RetentionPolicy,
     RetentionRule,
     prune,
@@ -92,7 +92,8 @@ class RetentionConformance:
         recent = await store.append("github-acme", [_push(4)], dedup_key="github:recent")
         assert recent.deduplicated, "a redelivery within the window was stored again"
         old = await store.append("github-acme", [_push(5)], dedup_key="github:old")
-        assert not old.deduplicated and old.version == 3
+        assert not old.deduplicated
+        assert old.version == 3
         assert (await prune(prunable, window, now=later, dry_run=False)).dedup_keys == 0
 
     async def test_data_rules_keep_the_envelope_and_spare_what_is_protected(
@@ -125,10 +126,12 @@ class RetentionConformance:
         report = await prune(prunable, policy, protected=protected, now=later, dry_run=False)
         assert (report.events, report.protected) == ({"github.**": 2}, 1)
         after = {r.position: r for r in await store.read_all()}
-        assert await store.head() == head and sorted(after) == sorted(before)
+        assert await store.head() == head
+        assert sorted(after) == sorted(before)
         for position in (1, 2):
             marker = pruned_marker(after[position].event)
-            assert marker is not None and marker["rule"] == "github.**"
+            assert marker is not None
+            assert marker["rule"] == "github.**"
             assert marker["bytes"] > 4000
             assert _envelope(after[position]) == _envelope(before[position])
             assert await store.get_event(after[position].event.id) == after[position]
@@ -141,7 +144,8 @@ class RetentionConformance:
             assert pruned_marker(after[position].event) is None
 
         again = await prune(prunable, policy, protected=protected, now=later, dry_run=False)
-        assert again.events == {} and again.pruned_events == 0
+        assert again.events == {}
+        assert again.pruned_events == 0
 
     async def test_reclaiming_space_after_pruning(self, store: EventStore) -> None:
         prunable = _prunable(store)
@@ -152,7 +156,8 @@ class RetentionConformance:
             prunable, policy, now=mid + timedelta(days=1), dry_run=False, reclaim=True
         )
         assert report.pruned_events == 200
-        assert report.size_before is not None and report.size_after is not None
+        assert report.size_before is not None
+        assert report.size_after is not None
         assert report.size_after < report.size_before
         records = await store.read_all()
         assert len(records) == 200
