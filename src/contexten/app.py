@@ -73,7 +73,6 @@ from contexten.store.retention import (
     DEFAULT_DEDUP_WINDOW,
     RETENTION_DUE,
     RETENTION_STREAM,
-    PrunableStore,
     PruneReport,
     RetentionPolicy,
     RetentionRule,
@@ -582,11 +581,8 @@ class App:
         Raises:
             ConfigurationError: the store cannot prune.
         """
-        store = self._store
-        if not isinstance(store, PrunableStore):
-            raise ConfigurationError(f"{type(store).__name__} does not support pruning")
         return await prune(
-            store,
+            self._store,
             self.retention_policy,
             protected=self.read.retention_protected,
             dry_run=dry_run,

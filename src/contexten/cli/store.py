@@ -16,7 +16,6 @@ from contexten.exceptions import ConfigurationError
 from contexten.projections.read_side import open_read_side
 from contexten.store import EventStore
 from contexten.store.retention import (
-    PrunableStore,
     PruneReport,
     RetentionPolicy,
     RetentionRule,
@@ -105,8 +104,6 @@ async def prune_command(
         fail(str(e))
 
     async def body(es: EventStore) -> PruneReport:
-        if not isinstance(es, PrunableStore):
-            fail(f"{type(es).__name__} does not support pruning")
         async with open_read_side(es) as read:
             report = await prune(
                 es,

@@ -15,7 +15,7 @@ from typing import Any, Final
 import asyncpg
 
 from contexten.events.codec import decode_event, encode_event
-from contexten.store.retention import SYSTEM_PREFIX, Candidate, without_data
+from contexten.store.retention import SYSTEM_PREFIX, Candidate, Pruned, without_data
 
 __all__ = ["RetentionSql"]
 
@@ -60,7 +60,7 @@ class RetentionSql:
         positions: Sequence[int],
         marker: Mapping[str, Any],
         at: datetime,
-    ) -> int:
+    ) -> list[Pruned]:
         """Rewrite the unpruned events at ``positions`` without their data, in one
         transaction; how many."""
         async with pool.acquire() as conn, conn.transaction():
@@ -71,11 +71,9 @@ class RetentionSql:
                 list(positions),
             )
             if not rows:
-                return 0
-            bodies = [
-                encode_event(without_data(decode_event(body), marker, len(body)))
-                for _, body in rows
-            ]
+                return []
+            events = [without_data(decode_event(body), marker, len(body)) for _, body in rows]
+            bodies = [encode_event(event) for event in events]
             await conn.execute(
                 f"UPDATE {self._s}.events e SET body = u.b, pruned_at = $3 "
                 "FROM unnest($1::bigint[], $2::bytea[]) AS u(p, b) WHERE e.position = u.p",
@@ -83,7 +81,7 @@ class RetentionSql:
                 bodies,
                 at,
             )
-            return len(rows)
+            return [Pruned(r[0], e.correlation_id) for r, e in zip(rows, events, strict=True)]
 
     async def size(self, pool: asyncpg.Pool) -> int:
         """Bytes the store's tables take, indexes and TOAST included."""

@@ -30,7 +30,7 @@ from contexten.store.base import (
     check_expected_version,
     check_lease_checkpoint,
 )
-from contexten.store.retention import SYSTEM_PREFIX, Candidate, without_data
+from contexten.store.retention import SYSTEM_PREFIX, Candidate, Pruned, without_data
 
 __all__ = ["MemoryEventStore"]
 
@@ -261,10 +261,10 @@ class MemoryEventStore(EventStore):
 
     async def prune_event_data(
         self, positions: Sequence[int], marker: Mapping[str, Any], *, at: datetime
-    ) -> int:
+    ) -> list[Pruned]:
         """Replace the data of the events at ``positions`` by the pruned marker."""
         self._check_open()
-        done = 0
+        done: list[Pruned] = []
         for position in positions:
             if position in self._pruned or not 0 < position <= len(self._log):
                 continue
@@ -275,7 +275,7 @@ class MemoryEventStore(EventStore):
             self._streams[rec.stream][rec.version - 1] = rec
             self._by_id[event.id] = rec
             self._pruned.add(position)
-            done += 1
+            done.append(Pruned(position, event.correlation_id))
         return done
 
     async def storage_bytes(self) -> int:

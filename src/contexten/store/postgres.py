@@ -82,7 +82,7 @@ from contexten.store.base import (
     check_checkpoint,
     check_lease_checkpoint,
 )
-from contexten.store.retention import Candidate
+from contexten.store.retention import Candidate, Pruned
 
 __all__ = ["PostgresEventStore", "PostgresSettings", "parse_postgres_url"]
 
@@ -440,7 +440,7 @@ class PostgresEventStore(EventStore):
 
     async def prune_event_data(
         self, positions: Sequence[int], marker: Mapping[str, Any], *, at: datetime
-    ) -> int:
+    ) -> list[Pruned]:
         """Replace the data of the events at ``positions`` by the pruned marker."""
         pool = self._require_pool()
         call = self._retention.prune_data(pool, positions, marker, _aware(at))

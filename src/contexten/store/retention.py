@@ -37,17 +37,20 @@ from typing import Any, Final, Protocol, runtime_checkable
 from contexten.events.envelope import Event
 from contexten.events.patterns import Pattern, compile_pattern
 from contexten.exceptions import ConfigurationError, InvalidPattern
+from contexten.store.base import EventStore
 
 __all__ = [
     "DEFAULT_DEDUP_WINDOW",
     "PRUNED_KEY",
     "RETENTION_DUE",
+    "RETENTION_PRUNED",
     "RETENTION_STREAM",
     "SYSTEM_PREFIX",
     "Candidate",
     "Protected",
     "PrunableStore",
     "PruneReport",
+    "Pruned",
     "RetentionPolicy",
     "RetentionRule",
     "parse_age",
@@ -65,6 +68,9 @@ days)."""
 
 RETENTION_DUE: Final = "contexten.retention.due"
 """The event a retention schedule publishes at each tick (see ``App.retention``)."""
+
+RETENTION_PRUNED: Final = "contexten.retention.pruned"
+"""Recorded after each pruned batch (rule, count, the work items' pruned entries)."""
 
 RETENTION_STREAM: Final = "$retention"
 """Where each scheduled run records what it pruned (``contexten.retention.applied``)."""
@@ -208,6 +214,14 @@ class Candidate:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """An event whose data was just removed: where it is, and the work item it belongs to."""
+
+    position: int
+    correlation_id: str | None
+
+
 @runtime_checkable
 class PrunableStore(Protocol):
     """What a store offers so that :func:`prune` can bound its growth."""
@@ -225,10 +239,10 @@ class PrunableStore(Protocol):
 
     async def prune_event_data(
         self, positions: Sequence[int], marker: Mapping[str, Any], *, at: datetime
-    ) -> int:
+    ) -> list[Pruned]:
         """Replace the ``data`` of the events at ``positions`` by ``{PRUNED_KEY: marker}``
-        plus their original size, and mark them pruned at ``at``, in one transaction; how
-        many were rewritten (already pruned ones are skipped)."""
+        plus their original size, and mark them pruned at ``at``, in one transaction; the
+        events rewritten (already pruned ones are skipped)."""
         ...
 
     async def storage_bytes(self) -> int:
@@ -318,7 +332,7 @@ ProtectedSource = Callable[[], Awaitable[Protected]]
 
 
 async def prune(
-    store: PrunableStore,
+    store: EventStore,
     policy: RetentionPolicy,
     *,
     protected: ProtectedSource | None = None,
@@ -331,9 +345,13 @@ async def prune(
 
     Idempotent: a second run finds nothing more to do. Each batch of events is rewritten in
     its own transaction, so a run stopped midway leaves every event either whole or pruned.
+    After each batch a ``contexten.retention.pruned`` event in :data:`RETENTION_STREAM`
+    names the rule, the count, and the pruned events that belong to a work item
+    (``[correlation id, position]`` pairs), so read models can follow: the work-item
+    timelines mark those entries "data removed".
 
     Args:
-        store: the store (see :class:`PrunableStore`).
+        store: the store; it must implement :class:`PrunableStore`.
         policy: what to remove.
         protected: the streams to leave whole (besides system streams), asked once.
         dry_run: only count what would go (the default: nothing changes).
@@ -341,6 +359,8 @@ async def prune(
         measure: report the store's size before and after.
         now: the time ages are counted from (default: now; tests move it forward).
     """
+    if not isinstance(store, PrunableStore):
+        raise ConfigurationError(f"{type(store).__name__} does not support pruning")
     now = now or datetime.now(UTC)
     report = PruneReport(dry_run=dry_run)
     if measure:
@@ -348,7 +368,7 @@ async def prune(
     report.dedup_keys = await store.prune_dedup(now - policy.dedup_window, dry_run=dry_run)
     if policy.rules:
         keep = await protected() if protected is not None else Protected()
-        await _prune_data(store, policy, keep, now=now, dry_run=dry_run, report=report)
+        await _prune_data(store, store, policy, keep, now=now, dry_run=dry_run, report=report)
     if reclaim and not dry_run:
         await store.reclaim_space()
     if measure:
@@ -357,7 +377,8 @@ async def prune(
 
 
 async def _prune_data(
-    store: PrunableStore,
+    store: EventStore,
+    prunable: PrunableStore,
     policy: RetentionPolicy,
     keep: Protected,
     *,
@@ -369,7 +390,7 @@ async def _prune_data(
     marker_at = now.isoformat()
     after = 0
     while True:
-        batch = await store.retention_candidates(before=latest, after=after, limit=_BATCH)
+        batch = await prunable.retention_candidates(before=latest, after=after, limit=_BATCH)
         if not batch:
             return
         after = batch[-1].position
@@ -385,11 +406,28 @@ async def _prune_data(
         for pattern, candidates in chosen.items():
             done = len(candidates)
             if not dry_run:
-                marker = {"at": marker_at, "rule": pattern}
-                done = await store.prune_event_data(
-                    [c.position for c in candidates], marker, at=now
-                )
+                done = await _prune_batch(store, prunable, pattern, candidates, marker_at, now)
             report.events[pattern] = report.events.get(pattern, 0) + done
             report.data_bytes += sum(c.size for c in candidates)
         if len(batch) < _BATCH:
             return
+
+
+async def _prune_batch(
+    store: EventStore,
+    prunable: PrunableStore,
+    pattern: str,
+    candidates: list[Candidate],
+    marker_at: str,
+    now: datetime,
+) -> int:
+    marker = {"at": marker_at, "rule": pattern}
+    done = await prunable.prune_event_data([c.position for c in candidates], marker, at=now)
+    if done:
+        items = [[p.correlation_id, p.position] for p in done if p.correlation_id]
+        record = Event(
+            type=RETENTION_PRUNED,
+            data={"rule": pattern, "at": marker_at, "events": len(done), "work_items": items},
+        )
+        await store.append(RETENTION_STREAM, [record])
+    return len(done)

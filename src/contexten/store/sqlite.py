@@ -79,7 +79,7 @@ from contexten.store.base import (
     check_checkpoint,
     check_lease_checkpoint,
 )
-from contexten.store.retention import Candidate
+from contexten.store.retention import Candidate, Pruned
 
 __all__ = ["SqliteEventStore", "parse_sqlite_url"]
 
@@ -509,14 +509,14 @@ class SqliteEventStore(EventStore):
 
     async def prune_event_data(
         self, positions: Sequence[int], marker: Mapping[str, Any], *, at: datetime
-    ) -> int:
+    ) -> list[Pruned]:
         """Replace the data of the events at ``positions`` by the pruned marker."""
         done = await self._work(
             functools.partial(retention.prune_data, list(positions), dict(marker), at)
         )
         for record in done:
             self._recent.replace(record)
-        return len(done)
+        return [Pruned(r.position, r.event.correlation_id) for r in done]
 
     async def storage_bytes(self) -> int:
         """The size of the database file and its WAL, in bytes."""

@@ -15,6 +15,8 @@ from typing import Any
 from contexten.events.envelope import Event
 from contexten.store.base import Append, EventStore, RecordedEvent
 from contexten.store.retention import (
+    RETENTION_PRUNED,
+    RETENTION_STREAM,
     Protected,
     PrunableStore,
     RetentionPolicy,
@@ -75,31 +77,31 @@ class RetentionConformance:
     should, keep the envelope, and are idempotent."""
 
     async def test_old_dedup_keys_go_recent_ones_stay(self, store: EventStore) -> None:
-        prunable = _prunable(store)
+        _prunable(store)
         await store.append("github-acme", [_push(1)], dedup_key="github:old")
         mid = await _midpoint()
         await store.append("github-acme", [_push(2)], dedup_key="github:recent")
         window = RetentionPolicy(dedup_window=timedelta(days=7))
         later = mid + timedelta(days=7)
 
-        dry = await prune(prunable, window, now=later, dry_run=True)
+        dry = await prune(store, window, now=later, dry_run=True)
         assert dry.dedup_keys == 1
         again = await store.append("github-acme", [_push(3)], dedup_key="github:old")
         assert again.deduplicated, "a dry run removed a dedup key"
 
-        report = await prune(prunable, window, now=later, dry_run=False)
+        report = await prune(store, window, now=later, dry_run=False)
         assert (report.dedup_keys, report.dry_run) == (1, False)
         recent = await store.append("github-acme", [_push(4)], dedup_key="github:recent")
         assert recent.deduplicated, "a redelivery within the window was stored again"
         old = await store.append("github-acme", [_push(5)], dedup_key="github:old")
         assert not old.deduplicated
         assert old.version == 3
-        assert (await prune(prunable, window, now=later, dry_run=False)).dedup_keys == 0
+        assert (await prune(store, window, now=later, dry_run=False)).dedup_keys == 0
 
     async def test_data_rules_keep_the_envelope_and_spare_what_is_protected(
         self, store: EventStore
     ) -> None:
-        prunable = _prunable(store)
+        _prunable(store)
         await store.commit(
             [
                 Append("github-acme", [_push(1), _push(2)]),
@@ -118,16 +120,21 @@ class RetentionConformance:
         async def protected() -> Protected:
             return Protected(streams=frozenset({"github-parked"}))
 
-        dry = await prune(prunable, policy, protected=protected, now=later)
+        dry = await prune(store, policy, protected=protected, now=later)
         assert (dry.dry_run, dry.events, dry.protected) == (True, {"github.**": 2}, 1)
         assert dry.data_bytes > 8000
         assert await store.read_all() == list(before.values())
 
-        report = await prune(prunable, policy, protected=protected, now=later, dry_run=False)
+        report = await prune(store, policy, protected=protected, now=later, dry_run=False)
         assert (report.events, report.protected) == ({"github.**": 2}, 1)
-        after = {r.position: r for r in await store.read_all()}
-        assert await store.head() == head
+        log = await store.read_all()
+        after = {r.position: r for r in log if r.position <= head}
         assert sorted(after) == sorted(before)
+        [record] = [r for r in log if r.position > head]  # what read models follow
+        assert record.stream == RETENTION_STREAM
+        assert record.event.type == RETENTION_PRUNED
+        assert record.event.data["work_items"] == [["ENG-1", 1], ["ENG-1", 2]]
+        assert record.event.data["events"] == 2
         for position in (1, 2):
             marker = pruned_marker(after[position].event)
             assert marker is not None
@@ -143,24 +150,25 @@ class RetentionConformance:
             assert after[position] == before[position]
             assert pruned_marker(after[position].event) is None
 
-        again = await prune(prunable, policy, protected=protected, now=later, dry_run=False)
+        again = await prune(store, policy, protected=protected, now=later, dry_run=False)
         assert again.events == {}
         assert again.pruned_events == 0
+        assert await store.head() == head + 1
 
     async def test_reclaiming_space_after_pruning(self, store: EventStore) -> None:
-        prunable = _prunable(store)
+        _prunable(store)
         await store.append("github-acme", [_push(n) for n in range(200)])
         mid = await _midpoint()
         policy = RetentionPolicy(rules=(RetentionRule("github.*", timedelta(days=1)),))
         report = await prune(
-            prunable, policy, now=mid + timedelta(days=1), dry_run=False, reclaim=True
+            store, policy, now=mid + timedelta(days=1), dry_run=False, reclaim=True
         )
         assert report.pruned_events == 200
         assert report.size_before is not None
         assert report.size_after is not None
         assert report.size_after < report.size_before
         records = await store.read_all()
-        assert len(records) == 200
-        assert all(pruned_marker(r.event) is not None for r in records)
+        assert len(records) == 201  # and the retention record
+        assert all(pruned_marker(r.event) is not None for r in records[:200])
         await store.append("github-acme", [_push(1000)])  # still writable after the vacuum
-        assert await store.head() == 201
+        assert await store.head() == 202
