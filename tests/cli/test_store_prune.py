@@ -164,3 +164,22 @@ def test_bad_rules_and_flags_are_clear_errors(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["store", "prune", "--store", url, *args])
         assert result.exit_code != 0
         assert message in result.output
+
+
+def test_prune_takes_the_apps_policy_and_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    _populate(url)
+    (tmp_path / "myapp.py").write_text(
+        "from contexten import App\n"
+        f"app = App({url!r})\n"
+        "app.retention({'linear.**': '1s'}, dedup_window='30d')\n"
+    )
+    time.sleep(1.2)
+    result = CliRunner(env={"CONTEXTEN_STORE_URL": None}).invoke(
+        cli, ["store", "prune", "--app", f"{tmp_path / 'myapp.py'}:app", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["events"] == {"linear.**": 1}
+    assert report["dedup_keys"] == 0  # nothing is 30 days old
+    assert report["dry_run"] is True

@@ -31,16 +31,21 @@ def store() -> None:
     """Maintain the event store: bound its growth."""
 
 
-def _policy(app_ref: str | None, rules: tuple[str, ...], window: str | None) -> RetentionPolicy:
-    base = RetentionPolicy()
+def _policy(
+    app_ref: str | None, rules: tuple[str, ...], window: str | None
+) -> tuple[RetentionPolicy, str | None]:
+    """The policy (the app's, then the options over it) and the app's store URL."""
+    base, url = RetentionPolicy(), None
     if app_ref:
         from contexten.ingress.loader import load_app
 
-        base = load_app(app_ref).retention_policy
-    return RetentionPolicy(
+        app = load_app(app_ref)
+        base, url = app.retention_policy, app.store.url
+    policy = RetentionPolicy(
         dedup_window=parse_age(window) if window else base.dedup_window,
         rules=tuple(RetentionRule.parse(r) for r in rules) if rules else base.rules,
     )
+    return policy, url
 
 
 def _size(n: int | None) -> str:
@@ -62,7 +67,12 @@ def _print(report: PruneReport, policy: RetentionPolicy) -> None:
 
 @store.command("prune")
 @store_option
-@click.option("--app", "app_ref", default=None, help="Use this app's app.retention(...) policy.")
+@click.option(
+    "--app",
+    "app_ref",
+    default=None,
+    help="Use this app's app.retention(...) policy (and its store, unless --store).",
+)
 @click.option(
     "--rule",
     "rules",
@@ -99,7 +109,7 @@ async def prune_command(
     if vacuum and not apply_:
         fail("--vacuum needs --apply")
     try:
-        policy = _policy(app_ref, rules, dedup_window)
+        policy, app_store = _policy(app_ref, rules, dedup_window)
     except ConfigurationError as e:
         fail(str(e))
 
@@ -123,7 +133,7 @@ async def prune_command(
             )
         return report
 
-    report = await with_store(store_url, body)
+    report = await with_store(store_url or app_store, body)
     if as_json:
         echo_json(report.to_dict())
     else:
