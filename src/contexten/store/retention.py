@@ -19,8 +19,11 @@ memory, SQLite and PostgreSQL stores do):
 What is never touched: the system's own streams (names starting with ``$``: workflow
 histories, dead letters, schedules, audit and token records, which the running system reads
 back), and the streams a caller protects (:class:`Protected`): the CLI and the App protect
-the streams of open dead letters' events, which a redrive delivers again. The first rule
-that matches an event's type decides; an event no rule matches is kept whole.
+the streams of open dead letters' events, which a redrive delivers again. The protected set
+is read once, at the start of a run: a letter parked during the run for an event older
+than a rule's age (possible only while a subscription replays old history) is not
+protected by that run. The first rule that matches an event's type decides; an event no
+rule matches is kept whole.
 
 Rewriting old rows frees their space for reuse inside the database; returning it to the
 file system is :meth:`PrunableStore.reclaim_space` (SQLite ``VACUUM``, PostgreSQL
