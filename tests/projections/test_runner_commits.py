@@ -58,7 +58,7 @@ async def test_empty_batches_are_not_committed_and_a_restart_counts_once(tmp_pat
         await inner.open()
         models = CountingModels(inner)
         runner = ProjectionRunner(store, models, Pushes(), batch_size=100)  # type: ignore[arg-type]
-        runner.checkpoint_interval = 3600  # only writes and idleness save
+        runner.checkpoint_interval = 0.5  # writes save at once, the rest within 0.5 s
         # 2,000 events the projection ignores: 20 batches, folded back to back.
         await store.commit(
             [Append(f"s-{i}", [Event(type="other.thing") for _ in range(100)]) for i in range(20)]
@@ -66,7 +66,8 @@ async def test_empty_batches_are_not_committed_and_a_restart_counts_once(tmp_pat
         task = asyncio.create_task(runner.run(idle_wait=0.05))
         try:
             await _until_caught_up(runner)
-            assert models.commits == [0]  # saved once, when caught up; not once per batch
+            assert len(models.commits) <= 3, models.commits  # not once per batch (20)
+            assert set(models.commits) == {0}
             await store.append("github-acme", [Event(type="github.push") for _ in range(3)])
             await _until_caught_up(runner)
             assert await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": 3}
