@@ -333,6 +333,40 @@ async def readyz(instances: int, letters: int, runs: int, tmp: Path) -> None:
 # -- what the runners and tracing cost ------------------------------------------------------------
 
 
+COMMITS: list[int] = []
+"""Read-model commits of the last run (counted by :func:`counting`)."""
+
+
+def counting(app: App) -> None:
+    """Count the read-model transactions ``app``'s runners commit (into :data:`COMMITS`)."""
+    models = app.projections.models
+    commit = models.commit
+    COMMITS.clear()
+    COMMITS.append(0)
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        COMMITS[0] += 1
+        await commit(*args, **kwargs)
+
+    models.commit = counted  # type: ignore[method-assign]
+
+
+def commit_every_batch(app: App) -> None:
+    """The runners as they were before batching: no linger, a commit per batch read."""
+    counting(app)
+    for name in app.projections.names:
+        runner = app.projections.runner(name)
+        runner.linger = 0.0
+        runner.checkpoint_interval = 0.0
+
+
+def lingering(app: App) -> None:
+    """The runners batched, and waiting up to 50 ms to fill each batch."""
+    counting(app)
+    for name in app.projections.names:
+        app.projections.runner(name).linger = 0.05
+
+
 def without_projections(app: App) -> None:
     """Take the built-in projection runners out of ``app`` (the 'off' rows)."""
     app.projections = Projections(app.store, create_read_models(app.store))
@@ -401,20 +435,30 @@ async def alternate(
     before: Callable[[str], None] = lambda mode: None,
 ) -> None:
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    commits: dict[str, list[int]] = {mode: [] for mode in modes}
     for r in range(rounds):
         for mode, configure in modes.items():
             before(mode)
+            COMMITS[:] = [0]
             rates[mode].append(await run(f"sqlite:///{tmp / f'{label}-{mode}-{r}.db'}", configure))
+            commits[mode].append(COMMITS[0])
     base = statistics.median(rates[next(iter(modes))])
     for mode, values in rates.items():
         med = statistics.median(values)
         runs = ", ".join(f"{v:,.0f}" for v in values)
-        print(f"  {label} {mode:28} median {med:>8,.0f}/s  ({med / base:.0%})  runs: {runs}")
+        counted = f"  read-model commits {commits[mode]}" if any(commits[mode]) else ""
+        print(f"  {label} {mode:34} median {med:>8,.0f}/s  ({med / base:.0%})  runs: {runs}"
+              f"{counted}")  # fmt: skip
 
 
 async def runners(events: int, workflows: int, rounds: int, tmp: Path) -> None:
     print(f"\nprojection runners on/off (SQLite FULL, {PUBLISHERS} publishers; {rounds} rounds):")
-    modes = {"four projection runners on": None, "projection runners off": without_projections}
+    modes = {
+        "four runners on (batched)": counting,
+        "four runners, a commit per batch": commit_every_batch,
+        "four runners, batched + 50 ms linger": lingering,
+        "projection runners off": without_projections,
+    }
     await alternate("B1", lambda url, c: b1(url, events, c), modes, rounds, tmp)
     await alternate("B2", lambda url, c: b2(url, workflows, c), modes, rounds, tmp)
 

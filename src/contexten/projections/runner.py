@@ -16,9 +16,9 @@ is a write transaction (on SQLite, the file's write lock and an fsync beside the
 writer's) and one per small batch cost the hot paths (B1, B2) a third to a half of their
 throughput:
 
-* it lingers: having read fewer than a full batch, it waits up to
-  :attr:`~ProjectionRunner.linger` seconds for more events and folds them all in one
-  transaction (read models trail the log by that much more under a trickle);
+* if :attr:`~ProjectionRunner.linger` is set (off by default: pages and APIs expect rows a
+  few milliseconds after a write), having read fewer than a full batch, it waits up to that
+  many seconds for more events and folds them all in one transaction;
 * a batch that changes no rows (most, for a projection interested in few event types) is
   not committed on its own: the position stays in memory and is saved with the next batch
   that writes rows, or once :attr:`~ProjectionRunner.checkpoint_interval` seconds passed
@@ -110,7 +110,7 @@ class ProjectionRunner:
         self.checkpoint_interval = 1.0
         """Seconds a running runner may hold folded-but-unsaved empty batches (see the
         module docstring)."""
-        self.linger = 0.05
+        self.linger = 0.0
         """Seconds a running runner waits to fill a batch before folding it (0: never)."""
         self.running = False
         self.rebuilding = False
