@@ -126,14 +126,34 @@ def serve_bare(port: int, impl: str) -> None:
     )  # fmt: skip
 
 
-def serve_contexten(port: int, impl: str, db: str, latency_out: str | None) -> None:
-    """contexten serve's server for an App on SQLite (with a recording handler if asked)."""
+def serve_contexten(
+    port: int, impl: str, db: str, latency_out: str | None, trace: bool = False
+) -> None:
+    """contexten serve's server for an App on SQLite (with a recording handler if asked;
+    with ``trace``, OpenTelemetry on: 100% sampled, batch processor, spans dropped)."""
     from contexten import App, Event, HandlerContext
     from contexten.ingress import IngressConfig
     from contexten.ingress.server import IngressServer
     from contexten.observability.logging import configure_logging
 
     configure_logging(level="WARNING")
+    if trace:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        from contexten.observability.tracing import configure_tracing
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        configure_tracing(provider)
     os.environ["CONTEXTEN_GITHUB_WEBHOOK_SECRET"] = SECRET
     app = App(f"sqlite:///{db}")
     if latency_out:
@@ -503,6 +523,26 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
     return results
 
 
+def tracing_cost(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> None:
+    """Contexten at 50 connections with tracing off and on, alternating, two rounds each."""
+    rates: dict[str, list[Load]] = {"off": [], "on": []}
+    for r in range(2):
+        for mode in ("off", "on"):
+            db = workdir / f"trace-{mode}-{r}.db"
+            extra = ["--db", str(db), *(["--trace"] if mode == "on" else [])]
+            with server("contexten", args.impl, *extra) as port:
+                if use_wrk:
+                    load = run_wrk("contexten", port, 50, args.seconds, workdir)
+                else:
+                    load = asyncio.run(run_python("contexten", port, 50, args.seconds))
+            rates[mode].append(load)
+            print(f"  tracing {mode:3} round {r + 1}: {load.rate:8.0f} req/s  "
+                  f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms", flush=True)  # fmt: skip
+    off = sum(x.rate for x in rates["off"]) / 2
+    on = sum(x.rate for x in rates["on"]) / 2
+    print(f"  mean: off {off:,.0f} req/s, on {on:,.0f} req/s: tracing keeps {on / off:.0%}")
+
+
 def latency(args: argparse.Namespace, workdir: Path) -> tuple[list[float], list[float], int]:
     out = workdir / "latency.json"
     db = workdir / "latency.db"
@@ -525,11 +565,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--latency-out", help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tracing-cost",
+        action="store_true",
+        help="only: contexten at 50 connections with tracing off and on (100%% sampled)",
+    )
     args = parser.parse_args()
     if args.serve == "bare":
         return serve_bare(args.port, args.impl)
     if args.serve == "contexten":
-        return serve_contexten(args.port, args.impl, args.db, args.latency_out)
+        return serve_contexten(args.port, args.impl, args.db, args.latency_out, args.trace)
 
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
     if args.generator == "wrk" and not shutil.which("wrk"):
@@ -550,6 +596,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="b3-") as tmp:
         workdir = Path(tmp)
+        if args.tracing_cost:
+            return tracing_cost(args, workdir, bool(use_wrk))
         results = throughput(args, workdir, bool(use_wrk))
         http_ms, handler_ms, errors = latency(args, workdir)
 

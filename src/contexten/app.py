@@ -69,6 +69,15 @@ from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, LeaseCheckpoint, StreamState
+from contexten.store.retention import (
+    DEFAULT_DEDUP_WINDOW,
+    RETENTION_DUE,
+    RETENTION_STREAM,
+    PruneReport,
+    RetentionPolicy,
+    RetentionRule,
+    prune,
+)
 from contexten.workflows import (
     IdReusePolicy,
     MigrationPlan,
@@ -96,6 +105,8 @@ Hook = Callable[[], Awaitable[None]]
 """A startup or shutdown hook: ``async def hook() -> None``."""
 
 _ECHO_PREFIXES: Final = ("github.", "linear.", "slack.")
+RETENTION_SCHEDULE: Final = "contexten-retention"
+"""The schedule (and subscription) name of :meth:`App.retention`'s periodic runs."""
 _PLATFORM_ENV: Final = (
     "CONTEXTEN_SANDBOX_URL",
     "CONTEXTEN_GITHUB_TOKEN",
@@ -201,6 +212,9 @@ class App:
             self.projections.add(projection)
         self.read = ReadSide(self.projections)
         """Reads of the built-in read models (workflows, dead letters, work items...)."""
+        self.retention_policy = RetentionPolicy()
+        """What :meth:`prune` and ``contexten store prune --app`` remove (see
+        :meth:`retention`): by default dedup keys past 7 days, no event data."""
         self.workflows.unfinished_index = self._unfinished_workflows
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
@@ -585,6 +599,68 @@ class App:
     def add_schedule(self, schedule: Schedule) -> Schedule:
         """Register a durable :class:`~contexten.workflows.schedules.Schedule`."""
         return self.workflows.schedule(schedule)
+
+    def retention(
+        self,
+        rules: Mapping[str, timedelta | str] | Sequence[RetentionRule | str] = (),
+        *,
+        dedup_window: timedelta | str = DEFAULT_DEDUP_WINDOW,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        timezone: str = "UTC",
+    ) -> RetentionPolicy:
+        """Bound the store's growth (see :mod:`contexten.store.retention`)::
+
+            app.retention({"github.**": timedelta(days=90)}, cron="0 3 * * *")
+
+        Dedup keys older than ``dedup_window`` (default 7 days) are dropped; the data of
+        events matching a rule's pattern, once older than its age, is replaced by a marker
+        (the envelope stays). ``contexten store prune --app ...`` applies it; with ``cron``
+        or ``every`` it also runs on a durable schedule (once per tick across workers),
+        each run recorded as ``contexten.retention.applied`` in ``$retention``.
+
+        Raises:
+            ConfigurationError: a bad pattern, age or schedule.
+        """
+        policy = RetentionPolicy.build(rules, dedup_window=dedup_window)
+        self.retention_policy = policy
+        if cron is not None or every is not None:
+            self.add_schedule(
+                Schedule(
+                    RETENTION_SCHEDULE,
+                    cron=cron,
+                    every=every,
+                    timezone=timezone,
+                    event=RETENTION_DUE,
+                )
+            )
+            self.on(RETENTION_DUE, name=RETENTION_SCHEDULE, key=None, concurrency=1, timeout=None)(
+                self._scheduled_prune
+            )
+        return policy
+
+    async def prune(self, *, dry_run: bool = True, reclaim: bool = False) -> PruneReport:
+        """Apply :attr:`retention_policy` now (a dry run unless ``dry_run=False``), sparing
+        the events of open dead letters.
+
+        Raises:
+            ConfigurationError: the store cannot prune.
+        """
+        return await prune(
+            self._store,
+            self.retention_policy,
+            protected=self.read.retention_protected,
+            dry_run=dry_run,
+            reclaim=reclaim,
+        )
+
+    async def _scheduled_prune(self, event: Event, ctx: HandlerContext) -> None:
+        report = await self.prune(dry_run=False)
+        self._log.info("retention: %s", report.summary())
+        await self._store.append(
+            RETENTION_STREAM,
+            [event.caused("contexten.retention.applied", report.to_dict())],
+        )
 
     def add(self, machine: StateMachine) -> StateMachine:
         """Register a state machine; the events its transitions name drive its instances."""

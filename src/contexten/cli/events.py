@@ -11,12 +11,14 @@ from contexten.cli._common import clean, echo_json, fail, run_async, store_optio
 from contexten.cli._time import TIME, TIME_HELP
 from contexten.events.patterns import compile_pattern
 from contexten.store import EventStore, RecordedEvent
+from contexten.store.retention import pruned_marker
 
 __all__ = ["events", "recorded_to_dict"]
 
 
 def recorded_to_dict(rec: RecordedEvent, *, with_data: bool = True) -> dict[str, object]:
-    """The JSON form of a stored event: its envelope plus where the store put it."""
+    """The JSON form of a stored event: its envelope plus where the store put it, and
+    ``pruned`` (when, by which rule, how many bytes) if retention removed its data."""
     out: dict[str, object] = {
         "position": rec.position,
         "stream": rec.stream,
@@ -27,6 +29,9 @@ def recorded_to_dict(rec: RecordedEvent, *, with_data: bool = True) -> dict[str,
     if not with_data:
         envelope.pop("data", None)
     out.update(envelope)
+    marker = pruned_marker(rec.event)
+    if marker is not None:
+        out["pruned"] = dict(marker)
     return out
 
 
@@ -81,6 +86,7 @@ async def list_events(
             click.echo(
                 f"{rec.position:>8}  {rec.recorded_at:%Y-%m-%d %H:%M:%S}  {clean(e.type):40} "
                 f"{clean(e.subject or '-'):30} {clean(e.id)}"
+                + (" [data pruned]" if pruned_marker(e) is not None else "")
             )
 
 

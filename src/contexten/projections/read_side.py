@@ -29,6 +29,7 @@ from contexten.projections.manager import Projections
 from contexten.projections.platform_health import PlatformHealthProjection
 from contexten.projections.platform_health import row_to_dict as _platform_dict
 from contexten.store.base import EventStore
+from contexten.store.retention import Protected
 from contexten.workflows.admin import WorkflowInfo
 from contexten.workflows.history import TERMINAL_STATUSES, WorkflowStatus
 
@@ -357,6 +358,23 @@ class ReadSide:
         """How many letters are parked, waiting for a decision (exact)."""
         counts = await self.dead_letter_counts()
         return sum(c.get(DeadLetterStatus.PARKED.value, 0) for c in counts.values())
+
+    async def retention_protected(self) -> Protected:
+        """What retention must leave whole: the events of open (parked) dead letters, and
+        every stream one of them is in, so that a redrive delivers them as they were.
+
+        (Open workflows' histories are system streams, which retention never touches.)
+        """
+        letters = await self.all_dead_letters(status=DeadLetterStatus.PARKED.value)
+        store = self.projections.store
+        streams: set[str] = set()
+        for letter in letters:
+            record = await store.get_event(letter.event_id)
+            if record is not None:
+                streams.add(record.stream)
+        return Protected(
+            streams=frozenset(streams), positions=frozenset(x.position for x in letters)
+        )
 
     # -- work items --------------------------------------------------------------------------
 

@@ -11,6 +11,10 @@ thread, its agent run). Its timeline holds, in log order:
 Each entry keeps the event's id and its ``causation_id``, so a reader links an action to the
 webhook that caused it and the echo to the action. Entries carry no payload text, only
 type, source, subject and a short label (the logging rules' redaction holds by construction).
+
+Retention (:mod:`contexten.store.retention`) may later drop an event's data: its entry stays,
+and its label gets :data:`DATA_REMOVED`, either when the pruned event is folded (a rebuild)
+or when the ``contexten.retention.pruned`` record naming it is.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Final
 
 from contexten.projections.base import Projection, ProjectionBatch, Query, Table
 from contexten.store.base import RecordedEvent
+from contexten.store.retention import RETENTION_PRUNED, RETENTION_STREAM, pruned_marker
 from contexten.workflows.history import (
     CANCEL_REQUESTED,
     COMPENSATION_STARTED,
@@ -32,6 +37,7 @@ from contexten.workflows.history import (
 )
 
 __all__ = [
+    "DATA_REMOVED",
     "WORK_ITEMS",
     "WORK_ITEM_ENTRIES",
     "WORK_ITEM_WORKFLOWS",
@@ -90,6 +96,8 @@ _HISTORY_SHOWN: Final = {
     COMPENSATION_STARTED: "compensation started",
 }
 _MAX_LABEL: Final = 200
+DATA_REMOVED: Final = "(data removed)"
+"""Appended to the label of an entry whose event's data retention removed."""
 
 
 def _kind(event_type: str) -> str:
@@ -132,6 +140,9 @@ class WorkItemsProjection(Projection):
     async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
         """Add the event to its work item's timeline, if it belongs to one."""
         event = record.event
+        if event.type == RETENTION_PRUNED and record.stream == RETENTION_STREAM:
+            await _mark_pruned(event.data.get("work_items"), batch)
+            return
         workflow_id = workflow_id_of(record.stream)
         correlation = event.correlation_id
         label = event.type
@@ -156,6 +167,8 @@ class WorkItemsProjection(Projection):
             return
         elif event.type.startswith("contexten.workflow."):
             workflow_id = event.subject
+        if pruned_marker(event) is not None:
+            label = f"{label[: _MAX_LABEL - len(DATA_REMOVED) - 1]} {DATA_REMOVED}"
         await self._add(batch, record, correlation, label[:_MAX_LABEL], workflow_id)
 
     async def _add(
@@ -197,6 +210,21 @@ class WorkItemsProjection(Projection):
                 "last_type": event.type,
             },
         )
+
+
+async def _mark_pruned(items: Any, batch: ProjectionBatch) -> None:
+    """Mark the entries a retention record names (``[correlation id, position]`` pairs)."""
+    if not isinstance(items, list):
+        return
+    for item in items:
+        if not isinstance(item, list) or len(item) != 2:
+            continue
+        correlation, position = item
+        row = await batch.get("work_item_entries", correlation, position)
+        if row is None or str(row["label"]).endswith(DATA_REMOVED):
+            continue
+        label = f"{str(row['label'])[: _MAX_LABEL - len(DATA_REMOVED) - 1]} {DATA_REMOVED}"
+        batch.put("work_item_entries", {**row, "label": label})
 
 
 def entry_to_dict(row: dict[str, Any]) -> dict[str, Any]:

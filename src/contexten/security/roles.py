@@ -73,6 +73,7 @@ ACTIONS: Final[Mapping[str, Role]] = MappingProxyType(
         "schedules:backfill": Role.OPERATOR,
         "tokens:manage": Role.ADMIN,
         "audit:read": Role.ADMIN,
+        "store:prune": Role.OPERATOR,
     }
 )
 """Every action, and the least role allowed to perform it."""

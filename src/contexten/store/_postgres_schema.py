@@ -132,7 +132,23 @@ _V4_SLOTS: Final[Migration] = (
     "CREATE INDEX slots_owner ON {s}.slots (owner)",
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_V1, _V2_LEASES, _V3_CACHE, _V4_SLOTS)
+_V5_RETENTION: Final[Migration] = (
+    # Bounded growth (see contexten.store.retention). now() is stable, so adding the column
+    # rewrites nothing: keys already stored count from the migration (kept a full window
+    # from the upgrade), new ones from their commit's transaction; the writer is unchanged.
+    "ALTER TABLE {s}.dedup ADD COLUMN recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()",
+    "CREATE INDEX dedup_recorded_at ON {s}.dedup (recorded_at)",
+    # When a retention rule removed the event's data (NULL: intact).
+    "ALTER TABLE {s}.events ADD COLUMN pruned_at TIMESTAMPTZ",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _V1,
+    _V2_LEASES,
+    _V3_CACHE,
+    _V4_SLOTS,
+    _V5_RETENTION,
+)
 """``MIGRATIONS[n - 1]`` brings a schema to version ``n``; the current version is the length.
 Append new steps; never edit a released one."""
 

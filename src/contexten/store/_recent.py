@@ -51,6 +51,12 @@ class RecentLog:
             out.append(record)
         return out
 
+    def replace(self, record: RecordedEvent) -> None:
+        """Put ``record`` in place of the one at its position, if that one is held (an
+        event rewritten by retention)."""
+        if record.position in self._records:
+            self._records[record.position] = record
+
     def clear(self) -> None:
         """Forget everything (the store closed)."""
         self._records.clear()

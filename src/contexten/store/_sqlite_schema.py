@@ -122,7 +122,37 @@ def _add_slots(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX slots_owner ON slots (owner)")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_leases, _add_cache, _add_slots)
+def _add_retention(conn: sqlite3.Connection) -> None:
+    # Bounded growth (see contexten.store.retention). dedup keys get the time they were
+    # recorded (integer microseconds, like events.recorded_at) from a column default, so the
+    # writer's hot path is unchanged; SQLite cannot add a column with a non-constant default,
+    # so the table is rebuilt, and the keys already stored count from now (the migration):
+    # they are kept a full window from the upgrade, never dropped early. events.pruned_at
+    # marks an event whose data a retention rule removed (NULL: intact).
+    conn.execute(
+        f"""CREATE TABLE dedup_new (
+            key         TEXT    PRIMARY KEY,
+            results     BLOB    NOT NULL,
+            recorded_at INTEGER NOT NULL DEFAULT ({_NOW_MICROS})
+        )"""
+    )
+    conn.execute("INSERT INTO dedup_new (key, results) SELECT key, results FROM dedup")
+    conn.execute("DROP TABLE dedup")
+    conn.execute("ALTER TABLE dedup_new RENAME TO dedup")
+    conn.execute("CREATE INDEX dedup_recorded_at ON dedup (recorded_at)")
+    conn.execute("ALTER TABLE events ADD COLUMN pruned_at INTEGER")
+
+
+_NOW_MICROS: Final = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
+"""SQL for the machine's clock in integer microseconds since the epoch (any SQLite 3)."""
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _create_v1,
+    _add_leases,
+    _add_cache,
+    _add_slots,
+    _add_retention,
+)
 """``MIGRATIONS[n - 1]`` brings a file to schema version ``n``; the current version is the
 length. Append new steps; never edit a released one."""
 

@@ -138,10 +138,12 @@ class CommitRequest:
 class WorkRequest:
     """A small write of its own (a heartbeat, a claim): ``work(conn, now)`` runs in its own
     ``BEGIN IMMEDIATE`` transaction on the writer thread; ``now`` is the machine's clock in
-    seconds, the one clock every process sharing the file agrees on."""
+    seconds, the one clock every process sharing the file agrees on. With ``transaction``
+    False it runs outside any transaction (``VACUUM``, which SQLite refuses inside one)."""
 
     work: Callable[[sqlite3.Connection, float], Any]
     future: asyncio.Future[Any]
+    transaction: bool = True
 
 
 class _Stop:
@@ -309,14 +311,16 @@ class SqliteWriter:
         try:
             if self.lost is not None:
                 raise StoreUnavailable(self.lost)
-            conn.execute("BEGIN IMMEDIATE")
+            if request.transaction:
+                conn.execute("BEGIN IMMEDIATE")
             try:
                 problem = self._identity.problem()  # as for commits: never into a lost file
                 if problem is not None:
                     self._lose(problem)
                     raise StoreUnavailable(self.lost or problem)
                 outcome = request.work(conn, time.time())
-                conn.execute("COMMIT")
+                if request.transaction:
+                    conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from contexten.events.codec import encode_event
 from contexten.events.envelope import utcnow
 from contexten.exceptions import InvalidEvent, LeaseLost, StoreClosed
 from contexten.store.base import (
@@ -28,6 +30,7 @@ from contexten.store.base import (
     check_expected_version,
     check_lease_checkpoint,
 )
+from contexten.store.retention import SYSTEM_PREFIX, Candidate, Pruned, without_data
 
 __all__ = ["MemoryEventStore"]
 
@@ -59,6 +62,8 @@ class MemoryEventStore(EventStore):
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._by_id: dict[str, RecordedEvent] = {}
         self._dedup: dict[str, list[AppendResult]] = {}
+        self._dedup_at: dict[str, datetime] = {}
+        self._pruned: set[int] = set()
         self._checkpoints: dict[str, int] = {}
         self._workers: dict[str, _Worker] = {}
         self._partitions: dict[tuple[str, int], _Partition] = {}
@@ -121,6 +126,7 @@ class MemoryEventStore(EventStore):
             results.append(AppendResult(a.stream, len(stream), first, len(self._log)))
         if dedup_key is not None:
             self._dedup[dedup_key] = results
+            self._dedup_at[dedup_key] = now
         if checkpoint is not None:
             self._checkpoints[checkpoint[0]] = checkpoint[1]
         if lease is not None and lease.position is not None:
@@ -227,6 +233,62 @@ class MemoryEventStore(EventStore):
     async def ping(self) -> None:
         self._check_open()
         await asyncio.sleep(0)
+
+    # -- retention (contexten.store.retention.PrunableStore) -------------------------------
+
+    async def prune_dedup(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete the dedup keys recorded before ``before`` (or count them)."""
+        self._check_open()
+        old = [key for key, at in self._dedup_at.items() if at < before]
+        if not dry_run:
+            for key in old:
+                del self._dedup[key], self._dedup_at[key]
+        return len(old)
+
+    async def retention_candidates(
+        self, *, before: datetime, after: int = 0, limit: int = 1000
+    ) -> list[Candidate]:
+        """Unpruned events outside system streams recorded before ``before``, in log order."""
+        self._check_open()
+        out: list[Candidate] = []
+        for rec in self._log[max(after, 0) :]:
+            if rec.recorded_at >= before or len(out) >= limit:
+                break
+            if rec.position in self._pruned or rec.stream.startswith(SYSTEM_PREFIX):
+                continue
+            size = len(encode_event(rec.event))
+            out.append(Candidate(rec.position, rec.stream, rec.event.type, rec.recorded_at, size))
+        return out
+
+    async def prune_event_data(
+        self, positions: Sequence[int], marker: Mapping[str, Any], *, at: datetime
+    ) -> list[Pruned]:
+        """Replace the data of the events at ``positions`` by the pruned marker."""
+        self._check_open()
+        done: list[Pruned] = []
+        for position in positions:
+            if position in self._pruned or not 0 < position <= len(self._log):
+                continue
+            old = self._log[position - 1]
+            event = without_data(old.event, marker, len(encode_event(old.event)))
+            rec = RecordedEvent(old.position, old.stream, old.version, old.recorded_at, event)
+            self._log[position - 1] = rec
+            self._streams[rec.stream][rec.version - 1] = rec
+            self._by_id[event.id] = rec
+            self._pruned.add(position)
+            done.append(Pruned(position, event.correlation_id))
+        return done
+
+    async def storage_bytes(self) -> int:
+        """The encoded size of every event and dedup key held (an estimate of memory)."""
+        self._check_open()
+        return sum(len(encode_event(r.event)) for r in self._log) + sum(
+            len(key) for key in self._dedup
+        )
+
+    async def reclaim_space(self) -> None:
+        """Nothing to do: memory freed by pruning is the garbage collector's."""
+        self._check_open()
 
     # -- workers and partition leases ------------------------------------------------------
 

@@ -39,9 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 import asyncpg
 
@@ -54,6 +54,7 @@ from contexten.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from contexten.store._postgres_retention import RetentionSql
 from contexten.store._postgres_schema import (
     MIGRATIONS,
     Migration,
@@ -81,6 +82,7 @@ from contexten.store.base import (
     check_checkpoint,
     check_lease_checkpoint,
 )
+from contexten.store.retention import Candidate, Pruned
 
 __all__ = ["PostgresEventStore", "PostgresSettings", "parse_postgres_url"]
 
@@ -90,6 +92,7 @@ _BIGINT: Final = range(-(2**63), 2**63)
 
 # What asyncpg and the OS raise when the server, the network or a statement fails.
 _DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_T = TypeVar("_T")
 
 
 class PostgresEventStore(EventStore):
@@ -135,6 +138,7 @@ class PostgresEventStore(EventStore):
         self._sql = Statements.for_schema(self.schema)
         self._cache_table = f"{quote_ident(self.schema)}.cache"
         self._slots_table = f"{quote_ident(self.schema)}.slots"
+        self._retention = RetentionSql(quote_ident(self.schema), self.schema)
         self._pool: asyncpg.Pool | None = None
         self._writer: PostgresWriter | None = None
         self._notifier = HeadNotifier()
@@ -465,6 +469,47 @@ class PostgresEventStore(EventStore):
             "releasing a concurrency slot",
             (f"DELETE FROM {self._slots_table} WHERE grp = $1 AND holder = $2", (group, holder)),
         )
+
+    # -- retention (contexten.store.retention.PrunableStore) ----------------------------------
+
+    async def _retention_call(self, doing: str, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except _DRIVER_ERRORS as e:
+            raise translate_error(e, self._where, doing) from e
+
+    async def prune_dedup(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete the dedup keys recorded before ``before`` (or count them)."""
+        pool = self._require_pool()
+        call = self._retention.prune_dedup(pool, _aware(before), dry_run)
+        return await self._retention_call("pruning dedup keys", call)
+
+    async def retention_candidates(
+        self, *, before: datetime, after: int = 0, limit: int = 1000
+    ) -> list[Candidate]:
+        """Unpruned events outside system streams recorded before ``before``, in log order."""
+        pool = self._require_pool()
+        call = self._retention.candidates(pool, _aware(before), after, limit)
+        return await self._retention_call("reading retention candidates", call)
+
+    async def prune_event_data(
+        self, positions: Sequence[int], marker: Mapping[str, Any], *, at: datetime
+    ) -> list[Pruned]:
+        """Replace the data of the events at ``positions`` by the pruned marker."""
+        pool = self._require_pool()
+        call = self._retention.prune_data(pool, positions, marker, _aware(at))
+        return await self._retention_call("pruning event data", call)
+
+    async def storage_bytes(self) -> int:
+        """Bytes the store's tables take (``pg_total_relation_size``: indexes and TOAST too)."""
+        pool = self._require_pool()
+        return await self._retention_call("measuring the tables", self._retention.size(pool))
+
+    async def reclaim_space(self) -> None:
+        """``VACUUM FULL`` the events and dedup tables: gives freed space back to the file
+        system, holding each table's lock while it is rewritten (commits wait)."""
+        pool = self._require_pool()
+        await self._retention_call("vacuuming", self._retention.reclaim(pool))
 
     # -- the cache table (contexten.cache.store.CacheTable) ------------------------------------
 

@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, TypeVar
@@ -48,6 +48,7 @@ from contexten.exceptions import (
 from contexten.observability.redaction import redact_url
 from contexten.store import _sqlite_cache as cache_table
 from contexten.store import _sqlite_leases as leases
+from contexten.store import _sqlite_retention as retention
 from contexten.store._recent import RecentLog
 from contexten.store._sqlite_schema import (
     MIGRATIONS,
@@ -78,6 +79,7 @@ from contexten.store.base import (
     check_checkpoint,
     check_lease_checkpoint,
 )
+from contexten.store.retention import Candidate, Pruned
 
 __all__ = ["SqliteEventStore", "parse_sqlite_url"]
 
@@ -502,6 +504,40 @@ class SqliteEventStore(EventStore):
     async def release_slot(self, group: str, holder: str) -> None:
         """Give ``holder``'s slot of ``group`` back (see the port)."""
         await self._work(functools.partial(leases.release_slot, group, holder))
+
+    # -- retention (contexten.store.retention.PrunableStore) ----------------------------------
+
+    async def prune_dedup(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete the dedup keys recorded before ``before`` (or count them)."""
+        return await self._work(functools.partial(retention.prune_dedup, before, dry_run))
+
+    async def retention_candidates(
+        self, *, before: datetime, after: int = 0, limit: int = 1000
+    ) -> list[Candidate]:
+        """Unpruned events outside system streams recorded before ``before``, in log order."""
+        return await self._read(functools.partial(retention.candidates, before, after, limit))
+
+    async def prune_event_data(
+        self, positions: Sequence[int], marker: Mapping[str, Any], *, at: datetime
+    ) -> list[Pruned]:
+        """Replace the data of the events at ``positions`` by the pruned marker."""
+        done = await self._work(
+            functools.partial(retention.prune_data, list(positions), dict(marker), at)
+        )
+        for record in done:
+            self._recent.replace(record)
+        return [Pruned(r.position, r.event.correlation_id) for r in done]
+
+    async def storage_bytes(self) -> int:
+        """The size of the database file and its WAL, in bytes."""
+        return retention.file_bytes(self.path)
+
+    async def reclaim_space(self) -> None:
+        """``VACUUM`` the file (rewrites it; other writers wait meanwhile), truncate the WAL."""
+        writer = self._require_writer()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        writer.submit(WorkRequest(retention.vacuum, future, transaction=False))
+        await future
 
     # -- the cache table (contexten.cache.store.CacheTable) ------------------------------------
 

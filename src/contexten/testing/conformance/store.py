@@ -34,6 +34,7 @@ from contexten.store.base import (
 )
 from contexten.testing.conformance._store_machine import store_machine
 from contexten.testing.conformance.leases import LeaseConformance
+from contexten.testing.conformance.retention import RetentionConformance
 
 __all__ = ["EventStoreConformance"]
 
@@ -48,7 +49,7 @@ def _ids(records: list[RecordedEvent]) -> list[str]:
     return [r.event.id for r in records]
 
 
-class EventStoreConformance(LeaseConformance):
+class EventStoreConformance(LeaseConformance, RetentionConformance):
     """The event-store contract as tests; subclass it once per backend.
 
     Override :meth:`make_store`. Set :attr:`supports_reopen` to False for a backend that

@@ -1,0 +1,86 @@
+"""A running projection commits batches that write rows, not every batch it reads; stopped
+with folded-but-unsaved events, it folds them again and counts each event once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from contexten.events.envelope import Event
+from contexten.projections import Projection, ProjectionBatch, Table, create_read_models
+from contexten.projections.base import ReadModels, Write
+from contexten.projections.runner import ProjectionRunner
+from contexten.store import create_store
+from contexten.store.base import Append, RecordedEvent
+
+HANG_GUARD = 30
+
+
+class Pushes(Projection):
+    name = "pushes"
+    tables = (Table("pushes", {"repo": "text", "n": "int"}, key=("repo",)),)
+    patterns = ("github.push",)
+
+    async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
+        row = await batch.get("pushes", "acme") or {"repo": "acme", "n": 0}
+        batch.put("pushes", {"repo": "acme", "n": row["n"] + 1})
+
+
+class CountingModels:
+    """The real read models, counting the transactions committed through them."""
+
+    def __init__(self, inner: ReadModels) -> None:
+        self.inner = inner
+        self.commits: list[int] = []  # rows written by each commit
+
+    async def commit(self, projection: Projection, writes: Sequence[Write], **kw: Any) -> None:
+        self.commits.append(len(writes))
+        await self.inner.commit(projection, writes, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def _until_caught_up(runner: ProjectionRunner) -> None:
+    async with asyncio.timeout(HANG_GUARD):
+        for _ in range(1_000_000):
+            if not (await runner.status()).lag:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_empty_batches_are_not_committed_and_a_restart_counts_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    async with create_store(url) as store:
+        inner = create_read_models(store)
+        await inner.open()
+        models = CountingModels(inner)
+        runner = ProjectionRunner(store, models, Pushes(), batch_size=100)  # type: ignore[arg-type]
+        runner.checkpoint_interval = 0.5  # writes save at once, the rest within 0.5 s
+        # 2,000 events the projection ignores: 20 batches, folded back to back.
+        await store.commit(
+            [Append(f"s-{i}", [Event(type="other.thing") for _ in range(100)]) for i in range(20)]
+        )
+        task = asyncio.create_task(runner.run(idle_wait=0.05))
+        try:
+            await _until_caught_up(runner)
+            assert len(models.commits) <= 3, models.commits  # not once per batch (20)
+            assert set(models.commits) == {0}
+            await store.append("github-acme", [Event(type="github.push") for _ in range(3)])
+            await _until_caught_up(runner)
+            assert await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": 3}
+            assert models.commits[-1] == 1  # the batch with the push rows
+
+            # More of both, then the runner is stopped wherever it is (saved or not).
+            await store.commit([Append("s-x", [Event(type="other.thing") for _ in range(50)])])
+            await store.append("github-acme", [Event(type="github.push")])
+            await asyncio.sleep(0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        again = ProjectionRunner(store, inner, Pushes())  # from the saved checkpoint
+        await again.catch_up()
+        assert await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": 4}
+        await inner.close()
