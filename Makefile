@@ -6,7 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit venv bench clean
+# The dashboard's browser tests drive Debian's chromium (Playwright cannot download its own
+# browser here); CHROMIUM names the command looked for.
+CHROMIUM ?= chromium
+
+.PHONY: run test lint typecheck unit browser venv bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,14 +24,32 @@ run: $(STAMP)
 	$(BIN)/contexten demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples tools
+	$(BIN)/ruff format --check src tests bench examples tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/pytest
+
+# Install Debian's chromium when it is missing and we are root; otherwise say why the
+# browser tests will skip (under CONTEXTEN_REQUIRE_SERVICES=1 they fail instead).
+browser:
+	@if command -v $(CHROMIUM) >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "make: installing Debian's chromium for the dashboard's browser tests"; \
+		if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq chromium >/dev/null; }; then \
+			echo "make: apt-get could not install chromium: the browser tests will skip" \
+				"(or fail under CONTEXTEN_REQUIRE_SERVICES=1)" >&2; \
+		fi; \
+	else \
+		echo "make: $(CHROMIUM) is not installed and we are not root, so it cannot be" \
+			"installed here: the dashboard's browser tests will skip (or fail under" \
+			"CONTEXTEN_REQUIRE_SERVICES=1); install it with: sudo apt-get install -y chromium" >&2; \
+	fi
 
 test: lint typecheck unit
 

@@ -14,7 +14,10 @@ letters; then the read models catch up (timed), and it measures, in one process:
   connection's life, reconnections included), watched by a server-sent-events client that
   reconnects as a browser's EventSource does (the time from the webhook's 202, and from its
   sending, to its row on the stream), and with ``--browser`` by the events page in Debian's
-  Chromium driven by Playwright (202 to the row in the page's table); p50 and p99.
+  Chromium driven by Playwright (202 to the row in the page's table); p50 and p99;
+* side by side, the reads this benchmark moved and what they replaced: the overview's
+  charts, the versions summary, the work item page's envelopes; and the one-event page's
+  two reads apart (its event by id, the scan for what it caused).
 
 Run: ``.venv/bin/python bench/b10_dashboard.py --events 1000000 --workflows 100000 --browser``
 """
@@ -38,8 +41,10 @@ import httpx
 from contexten import App, Event
 from contexten.bus.dead_letters import PARKED, park
 from contexten.dashboard import dashboard_routes
+from contexten.dashboard.data import SCAN_BUDGET, DashboardData
 from contexten.ingress import IngressConfig
 from contexten.ingress.server import IngressServer, create_server
+from contexten.projections.read_side import in_flight_by_version
 from contexten.security import Role, create_token
 from contexten.store.base import Append
 from contexten.workflows.history import history_event, stream_name
@@ -179,6 +184,52 @@ async def chart_times(app: App, rounds: int) -> dict[str, tuple[float, float]]:
     out = {}
     for label, run in (("charts: activity read model", read_model),
                        ("charts: scan of the newest 5,000 events (before)", scan)):  # fmt: skip
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await run()
+            samples.append(time.perf_counter() - started)
+        out[label] = (percentile(samples, 0.5), percentile(samples, 0.99))
+    return out
+
+
+async def read_times(app: App, rounds: int) -> dict[str, tuple[float, float]]:
+    """The two reads this benchmark moved, side by side with what they replaced: the
+    versions summary from the ``workflow_version_counts`` counters and from every open
+    instance's row; the work item page's 200 envelopes in one ``get_events`` and one
+    ``get_event`` each. And the one-event page's two reads apart (it is not changed here):
+    the event by id, and the scan for what it caused."""
+    read = app.read
+    ids = [row["event_id"] for row in (await read.timeline("ENG-2", limit=200)).items]
+    data = DashboardData(app)
+    first = (await app.store.read_all(after=0, limit=1))[0]  # the event page's event
+
+    async def event_by_id() -> None:
+        await data.event(first.event.id)
+
+    async def what_it_caused() -> None:
+        await data.caused_by(first)
+
+    async def versions_from_rows() -> None:
+        in_flight_by_version(await read.open_workflow_infos())
+
+    async def envelopes_one_by_one() -> None:
+        for event_id in ids:
+            await app.store.get_event(event_id)
+
+    async def envelopes_at_once() -> None:
+        await app.store.get_events(ids)
+
+    runs = (
+        ("versions: counters", read.workflow_versions),
+        ("versions: every open instance's row (before)", versions_from_rows),
+        (f"work item: {len(ids)} envelopes in one get_events", envelopes_at_once),
+        (f"work item: {len(ids)} envelopes one get_event each (before)", envelopes_one_by_one),
+        ("event page: the event by id", event_by_id),
+        (f"event page: what it caused (scan of {SCAN_BUDGET:,})", what_it_caused),
+    )
+    out = {}
+    for label, run in runs:
         samples = []
         for _ in range(rounds):
             started = time.perf_counter()
@@ -366,6 +417,7 @@ async def main() -> None:
             print("| page | p50 | p99 |\n|---|---|---|")
             pages = await page_times(app, token, args.rounds)
             pages.update(await chart_times(app, args.rounds))
+            pages.update(await read_times(app, args.rounds))
             for label, (p50, p99) in pages.items():
                 print(f"| {label} | {p50 * 1000:,.1f} ms | {p99 * 1000:,.1f} ms |")
             live = await live_latency(app, token, args.webhooks, args.spacing, args.browser)

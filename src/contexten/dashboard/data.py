@@ -487,10 +487,10 @@ class DashboardData:
 
         The page is the ``work_items`` read model's timeline (``GET /api/v1/work-items/{id}``:
         webhooks from every platform, our own actions, workflow history and outcomes, dead
-        letters), at most :data:`TIMELINE_PAGE` entries after position ``after``; each
-        entry's envelope is then read by id (for its summary and its link). With ``audit``
-        (for those who may read the audit trail) the audit events of what people did to the
-        page's workflows and dead letters are added.
+        letters), at most :data:`TIMELINE_PAGE` entries after position ``after``; the entries'
+        envelopes are then read by id in one store query (for their summaries and links).
+        With ``audit`` (for those who may read the audit trail) the audit events of what
+        people did to the page's workflows and dead letters are added.
         """
         read = self.host.read
         item = WorkItem(key, summary=await read.work_item(key), after=after)
@@ -498,14 +498,10 @@ class DashboardData:
             return item
         page = await read.timeline(key, after=after, limit=TIMELINE_PAGE)
         item.next_after = int(page.next_cursor) if page.next_cursor else None
-        seen: dict[int, RecordedEvent] = {}
-        workflow_ids: set[str] = set()
-        for row in page.items:
-            rec = await self.store.get_event(row["event_id"])
-            if rec is not None:
-                seen[rec.position] = rec
-            if row.get("workflow_id"):
-                workflow_ids.add(row["workflow_id"])
+        # The entries' envelopes (for each one's summary and link) in one read, not one per id.
+        records = await self.store.get_events([row["event_id"] for row in page.items])
+        seen: dict[int, RecordedEvent] = {rec.position: rec for rec in records}
+        workflow_ids = {row["workflow_id"] for row in page.items if row.get("workflow_id")}
         letters = {r.stream[len(DEAD_LETTER_STREAM_PREFIX) :] for r in seen.values()
                    if r.stream.startswith(DEAD_LETTER_STREAM_PREFIX)}  # fmt: skip
         if audit:

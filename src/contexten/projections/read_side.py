@@ -268,12 +268,28 @@ class ReadSide:
                 after = [rows[-1]["workflow_id"]]
         return infos
 
+    async def workflow_version_counts(self) -> list[dict[str, Any]]:
+        """Instances per (workflow, version, kind, status), exact: one read of the small
+        ``workflow_version_counts`` table (its size is versions times statuses, whatever
+        the number of instances)."""
+        await self._ready("workflows")
+        rows = await self.projections.query("workflow_version_counts", Query(limit=10_000))
+        return [dict(r) for r in rows]
+
     async def workflow_versions(self) -> list[dict[str, Any]]:
         """Per (workflow, version), its open instances (``in_flight``) and how many of them
-        are ``blocked``, from the read model: an old version may be deleted once its
-        ``in_flight`` is zero (a version with none is absent)."""
-        infos = await self.open_workflow_infos()
-        blocked = in_flight_by_version([i for i in infos if i.status is WorkflowStatus.BLOCKED])
+        are ``blocked``, from the read model's counters: an old version may be deleted once
+        its ``in_flight`` is zero (a version with none is absent). State machines are not
+        versioned and not listed."""
+        in_flight: dict[tuple[str, str], int] = {}
+        blocked: dict[tuple[str, str], int] = {}
+        for row in await self.workflow_version_counts():
+            if row["kind"] != "function" or row["status"] not in _wf.ACTIVE_STATUSES:
+                continue
+            key = (row["name"], row["version"])
+            in_flight[key] = in_flight.get(key, 0) + row["n"]
+            if row["status"] == WorkflowStatus.BLOCKED.value:
+                blocked[key] = blocked.get(key, 0) + row["n"]
         return [
             {
                 "name": name,
@@ -281,7 +297,7 @@ class ReadSide:
                 "in_flight": n,
                 "blocked": blocked.get((name, version), 0),
             }
-            for (name, version), n in sorted(in_flight_by_version(infos).items())
+            for (name, version), n in sorted(in_flight.items())
         ]
 
     async def count_workflows(self, status: str) -> int:

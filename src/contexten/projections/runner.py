@@ -175,8 +175,18 @@ class ProjectionRunner:
         return records[-1].position, len(records), batch
 
     async def catch_up(self, *, until: int | None = None, progress: Progress | None = None) -> int:
-        """Fold until the log's head (as it is now, or ``until``); return the position."""
+        """Fold until the log's head (as it is now, or ``until``); return the position.
+
+        Tables written by another :attr:`Projection.version` are rebuilt first, as
+        :meth:`run` does: folding on from their checkpoint would mark them current with
+        rows the old version wrote (a reader such as the CLI may be the first to meet a
+        new version).
+        """
         await self.ensure()
+        checkpoint = await self.models.checkpoint(self.projection.name)
+        if checkpoint.version not in (0, self.projection.version):
+            self._log.info("projection version changed; rebuilding", was=checkpoint.version)
+            await self.rebuild(progress=progress)
         target = until if until is not None else await self.store.head()
         position = (await self.models.checkpoint(self.projection.name)).position
         while position < target:

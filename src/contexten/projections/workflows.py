@@ -5,6 +5,12 @@ engine uses (:func:`contexten.workflows.history.apply`), from a compact copy of 
 state kept in the row (``fold``): the status, the call records the current step is read
 from, compensation, and the state machine's state. Results, inputs and whole histories are
 not copied; ``contexten workflows show`` still reads those from the instance's stream.
+
+Beside the rows, ``workflow_version_counts`` holds how many instances each (workflow,
+version, kind, status) has, moved in the same batch as the rows (an instance that changes
+status or is migrated to another version leaves one count for the other), so the versions
+page and ``GET /api/v1/workflow-versions`` read a handful of counters instead of every open
+instance's row.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from contexten.workflows.history import (
 __all__ = [
     "ACTIVE_STATUSES",
     "WORKFLOWS",
+    "WORKFLOW_VERSION_COUNTS",
     "WorkflowsProjection",
     "list_page",
     "row_to_dict",
@@ -63,6 +70,16 @@ WORKFLOWS: Final = Table(
         ("updated_at", "workflow_id"),
     ),
 )
+
+WORKFLOW_VERSION_COUNTS: Final = Table(
+    "workflow_version_counts",
+    {"name": "text", "version": "text", "kind": "text", "status": "text", "n": "int"},
+    key=("name", "version", "kind", "status"),
+)
+"""Instances per (workflow, version, kind, status); a version the instance's history names
+none for counts as ``"1"`` (what the engine assumes)."""
+
+_CountKey = tuple[str, str, str, str]
 
 ACTIVE_STATUSES: Final = tuple(s.value for s in WorkflowStatus if s not in TERMINAL_STATUSES)
 """Statuses of instances that have not ended (the engine resumes these)."""
@@ -143,25 +160,50 @@ def _error(error: Any) -> Any:
     return out
 
 
+def _count_key(name: str, version: str | None, kind: str | None, status: str) -> _CountKey:
+    return (name, version or "1", kind or "function", status)
+
+
+async def _bump(batch: ProjectionBatch, key: _CountKey, delta: int) -> None:
+    """Move one (workflow, version, kind, status) counter by ``delta`` (a zero is deleted)."""
+    row = await batch.get("workflow_version_counts", *key)
+    n = (row["n"] if row else 0) + delta
+    if n:
+        name, version, kind, status = key
+        batch.put(
+            "workflow_version_counts",
+            {"name": name, "version": version, "kind": kind, "status": status, "n": n},
+        )
+    else:
+        batch.delete("workflow_version_counts", *key)
+
+
 @dataclass(slots=True)
 class _Folding:
-    """An instance being folded in the current batch (written once, at the flush)."""
+    """An instance being folded in the current batch (written once, at the flush).
+
+    ``counted`` is the counter the stored row is in (None: no row yet), so the flush moves
+    the instance from it to the counter of its new (version, status).
+    """
 
     state: WorkflowState
     created_at: datetime | None
     ended_at: datetime | None
+    counted: _CountKey | None = None
     last: RecordedEvent | None = None
 
 
 class WorkflowsProjection(Projection):
-    """One row per instance: name, key, status, version, times, current step, failure.
+    """One row per instance: name, key, status, version, times, current step, failure; and
+    instances per (workflow, version, kind, status).
 
     Within a batch each instance is folded in memory and its row written once (in
     :meth:`flush`), however many of its events the batch holds.
     """
 
     name = "workflows"
-    tables = (WORKFLOWS,)
+    tables = (WORKFLOWS, WORKFLOW_VERSION_COUNTS)
+    version = 2  # 2: the version counts (tables written by 1 are rebuilt)
     patterns = (PREFIX + "**",)
 
     async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
@@ -177,7 +219,10 @@ class WorkflowsProjection(Projection):
                 entry = _Folding(WorkflowState(workflow_id), None, None)
             else:
                 entry = _Folding(
-                    _load(row["fold"], workflow_id), row["created_at"], row["ended_at"]
+                    _load(row["fold"], workflow_id),
+                    row["created_at"],
+                    row["ended_at"],
+                    _count_key(row["name"], row["version"], row["kind"], row["status"]),
                 )
             folding[workflow_id] = entry
         apply(entry.state, record)
@@ -191,7 +236,7 @@ class WorkflowsProjection(Projection):
             entry.ended_at = record.recorded_at
 
     async def flush(self, batch: ProjectionBatch) -> None:
-        """Write each instance folded in this batch, once."""
+        """Write each instance folded in this batch, once, and move its counter."""
         folding: dict[str, _Folding] = batch.scratch.get("workflows", {})
         for workflow_id, entry in folding.items():
             state, last = entry.state, entry.last
@@ -219,6 +264,11 @@ class WorkflowsProjection(Projection):
                     "fold": _dump(state),
                 },
             )
+            counted = _count_key(state.name, state.version, state.kind, state.status.value)
+            if counted != entry.counted:
+                if entry.counted is not None:
+                    await _bump(batch, entry.counted, -1)
+                await _bump(batch, counted, 1)
 
 
 def row_to_dict(row: dict[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,7 @@ _T = TypeVar("_T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _COLUMNS: Final = "position, stream, version, recorded_at, body"
+_IDS_PER_QUERY: Final = 500  # below SQLite's default limit of bound parameters
 _OPTIONS: Final[dict[str, tuple[type, str]]] = {
     "busy_timeout": (float, "a number of seconds"),
     "readers": (int, "a whole number"),
@@ -414,6 +415,17 @@ class SqliteEventStore(EventStore):
         sql = f"SELECT {_COLUMNS} FROM events WHERE event_id = ?"
         records = await self._read(functools.partial(_select_records, sql, [event_id]))
         return records[0] if records else None
+
+    async def get_events(self, event_ids: Sequence[str]) -> list[RecordedEvent]:
+        """The stored events among ``event_ids``, in log order: one query per 500 ids."""
+        ids = list(dict.fromkeys(event_ids))
+        found: list[RecordedEvent] = []
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks})"
+            found.extend(await self._read(functools.partial(_select_records, sql, chunk)))
+        return sorted(found, key=lambda r: r.position)
 
     async def stream_version(self, stream: str) -> int:
         """The stream's current version (0: no stream)."""

@@ -83,6 +83,19 @@ class _Versioned(CountingProjection):
     version = 2
 
 
+class _Weighted(CountingProjection):
+    """A version 2 whose ``apply`` means something else: each event counts twice."""
+
+    version = 2
+
+    async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
+        """Count the event twice."""
+        await super().apply(record, batch)
+        row = await batch.get("conf_counts", record.event.type)
+        assert row is not None
+        batch.put("conf_counts", {**row, "n": row["n"] + 1})
+
+
 def _event(kind: str, n: int = 0) -> Event:
     return Event(type=f"conformance.{kind}", source="conformance", time=_T0 + timedelta(seconds=n))
 
@@ -295,6 +308,21 @@ class ReadModelsConformance:
             await asyncio.gather(task, return_exceptions=True)
         assert status.version == 2
         assert await self._counts(models, _Versioned()) == {"conformance.a": 3}
+
+    async def test_catch_up_rebuilds_tables_of_another_version(
+        self, store: EventStore, models: ReadModels
+    ) -> None:
+        await self._fill(store, {"a": 3})
+        await ProjectionRunner(store, models, CountingProjection()).catch_up()
+        await store.append("s-b", [_event("b", 9)])
+        runner = ProjectionRunner(store, models, _Weighted())
+        assert (await runner.status()).stale
+        async with asyncio.timeout(_HANG_GUARD):
+            assert await runner.catch_up() == await store.head()
+        status = await runner.status()
+        assert (status.version, status.stale, status.lag) == (2, False, 0)
+        # every event folded by version 2 (not 3 + 2 x 2 from folding on)
+        assert await self._counts(models, _Weighted()) == {"conformance.a": 6, "conformance.b": 2}
 
     async def test_rows_and_checkpoint_survive_a_reopen(self, tmp_path: Path) -> None:
         if not self.supports_reopen:

@@ -304,6 +304,20 @@ class EventStoreConformance(LeaseConformance, RetentionConformance):
         assert (record.position, record.version, record.event) == (2, 2, events[1])
         assert await store.get_event("no-such-id") is None
 
+    async def test_get_events_in_log_order(self, store: EventStore) -> None:
+        events = [_event(i=i) for i in range(1200)]  # more ids than one SQL statement takes
+        await store.append("s", events[:600])
+        await store.append("t", events[600:])
+        asked = [events[900].id, "no-such-id", events[3].id, events[3].id, events[1199].id]
+        asked += [e.id for e in events[100:1100]]
+        found = await store.get_events(asked)
+        assert [r.event.id for r in found] == [e.id for e in [events[3], *events[100:1100],
+                                                              events[1199]]]  # fmt: skip
+        assert [r.position for r in found] == sorted(r.position for r in found)
+        assert found[0] == await store.get_event(events[3].id)
+        assert await store.get_events([]) == []
+        assert await store.get_events(["no-such-id"]) == []
+
     async def test_list_streams(self, store: EventStore) -> None:
         for name in ["github:b", "github:a", "linear:x", "github:c", "githubx"]:
             await store.append(name, [_event()])
