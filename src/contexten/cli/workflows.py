@@ -19,7 +19,7 @@ from contexten.cli._common import (
 from contexten.cli._time import TIME, TIME_HELP
 from contexten.exceptions import MigrationRefused, WorkflowNotFound
 from contexten.ingress.loader import load_app
-from contexten.projections.read_side import Page, in_flight_by_version, open_read_side
+from contexten.projections.read_side import Page, open_read_side
 from contexten.store import EventStore
 from contexten.workflows import (
     WorkflowEngine,
@@ -72,8 +72,8 @@ async def list_instances(
     async def body(store: EventStore) -> tuple[Page, dict[tuple[str, str], int]]:
         async with open_read_side(store) as read:
             page = await read.workflows(status=status, name=name, cursor=cursor, limit=limit)
-            open_infos = await read.open_workflow_infos() if not as_json else []
-            return page, in_flight_by_version(open_infos)
+            versions = await read.workflow_versions() if not as_json else []
+            return page, {(v["name"], v["version"]): v["in_flight"] for v in versions}
 
     try:
         page, in_flight = await with_store(store_url, body)
