@@ -78,6 +78,14 @@ def test_list_shows_statuses_and_filters(store_url: str) -> None:
     assert [json.loads(x)["workflow_id"] for x in sleeping.splitlines()] == ["wf-sleeping"]
 
 
+def test_list_counts_in_flight_instances_per_version(store_url: str) -> None:
+    """The text listing ends with the open instances per workflow version (from the read
+    model's counters): the sleeping napper, not the completed doubler."""
+    out = run("workflows", "list", "--store", store_url)
+    assert "in flight: napper v1: 1" in out
+    assert "in flight: doubler" not in out
+
+
 def test_show_includes_result_and_history(store_url: str) -> None:
     shown = json.loads(run("workflows", "show", "--store", store_url, "wf-done"))
     assert shown["status"] == "completed"
