@@ -85,16 +85,34 @@ async def _fill(store: EventStore, n: int, seed: int = 7) -> list[RecordedEvent]
 
 
 async def _all_pages(
-    projections: Projections, query: EventQuery, *, forward: bool, limit: int, budget: int
+    projections: Projections,
+    query: EventQuery,
+    *,
+    forward: bool,
+    limit: int,
+    budget: int,
+    indexed: bool = True,
 ) -> list[int]:
     seen: list[int] = []
     cursor: int | None = 0 if forward else None
     for _ in range(10_000):
         if forward:
-            page = await search_events(projections, query, after=cursor, limit=limit, budget=budget)
+            page = await search_events(
+                projections.store,
+                query,
+                projections=projections if indexed else None,
+                after=cursor,
+                limit=limit,
+                budget=budget,
+            )
         else:
             page = await search_events(
-                projections, query, before=cursor, limit=limit, budget=budget
+                projections.store,
+                query,
+                projections=projections if indexed else None,
+                before=cursor,
+                limit=limit,
+                budget=budget,
             )
         seen.extend(r.position for r in page.events)
         if forward and page.cursor == cursor and not page.events:
@@ -118,8 +136,9 @@ QUERIES = [
 ]
 
 
-@pytest.mark.parametrize("partial", [False, True], ids=["caught-up", "lagging"])
-async def test_listings_match_a_filter_over_the_whole_log(store: EventStore, partial: bool) -> None:
+@pytest.mark.parametrize("mode", ["caught-up", "lagging", "no-index"])
+async def test_listings_match_a_filter_over_the_whole_log(store: EventStore, mode: str) -> None:
+    partial = mode == "lagging"
     records = await _fill(store, 240)
     projections = await _projections(store)
     try:
@@ -140,11 +159,21 @@ async def test_listings_match_a_filter_over_the_whole_log(store: EventStore, par
             expected = [r.position for r in records if match(r)]
             for limit, budget in ((7, 5_000), (50, 5_000), (3, 40)):
                 backward = await _all_pages(
-                    projections, query, forward=False, limit=limit, budget=budget
+                    projections,
+                    query,
+                    forward=False,
+                    limit=limit,
+                    budget=budget,
+                    indexed=mode != "no-index",
                 )
                 assert backward == expected[::-1], (query, limit, budget)
                 forward = await _all_pages(
-                    projections, query, forward=True, limit=limit, budget=budget
+                    projections,
+                    query,
+                    forward=True,
+                    limit=limit,
+                    budget=budget,
+                    indexed=mode != "no-index",
                 )
                 assert forward == expected, (query, limit, budget)
     finally:
@@ -157,10 +186,14 @@ async def test_pages_are_stable_while_events_are_appended(store: EventStore) -> 
     try:
         await projections.catch_up()
         query = EventQuery(type="github.**")
-        first = await search_events(projections, query, limit=5)
+        first = await search_events(
+            projections.store, projections=projections, query=query, limit=5
+        )
         assert first.cursor is not None
         await _fill(store, 30, seed=8)  # new events land above the first page
-        rest = await search_events(projections, query, before=first.cursor, limit=1000)
+        rest = await search_events(
+            projections.store, projections=projections, query=query, before=first.cursor, limit=1000
+        )
         records = await store.read_all(limit=10_000)
         match = query.predicate()
         old = [r.position for r in records if match(r) and r.position <= 60]
@@ -175,13 +208,19 @@ async def test_as_of_sees_the_log_as_it_was(store: EventStore) -> None:
     try:
         await projections.catch_up()
         at = records[9].recorded_at
-        page = await search_events(projections, EventQuery(as_of=at), limit=100)
+        page = await search_events(
+            projections.store, projections=projections, query=EventQuery(as_of=at), limit=100
+        )
         assert {r.position for r in page.events} == {
             r.position for r in records if r.recorded_at <= at
         }
         assert max(r.position for r in page.events) >= 10
         before_all = records[0].recorded_at - timedelta(days=1)
-        assert (await search_events(projections, EventQuery(as_of=before_all))).events == []
+        assert (
+            await search_events(
+                projections.store, projections=projections, query=EventQuery(as_of=before_all)
+            )
+        ).events == []
     finally:
         await projections.close()
 
@@ -190,8 +229,12 @@ async def test_bad_requests_are_refused(store: EventStore) -> None:
     projections = await _projections(store)
     try:
         with pytest.raises(InvalidPattern):
-            await search_events(projections, EventQuery(type="Bad Type"))
+            await search_events(
+                projections.store, projections=projections, query=EventQuery(type="Bad Type")
+            )
         with pytest.raises(ValueError, match="not both"):
-            await search_events(projections, EventQuery(), before=3, after=1)
+            await search_events(
+                projections.store, projections=projections, query=EventQuery(), before=3, after=1
+            )
     finally:
         await projections.close()

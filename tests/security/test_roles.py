@@ -25,6 +25,8 @@ ADMIN = Principal("a1", "root", Role.ADMIN)
         ("workflows:cancel", False, True, True),
         ("workflows:redrive", False, True, True),
         ("events:replay", False, True, True),
+        ("events:publish", False, True, True),
+        ("subscriptions:reset", False, True, True),
         ("tokens:manage", False, False, True),
     ],
 )

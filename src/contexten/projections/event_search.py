@@ -26,7 +26,7 @@ from typing import Any, Final
 from contexten.events.patterns import Pattern, compile_pattern
 from contexten.projections.base import Query
 from contexten.projections.manager import Projections
-from contexten.store.base import RecordedEvent
+from contexten.store.base import EventStore, RecordedEvent
 
 __all__ = ["MAX_TYPE_READS", "SCAN_BUDGET", "EventQuery", "EventSlice", "search_events"]
 
@@ -129,16 +129,21 @@ class EventSlice:
 
 
 async def search_events(
-    projections: Projections,
+    store: EventStore,
     query: EventQuery,
     *,
+    projections: Projections | None = None,
     before: int | None = None,
     after: int | None = None,
     limit: int = 50,
     budget: int = SCAN_BUDGET,
 ) -> EventSlice:
-    """One page of the events matching ``query``: newest first below ``before`` (default:
-    from the head), or oldest first above ``after``.
+    """One page of the events of ``store`` matching ``query``: newest first below
+    ``before`` (default: from the head), or oldest first above ``after``.
+
+    ``projections`` holds the ``events`` read model that makes the filters index reads;
+    without it (or before it has caught up) the log itself is tested entry by entry, within
+    ``budget`` entries per call.
 
     Raises:
         InvalidPattern: the type filter is not a valid pattern.
@@ -148,15 +153,22 @@ async def search_events(
         raise ValueError("give before or after, not both")
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    return await _Search(projections, query, limit, budget).run(before, after)
+    return await _Search(store, projections, query, limit, budget).run(before, after)
 
 
 class _Search:
     """One listing request: its bounds, what it found, and what it has looked at."""
 
-    def __init__(self, projections: Projections, query: EventQuery, limit: int, budget: int):
-        self.projections = projections
-        self.store = projections.store
+    def __init__(
+        self,
+        store: EventStore,
+        projections: Projections | None,
+        query: EventQuery,
+        limit: int,
+        budget: int,
+    ) -> None:
+        self.store = store
+        self._projections = projections
         self.query = query
         self.pattern = query.pattern
         self.matches = query.predicate()
@@ -177,9 +189,15 @@ class _Search:
         return EventSlice(self.found, await self._backward(top, indexed), head)
 
     async def _indexed_position(self) -> int:
-        if "events" not in self.projections.names:
+        if self._projections is None or "events" not in self._projections.names:
             return 0
-        return (await self.projections.models.checkpoint("events")).position
+        return (await self._projections.models.checkpoint("events")).position
+
+    @property
+    def projections(self) -> Projections:
+        # Only the indexed part reads it, and there is one only when it is registered.
+        assert self._projections is not None
+        return self._projections
 
     @property
     def full(self) -> bool:
@@ -194,6 +212,8 @@ class _Search:
             position = await self._scan_log_backward(position, indexed)
             if position > indexed:
                 return position + 1  # full, or out of budget, inside the tail
+        if indexed == 0:
+            return None
         low, high = await self._time_positions(indexed)
         position = min(position, high)
         while position > low and not self.full and self.looked < self.budget:
@@ -231,7 +251,7 @@ class _Search:
                 position = rec.position - 1
                 if self.matches(rec):
                     self.found.append(rec)
-                    if self.full:
+                    if len(self.found) >= self.limit:
                         return position
         return position
 
@@ -247,7 +267,7 @@ class _Search:
                 position = rec.position
                 if self.matches(rec):
                     self.found.append(rec)
-                    if self.full:
+                    if len(self.found) >= self.limit:
                         return position
         return position
 

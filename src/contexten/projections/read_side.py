@@ -415,7 +415,12 @@ class ReadSide:
         """
         await self._ready("events")
         return await search_events(
-            self.projections, query, before=before, after=after, limit=_limit(limit)
+            self.projections.store,
+            query,
+            projections=self.projections,
+            before=before,
+            after=after,
+            limit=_limit(limit),
         )
 
     # -- platforms ---------------------------------------------------------------------------
