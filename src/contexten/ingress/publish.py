@@ -29,6 +29,7 @@ only then an answer. Answers:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -38,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from contexten.events.cloudevents import SPEC_VERSION, from_cloudevent
 from contexten.events.codec import encode_json
 from contexten.events.envelope import Event
-from contexten.exceptions import IngressError, InvalidEvent, MalformedPayload
+from contexten.exceptions import IngressError, InvalidEvent
 from contexten.ingress.body import read_body
 from contexten.ingress.config import IngressConfig
 from contexten.ingress.jsonsafe import loads_object
@@ -69,6 +70,7 @@ ATTRIBUTES: Final = frozenset(
 )
 """The attributes an event may carry (besides ``data``); anything else is refused."""
 _MAX_ATTRIBUTE: Final = 1024
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 _log = get_logger("contexten.ingress.publish")
 
 
@@ -83,7 +85,9 @@ def _media_type(content_type: str | None) -> str:
 
 
 def _is_json(media: str) -> bool:
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _check_attributes(obj: Mapping[str, Any]) -> None:
@@ -99,6 +103,8 @@ def _check_attributes(obj: Mapping[str, Any]) -> None:
             raise InvalidEvent(f"CloudEvent attribute {name!r} must be a string")
         if len(value) > _MAX_ATTRIBUTE:
             raise InvalidEvent(f"CloudEvent attribute {name!r} is longer than {_MAX_ATTRIBUTE}")
+        if _CONTROL.search(value):
+            raise InvalidEvent(f"CloudEvent attribute {name!r} holds a control character")
     media = obj.get("datacontenttype")
     if media is not None and not _is_json(_media_type(media)):
         raise InvalidEvent("datacontenttype must be JSON (application/json)")
@@ -115,7 +121,9 @@ def decode_request(headers: Mapping[str, str], body: bytes) -> Event:
     media = _media_type(headers.get("content-type"))
     if "ce-specversion" in headers:
         if body.strip() and not _is_json(media):
-            raise UnsupportedMediaType("binary mode needs JSON data (Content-Type: application/json)")
+            raise UnsupportedMediaType(
+                "binary mode needs JSON data (Content-Type: application/json)"
+            )
         obj: dict[str, Any] = {
             name[3:]: value for name, value in headers.items() if name.startswith("ce-")
         }
@@ -188,7 +196,9 @@ class EventPublisher:
             encode_json(answer), 200 if duplicate else 201, media_type="application/json"
         )
 
-    async def _audit(self, request: Request, outcome: str, event: Event, detail: str | None) -> None:
+    async def _audit(
+        self, request: Request, outcome: str, event: Event, detail: str | None
+    ) -> None:
         client = request.client.host if request.client is not None else None
         try:
             await record_audit(

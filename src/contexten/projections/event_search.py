@@ -18,7 +18,7 @@ the cursor to continue from, so no request is unbounded and none skips anything.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -28,7 +28,16 @@ from contexten.projections.base import Query
 from contexten.projections.manager import Projections
 from contexten.store.base import EventStore, RecordedEvent
 
-__all__ = ["MAX_TYPE_READS", "SCAN_BUDGET", "EventQuery", "EventSlice", "search_events"]
+__all__ = [
+    "FOLLOW_BATCH",
+    "MAX_TYPE_READS",
+    "SCAN_BUDGET",
+    "EventQuery",
+    "EventSlice",
+    "Tick",
+    "follow_events",
+    "search_events",
+]
 
 SCAN_BUDGET: Final = 5_000
 """Log entries or index rows one listing looks at, at most."""
@@ -37,6 +46,8 @@ MAX_TYPE_READS: Final = 16
 type (a pattern that broad matches much of the log anyway)."""
 _MAX_TYPES: Final = 10_000
 _CHUNK: Final = 200
+FOLLOW_BATCH: Final = 100
+"""Log entries :func:`follow_events` reads (and so holds) at once: a live stream's buffer."""
 _TICK: Final = timedelta(microseconds=1)
 
 
@@ -364,3 +375,59 @@ class _Search:
         """The stored events of index rows (by id), in the rows' order."""
         loaded = await asyncio.gather(*(self.store.get_event(r["event_id"]) for r in rows))
         return [rec for rec in loaded if rec is not None and self.matches(rec)]
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What :func:`follow_events` yields: new matching events (possibly none: a heartbeat)
+    and the last log position looked at (where a reconnect continues)."""
+
+    events: list[RecordedEvent]
+    position: int
+
+
+async def follow_events(
+    store: EventStore,
+    query: EventQuery,
+    after: int,
+    *,
+    seconds: float,
+    heartbeat: float,
+    gone: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncIterator[Tick]:
+    """The events above ``after`` matching ``query``, oldest first, as they are committed,
+    for ``seconds`` at most (then the caller's client reconnects).
+
+    Yields a :class:`Tick` for each read that found matches, and an empty one after
+    ``heartbeat`` seconds without any (a keep-alive that also moves the position past
+    entries that did not match). At most :data:`FOLLOW_BATCH` entries are read at a time,
+    and the next read waits until the caller has taken the previous tick, so a slow reader
+    falls behind the log (and catches up later) instead of making the server buffer.
+    ``gone()`` is asked after each wait: a closed connection stops the generator.
+
+    Raises:
+        InvalidPattern: the type filter is not a valid pattern.
+    """
+    matches = query.predicate()
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + seconds
+    quiet_since = loop.time()
+    while (left := ends - loop.time()) > 0:
+        try:
+            head = await store.wait_for_new(after, timeout=min(heartbeat, left))
+        except TimeoutError:
+            head = after
+        if gone is not None and await gone():
+            return
+        found: list[RecordedEvent] = []
+        if head > after:
+            page = await store.read_all(after=after, limit=FOLLOW_BATCH)
+            if page:
+                after = page[-1].position
+                found = [r for r in page if matches(r)]
+        if found:
+            quiet_since = loop.time()
+            yield Tick(found, after)
+        elif loop.time() - quiet_since >= heartbeat:
+            quiet_since = loop.time()
+            yield Tick([], after)
