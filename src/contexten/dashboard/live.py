@@ -9,17 +9,20 @@ connection open and a closed tab is noticed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
+from typing import Final
 
 from starlette.requests import Request
 
 from contexten.dashboard.data import DashboardData, EventFilter
 from contexten.dashboard.render import Renderer
 from contexten.exceptions import StoreError
+from contexten.projections.event_search import follow_events
 
-__all__ = ["event_stream"]
+__all__ = ["KEEP_ALIVE", "event_stream"]
+
+KEEP_ALIVE: Final = 2.0
+"""Seconds without a matching event before a keep-alive comment goes out."""
 
 
 async def event_stream(
@@ -31,22 +34,23 @@ async def event_stream(
     seconds: float,
 ) -> AsyncIterator[str]:
     """The server-sent events of the events above ``after`` matching ``filters``, for
-    ``seconds`` at most."""
-    loop = asyncio.get_running_loop()
-    ends = loop.time() + seconds
+    ``seconds`` at most (the read side's :func:`follow_events`, as the REST API's stream)."""
     yield "retry: 1000\n\n"
-    while loop.time() < ends:
-        with contextlib.suppress(TimeoutError):
-            await data.store.wait_for_new(after, timeout=min(2.0, ends - loop.time()))
-        if await request.is_disconnected():
-            return
-        try:
-            found, after = await data.events_after(after, filters)
-        except StoreError:
-            return  # the browser reconnects (Last-Event-ID) and tries again
-        for rec in found:
-            row = renderer.fragment("_event_row.html", {"rec": rec, "fresh": True})
-            lines = "".join(f"data: {line}\n" for line in row.splitlines() if line.strip())
-            yield f"id: {rec.position}\nevent: message\n{lines}\n"
-        if not found:
-            yield f"id: {after}\n: keep-alive\n\n"
+    ticks = follow_events(
+        data.store,
+        filters.query(),
+        after,
+        seconds=seconds,
+        heartbeat=KEEP_ALIVE,
+        gone=request.is_disconnected,
+    )
+    try:
+        async for tick in ticks:
+            for rec in tick.events:
+                row = renderer.fragment("_event_row.html", {"rec": rec, "fresh": True})
+                lines = "".join(f"data: {line}\n" for line in row.splitlines() if line.strip())
+                yield f"id: {rec.position}\nevent: message\n{lines}\n"
+            if not tick.events:
+                yield f"id: {tick.position}\n: keep-alive\n\n"
+    except StoreError:
+        return  # the browser reconnects (Last-Event-ID) and tries again
