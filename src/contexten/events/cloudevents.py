@@ -12,7 +12,7 @@ from typing import Any, Final
 from contexten.events.envelope import Event
 from contexten.exceptions import InvalidEvent
 
-__all__ = ["from_cloudevent", "parse_time", "to_cloudevent"]
+__all__ = ["EARLIEST", "LATEST", "clamp_time", "from_cloudevent", "parse_time", "to_cloudevent"]
 
 SPEC_VERSION: Final = "1.0"
 _EXTENSIONS: Final = {
@@ -42,6 +42,21 @@ def to_cloudevent(event: Event) -> dict[str, Any]:
         if value is not None:
             out[attr] = value
     return out
+
+
+EARLIEST: Final = datetime(1, 1, 2, tzinfo=UTC)
+LATEST: Final = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def clamp_time(value: datetime) -> datetime:
+    """An aware time in UTC, clamped to [:data:`EARLIEST`, :data:`LATEST`] (a day inside
+    what a datetime holds, so a bound plus or minus a little never overflows): for query
+    bounds, where "before everything" is all that year 1 can mean."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if value.year < 5000 else LATEST
+    return min(max(utc, EARLIEST), LATEST)
 
 
 def parse_time(text: str) -> datetime:

@@ -45,7 +45,7 @@ there (404 by id, skipped in listings and streams).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -53,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from contexten.events.cloudevents import clamp_time
 from contexten.events.codec import encode_json
 from contexten.events.envelope import Event
 from contexten.exceptions import InvalidPattern
@@ -142,11 +143,7 @@ def _time_param(request: Request, name: str) -> datetime | None:
         parsed = None
     if len(raw) > 64 or parsed is None or parsed.tzinfo is None:
         raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        low = parsed.replace(tzinfo=None) < datetime(2000, 1, 1)
-        return (datetime.min if low else datetime.max).replace(tzinfo=UTC)
+    return clamp_time(parsed)
 
 
 def _query(request: Request, *, times: bool = True) -> EventQuery:
