@@ -200,7 +200,11 @@ class _Search:
         return EventSlice(self.found, await self._backward(top, indexed), head)
 
     async def _indexed_position(self) -> int:
-        if self._projections is None or "events" not in self._projections.names:
+        """How far the index covers the log (0: read the log itself, as for a listing with
+        no filter the index could narrow: the newest entries are the answer)."""
+        query = self.query
+        narrows = self.pattern is not None or query.equalities or query.since or query.upper_time
+        if not narrows or self._projections is None or "events" not in self._projections.names:
             return 0
         return (await self._projections.models.checkpoint("events")).position
 
