@@ -43,6 +43,7 @@ from contexten.exceptions import IngressError, InvalidEvent
 from contexten.ingress.body import read_body
 from contexten.ingress.config import IngressConfig
 from contexten.ingress.jsonsafe import loads_object
+from contexten.observability import tracing
 from contexten.observability.logging import get_logger
 from contexten.security.audit import audit_type, record_audit
 from contexten.security.middleware import principal_of
@@ -171,7 +172,12 @@ class EventPublisher:
             return _error(400, str(e))
         stream = self.stream_for(event)
         try:
-            results = await self.store.commit([Append(stream, [event])], dedup_key=dedup_key(event))
+            # A publisher's own traceparent is kept; else the event starts a trace here.
+            with tracing.publish_span(event):
+                event = tracing.inject(event)
+                results = await self.store.commit(
+                    [Append(stream, [event])], dedup_key=dedup_key(event)
+                )
         except InvalidEvent as e:
             # The id is stored already, under another source (same source: a dedup hit).
             await self._audit(request, "conflict", event, str(e))
