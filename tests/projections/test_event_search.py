@@ -19,7 +19,12 @@ import pytest
 from contexten import Event
 from contexten.exceptions import InvalidPattern
 from contexten.projections import Projections, create_read_models
-from contexten.projections.event_search import EventQuery, search_events
+from contexten.projections.event_search import (
+    FOLLOW_BATCH,
+    EventQuery,
+    follow_events,
+    search_events,
+)
 from contexten.projections.events import EventsProjection
 from contexten.store.base import EventStore, RecordedEvent
 from contexten.store.memory import MemoryEventStore
@@ -238,3 +243,25 @@ async def test_bad_requests_are_refused(store: EventStore) -> None:
             )
     finally:
         await projections.close()
+
+
+async def test_follow_reads_in_bounded_batches_and_beats_when_quiet(store: EventStore) -> None:
+    records = await _fill(store, 250)
+    query = EventQuery(type="github.**", hidden=("$audit-",))
+    match = query.predicate()
+    ticks = []
+    async for tick in follow_events(store, query, 0, seconds=0.6, heartbeat=0.1):
+        ticks.append(tick)
+    found = [r.position for t in ticks for r in t.events]
+    assert found == [r.position for r in records if match(r)]
+    assert all(len(t.events) <= FOLLOW_BATCH for t in ticks)
+    assert len([t for t in ticks if t.events]) >= 250 // FOLLOW_BATCH  # one read at a time
+    assert ticks[-1].events == []  # a heartbeat once the log went quiet
+    assert ticks[-1].position == 250  # and it says how far the stream has looked
+
+    async def gone() -> bool:
+        return True
+
+    assert [
+        t async for t in follow_events(store, query, 0, seconds=5, heartbeat=0.1, gone=gone)
+    ] == []
