@@ -377,7 +377,12 @@ class _Search:
 
     async def _load(self, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
         """The stored events of index rows (by id), in the rows' order."""
-        loaded = await asyncio.gather(*(self.store.get_event(r["event_id"]) for r in rows))
+        if not rows:
+            return []
+        by_id = {
+            rec.event.id: rec for rec in await self.store.get_events([r["event_id"] for r in rows])
+        }
+        loaded = [by_id.get(r["event_id"]) for r in rows]
         return [rec for rec in loaded if rec is not None and self.matches(rec)]
 
 

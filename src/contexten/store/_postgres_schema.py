@@ -145,6 +145,7 @@ class Statements:
     read_backwards: str
     read_backwards_before: str
     get_event: str
+    get_events: str
     stream_version: str
     list_streams: str
     list_streams_below: str
@@ -226,6 +227,9 @@ class Statements:
                 f"SELECT {cols} FROM {s}.events WHERE position < $2 ORDER BY position DESC LIMIT $1"
             ),
             get_event=f"SELECT {cols} FROM {s}.events WHERE event_id = $1",
+            get_events=(
+                f"SELECT {cols} FROM {s}.events WHERE event_id = ANY($1::text[]) ORDER BY position"
+            ),
             stream_version=f"SELECT version FROM {s}.streams WHERE name = $1",
             list_streams=(
                 f"SELECT name, version FROM {s}.streams WHERE name >= $1 ORDER BY name LIMIT $2"

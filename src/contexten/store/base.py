@@ -407,6 +407,14 @@ class EventStore(ABC):
     async def get_event(self, event_id: str) -> RecordedEvent | None:
         """The stored event with id ``event_id``, or None."""
 
+    async def get_events(self, event_ids: Sequence[str]) -> list[RecordedEvent]:
+        """The stored events among ``event_ids``, in log order (unknown ids left out).
+
+        The durable backends answer in one query; this default asks for each in turn.
+        """
+        found = [await self.get_event(event_id) for event_id in dict.fromkeys(event_ids)]
+        return sorted((r for r in found if r is not None), key=lambda r: r.position)
+
     @abstractmethod
     async def stream_version(self, stream: str) -> int:
         """The stream's current version (0: no stream)."""

@@ -347,6 +347,14 @@ class PostgresEventStore(EventStore):
         records = _records(await self._fetch(self._sql.get_event, event_id))
         return records[0] if records else None
 
+    async def get_events(self, event_ids: Sequence[str]) -> list[RecordedEvent]:
+        """The stored events among ``event_ids``, in log order (one query)."""
+        self._require_pool()
+        ids = [i for i in dict.fromkeys(event_ids) if _storable(i)]
+        if not ids:
+            return []
+        return _records(await self._fetch(self._sql.get_events, ids))
+
     async def stream_version(self, stream: str) -> int:
         """The stream's current version (0: no stream)."""
         self._require_pool()

@@ -413,6 +413,17 @@ class SqliteEventStore(EventStore):
         records = await self._read(functools.partial(_select_records, sql, [event_id]))
         return records[0] if records else None
 
+    async def get_events(self, event_ids: Sequence[str]) -> list[RecordedEvent]:
+        """The stored events among ``event_ids``, in log order (one query per 500 ids)."""
+        found: list[RecordedEvent] = []
+        ids = list(dict.fromkeys(event_ids))
+        for at in range(0, len(ids), 500):
+            chunk = ids[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks}) ORDER BY position"
+            found += await self._read(functools.partial(_select_records, sql, chunk))
+        return sorted(found, key=lambda r: r.position) if len(ids) > 500 else found
+
     async def stream_version(self, stream: str) -> int:
         """The stream's current version (0: no stream)."""
         return await self._read(

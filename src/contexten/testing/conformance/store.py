@@ -303,6 +303,19 @@ class EventStoreConformance(LeaseConformance):
         assert (record.position, record.version, record.event) == (2, 2, events[1])
         assert await store.get_event("no-such-id") is None
 
+    async def test_get_events_answers_in_log_order(self, store: EventStore) -> None:
+        events = [_event(i=i) for i in range(5)]
+        await store.append("s", events[:3])
+        await store.append("t", events[3:])
+        wanted = [events[4].id, "no-such-id", events[0].id, events[2].id, events[0].id]
+        found = await store.get_events(wanted)
+        assert [(r.position, r.event) for r in found] == [
+            (1, events[0]),
+            (3, events[2]),
+            (5, events[4]),
+        ]
+        assert await store.get_events([]) == []
+
     async def test_list_streams(self, store: EventStore) -> None:
         for name in ["github:b", "github:a", "linear:x", "github:c", "githubx"]:
             await store.append(name, [_event()])
