@@ -20,6 +20,7 @@ The tree::
     │   │                           said it was; nothing of the batch was written
     │   ├── LeaseLost               fencing: the caller no longer holds the partition's lease
     │   │                           (owner or epoch moved on); nothing was written
+    │   ├── PartitionsHeld          a reset met live leases (nothing moved; --force revokes)
     │   └── StoreClosed             used after close()
     ├── CacheError                  a cache backend refused an operation (bad reply, wrong type)
     │   └── CacheUnavailable        the cache cannot be reached (connect error, timeout, loading)
@@ -102,6 +103,7 @@ __all__ = [
     "NonRetryableError",
     "NondeterminismError",
     "Overloaded",
+    "PartitionsHeld",
     "PayloadTooLarge",
     "PlatformError",
     "PlatformNotFound",
@@ -214,6 +216,25 @@ class LeaseLost(StoreError):
         )
         self.group = group
         self.partition = partition
+
+
+class PartitionsHeld(StoreError):
+    """A subscription reset met partitions held by live leases; nothing was moved.
+
+    Attributes:
+        group: the subscription.
+        owners: the workers holding its partitions.
+    """
+
+    def __init__(self, group: str, owners: list[str]) -> None:
+        shown = ", ".join(owners[:5]) + (" ..." if len(owners) > 5 else "")
+        super().__init__(
+            f"subscription {group!r} has partitions held by running workers ({shown}); "
+            "stop them, or force the reset (their leases are revoked and they resume from "
+            "the new position at their next heartbeat)"
+        )
+        self.group = group
+        self.owners = owners
 
 
 class CacheError(ContextenError):

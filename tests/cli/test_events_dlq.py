@@ -62,6 +62,20 @@ def test_events_list_filters_by_type_pattern(store_url: str) -> None:
     assert "linear" not in text
 
 
+def test_events_list_filters_by_source_subject_and_work_item(store_url: str) -> None:
+    def types(*args: str) -> list[str]:
+        out = run("events", "list", "--store", store_url, "--json", *args).splitlines()
+        return [json.loads(line)["type"] for line in out]
+
+    assert types("--source", "linear") == ["linear.issue.updated"]
+    assert types("--subject", "a/b") == ["github.push"]
+    assert types("--source", "github", "--type", "github.issues.*") == ["github.issues.opened"]
+    assert types("--correlation-id", "nobody") == []
+    bad = CliRunner().invoke(cli, ["events", "list", "--store", store_url, "--type", "a..b"])
+    assert bad.exit_code == 1
+    assert "pattern" in bad.output
+
+
 def test_events_list_hides_system_streams_unless_asked(store_url: str) -> None:
     plain = run("events", "list", "--store", store_url, "--json").splitlines()
     assert not any(json.loads(line)["stream"].startswith("$") for line in plain)

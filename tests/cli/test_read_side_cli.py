@@ -70,7 +70,14 @@ def test_projections_list_status_and_rebuild(written: tuple[str, datetime]) -> N
         json.loads(x) for x in run("projections", "list", "--store", url, "--json").splitlines()
     ]
     names = [p["name"] for p in listed]
-    assert names == ["workflows", "dead_letters", "work_items", "platform_health", "activity"]
+    assert names == [
+        "workflows",
+        "dead_letters",
+        "work_items",
+        "platform_health",
+        "activity",
+        "events",
+    ]
     status = json.loads(run("projections", "status", "--store", url, "work_items"))
     assert status["name"] == "work_items"
     assert status["head"] > 0

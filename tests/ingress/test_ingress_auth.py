@@ -41,7 +41,10 @@ EXPECTED: dict[tuple[str, str], Role | None] = {
     ("GET", "/metrics"): Role.VIEWER,
     ("GET", "/openapi.json"): Role.VIEWER,
     ("GET", "/api/v1/events"): Role.VIEWER,
+    ("POST", "/api/v1/events"): Role.OPERATOR,
+    ("GET", "/api/v1/events/stream"): Role.VIEWER,
     ("GET", "/api/v1/events/{id}"): Role.VIEWER,
+    ("GET", "/api/v1/events/{id}/caused"): Role.VIEWER,
 }
 """Each route of the app and the least role it needs (None: public)."""
 CREDENTIALS = ["none", "wrong", "viewer", "operator", "admin"]
@@ -82,6 +85,10 @@ def _request_for(method: str, path: str) -> dict[str, Any]:
     if path == "/webhooks/github":
         body, headers = github_request()
         return {"content": body, "headers": headers}
+    if (method, path) == ("POST", "/api/v1/events"):
+        cloud_event = {"specversion": "1.0", "id": "e-1", "source": "test", "type": "t.done"}
+        body = json.dumps(cloud_event).encode()
+        return {"content": body, "headers": {"content-type": "application/cloudevents+json"}}
     return {"content": b"{}"} if method == "POST" else {}
 
 
@@ -107,7 +114,8 @@ async def test_every_route_is_listed_with_its_least_role(store: EventStore) -> N
 async def test_every_route_against_every_credential(
     store: EventStore, tokens: dict[str, str], credential: str
 ) -> None:
-    app = create_ingress_app(store, make_config(auth_failure_limit=0))
+    config = make_config(auth_failure_limit=0, stream_seconds=0.05, stream_heartbeat=0.01)
+    app = create_ingress_app(store, config)
     role = None if credential in ("none", "wrong") else Role.parse(credential)
     async with _client(app) as client:
         for method, path in served_routes(app):
@@ -125,7 +133,7 @@ async def test_every_route_against_every_credential(
                 assert response.status_code == 403, where
                 assert response.json()["error"] == "forbidden", where
             else:
-                assert response.status_code in (200, 404), where
+                assert response.status_code in (200, 201, 404), where
         unknown = await client.get("/no/such/page", headers=_headers(credential, tokens))
         assert unknown.status_code == (401 if role is None else 404)
 

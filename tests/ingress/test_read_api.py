@@ -22,6 +22,7 @@ from contexten.clock import WallClock
 from contexten.ingress.server import create_server
 from contexten.resilience import RetryPolicy
 from contexten.security import AUDIT_STREAM_PREFIX, Role, create_token
+from contexten.workflows.history import stream_name
 
 from ._support import HANG_GUARD, make_config
 
@@ -264,3 +265,24 @@ async def test_schedules_are_listed_paused_triggered_backfilled_and_audited(
         assert (f"contexten.audit.schedules.{verb}", "requested", "nightly") in actions
     # The refused requests are audited by the middleware (their status) but requested nothing.
     assert len([a for a in actions if a[1] == "requested"]) == 4
+
+
+async def test_as_of_shows_a_workflow_and_a_work_item_as_they_were(served: Served) -> None:
+    history = await served.app.store.read_stream(stream_name("ship:ENG-1"))
+    started = history[0].recorded_at
+    now = (await served.get("/api/v1/workflows/ship:ENG-1")).json()
+    assert now["status"] == "failed"
+    then = (await served.get("/api/v1/workflows/ship:ENG-1", as_of=started.isoformat())).json()
+    assert then["status"] != "failed"
+    assert len(then["history"]) < len(now["history"])
+    long_ago = (started - timedelta(days=1)).isoformat()
+    assert (await served.get("/api/v1/workflows/ship:ENG-1", as_of=long_ago)).status_code == 404
+    assert (await served.get("/api/v1/work-items/ENG-1", as_of=long_ago)).status_code == 404
+    timeline = (await served.get("/api/v1/work-items/ENG-1")).json()["timeline"]
+    first = timeline[0]["recorded_at"]
+    early = (await served.get("/api/v1/work-items/ENG-1", as_of=first)).json()["timeline"]
+    assert [e["position"] for e in early] == [
+        e["position"] for e in timeline if e["recorded_at"] <= first
+    ]
+    assert len(early) < len(timeline)
+    assert (await served.get("/api/v1/work-items/ENG-1", as_of="yesterday")).status_code == 400

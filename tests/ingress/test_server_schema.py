@@ -64,7 +64,12 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesi
 
     # No throttling: schemathesis's ignored_auth check re-sends requests with bad credentials
     # on purpose (to check they are refused), many more than a client would in a minute.
-    config = make_config(allowed_hosts=("testserver",), auth_failure_limit=0)
+    config = make_config(
+        allowed_hosts=("testserver",),
+        auth_failure_limit=0,
+        stream_seconds=0.05,
+        stream_heartbeat=0.02,
+    )
     asgi = create_server(app, config, close_store=True)
     try:
         # schemathesis runs the app (and its lifespan: the App) on an event loop of its own.

@@ -138,7 +138,14 @@ async def test_dead_letter_counts_are_exact_and_follow_decisions(kind: str, tmp_
         health = await app.health()
         assert health.dead_letters == 11
         names = {p.name for p in health.projections}
-        assert names == {"workflows", "dead_letters", "work_items", "platform_health", "activity"}
+        assert names == {
+            "workflows",
+            "dead_letters",
+            "work_items",
+            "platform_health",
+            "activity",
+            "events",
+        }
         assert all(p.lag == 0 for p in health.projections)
 
 

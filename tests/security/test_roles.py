@@ -27,6 +27,8 @@ ADMIN = Principal("a1", "root", Role.ADMIN)
         ("workflows:migrate", False, True, True),
         ("workflows:fork", False, True, True),
         ("events:replay", False, True, True),
+        ("events:publish", False, True, True),
+        ("subscriptions:reset", False, True, True),
         ("tokens:manage", False, False, True),
     ],
 )

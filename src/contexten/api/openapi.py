@@ -50,6 +50,7 @@ _LIMIT: Final = _q(
 )
 _CURSOR: Final = _q("cursor", "The next_cursor of the previous page.", {"type": "string"})
 _TIME: Final = {"type": "string", "format": "date-time"}
+_AS_OF: Final = _q("as_of", "As it was at this time (ISO 8601 with offset).", _TIME)
 
 _PAGE: Final = {
     "type": "object",
@@ -183,7 +184,7 @@ def read_api_paths() -> dict[str, Any]:
                 "getWorkflow",
                 "One instance with its history (and, for a state machine, its states).",
                 "workflows",
-                [_id("The workflow instance id.")],
+                [_id("The workflow instance id."), _AS_OF],
                 ("200", "The instance.", _OBJ),
                 not_found=True,
             )
@@ -395,6 +396,7 @@ def read_api_paths() -> dict[str, Any]:
                         "Entries after this log position.",
                         {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                     ),
+                    _AS_OF,
                     _LIMIT,
                 ],
                 ("200", "The work item and timeline.", _OBJ),

@@ -46,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from contexten.bus.dead_letters import DeadLetterStatus
+from contexten.events.cloudevents import clamp_time
 from contexten.events.codec import encode_json
 from contexten.exceptions import (
     ConfigurationError,
@@ -131,16 +132,18 @@ def _text(request: Request, name: str) -> str | None:
 
 
 def _time(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 time with an offset, in UTC; a time UTC cannot hold (or that leaves no
+    room around it) is clamped to the earliest or latest: as a bound it means the same."""
     value = _text(request, name)
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset") from None
     if parsed.tzinfo is None:
         raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset")
-    return parsed
+    return clamp_time(parsed)
 
 
 def _choice(request: Request, name: str, allowed: list[str]) -> str | None:
@@ -275,8 +278,11 @@ class ReadAPI:
 
     async def get_workflow(self, request: Request) -> Response:
         """One instance: its row, its history (one stream read) and, for a state machine
-        this app knows, its states and transitions."""
-        info = await get_workflow_info(self.app.store, _path_id(request))
+        this app knows, its states and transitions; with ``as_of``, as it was then (404 if
+        it had not started)."""
+        info = await get_workflow_info(
+            self.app.store, _path_id(request), as_of=_time(request, "as_of")
+        )
         body = info.to_dict(with_history=True)
         machine = self.app.workflows.machines.get(info.name)
         if machine is not None:
@@ -518,14 +524,19 @@ class ReadAPI:
         return _json({"items": items})
 
     async def get_work_item(self, request: Request) -> Response:
-        """A work item's summary and one page of its timeline (``after``: a position)."""
+        """A work item's summary and one page of its timeline (``after``: a position); with
+        ``as_of``, only what had been recorded by then (404 if nothing had; the summary is
+        today's)."""
         correlation_id = _path_id(request)
+        as_of = _time(request, "as_of")
         item = await self.app.read.work_item(correlation_id)
         if item is None:
             raise _NotFound
         page = await self.app.read.timeline(
-            correlation_id, after=_position(request, "after"), limit=_limit(request)
+            correlation_id, after=_position(request, "after"), limit=_limit(request), as_of=as_of
         )
+        if as_of is not None and not page.items and not _position(request, "after"):
+            raise _NotFound
         return _json({"work_item": item, "timeline": page.items, "next_after": page.next_cursor})
 
     async def list_projections(self, request: Request) -> Response:

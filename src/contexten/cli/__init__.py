@@ -13,6 +13,7 @@ from contexten.cli.schedules import schedules
 from contexten.cli.serve import serve
 from contexten.cli.simulate import simulate
 from contexten.cli.store import store
+from contexten.cli.subscriptions import subscriptions
 from contexten.cli.tokens import tokens
 from contexten.cli.work_items import work_items
 from contexten.cli.worker import worker
@@ -42,6 +43,7 @@ cli.add_command(replay)
 cli.add_command(schedules)
 cli.add_command(workers)
 cli.add_command(store)
+cli.add_command(subscriptions)
 
 
 def main() -> None:

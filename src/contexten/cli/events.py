@@ -9,7 +9,8 @@ import msgspec
 
 from contexten.cli._common import clean, echo_json, fail, run_async, store_option, with_store
 from contexten.cli._time import TIME, TIME_HELP
-from contexten.events.patterns import compile_pattern
+from contexten.projections.event_search import EventQuery
+from contexten.projections.read_side import open_read_side
 from contexten.store import EventStore, RecordedEvent
 from contexten.store.retention import pruned_marker
 
@@ -43,6 +44,9 @@ def events() -> None:
 @events.command("list")
 @store_option
 @click.option("--type", "type_pattern", default=None, help="Type pattern, e.g. 'github.**'.")
+@click.option("--source", default=None, help="Only events from this source.")
+@click.option("--subject", default=None, help="Only events about this subject.")
+@click.option("--correlation-id", "correlation_id", default=None, help="Only this work item's.")
 @click.option("--limit", default=50, show_default=True, help="How many events at most.")
 @click.option("--system", is_flag=True, help="Include system streams ($wf-..., $dlq-...).")
 @click.option("--as-of", "as_of", type=TIME, default=None, help=TIME_HELP)
@@ -51,31 +55,36 @@ def events() -> None:
 async def list_events(
     store_url: str | None,
     type_pattern: str | None,
+    source: str | None,
+    subject: str | None,
+    correlation_id: str | None,
     limit: int,
     system: bool,
     as_of: datetime | None,
     as_json: bool,
 ) -> None:
-    """List the newest events, newest first (as the log stood at ``--as-of``, if given)."""
-    pattern = compile_pattern(type_pattern) if type_pattern else None
+    """List the newest events, newest first (as the log stood at ``--as-of``, if given),
+    through the read side's events query (the ``events`` index, caught up first)."""
+    query = EventQuery(
+        type=type_pattern,
+        source=source,
+        subject=subject,
+        correlation_id=correlation_id,
+        as_of=as_of,
+        hidden=() if system else ("$",),
+    )
+    query.predicate()  # a bad pattern fails here, before the store is opened
 
     async def body(store: EventStore) -> list[RecordedEvent]:
         found: list[RecordedEvent] = []
         before: int | None = None
-        while len(found) < limit:
-            page = await store.read_all_backwards(before=before, limit=500)
-            if not page:
-                break
-            for rec in page:
-                if not system and rec.stream.startswith("$"):
-                    continue
-                if as_of is not None and rec.recorded_at > as_of:
-                    continue
-                if pattern is None or pattern.matches(rec.event.type):
-                    found.append(rec)
-                    if len(found) >= limit:
-                        break
-            before = page[-1].position
+        async with open_read_side(store) as read:
+            while len(found) < limit:
+                page = await read.events(query, before=before, limit=min(limit - len(found), 1000))
+                found.extend(page.events)
+                if page.cursor is None:
+                    break
+                before = page.cursor
         return found
 
     for rec in await with_store(store_url, body):

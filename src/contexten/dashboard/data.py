@@ -4,7 +4,7 @@ Pages never touch the store, the engine or the dead-letter queue themselves: the
 :class:`DashboardData`. Listings, counts and timelines come from the read models through
 the same :class:`~contexten.projections.ReadSide` functions the REST API (``/api/v1``)
 uses, so no page folds streams on a request; one instance's page reads its one stream, and
-the events pages read the store's global log in bounded pages, as the events API does.
+the events pages run the read side's events query, as the events API does.
 
 Every read is bounded: a listing that filters scans at most :data:`SCAN_BUDGET` log entries
 per request and says where to continue, like the events API.
@@ -26,9 +26,9 @@ from contexten.bus.dead_letters import (
 )
 from contexten.bus.workers import WorkersReport, workers_report
 from contexten.events.envelope import Event
-from contexten.events.patterns import compile_pattern
 from contexten.exceptions import DeadLetterNotFound, WorkflowError, WorkflowNotFound
 from contexten.projections.activity import PerMinute
+from contexten.projections.event_search import EventQuery
 from contexten.projections.read_side import ReadSide
 from contexten.security import AUDIT_STREAM_PREFIX
 from contexten.store.base import EventStore, RecordedEvent
@@ -99,26 +99,24 @@ class EventFilter:
             for v in (self.type, self.source, self.correlation_id, self.subject, self.since)
         )
 
+    def query(self) -> EventQuery:
+        """These filters as the read side's events query (what the REST API runs too)."""
+        return EventQuery(
+            type=self.type,
+            source=self.source,
+            correlation_id=self.correlation_id,
+            subject=self.subject,
+            since=self.since,
+            hidden=self.hidden,
+        )
+
     def predicate(self) -> Callable[[RecordedEvent], bool]:
         """A test for one stored event.
 
         Raises:
             InvalidPattern: ``type`` is not a valid pattern.
         """
-        pattern = compile_pattern(self.type) if self.type else None
-
-        def matches(rec: RecordedEvent) -> bool:
-            e = rec.event
-            return (
-                (pattern is None or pattern.matches(e.type))
-                and (self.source is None or e.source == self.source)
-                and (self.correlation_id is None or e.correlation_id == self.correlation_id)
-                and (self.subject is None or e.subject == self.subject)
-                and (self.since is None or rec.recorded_at >= self.since)
-                and not (self.hidden and rec.stream.startswith(self.hidden))
-            )
-
-        return matches
+        return self.query().predicate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,29 +258,14 @@ class DashboardData:
     async def events(
         self, filters: EventFilter, *, before: int | None = None, limit: int = 50
     ) -> EventPage:
-        """The newest events matching ``filters`` below ``before`` (bounded scan).
+        """The newest events matching ``filters`` below ``before``: the read side's events
+        query (the events index, then the log past its checkpoint; bounded per request).
 
         Raises:
             InvalidPattern: the type filter is not a valid pattern.
         """
-        matches = filters.predicate()
-        head = await self.store.head()
-        found: list[RecordedEvent] = []
-        cursor = before
-        scanned = 0
-        want = limit if not filters.active else max(limit, 200)
-        while scanned < SCAN_BUDGET:
-            page = await self.store.read_all_backwards(before=cursor, limit=want)
-            for rec in page:
-                scanned += 1
-                cursor = rec.position
-                if matches(rec):
-                    found.append(rec)
-                    if len(found) == limit:
-                        return EventPage(found, cursor if cursor > 1 else None, head)
-            if len(page) < want or (cursor is not None and cursor <= 1):
-                return EventPage(found, None, head)
-        return EventPage(found, cursor, head)
+        page = await self.host.read.events(filters.query(), before=before, limit=limit)
+        return EventPage(page.events, page.cursor, page.head)
 
     async def events_after(
         self, after: int, filters: EventFilter, *, limit: int = 100
@@ -301,23 +284,10 @@ class DashboardData:
     async def caused_by(
         self, rec: RecordedEvent, *, hidden: tuple[str, ...] = (), limit: int = 50
     ) -> list[RecordedEvent]:
-        """The events whose ``causation_id`` is ``rec``'s id (looked for in the
-        :data:`SCAN_BUDGET` entries after it), but for streams starting with ``hidden``."""
-        found: list[RecordedEvent] = []
-        after, scanned = rec.position, 0
-        while scanned < SCAN_BUDGET and len(found) < limit:
-            page = await self.store.read_all(after=after, limit=500)
-            if not page:
-                break
-            scanned += len(page)
-            after = page[-1].position
-            found.extend(
-                r
-                for r in page
-                if r.event.causation_id == rec.event.id
-                and not (hidden and r.stream.startswith(hidden))
-            )
-        return found[:limit]
+        """The events whose ``causation_id`` is ``rec``'s id (the events index), but for
+        streams starting with ``hidden``."""
+        query = EventQuery(causation_id=rec.event.id, hidden=hidden)
+        return (await self.host.read.events(query, after=rec.position, limit=limit)).events
 
     # -- workflows ---------------------------------------------------------------------
 

@@ -15,8 +15,6 @@ dashboard's 500 ms target instead of a second late.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -25,13 +23,16 @@ from starlette.requests import Request
 from contexten.dashboard.data import DashboardData, EventFilter
 from contexten.dashboard.render import Renderer
 from contexten.exceptions import StoreError
+from contexten.projections.event_search import follow_events
 
-__all__ = ["PLANNED_RETRY_MS", "RETRY_MS", "event_stream"]
+__all__ = ["KEEP_ALIVE", "PLANNED_RETRY_MS", "RETRY_MS", "event_stream"]
 
 RETRY_MS: Final = 1000
 """How long a browser waits before reconnecting after a failed connection."""
 PLANNED_RETRY_MS: Final = 50
 """How long it waits before reconnecting when the server ended the connection on purpose."""
+KEEP_ALIVE: Final = 2.0
+"""Seconds without a matching event before a keep-alive comment goes out."""
 
 
 async def event_stream(
@@ -43,23 +44,28 @@ async def event_stream(
     seconds: float,
 ) -> AsyncIterator[str]:
     """The server-sent events of the events above ``after`` matching ``filters``, for
-    ``seconds`` at most."""
-    loop = asyncio.get_running_loop()
-    ends = loop.time() + seconds
+    ``seconds`` at most (the read side's :func:`follow_events`, as the REST API's stream)."""
     yield f"retry: {RETRY_MS}\n\n"
-    while loop.time() < ends:
-        with contextlib.suppress(TimeoutError):
-            await data.store.wait_for_new(after, timeout=min(2.0, ends - loop.time()))
-        if await request.is_disconnected():
-            return
-        try:
-            found, after = await data.events_after(after, filters)
-        except StoreError:
-            return  # the browser reconnects (Last-Event-ID) and tries again
-        for rec in found:
-            row = renderer.fragment("_event_row.html", {"rec": rec, "fresh": True})
-            lines = "".join(f"data: {line}\n" for line in row.splitlines() if line.strip())
-            yield f"id: {rec.position}\nevent: message\n{lines}\n"
-        if not found:
-            yield f"id: {after}\n: keep-alive\n\n"
-    yield f"retry: {PLANNED_RETRY_MS}\n\n"  # the connection's time is up: come back soon
+    ticks = follow_events(
+        data.store,
+        filters.query(),
+        after,
+        seconds=seconds,
+        heartbeat=KEEP_ALIVE,
+        gone=request.is_disconnected,
+    )
+    position = after
+    try:
+        async for tick in ticks:
+            for rec in tick.events:
+                row = renderer.fragment("_event_row.html", {"rec": rec, "fresh": True})
+                lines = "".join(f"data: {line}\n" for line in row.splitlines() if line.strip())
+                yield f"id: {rec.position}\nevent: message\n{lines}\n"
+            if not tick.events:
+                yield f"id: {tick.position}\n: keep-alive\n\n"
+            position = tick.position
+    except StoreError:
+        return  # the browser reconnects (Last-Event-ID) and tries again
+    # The connection's time is up: where it ended (the reconnection's Last-Event-ID, even
+    # when nothing was sent), and come back soon.
+    yield f"id: {position}\n: end\n\nretry: {PLANNED_RETRY_MS}\n\n"

@@ -6,13 +6,13 @@ envelope's ``correlation_id`` travels as ``correlationid`` and so on.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from contexten.events.envelope import Event
 from contexten.exceptions import InvalidEvent
 
-__all__ = ["from_cloudevent", "to_cloudevent"]
+__all__ = ["EARLIEST", "LATEST", "clamp_time", "from_cloudevent", "parse_time", "to_cloudevent"]
 
 SPEC_VERSION: Final = "1.0"
 _EXTENSIONS: Final = {
@@ -44,6 +44,36 @@ def to_cloudevent(event: Event) -> dict[str, Any]:
     return out
 
 
+EARLIEST: Final = datetime(1, 1, 2, tzinfo=UTC)
+LATEST: Final = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def clamp_time(value: datetime) -> datetime:
+    """An aware time in UTC, clamped to [:data:`EARLIEST`, :data:`LATEST`] (a day inside
+    what a datetime holds, so a bound plus or minus a little never overflows): for query
+    bounds, where "before everything" is all that year 1 can mean."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if value.year < 5000 else LATEST
+    return min(max(utc, EARLIEST), LATEST)
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time (``Z`` or an offset, either case) as an aware datetime in UTC.
+
+    Raises:
+        InvalidEvent: not RFC 3339, no offset, or outside what a datetime holds in UTC.
+    """
+    try:
+        parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError("no UTC offset")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as e:
+        raise InvalidEvent(f"time {text[:64]!r} is not an RFC 3339 time with an offset") from e
+
+
 def from_cloudevent(obj: dict[str, Any]) -> Event:
     """Build an :class:`Event` from a CloudEvents 1.0 structured-mode JSON object."""
     if not isinstance(obj, dict):
@@ -66,10 +96,7 @@ def from_cloudevent(obj: dict[str, Any]) -> Event:
         "data": data,
     }
     if obj.get("time") is not None:
-        try:
-            fields["time"] = datetime.fromisoformat(str(obj["time"]).replace("Z", "+00:00"))
-        except ValueError as e:
-            raise InvalidEvent(f"CloudEvent time is not RFC 3339: {obj['time']!r}") from e
+        fields["time"] = parse_time(str(obj["time"]))
     for field, attr in _EXTENSIONS.items():
         if obj.get(attr) is not None:
             fields[field] = str(obj[attr])

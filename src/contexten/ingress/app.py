@@ -64,6 +64,7 @@ from contexten.ingress.tracing import WebhookTracingMiddleware
 from contexten.observability import tracing
 from contexten.observability.logging import get_logger
 from contexten.observability.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from contexten.projections.manager import Projections
 from contexten.security.hosts import AllowedHosts
 from contexten.security.middleware import RouteAction, SecurityMiddleware, verbose_requested
 from contexten.security.throttle import FailureThrottle
@@ -353,6 +354,7 @@ def create_ingress_app(
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     api_paths: Mapping[str, Any] | None = None,
+    projections: Projections | None = None,
 ) -> IngressApplication:
     """Build the ingress ASGI app over ``store``.
 
@@ -374,6 +376,8 @@ def create_ingress_app(
         on_shutdown: awaited in order when the server stops, before the store is closed.
         api_paths: the OpenAPI description of ``extra_routes`` that belong in
             ``/openapi.json`` (the read-model API).
+        projections: the read models with the ``events`` index the events API filters
+            through (an App's); without them its filters test the log entry by entry.
 
     Returns:
         The Starlette application (webhook deliveries go through its fast path:
@@ -388,7 +392,7 @@ def create_ingress_app(
     metrics = metrics if metrics is not None else Metrics()
     ingress = _Ingress(store, config, metrics, readiness, stream_for)
     ingress.api_paths = dict(api_paths or {})
-    api = EventsAPI(store)
+    api = EventsAPI(store, config, stream_for, projections)
     rules: list[tuple[BaseRoute, RouteAction]] = [
         *(
             (Route(f"/webhooks/{p}", ingress.webhook_endpoint(p), methods=["POST"]), None)
@@ -401,7 +405,7 @@ def create_ingress_app(
             None if config.metrics_public else "metrics:read",
         ),
         (Route("/openapi.json", ingress.openapi, methods=["GET"]), "api:describe"),
-        *((route, "events:read") for route in api.routes()),
+        *api.routes(),
         *extra_routes,
     ]
     tokens = TokenRegistry(

@@ -119,6 +119,11 @@ class IngressConfig:
             request's start is answered 503 with ``Retry-After``; a commit that still lands
             later makes the platform's retry a duplicate (its dedup key), so nothing is lost
             or doubled.
+        publish_max_body: largest CloudEvent accepted by ``POST /api/v1/events`` (bytes of
+            the body, structured or binary mode; else 413).
+        stream_seconds: how long one ``GET /api/v1/events/stream`` connection lasts; the
+            client then reconnects with ``Last-Event-ID`` and misses nothing.
+        stream_heartbeat: seconds between keep-alive comments on a quiet event stream.
     """
 
     github_secrets: tuple[bytes, ...] = field(default=(), repr=False)
@@ -150,6 +155,9 @@ class IngressConfig:
     linear_deadline: float = 5.0
     github_deadline: float = 10.0
     deadline_margin: float = 1.0
+    publish_max_body: int = 256 * 1024
+    stream_seconds: float = 300.0
+    stream_heartbeat: float = 15.0
 
     @classmethod
     def from_env(

@@ -14,7 +14,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
-from contexten.ingress.api import DEFAULT_LIMIT, MAX_LIMIT
+from contexten.ingress.api import MAX_LIMIT
+from contexten.ingress.openapi_events import events_paths
 
 __all__ = ["openapi_spec", "protected_operation"]
 
@@ -164,6 +165,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "events": {"type": "array", "items": {"$ref": "#/components/schemas/RecordedEvent"}},
             "next": {"type": ["string", "null"], "description": "URL of the next page."},
+            "head": {"type": "integer", "description": "The log's head when read."},
         },
     },
 }
@@ -274,68 +276,7 @@ def _base_spec() -> dict[str, Any]:
                     }
                 )
             },
-            "/api/v1/events": {
-                "get": _protected(
-                    {
-                        "operationId": "listEvents",
-                        "summary": "Page through the event log, newest first (or after one).",
-                        "tags": ["events"],
-                        "parameters": [
-                            {
-                                "name": "type",
-                                "in": "query",
-                                "required": False,
-                                "description": "Type pattern ('*': a segment, '**': the rest).",
-                                "schema": {
-                                    "type": "string",
-                                    "pattern": _TYPE_PATTERN,
-                                    "examples": ["github.pull_request.*"],
-                                },
-                            },
-                            _int_query(
-                                "before", "Only events below this position (not with after).", 1
-                            ),
-                            _int_query(
-                                "after",
-                                "Only events above this position, oldest first (not with before).",
-                                0,
-                            ),
-                            _int_query("limit", "Events per page.", 1, DEFAULT_LIMIT),
-                        ],
-                        "responses": {
-                            "200": _json_response(
-                                "One page.", {"$ref": "#/components/schemas/EventPage"}
-                            ),
-                            "400": _json_response("Bad parameters.", _ERROR),
-                            "503": _json_response("The store is unreachable.", _ERROR),
-                        },
-                    }
-                )
-            },
-            "/api/v1/events/{id}": {
-                "get": _protected(
-                    {
-                        "operationId": "getEvent",
-                        "summary": "One stored event by id.",
-                        "tags": ["events"],
-                        "parameters": [
-                            {
-                                "name": "id",
-                                "in": "path",
-                                "required": True,
-                                "schema": {"type": "string"},
-                            }
-                        ],
-                        "responses": {
-                            "200": _json_response(
-                                "The event.", {"$ref": "#/components/schemas/RecordedEvent"}
-                            ),
-                            "404": _json_response("No event has that id.", _ERROR),
-                            "503": _json_response("The store is unreachable.", _ERROR),
-                        },
-                    }
-                )
-            },
+            **events_paths(_protected, _TYPE_PATTERN),
         },
         "components": {
             "schemas": copy.deepcopy(_SCHEMAS),

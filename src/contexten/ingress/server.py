@@ -93,6 +93,7 @@ def _build(
         metrics=metrics,
         extra_routes=[*ReadAPI(app).routes(), *extra_routes],
         api_paths=read_api_paths(),
+        projections=app.projections,
         on_startup=[start],
         on_shutdown=[app.stop, close] if close_store else [app.stop],
     )

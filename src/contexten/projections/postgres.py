@@ -243,4 +243,10 @@ class PostgresReadModels(ReadModels):
                 projection.version,
             )
             await conn.execute(f"DELETE FROM {_CP} WHERE name = $1", f"{projection.name}#shadow")
-            return int(position)
+        # Tables built in bulk have no planner statistics until autovacuum gets to them, and
+        # without them PostgreSQL picks bitmap scans that read a whole filter's rows to sort
+        # out the newest 50 (measured: 140 ms instead of 0.4 ms on an events index of 1M).
+        async with self._require().acquire() as conn:
+            for table in projection.tables:
+                await conn.execute(f"ANALYZE {_sql.physical(table, False)}")
+        return int(position)

@@ -25,6 +25,8 @@ from contexten.projections import dead_letters as _dl
 from contexten.projections import work_items as _wi
 from contexten.projections import workflows as _wf
 from contexten.projections.base import Projection, Query
+from contexten.projections.event_search import EventQuery, EventSlice, search_events
+from contexten.projections.events import EventsProjection
 from contexten.projections.manager import Projections
 from contexten.projections.platform_health import PlatformHealthProjection
 from contexten.projections.platform_health import row_to_dict as _platform_dict
@@ -49,13 +51,14 @@ _MAX_PAGE: Final = 1000
 
 def builtin_projections() -> list[Projection]:
     """Fresh instances of the built-in projections (workflows, dead letters, work items,
-    platform health, activity per minute)."""
+    platform health, activity per minute, the events index)."""
     return [
         _wf.WorkflowsProjection(),
         _dl.DeadLettersProjection(),
         _wi.WorkItemsProjection(),
         PlatformHealthProjection(),
         _activity.ActivityProjection(),
+        EventsProjection(),
     ]
 
 
@@ -427,6 +430,34 @@ class ReadSide:
             "work_items", Query(prefix=("correlation_id", prefix), limit=_limit(limit))
         )
         return [_wi.entry_to_dict(r) for r in rows]
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def events(
+        self,
+        query: EventQuery,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> EventSlice:
+        """One page of the log's events matching ``query``, newest first below ``before``
+        (default: from the head) or oldest first above ``after``; the cursor is a log
+        position (see :mod:`contexten.projections.event_search`).
+
+        Raises:
+            InvalidPattern: the type filter is not a valid pattern.
+            ValueError: both ``before`` and ``after``, or a bad limit.
+        """
+        await self._ready("events")
+        return await search_events(
+            self.projections.store,
+            query,
+            projections=self.projections,
+            before=before,
+            after=after,
+            limit=_limit(limit),
+        )
 
     # -- platforms ---------------------------------------------------------------------------
 

@@ -159,10 +159,20 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
 
     def _action(self, scope: Scope) -> str | None:
+        # The route the router will run: the first FULL match (path and method). One path
+        # may carry routes of several methods with different actions (GET to read, POST to
+        # publish), so a path-only (PARTIAL) match counts only when no route fully matches
+        # (the router then answers 405, behind the first such route's action).
+        partial: tuple[BaseRoute, RouteAction] | None = None
         for route, rule in self.rules:
             match, _ = route.matches(scope)
-            if match is not Match.NONE:
+            if match is Match.FULL:
                 return rule(scope) if callable(rule) else rule
+            if match is Match.PARTIAL and partial is None:
+                partial = (route, rule)
+        if partial is not None:
+            rule = partial[1]
+            return rule(scope) if callable(rule) else rule
         return AUTHENTICATED
 
     def _client(self, scope: Scope) -> str:

@@ -64,6 +64,8 @@ ACTIONS: Final[Mapping[str, Role]] = MappingProxyType(
         "workflows:cancel": Role.OPERATOR,
         "workflows:redrive": Role.OPERATOR,
         "events:replay": Role.OPERATOR,
+        "events:publish": Role.OPERATOR,
+        "subscriptions:reset": Role.OPERATOR,
         "workflows:migrate": Role.OPERATOR,
         "workflows:fork": Role.OPERATOR,
         "schedules:read": Role.VIEWER,

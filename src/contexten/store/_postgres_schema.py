@@ -191,6 +191,8 @@ class Statements:
     release_partitions: str
     list_partitions: str
     list_group_partitions: str
+    lock_group_partitions: str
+    reset_group_partitions: str
 
     @classmethod
     def for_schema(cls, schema: str) -> Statements:
@@ -343,6 +345,16 @@ class Statements:
                 "SELECT grp, partition, owner, epoch, position, "
                 "extract(epoch FROM expires_at - clock_timestamp())::float8 "
                 f"FROM {s}.partitions WHERE grp = $1 ORDER BY partition"
+            ),
+            # A reset locks the group's rows in partition order (as every lease statement
+            # does), then the caller checks for live leases before moving them.
+            lock_group_partitions=(
+                "SELECT owner, expires_at > clock_timestamp() "
+                f"FROM {s}.partitions WHERE grp = $1 ORDER BY partition FOR NO KEY UPDATE"
+            ),
+            reset_group_partitions=(
+                f"UPDATE {s}.partitions SET position = $2, epoch = epoch + 1, owner = NULL, "
+                "expires_at = NULL WHERE grp = $1"
             ),
         )
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from contexten.events.codec import decode_json, encode_json
+from contexten.exceptions import PartitionsHeld
 from contexten.store.base import PartitionLease, WorkerInfo
 
 __all__ = [
@@ -146,6 +147,31 @@ def release(
         "WHERE grp = ? AND partition = ? AND owner = ?",
         [(group, number, worker_id) for number in numbers],
     )
+
+
+def reset(
+    group: str, position: int, force: bool, conn: sqlite3.Connection, now: float
+) -> list[PartitionLease]:
+    """Move every partition of ``group`` to ``position``: epochs bumped, leases freed
+    (refused while one is held, unless ``force``); see the port."""
+    held = sorted(
+        {
+            r[0]
+            for r in conn.execute(
+                "SELECT owner FROM partitions WHERE grp = ? AND owner IS NOT NULL "
+                "AND expires_at IS NOT NULL AND expires_at > ?",
+                (group, now),
+            )
+        }
+    )
+    if held and not force:
+        raise PartitionsHeld(group, held)
+    conn.execute(
+        "UPDATE partitions SET position = ?, epoch = epoch + 1, owner = NULL, "
+        "expires_at = NULL WHERE grp = ?",
+        (position, group),
+    )
+    return list_partitions(group, conn, now)
 
 
 def list_partitions(

@@ -520,3 +520,19 @@ class EventStore(ABC):
     @abstractmethod
     async def release_slot(self, group: str, holder: str) -> None:
         """Give ``holder``'s slot of ``group`` back (nothing if it holds none)."""
+
+    @abstractmethod
+    async def reset_partitions(
+        self, group: str, position: int, *, force: bool = False
+    ) -> list[PartitionLease]:
+        """Move the checkpoint of every partition of ``group`` to ``position``, in one
+        transaction, and return the partitions as they are then (none: ``group`` has no
+        partitions, nothing done).
+
+        Each partition's epoch is bumped and its lease freed, so a worker that held one
+        writes nothing more under it (its fenced commits raise
+        :class:`~contexten.exceptions.LeaseLost`) and the next claim, its own at its next
+        heartbeat or another's, starts from ``position``. Unless ``force``, a group with a
+        partition under an unexpired lease is refused with
+        :class:`~contexten.exceptions.PartitionsHeld` and nothing changes.
+        """

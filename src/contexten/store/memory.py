@@ -15,7 +15,7 @@ from typing import Any
 
 from contexten.events.codec import encode_event
 from contexten.events.envelope import utcnow
-from contexten.exceptions import InvalidEvent, LeaseLost, StoreClosed
+from contexten.exceptions import InvalidEvent, LeaseLost, PartitionsHeld, StoreClosed
 from contexten.store.base import (
     Append,
     AppendResult,
@@ -378,6 +378,20 @@ class MemoryEventStore(EventStore):
             part = self._partitions.get((group, number))
             if part is not None and part.owner == worker_id:
                 part.owner, part.expires = None, None
+
+    async def reset_partitions(
+        self, group: str, position: int, *, force: bool = False
+    ) -> list[PartitionLease]:
+        self._check_open()
+        now = time.time()
+        mine = sorted((n, p) for (g, n), p in self._partitions.items() if g == group)
+        held = [p.owner for _, p in mine if p.owner and p.expires is not None and p.expires > now]
+        if held and not force:
+            raise PartitionsHeld(group, sorted(set(held)))
+        for _, part in mine:
+            part.position, part.epoch = position, part.epoch + 1
+            part.owner, part.expires = None, None
+        return [_lease(group, number, part, now) for number, part in mine]
 
     async def partitions(self, group: str | None = None) -> list[PartitionLease]:
         self._check_open()

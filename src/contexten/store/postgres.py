@@ -49,6 +49,7 @@ from contexten.events.codec import decode_event, encode_event
 from contexten.exceptions import (
     ConfigurationError,
     InvalidEvent,
+    PartitionsHeld,
     StoreClosed,
     StoreCorrupted,
     StoreError,
@@ -644,6 +645,25 @@ class PostgresEventStore(EventStore):
             "releasing partitions",
             (self._sql.release_partitions, (group, worker_id, list(partitions))),
         )
+
+    async def reset_partitions(
+        self, group: str, position: int, *, force: bool = False
+    ) -> list[PartitionLease]:
+        """Move every partition of ``group`` to ``position`` in one transaction (see the
+        port)."""
+        if not _storable(group):
+            return []
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(self._sql.lock_group_partitions, group)
+                held = sorted({owner for owner, live in rows if owner is not None and live})
+                if held and not force:
+                    raise PartitionsHeld(group, held)
+                await conn.execute(self._sql.reset_group_partitions, group, position)
+        except _DRIVER_ERRORS as e:
+            raise translate_error(e, self._where, "resetting a subscription") from e
+        return await self.partitions(group)
 
     async def partitions(self, group: str | None = None) -> list[PartitionLease]:
         """Every partition of ``group`` or of all groups (see the port)."""

@@ -503,6 +503,12 @@ class SqliteEventStore(EventStore):
         """Free partitions this worker holds (see the port)."""
         await self._work(functools.partial(leases.release, group, worker_id, list(partitions)))
 
+    async def reset_partitions(
+        self, group: str, position: int, *, force: bool = False
+    ) -> list[PartitionLease]:
+        """Move every partition of ``group`` to ``position`` (see the port)."""
+        return await self._work(functools.partial(leases.reset, group, position, force))
+
     async def partitions(self, group: str | None = None) -> list[PartitionLease]:
         """Every partition of ``group`` or of all groups (see the port)."""
         return await self._read(lambda conn: leases.list_partitions(group, conn, time.time()))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from contexten.events.envelope import Event
-from contexten.exceptions import LeaseLost
+from contexten.exceptions import LeaseLost, PartitionsHeld
 from contexten.store.base import Append, EventStore, LeaseCheckpoint
 
 __all__ = ["LeaseConformance"]
@@ -245,3 +245,36 @@ class LeaseConformance:
             *(store.acquire_slot("wf:c", f"i{i}", f"w{i % 4}", limit=3) for i in range(20))
         )
         assert sum(results) == 3
+
+    async def test_reset_moves_every_partition_and_refuses_live_leases(
+        self, store: EventStore
+    ) -> None:
+        assert await store.reset_partitions("nothing", 3) == []
+        await store.ensure_partitions("g", 3, position=9)
+        await store.ensure_partitions("other", 1, position=9)
+        [held] = await store.claim_partitions("g", "a", limit=1, ttl=_TTL)
+        with pytest.raises(PartitionsHeld) as caught:
+            await store.reset_partitions("g", 2)
+        assert caught.value.owners == ["a"]
+        assert [p.position for p in await store.partitions("g")] == [9, 9, 9]
+        # Forced: every partition moves, every epoch is bumped, every lease is revoked.
+        parts = await store.reset_partitions("g", 2, force=True)
+        assert [(p.partition, p.position, p.owner) for p in parts] == [
+            (0, 2, None),
+            (1, 2, None),
+            (2, 2, None),
+        ]
+        assert [p.epoch for p in parts] == [held.epoch + 1, 1, 1]
+        assert [p.position for p in await store.partitions("other")] == [9]
+        # The old holder is fenced out; its next claim starts from the new position.
+        with pytest.raises(LeaseLost):
+            await store.commit([], lease=LeaseCheckpoint("g", 0, "a", held.epoch, position=10))
+        assert await store.heartbeat("a", ttl=_TTL) == []
+        [again] = await store.claim_partitions("g", "a", limit=1, ttl=_TTL)
+        assert (again.position, again.epoch) == (2, held.epoch + 2)
+        # Expired leases do not count as held.
+        await store.ensure_partitions("h", 1, position=5)
+        await store.claim_partitions("h", "gone", limit=1, ttl=0.05)
+        await asyncio.sleep(0.15)
+        [moved] = await store.reset_partitions("h", 0)
+        assert moved.position == 0
