@@ -37,17 +37,14 @@ route                                          action     what
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from contexten.bus.dead_letters import DeadLetterStatus
-from contexten.events.cloudevents import clamp_time
-from contexten.events.codec import encode_json
 from contexten.exceptions import (
     ConfigurationError,
     DeadLetterNotFound,
@@ -56,7 +53,15 @@ from contexten.exceptions import (
     WorkflowNotFound,
     WorkflowNotRegistered,
 )
-from contexten.observability.logging import get_logger
+from contexten.ingress.json_api import (
+    BadRequest,
+    Handler,
+    NotFound,
+    error_response,
+    guard,
+    json_response,
+    time_param,
+)
 from contexten.security.audit import audit_type, record_audit
 from contexten.security.middleware import principal_of
 from contexten.workflows.admin import get_workflow_info, request_cancel, request_redrive
@@ -79,37 +84,13 @@ MAX_LIMIT: Final = 500
 _MAX_ID: Final = 300
 _BASE: Final = "/api/v1"
 
-_log = get_logger("contexten.api")
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-class _BadRequest(Exception):
-    pass
-
-
-class _NotFound(Exception):
-    pass
-
-
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(encode_json(content), status, media_type="application/json")
-
-
-def _error(status: int, error: str, detail: str | None = None) -> Response:
-    body: dict[str, Any] = {"error": error}
-    if detail is not None:
-        body["detail"] = detail
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse(body, status, headers=headers)
-
 
 def _limit(request: Request, default: int = DEFAULT_LIMIT) -> int:
     raw = request.query_params.get("limit")
     if raw is None or raw == "":
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 6 or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
 
@@ -118,7 +99,7 @@ def _position(request: Request, name: str) -> int:
     if raw is None or raw == "":
         return 0
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        raise _BadRequest(f"{name} must be a log position (a whole number)")
+        raise BadRequest(f"{name} must be a log position (a whole number)")
     return int(raw)
 
 
@@ -127,36 +108,21 @@ def _text(request: Request, name: str) -> str | None:
     if value is None or value == "":
         return None
     if len(value) > _MAX_ID:
-        raise _BadRequest(f"{name} is too long")
+        raise BadRequest(f"{name} is too long")
     return value
-
-
-def _time(request: Request, name: str) -> datetime | None:
-    """An ISO 8601 time with an offset, in UTC; a time UTC cannot hold (or that leaves no
-    room around it) is clamped to the earliest or latest: as a bound it means the same."""
-    value = _text(request, name)
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset") from None
-    if parsed.tzinfo is None:
-        raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset")
-    return clamp_time(parsed)
 
 
 def _choice(request: Request, name: str, allowed: list[str]) -> str | None:
     value = _text(request, name)
     if value is not None and value not in allowed:
-        raise _BadRequest(f"{name} must be one of {', '.join(allowed)}")
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}")
     return value
 
 
 def _path_id(request: Request) -> str:
     value: str = request.path_params["id"]
     if len(value) > _MAX_ID:
-        raise _NotFound
+        raise NotFound
     return value
 
 
@@ -171,42 +137,28 @@ async def _body(request: Request, fields: dict[str, type | tuple[type, ...]]) ->
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > _MAX_BODY:
-            raise _BadRequest(f"the body is larger than {_MAX_BODY} bytes")
+            raise BadRequest(f"the body is larger than {_MAX_BODY} bytes")
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
-        raise _BadRequest("the body must be a JSON object") from None
+        raise BadRequest("the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise _BadRequest("the body must be a JSON object")
+        raise BadRequest("the body must be a JSON object")
     for key, value in body.items():
         expected = fields.get(key)
         if expected is None:
-            raise _BadRequest(f"unknown field {key[:40]!r}; expected {', '.join(fields)}")
+            raise BadRequest(f"unknown field {key[:40]!r}; expected {', '.join(fields)}")
         if isinstance(value, bool) is not (expected is bool) or not isinstance(value, expected):
-            raise _BadRequest(f"{key} has the wrong type")
+            raise BadRequest(f"{key} has the wrong type")
         if isinstance(value, str) and not 1 <= len(value) <= _MAX_VERSION:
-            raise _BadRequest(f"{key} must be 1 to {_MAX_VERSION} characters")
+            raise BadRequest(f"{key} must be 1 to {_MAX_VERSION} characters")
     return body
 
 
-def _guard(handler: Handler) -> Handler:
-    """Answer 400 for bad parameters, 404 for unknown ids, 503 when the store fails."""
-
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except (_BadRequest, ValueError) as e:
-            return _error(400, "bad request", str(e))
-        except (_NotFound, WorkflowNotFound, DeadLetterNotFound):
-            return _error(404, "not found")
-        except Exception as e:
-            _log.error("API request failed", path=request.url.path, error=type(e).__name__)
-            return _error(503, "store unavailable")
-
-    guarded.__name__ = handler.__name__
-    return guarded
+_MISSING: Final = (WorkflowNotFound, DeadLetterNotFound)
+"""What the read API answers 404 for, besides :class:`NotFound`."""
 
 
 class ReadAPI:
@@ -219,7 +171,7 @@ class ReadAPI:
         """Each route with the permission action it needs (the one check decides)."""
 
         def r(path: str, handler: Handler, method: str, action: str) -> tuple[Route, str]:
-            return Route(_BASE + path, _guard(handler), methods=[method]), action
+            return Route(_BASE + path, guard(handler, not_found=_MISSING), methods=[method]), action
 
         return [
             r("/workflows", self.list_workflows, "GET", "workflows:read"),
@@ -269,19 +221,19 @@ class ReadAPI:
         page = await self.app.read.workflows(
             status=_choice(request, "status", [s.value for s in WorkflowStatus]),
             name=_text(request, "name"),
-            since=_time(request, "since"),
-            until=_time(request, "until"),
+            since=time_param(request, "since"),
+            until=time_param(request, "until"),
             cursor=_text(request, "cursor"),
             limit=_limit(request),
         )
-        return _json({"items": page.items, "next_cursor": page.next_cursor})
+        return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
     async def get_workflow(self, request: Request) -> Response:
         """One instance: its row, its history (one stream read) and, for a state machine
         this app knows, its states and transitions; with ``as_of``, as it was then (404 if
         it had not started)."""
         info = await get_workflow_info(
-            self.app.store, _path_id(request), as_of=_time(request, "as_of")
+            self.app.store, _path_id(request), as_of=time_param(request, "as_of")
         )
         body = info.to_dict(with_history=True)
         machine = self.app.workflows.machines.get(info.name)
@@ -293,7 +245,7 @@ class ReadAPI:
                     {"from": sorted(t.sources), "on": t.on, "to": t.to} for t in machine.transitions
                 ],
             }
-        return _json(body)
+        return json_response(body)
 
     async def cancel_workflow(self, request: Request) -> Response:
         """Ask an instance to cancel (202), or 409 if it has ended."""
@@ -301,8 +253,8 @@ class ReadAPI:
         done = await request_cancel(self.app.store, workflow_id, "cancelled through the API")
         await self._audit(request, "workflows:cancel", "done" if done else "unchanged", workflow_id)
         if not done:
-            return _error(409, "conflict", "the instance has ended or is being cancelled")
-        return _json({"status": "cancel requested", "workflow_id": workflow_id}, 202)
+            return error_response(409, "conflict", "the instance has ended or is being cancelled")
+        return json_response({"status": "cancel requested", "workflow_id": workflow_id}, 202)
 
     async def redrive_workflow(self, request: Request) -> Response:
         """Ask a failed instance to run again (202), or 409 if it is not failed."""
@@ -312,8 +264,8 @@ class ReadAPI:
             request, "workflows:redrive", "done" if done else "unchanged", workflow_id
         )
         if not done:
-            return _error(409, "conflict", "the instance is not failed")
-        return _json({"status": "redrive requested", "workflow_id": workflow_id}, 202)
+            return error_response(409, "conflict", "the instance is not failed")
+        return json_response({"status": "redrive requested", "workflow_id": workflow_id}, 202)
 
     # -- migrating and forking instances -------------------------------------------------------
 
@@ -326,7 +278,7 @@ class ReadAPI:
         workflow_id = _path_id(request)
         body = await _body(request, {"to_version": (int, str), "force": bool, "dry_run": bool})
         if "to_version" not in body:
-            raise _BadRequest("to_version is required")
+            raise BadRequest("to_version is required")
         to_version: int | str = body["to_version"]
         force, dry_run = bool(body.get("force", False)), bool(body.get("dry_run", False))
         try:
@@ -335,23 +287,23 @@ class ReadAPI:
             else:
                 plan = await self.app.migrate(workflow_id, to_version, force=force)
         except WorkflowNotRegistered as e:
-            raise _BadRequest(str(e)) from None
+            raise BadRequest(str(e)) from None
         except MigrationRefused as e:
             await self._audit(request, "workflows:migrate", "refused", workflow_id, str(e))
             refused = {"effects": e.effects, "point": e.point, "forceable": e.forceable}
-            return _json({"error": "conflict", "detail": str(e), **refused}, 409)
+            return json_response({"error": "conflict", "detail": str(e), **refused}, 409)
         except WorkflowNotFound:
             raise
         except WorkflowError as e:  # not blocked, a state machine, moved meanwhile, diverges
             if not dry_run:
                 await self._audit(request, "workflows:migrate", "unchanged", workflow_id, str(e))
-            return _error(409, "conflict", str(e))
+            return error_response(409, "conflict", str(e))
         if not dry_run:
             detail = f"version {plan.from_version or '?'} -> {plan.to_version}, point {plan.point}"
             if plan.effects:
                 detail += f", forced over {len(plan.effects)} effect(s)"
             await self._audit(request, "workflows:migrate", "done", workflow_id, detail)
-        return _json({**plan.to_dict(), "migrated": not dry_run, "dry_run": dry_run})
+        return json_response({**plan.to_dict(), "migrated": not dry_run, "dry_run": dry_run})
 
     async def fork_workflow(self, request: Request) -> Response:
         """Start a new instance from an instance's input on the newest version, linked both
@@ -366,17 +318,17 @@ class ReadAPI:
             raise
         except WorkflowError as e:
             await self._audit(request, "workflows:fork", "unchanged", workflow_id, str(e))
-            return _error(409, "conflict", str(e))
+            return error_response(409, "conflict", str(e))
         forked = handle.workflow_id
         detail = f"forked as {forked}" + (", the old one cancelled" if cancel_old else "")
         await self._audit(request, "workflows:fork", "done", workflow_id, detail)
         body = {"status": "forked", "workflow_id": workflow_id, "forked_as": forked}
-        return _json({**body, "cancel_old": cancel_old}, 201)
+        return json_response({**body, "cancel_old": cancel_old}, 201)
 
     async def workflow_versions(self, request: Request) -> Response:
         """Per (workflow, version): its open instances and how many are blocked (the read
         model); an old version may be deleted once no instance of it is in flight."""
-        return _json({"items": await self.app.read.workflow_versions()})
+        return json_response({"items": await self.app.read.workflow_versions()})
 
     # -- dead letters ------------------------------------------------------------------------
 
@@ -390,17 +342,19 @@ class ReadAPI:
             cursor=_text(request, "cursor"),
             limit=_limit(request),
         )
-        return _json({"items": [x.to_dict() for x in page.items], "next_cursor": page.next_cursor})
+        return json_response(
+            {"items": [x.to_dict() for x in page.items], "next_cursor": page.next_cursor}
+        )
 
     async def letter_counts(self, request: Request) -> Response:
         """Exact counts by subscription and status, and the open (parked) total."""
         counts = await self.app.read.dead_letter_counts()
         parked = sum(c.get(DeadLetterStatus.PARKED.value, 0) for c in counts.values())
-        return _json({"open": parked, "by_subscription": counts})
+        return json_response({"open": parked, "by_subscription": counts})
 
     async def get_letter(self, request: Request) -> Response:
         """One letter (from its stream: exact even before the read model caught up)."""
-        return _json((await self.app.dead_letters.get(_path_id(request))).to_dict())
+        return json_response((await self.app.dead_letters.get(_path_id(request))).to_dict())
 
     async def _decide_one(self, request: Request, action: str) -> Response:
         letter_id = _path_id(request)
@@ -408,9 +362,9 @@ class ReadAPI:
         done = await (queue.redrive if action == "dlq:redrive" else queue.discard)(letter_id)
         await self._audit(request, action, "done" if done else "unchanged", letter_id)
         if not done:
-            return _error(409, "conflict", "the letter is not parked")
+            return error_response(409, "conflict", "the letter is not parked")
         status = "redriven" if action == "dlq:redrive" else "discarded"
-        return _json({"status": status, "id": letter_id})
+        return json_response({"status": status, "id": letter_id})
 
     async def redrive_letter(self, request: Request) -> Response:
         """Send a parked letter's event back to its subscription, once."""
@@ -432,7 +386,7 @@ class ReadAPI:
         await self._audit(
             request, action, "done", subscription or "*", f"{done} of {len(letters)} letters"
         )
-        return _json({"matched": len(letters), "done": done})
+        return json_response({"matched": len(letters), "done": done})
 
     async def redrive_letters(self, request: Request) -> Response:
         """Redrive every parked letter (of ``subscription``)."""
@@ -465,13 +419,13 @@ class ReadAPI:
                     "pending_backfills": len(state.backfills),
                 }
             )
-        return _json({"items": items, "truncated": len(found) > limit})
+        return json_response({"items": items, "truncated": len(found) > limit})
 
     async def _schedule_name(self, request: Request) -> str:
         """The path's schedule name; 404 unless that schedule has run on this store."""
         name = _path_id(request)
         if not await self.app.store.read_stream(SCHEDULE_PREFIX + name):
-            raise _NotFound
+            raise NotFound
         return name
 
     async def _set_paused(self, request: Request, *, paused: bool) -> Response:
@@ -480,7 +434,7 @@ class ReadAPI:
         await request_pause(self.app.store, name, paused=paused, at=datetime.now(UTC))
         await self._audit(request, action, "requested", name)
         status = "pause requested" if paused else "resume requested"
-        return _json({"status": status, "schedule": name}, 202)
+        return json_response({"status": status, "schedule": name}, 202)
 
     async def pause_schedule(self, request: Request) -> Response:
         """Stop a schedule firing (202): ticks while paused never run."""
@@ -496,24 +450,24 @@ class ReadAPI:
         request_id = await request_trigger(self.app.store, name)
         await self._audit(request, "schedules:trigger", "requested", name, request_id)
         run = f"sched:{name}:manual:{request_id}"
-        return _json({"status": "trigger requested", "schedule": name, "run": run}, 202)
+        return json_response({"status": "trigger requested", "schedule": name, "run": run}, 202)
 
     async def backfill_schedule(self, request: Request) -> Response:
         """Ask for the runs of every tick in [``from``, ``to``] (default: now) that has none
         (202; at most 1,000 ticks); 400 when ``from`` is missing or after ``to``."""
-        start = _time(request, "from")
+        start = time_param(request, "from")
         if start is None:
-            raise _BadRequest("from is required (ISO 8601 with a UTC offset)")
-        end = _time(request, "to") or datetime.now(UTC)
+            raise BadRequest("from is required (ISO 8601 with a UTC offset)")
+        end = time_param(request, "to") or datetime.now(UTC)
         name = await self._schedule_name(request)
         try:
             request_id = await request_backfill(self.app.store, name, start, end)
         except ConfigurationError as e:
-            raise _BadRequest(str(e)) from None
+            raise BadRequest(str(e)) from None
         span = f"{start.isoformat()} .. {end.isoformat()}"
         await self._audit(request, "schedules:backfill", "requested", name, span)
         body = {"status": "backfill requested", "schedule": name, "request_id": request_id}
-        return _json({**body, "from": start, "to": end}, 202)
+        return json_response({**body, "from": start, "to": end}, 202)
 
     # -- work items, projections, platforms ----------------------------------------------------
 
@@ -521,27 +475,29 @@ class ReadAPI:
         """Work items whose correlation id starts with ``prefix``."""
         prefix = _text(request, "prefix") or ""
         items = await self.app.read.search_work_items(prefix, limit=_limit(request))
-        return _json({"items": items})
+        return json_response({"items": items})
 
     async def get_work_item(self, request: Request) -> Response:
         """A work item's summary and one page of its timeline (``after``: a position); with
         ``as_of``, only what had been recorded by then (404 if nothing had; the summary is
         today's)."""
         correlation_id = _path_id(request)
-        as_of = _time(request, "as_of")
+        as_of = time_param(request, "as_of")
         item = await self.app.read.work_item(correlation_id)
         if item is None:
-            raise _NotFound
+            raise NotFound
         page = await self.app.read.timeline(
             correlation_id, after=_position(request, "after"), limit=_limit(request), as_of=as_of
         )
         if as_of is not None and not page.items and not _position(request, "after"):
-            raise _NotFound
-        return _json({"work_item": item, "timeline": page.items, "next_after": page.next_cursor})
+            raise NotFound
+        return json_response(
+            {"work_item": item, "timeline": page.items, "next_after": page.next_cursor}
+        )
 
     async def list_projections(self, request: Request) -> Response:
         """Each read model's position, lag, version and state."""
-        return _json({"items": [s.to_dict() for s in await self.app.projections.status()]})
+        return json_response({"items": [s.to_dict() for s in await self.app.projections.status()]})
 
     async def list_platforms(self, request: Request) -> Response:
         """Per platform: webhooks, actions and recent errors from the log, merged with the
@@ -550,4 +506,4 @@ class ReadAPI:
         agents = (await self.app.health()).agents
         for name, live in agents.items():
             rows.setdefault(name, {"platform": name})["live"] = dict(live)
-        return _json({"items": [rows[k] for k in sorted(rows)]})
+        return json_response({"items": [rows[k] for k in sorted(rows)]})

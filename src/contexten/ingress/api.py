@@ -44,20 +44,26 @@ there (404 by id, skipped in listings and streams).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from contexten.events.cloudevents import clamp_time
 from contexten.events.codec import encode_json
 from contexten.events.envelope import Event
 from contexten.exceptions import InvalidPattern
 from contexten.ingress.config import IngressConfig
+from contexten.ingress.json_api import (
+    BadRequest,
+    Handler,
+    NotFound,
+    guard,
+    json_response,
+    time_param,
+)
 from contexten.ingress.publish import EventPublisher
 from contexten.observability.logging import get_logger
 from contexten.projections.event_search import (
@@ -93,14 +99,6 @@ _PATH: Final = "/api/v1/events"
 _log = get_logger("contexten.ingress.api")
 
 
-class _BadRequest(Exception):
-    pass
-
-
-class _NotFound(Exception):
-    pass
-
-
 def recorded_to_json(rec: RecordedEvent) -> dict[str, Any]:
     """A stored event as the API shows it: where it is in the log, and the envelope."""
     return {
@@ -112,38 +110,13 @@ def recorded_to_json(rec: RecordedEvent) -> dict[str, Any]:
     }
 
 
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(encode_json(content), status, media_type="application/json")
-
-
-def _error(status: int, error: str, detail: str | None = None) -> Response:
-    body = {"error": error} if detail is None else {"error": error, "detail": detail}
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse(body, status, headers=headers)
-
-
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
-        raise _BadRequest(f"{name} must be an integer from {low} to {high}")
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
     return int(raw)
-
-
-def _time_param(request: Request, name: str) -> datetime | None:
-    """An ISO 8601 time with an offset, in UTC (a time beyond what UTC can hold is clamped:
-    as a filter bound it means "before everything" or "after everything")."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if len(raw) > 64 or parsed is None or parsed.tzinfo is None:
-        raise _BadRequest(f"{name} must be an ISO 8601 time with a UTC offset")
-    return clamp_time(parsed)
 
 
 def _query(request: Request, *, times: bool = True) -> EventQuery:
@@ -153,41 +126,20 @@ def _query(request: Request, *, times: bool = True) -> EventQuery:
     for name in FILTERS:
         value = request.query_params.get(name) or None
         if value is not None and len(value) > _MAX_FILTER:
-            raise _BadRequest(f"{name} is too long")
+            raise BadRequest(f"{name} is too long")
         text[name] = value
     query = EventQuery(
         **text,
-        since=_time_param(request, "since") if times else None,
-        until=_time_param(request, "until") if times else None,
-        as_of=_time_param(request, "as_of") if times else None,
+        since=time_param(request, "since") if times else None,
+        until=time_param(request, "until") if times else None,
+        as_of=time_param(request, "as_of") if times else None,
         hidden=hidden_streams(principal_of(request)),
     )
     try:
         query.predicate()
     except InvalidPattern as e:
-        raise _BadRequest(f"type: {e}") from None
+        raise BadRequest(f"type: {e}") from None
     return query
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _guard(handler: Handler) -> Handler:
-    """400 for bad parameters, 404 for what is not there (or not visible), 503 otherwise."""
-
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except (_BadRequest, ValueError) as e:
-            return _error(400, "bad request", str(e))
-        except _NotFound:
-            return _error(404, "not found")
-        except Exception as e:
-            _log.error("events API: store failed", error=type(e).__name__)
-            return _error(503, "store unavailable")
-
-    guarded.__name__ = handler.__name__
-    return guarded
 
 
 class EventsAPI:
@@ -217,7 +169,7 @@ class EventsAPI:
         """The Starlette routes of this API, each with the action it needs."""
 
         def r(path: str, handler: Handler, method: str, action: str) -> tuple[Route, str]:
-            return Route(_PATH + path, _guard(handler), methods=[method]), action
+            return Route(_PATH + path, guard(handler), methods=[method]), action
 
         return [
             r("", self.list_events, "GET", "events:read"),
@@ -233,7 +185,7 @@ class EventsAPI:
         before = _int_param(request, "before", None, 1, _MAX_POSITION)
         after = _int_param(request, "after", None, 0, _MAX_POSITION)
         if before is not None and after is not None:
-            raise _BadRequest("give before or after, not both")
+            raise BadRequest("give before or after, not both")
         query = _query(request)
         page = await search_events(
             self.store,
@@ -252,7 +204,7 @@ class EventsAPI:
             }
             direction = {"after": page.cursor} if after is not None else {"before": page.cursor}
             next_url = f"{_PATH}?{urlencode({**keep, **direction, 'limit': limit})}"
-        return _json(
+        return json_response(
             {
                 "events": [recorded_to_json(r) for r in page.events],
                 "next": next_url,
@@ -263,8 +215,8 @@ class EventsAPI:
     async def _visible_event(self, request: Request) -> RecordedEvent:
         event_id: str = request.path_params["id"]
         if len(event_id) > _MAX_ID_LENGTH:
-            raise _NotFound
-        as_of = _time_param(request, "as_of")
+            raise NotFound
+        as_of = time_param(request, "as_of")
         rec = await self.store.get_event(event_id)
         hidden = hidden_streams(principal_of(request))
         if (
@@ -272,12 +224,12 @@ class EventsAPI:
             or (hidden and rec.stream.startswith(hidden))
             or (as_of is not None and rec.recorded_at > as_of)
         ):
-            raise _NotFound
+            raise NotFound
         return rec
 
     async def get_event(self, request: Request) -> Response:
         """One stored event by id, or 404 (also when recorded after ``as_of``)."""
-        return _json(recorded_to_json(await self._visible_event(request)))
+        return json_response(recorded_to_json(await self._visible_event(request)))
 
     async def caused(self, request: Request) -> Response:
         """The events whose ``causation_id`` is this event's id, oldest first (``after``: a
@@ -287,7 +239,7 @@ class EventsAPI:
         after = _int_param(request, "after", None, 0, _MAX_POSITION)
         query = EventQuery(
             causation_id=rec.event.id,
-            as_of=_time_param(request, "as_of"),
+            as_of=time_param(request, "as_of"),
             hidden=hidden_streams(principal_of(request)),
         )
         page = await search_events(
@@ -299,7 +251,7 @@ class EventsAPI:
         )
         more = len(page.events) == limit or (page.cursor or 0) < page.head
         next_url = f"{_PATH}/{rec.event.id}/caused?after={page.cursor}&limit={limit}"
-        return _json(
+        return json_response(
             {
                 "cause": recorded_to_json(rec),
                 "events": [recorded_to_json(r) for r in page.events],
@@ -313,7 +265,7 @@ class EventsAPI:
         last_id = request.headers.get("last-event-id")
         if last_id:
             if not last_id.isascii() or not last_id.isdigit() or len(last_id) > 19:
-                raise _BadRequest("Last-Event-ID must be a log position")
+                raise BadRequest("Last-Event-ID must be a log position")
             after = int(last_id)
         else:
             since = _int_param(request, "since", None, 0, _MAX_POSITION)
