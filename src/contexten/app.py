@@ -940,6 +940,7 @@ class App:
             supervisor=self.supervisor,
             running=self._running,
             workflow_loops=self.workflows.loop_statuses() if self._workflows_started else (),
+            workflows_ready=self.workflows.ready or not self._workflows_started,
             agents=self._runtime.health() if self._runtime is not None else None,
             relays=self._relay_health if self._relays else None,
         )
