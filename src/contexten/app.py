@@ -69,7 +69,7 @@ from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, LeaseCheckpoint, StreamState
-from contexten.store.opening import open_store, open_wait_from_env
+from contexten.store.opening import open_wait_from_env, open_with_retry
 from contexten.store.retention import (
     DEFAULT_DEDUP_WINDOW,
     RETENTION_DUE,
@@ -820,7 +820,7 @@ class App:
         if not tracing.tracing_enabled():
             tracing.configure_tracing()  # from OTEL_* settings; stays off when none are set
         wait = self.store_open_wait
-        await open_store(
+        await open_with_retry(
             self._store, open_wait_from_env(0.0) if wait is None else wait, clock=self.clock
         )
         try:

@@ -2,12 +2,15 @@
 
 A worker or web process started while its PostgreSQL is down (a host boot, a failover, a
 restart of the database) would otherwise die at once and rely on its service manager to
-try again. :func:`open_store` retries :meth:`EventStore.open` while it raises
+try again. :func:`open_with_retry` retries :meth:`EventStore.open` while it raises
 :class:`~contexten.exceptions.StoreUnavailable` (the server cannot be reached, or refused
 the connection), logging each failure with the reason and the store's URL without its
 credentials, and gives up after ``wait`` seconds with a ``StoreUnavailable`` that says how
-long it tried and why. Any other error (a store that is not ours, a schema newer than the
-code, a non-UTF8 database) is raised at once: waiting would not change it.
+long it tried and why. Only an unreachable server is waited for (a refused or timed-out
+connection, a server starting up or shutting down, or out of connection slots); any other
+error (a SQLite file in a missing directory, a refused login, a store that is not ours, a
+schema newer than the code, a non-UTF8 database) is raised at once: waiting would not
+change it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from contexten.observability.redaction import redact_text, redact_url
 from contexten.resilience.retry import RetryPolicy
 from contexten.store.base import EventStore
 
-__all__ = ["OPEN_WAIT_ENV", "open_store", "open_wait_from_env"]
+__all__ = ["OPEN_WAIT_ENV", "open_wait_from_env", "open_with_retry"]
 
 OPEN_WAIT_ENV = "CONTEXTEN_STORE_OPEN_WAIT"
 """Seconds a starting App keeps retrying an unreachable store (unset: the caller's default)."""
@@ -33,6 +36,22 @@ _BACKOFF = RetryPolicy(
 """0.5 s, doubling, at most 5 s apart: a database back within seconds is found within one."""
 
 _log = get_logger("contexten.store")
+
+_TRANSIENT_DRIVER_ERRORS = frozenset(
+    {"CannotConnectNowError", "TooManyConnectionsError", "ConnectionDoesNotExistError"}
+)
+"""asyncpg's errors for a server that is starting up, shutting down, or full (by name: the
+driver is an optional dependency)."""
+
+
+def _unreachable(error: StoreUnavailable) -> bool:
+    """Whether ``error`` says the server could not be reached (worth waiting for)."""
+    cause: BaseException | None = error.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) or type(cause).__name__ in _TRANSIENT_DRIVER_ERRORS:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def open_wait_from_env(default: float) -> float:
@@ -53,7 +72,7 @@ def open_wait_from_env(default: float) -> float:
     return value
 
 
-async def open_store(
+async def open_with_retry(
     store: EventStore,
     wait: float,
     *,
@@ -81,9 +100,9 @@ async def open_store(
         except StoreUnavailable as e:
             left = deadline - time.monotonic()
             reason = redact_text(str(e))
+            if wait <= 0 or not _unreachable(e):
+                raise
             if left <= 0:
-                if wait <= 0:
-                    raise
                 raise StoreUnavailable(
                     f"the event store {where} stayed unreachable for {wait:g} s "
                     f"({attempt} attempts; last: {reason}); giving up"
