@@ -24,6 +24,7 @@ import pytest
 from contexten import App, Event, Workflow
 from contexten.exceptions import StoreUnavailable
 from contexten.workflows.engine import RECOVERY_LOOP
+from contexten.workflows.history import CLAIMED, WorkflowState, stream_name
 
 from ._pgcluster import PrivateCluster, _free_port, find_pg_bin
 
@@ -72,8 +73,9 @@ async def _until(what: str, check: Any, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("moment", ["reading the index", "after two resumed"])
 async def test_a_restart_during_startup_recovery_is_retried_and_waiting_instances_resume(
-    cluster: PrivateCluster,
+    cluster: PrivateCluster, moment: str
 ) -> None:
     cluster.start()
     calls: list[str] = []
@@ -90,21 +92,43 @@ async def test_a_restart_during_startup_recovery_is_retried_and_waiting_instance
         await _until("the instances to wait", all_waiting)
 
     second = _build(cluster.url, calls)
-    read_index = second.workflows.unfinished_index
-    assert read_index is not None
+    engine = second.workflows
     resumed = threading.Event()
     halted: list[bool] = []
 
-    async def index_through_an_outage() -> list[str]:
-        # The moment the engine's start-up recovery reads the workflows read model, the
-        # server goes down (as a crash would); it comes back a couple of seconds later.
+    def back_up() -> None:
+        cluster.resume()
+        resumed.set()
+
+    async def outage() -> None:
+        # The server goes down (as a crash would) at this moment of the engine's start-up
+        # recovery, and comes back a couple of seconds later.
         if not halted:
             halted.append(True)
             await asyncio.to_thread(cluster.halt)
-            threading.Timer(2.0, lambda: (cluster.resume(), resumed.set())).start()
-        return await read_index()
+            threading.Timer(2.0, back_up).start()
 
-    second.workflows.unfinished_index = index_through_an_outage
+    if moment == "reading the index":
+        read_index = engine.unfinished_index
+        assert read_index is not None
+
+        async def index_through_an_outage() -> list[str]:
+            await outage()
+            return await read_index()
+
+        engine.unfinished_index = index_through_an_outage
+    else:  # two instances are claimed and running when the third claim meets the outage
+        claim = engine._claim
+        claims: list[str] = []
+
+        async def claim_through_an_outage(state: WorkflowState, *, force: bool = False) -> bool:
+            claims.append(state.workflow_id)
+            if len(claims) == 3:
+                await outage()
+            return await claim(state, force=force)
+
+        engine._claim = claim_through_an_outage  # type: ignore[method-assign]
+
     async with second:
         assert second.running
         assert not second.workflows.ready, "the first attempt met the outage"
@@ -139,6 +163,10 @@ async def test_a_restart_during_startup_recovery_is_retried_and_waiting_instance
             return all(i.status == "completed" for i in infos)
 
         await _until("the instances to complete", all_done)
+        for key in keys:
+            history = await second.store.read_stream(stream_name(f"w-{key}"))
+            claimed = [r for r in history if r.event.type == CLAIMED]
+            assert len(claimed) == 1, f"w-{key} claimed once by the new engine"
     assert sorted(calls) == sorted(f"{k}:{n}" for n, k in enumerate(keys)), "each ran once"
 
 
