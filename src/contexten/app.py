@@ -69,6 +69,7 @@ from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store import EventStore, create_store
 from contexten.store.base import AppendResult, ExpectedVersion, LeaseCheckpoint, StreamState
+from contexten.store.opening import open_wait_from_env, open_with_retry
 from contexten.store.retention import (
     DEFAULT_DEDUP_WINDOW,
     RETENTION_DUE,
@@ -145,6 +146,11 @@ class App:
             environment, see :class:`~contexten.integrations.echo.BotIdentity`).
         root: the directory default subscription names are relative to (default: that of
             the file that builds the App, which does not move however it is launched).
+        store_open_wait: seconds :meth:`start` keeps retrying a store it cannot reach (a
+            PostgreSQL that is down or restarting), with backoff, logging each failure,
+            before it fails with :class:`~contexten.exceptions.StoreUnavailable`. Default:
+            ``CONTEXTEN_STORE_OPEN_WAIT``, else 0 (fail at once); ``contexten worker`` and
+            ``contexten serve`` default to 30 (their ``--store-wait``).
 
     Any number of dispatching processes may share one store: each subscription's events are
     split into partitions by key, and each partition is leased to one live worker at a time
@@ -170,6 +176,7 @@ class App:
         agents: AgentManager | ClientRegistry | None = None,
         bot: BotIdentity | None = None,
         root: str | os.PathLike[str] | None = None,
+        store_open_wait: float | None = None,
     ) -> None:
         self.root = os.path.abspath(root) if root is not None else app_root(2)
         """What default subscription names are relative to (:func:`default_name`): ``root=``,
@@ -184,6 +191,11 @@ class App:
             self._store, self._owns_store = create_store(store), True
         self.clock: Clock = clock or WallClock()
         self.shutdown_grace = shutdown_grace
+        if store_open_wait is not None and not store_open_wait >= 0:
+            raise ConfigurationError("store_open_wait must be >= 0 seconds")
+        self.store_open_wait: float | None = store_open_wait
+        """Seconds :meth:`start` retries an unreachable store (None: from the environment,
+        else 0); the CLI sets it from ``--store-wait`` when the App does not say."""
         self.dispatch = dispatch
         self.supervisor = Supervisor(clock=self.clock)
         """Runs background loops and restarts them when they crash; extensions may use it."""
@@ -807,7 +819,10 @@ class App:
             configure_logging()
         if not tracing.tracing_enabled():
             tracing.configure_tracing()  # from OTEL_* settings; stays off when none are set
-        await self._store.open()
+        wait = self.store_open_wait
+        await open_with_retry(
+            self._store, open_wait_from_env(0.0) if wait is None else wait, clock=self.clock
+        )
         try:
             await self.projections.open()
             for hook in self._startup:
@@ -940,6 +955,7 @@ class App:
             supervisor=self.supervisor,
             running=self._running,
             workflow_loops=self.workflows.loop_statuses() if self._workflows_started else (),
+            workflows_ready=self.workflows.ready or not self._workflows_started,
             agents=self._runtime.health() if self._runtime is not None else None,
             relays=self._relay_health if self._relays else None,
         )

@@ -83,15 +83,26 @@ class PrivateCluster:
             "-E",
             "UTF8",
         )
+        self._started = True
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the (initialised, halted) server again."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c max_connections=300 -c full_page_writes=off"
         )
-        self._started = True
         self._run(
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server as a crash would (``immediate``), keeping its data for
+        :meth:`resume`."""
+        self._run(
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+        )
 
     def restart(self, mode: str = "immediate") -> None:
         """Restart the server; ``immediate`` is a crash (recovery from the WAL at start)."""

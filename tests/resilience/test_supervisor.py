@@ -140,3 +140,29 @@ async def test_stop_cancels_everything_and_names_are_unique() -> None:
     await supervisor.stop()
     assert sorted(cancelled) == ["a", "b"]
     assert [s.state for s in supervisor.statuses()] == [TaskState.STOPPED, TaskState.STOPPED]
+
+
+async def test_a_task_may_have_its_own_backoff() -> None:
+    clock = SkippingClock()
+    supervisor = Supervisor(clock=clock, backoff=BACKOFF)
+    short = RetryPolicy(
+        initial_interval=0.01,
+        backoff_coefficient=3,
+        maximum_interval=0.05,
+        maximum_attempts=0,
+        jitter=0,
+    )
+    runs = 0
+    done = asyncio.Event()
+
+    async def crashes_three_times() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 3:
+            raise OSError(f"crash {runs}")
+        done.set()
+
+    supervisor.start("own", crashes_three_times, backoff=short)
+    await asyncio.wait_for(done.wait(), HANG_GUARD)
+    assert clock.sleeps == pytest.approx([0.01, 0.03, 0.05])
+    assert supervisor.status("own").restarts == 3

@@ -140,6 +140,10 @@ class HealthReport:
             run here); one that is not running (crashed, waiting for its restart) makes the
             app unready, as a stopped subscription does: until it runs again no event starts
             a workflow, resumes a wait or moves a state machine.
+        workflows_ready: False while the workflow engine's start-up recovery has not yet
+            succeeded (it is retried, e.g. through a PostgreSQL restart; its task is then the
+            one in ``workflow_loops``, with its last error): the app is unready until the
+            unfinished instances are resumed and the engine tails the log.
     """
 
     running: bool
@@ -154,13 +158,15 @@ class HealthReport:
     worker_id: str | None = None
     relays: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     workflow_loops: tuple[LoopHealth, ...] = ()
+    workflows_ready: bool = True
 
     @property
     def ok(self) -> bool:
         """Ready to work: running, store reachable, every subscription and every workflow
-        engine loop running."""
+        engine loop running, the engine's start-up recovery done."""
         return (
             self.running
+            and self.workflows_ready
             and self.store.reachable
             and all(s.state == ConsumerState.RUNNING.value for s in self.subscriptions)
             and all(loop.state == TaskState.RUNNING.value for loop in self.workflow_loops)
@@ -209,6 +215,7 @@ class HealthReport:
                 }
                 for loop in self.workflow_loops
             ],
+            "workflows_ready": self.workflows_ready,
             "agents": {name: dict(agent) for name, agent in self.agents.items()},
             "projections": [
                 {
@@ -252,6 +259,7 @@ async def check_health(
     blocked_workflows: Callable[[], Awaitable[int]] | None = None,
     relays: Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]] | None = None,
     workflow_loops: Sequence[TaskStatus] = (),
+    workflows_ready: bool = True,
 ) -> HealthReport:
     """Ask each part how it is; never raises for an unreachable store (it reports it).
 
@@ -299,4 +307,5 @@ async def check_health(
         worker_id=dispatcher.worker_id,
         relays=relayed,
         workflow_loops=tuple(LoopHealth.from_status(t) for t in workflow_loops),
+        workflows_ready=workflows_ready,
     )

@@ -175,6 +175,17 @@ def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option(
+    "--store-wait",
+    "store_wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="CONTEXTEN_STORE_OPEN_WAIT",
+    help="Seconds to keep retrying an unreachable store at start (PostgreSQL down or "
+    "restarting) before exiting with status 1 (0: fail at once). Unless the App sets "
+    "store_open_wait itself.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -194,6 +205,7 @@ def serve(
     dispatch: bool,
     metrics_public: bool,
     access_log: bool,
+    store_wait: float,
     log_level: str,
 ) -> None:
     """Serve an App: webhooks, /healthz, /readyz, /metrics and /api/v1, until SIGINT/SIGTERM."""
@@ -216,6 +228,8 @@ def serve(
     except ContextenError as e:
         fail(str(e))
     app.dispatch = app.dispatch and dispatch
+    if app.store_open_wait is None:
+        app.store_open_wait = store_wait
     unsigned = [p for p in ("github", "linear", "slack") if not config.secrets(p)]
     _log.info(
         "app loaded",

@@ -39,18 +39,31 @@ _log = get_logger("contexten.cli")
     help="Event store URL for an App built without one (sets CONTEXTEN_STORE_URL).",
 )
 @click.option(
+    "--store-wait",
+    "store_wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="CONTEXTEN_STORE_OPEN_WAIT",
+    help="Seconds to keep retrying an unreachable store at start (PostgreSQL down or "
+    "restarting) before exiting with status 1 (0: fail at once). Unless the App sets "
+    "store_open_wait itself.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
 )
-def worker(reference: str | None, store_url: str | None, log_level: str) -> None:
+def worker(reference: str | None, store_url: str | None, store_wait: float, log_level: str) -> None:
     """Run an App's handlers and workflows until SIGINT/SIGTERM (no HTTP)."""
     configure_logging(level=logging.getLevelName(log_level.upper()))
     try:
         app, origin = resolve_app(reference, store_url, Path.cwd())
     except ContextenError as e:
         fail(str(e))
+    if app.store_open_wait is None:
+        app.store_open_wait = store_wait
     _log.info(
         "worker starting",
         app=origin,

@@ -49,11 +49,14 @@ class TaskStatus:
 
 
 class _Supervised:
-    __slots__ = ("factory", "last_error", "name", "restarts", "state", "task")
+    __slots__ = ("backoff", "factory", "last_error", "name", "restarts", "state", "task")
 
-    def __init__(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, name: str, factory: Callable[[], Awaitable[None]], backoff: RetryPolicy
+    ) -> None:
         self.name = name
         self.factory = factory
+        self.backoff = backoff
         self.restarts = 0
         self.last_error: str | None = None
         self.state = TaskState.RUNNING
@@ -83,11 +86,19 @@ class Supervisor:
         self._tasks: dict[str, _Supervised] = {}
         self._log = get_logger("contexten.supervisor")
 
-    def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+    def start(
+        self,
+        name: str,
+        factory: Callable[[], Awaitable[None]],
+        *,
+        backoff: RetryPolicy | None = None,
+    ) -> None:
         """Run ``factory()`` as task ``name`` now, and again after each crash.
 
         ``factory`` is called for each run, so it must build a fresh awaitable every time
-        (pass the coroutine function, not a coroutine object).
+        (pass the coroutine function, not a coroutine object). ``backoff``: this task's
+        restart delays (default: the supervisor's), e.g. shorter ones for a task that must
+        come back within a lease.
 
         Raises:
             ValueError: a task named ``name`` is already running.
@@ -95,7 +106,7 @@ class Supervisor:
         current = self._tasks.get(name)
         if current is not None and current.task is not None and not current.task.done():
             raise ValueError(f"a supervised task named {name!r} is already running")
-        entry = _Supervised(name, factory)
+        entry = _Supervised(name, factory, backoff or self._backoff)
         self._tasks[name] = entry
         entry.task = asyncio.get_running_loop().create_task(self._run(entry), name=name)
 
@@ -115,7 +126,7 @@ class Supervisor:
                 failures += 1
                 entry.restarts += 1
                 entry.last_error = f"{type(e).__name__}: {e}"
-                delay = self._backoff.delay(failures)
+                delay = entry.backoff.delay(failures)
                 self._log.error(
                     "supervised task crashed; restarting",
                     task=entry.name,

@@ -40,6 +40,7 @@ from contexten.events.patterns import compile_pattern
 from contexten.exceptions import (
     ConfigurationError,
     MigrationRefused,
+    StoreClosed,
     WorkflowAlreadyStarted,
     WorkflowError,
     WorkflowNotFound,
@@ -133,7 +134,9 @@ HEARTBEAT_LOOP: Final = "workflows:heartbeat"
 """The supervised loop that renews the engine's registration and adopts orphans."""
 SCHEDULES_LOOP: Final = "workflows:schedules"
 """The supervised loop that fires durable schedules (only when some are registered)."""
-LOOPS: Final = (TAIL_LOOP, HEARTBEAT_LOOP, SCHEDULES_LOOP)
+RECOVERY_LOOP: Final = "workflows:recovery"
+"""The supervised start-up recovery: retried until it succeeds, then starts the others."""
+LOOPS: Final = (RECOVERY_LOOP, TAIL_LOOP, HEARTBEAT_LOOP, SCHEDULES_LOOP)
 
 DEFAULT_STEP_TIMEOUT: float = 300.0
 """Seconds one step attempt may take when neither the step nor the engine says otherwise."""
@@ -234,6 +237,10 @@ class WorkflowEngine:
         self._live: dict[str, WorkflowInstance] = {}
         self._sm_live: dict[str, MachineInstance] = {}
         self._running = False
+        self._ready = False
+        self._attempted = asyncio.Event()
+        self._recovered_at = 0
+        self._closed: StoreClosed | None = None
         self._background: set[asyncio.Future[None]] = set()
         self.stats = WorkflowStats()
         """What this engine counted since it started (ended, failed by cause...)."""
@@ -419,31 +426,77 @@ class WorkflowEngine:
         await self.stop()
 
     async def start(self) -> None:
-        """Resume every unfinished instance in the store, then tail the log. Idempotent."""
+        """Resume every unfinished instance in the store, then tail the log. Idempotent.
+
+        The start-up recovery (register, fold the unfinished instances, resume them) runs
+        as the supervised task :data:`RECOVERY_LOOP`; this waits for its first attempt. If
+        that attempt fails (the store went away mid-scan: a PostgreSQL restart), the error
+        is logged and the supervisor retries it with a backoff capped at the heartbeat
+        (so the engine's registration does not lapse meanwhile), while the caller carries
+        on: :attr:`ready` stays False, and ``app.health()`` shows the engine not ready,
+        until an attempt succeeds and starts the tail, heartbeat and schedule loops. A
+        retry skips the instances an earlier attempt already launched, so none runs twice.
+        """
         if self._running:
             return
         self._running = True
+        self._ready = False
+        self.owners = Owners()
+        attempted = self._attempted = asyncio.Event()
+        backoff = RetryPolicy(
+            initial_interval=min(0.1, self.heartbeat),
+            backoff_coefficient=2.0,
+            maximum_interval=self.heartbeat,
+            maximum_attempts=0,
+        )
+        self.supervisor.start(RECOVERY_LOOP, self._start_up, backoff=backoff)
+        await attempted.wait()
+        error, self._closed = self._closed, None
+        if error is not None:  # started on a closed store: a caller's mistake
+            await self.stop()
+            raise error
+
+    @property
+    def ready(self) -> bool:
+        """Whether the start-up recovery has succeeded (and the engine's loops run)."""
+        return self._running and self._ready
+
+    async def _start_up(self) -> None:
+        """One attempt at the start-up recovery; on success, start the engine's loops."""
+        try:
+            try:
+                await self._recover_once()
+            except StoreClosed as e:  # not going to come back: stop retrying
+                _log.warning("workflow engine: the store is closed; start-up recovery stopped")
+                self._closed = e
+                return
+            if not self._running:
+                return
+            self.tail_position = self.stats.tail_position = self._recovered_at
+            self._adoption = AdoptionState()
+            self.supervisor.start(TAIL_LOOP, functools.partial(run_tail, self))
+            beat = functools.partial(run_heartbeat, self, self._adoption)
+            self.supervisor.start(HEARTBEAT_LOOP, beat)
+            if self.schedules.schedules:
+                self.supervisor.start(SCHEDULES_LOOP, self.schedules.run)
+            self._ready = True
+            _log.info("workflow engine recovered; tailing from %d", self._recovered_at)
+        finally:
+            self._attempted.set()
+
+    async def _recover_once(self) -> None:
         await self.ownership.beat()
         checkpoint = await self.store.get_checkpoint(self.checkpoint)
         if checkpoint is None:
             checkpoint = 0 if self.start_from == "beginning" else await self.store.head()
-        self.owners = Owners()
-        try:
-            await self._recover(checkpoint)
-        except BaseException:
-            await self.stop()
-            raise
-        self.tail_position = self.stats.tail_position = checkpoint
-        self._adoption = AdoptionState()
-        self.supervisor.start(TAIL_LOOP, functools.partial(run_tail, self))
-        beat = functools.partial(run_heartbeat, self, self._adoption)
-        self.supervisor.start(HEARTBEAT_LOOP, beat)
-        if self.schedules.schedules:
-            self.supervisor.start(SCHEDULES_LOOP, self.schedules.run)
+        await self._recover(checkpoint)
+        self._recovered_at = checkpoint
 
     async def stop(self) -> None:
         """Stop the tail and every live instance (their progress is in the store). Idempotent."""
         self._running = False
+        self._ready = False
+        self._attempted.set()  # a start() waiting for a first attempt cancelled here returns
         self.stats.tail_position = None
         for loop in LOOPS:
             if loop in self.supervisor:
@@ -462,8 +515,12 @@ class WorkflowEngine:
 
     def loop_statuses(self) -> list[TaskStatus]:
         """The state, restart count and last crash of each background loop the engine
-        started (for ``app.health()``): all ``running`` while it works."""
-        return [self.supervisor.status(n) for n in LOOPS if n in self.supervisor]
+        started (for ``app.health()``): all ``running`` while it works. Until the start-up
+        recovery has succeeded, its own task (:data:`RECOVERY_LOOP`: running, or backing
+        off with the error of its last attempt) is listed; after that, the other loops."""
+        if self._running and not self._ready and RECOVERY_LOOP in self.supervisor:
+            return [self.supervisor.status(RECOVERY_LOOP)]
+        return [self.supervisor.status(n) for n in LOOPS[1:] if n in self.supervisor]
 
     async def _unfinished(self) -> list[WorkflowState]:
         if self.unfinished_index is not None:  # a read model knows which; fold only those
