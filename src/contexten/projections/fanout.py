@@ -140,9 +140,15 @@ class ProjectionFanout:
             after = min(lane.folded for lane in lanes)
             records = await self._read(after, max(lane.runner.linger for lane in lanes))
             async with self._lock:
-                for lane in lanes:
-                    if self._lanes.get(lane.runner.projection.name) is lane:
-                        await self._fold(lane, records)
+                # Side by side: a projection's rows wait for their own commit, not for the
+                # commits of the projections before it.
+                await asyncio.gather(
+                    *(
+                        self._fold(lane, records)
+                        for lane in lanes
+                        if self._lanes.get(lane.runner.projection.name) is lane
+                    )
+                )
             if not records:
                 await self.store.wait_for_new(after, timeout=self._idle_timeout(idle_wait))
 
