@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from contexten import App, Event
-from contexten.projections import Query
+from contexten.projections import Projection, ProjectionBatch, Query, Table
 from contexten.projections.memory import MemoryReadModels
 from contexten.projections.read_side import builtin_projections
 from contexten.projections.runner import ProjectionRunner
-from contexten.store import create_store
+from contexten.store import RecordedEvent, create_store
 
 WORKER = Path(__file__).with_name("_owner_worker.py")
 HANG_GUARD = 60.0
@@ -208,3 +208,44 @@ async def test_one_process_reads_the_log_once_for_all_its_projections(tmp_path: 
             assert app.projections.runner(name).folded >= head
         # N runners reading on their own would have read N times the log.
         assert fanout.records_read < 2 * head
+
+
+class _Flaky(Projection):
+    """Counts events; fails while ``broken`` is set."""
+
+    name = "flaky"
+    tables = (Table("flaky_counts", {"id": "text", "n": "int"}, key=("id",)),)
+    broken = True
+
+    async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
+        if self.broken:
+            raise RuntimeError("broken projection")
+        row = await batch.get("flaky_counts", "all") or {"id": "all", "n": 0}
+        batch.put("flaky_counts", {"id": "all", "n": row["n"] + 1})
+
+
+async def test_a_failing_projection_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 'events.db'}")
+    flaky = app.add_projection(_Flaky())
+    assert isinstance(flaky, _Flaky)
+    async with app:
+        await publish(app, 0, 50)
+        head = await app.store.head()
+
+        async def others_caught_up() -> bool:
+            status = {s.name: s for s in await app.projections.status()}
+            return all(status[n].position == head for n in NAMES)
+
+        await until(others_caught_up, "the healthy projections caught up")
+        status = {s.name: s for s in await app.projections.status()}
+        assert status["flaky"].position == 0
+        assert status["flaky"].state == "failing"
+        assert "broken projection" in (status["flaky"].last_error or "")
+        flaky.broken = False  # fixed: it goes on from its checkpoint after its backoff
+
+        async def flaky_caught_up() -> bool:
+            return (await app.projections.runner("flaky").status()).position == head
+
+        await until(flaky_caught_up, "the fixed projection caught up")
+        assert await app.projections.get("flaky_counts", "all") == {"id": "all", "n": head}
+        assert (await app.projections.runner("flaky").status()).state == "running"
