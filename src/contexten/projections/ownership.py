@@ -126,7 +126,9 @@ class ProjectionOwnership:
             )
             if claimed:
                 held[name] = claimed[0].epoch
-                self._log.info("projection claimed", projection=name, epoch=claimed[0].epoch)
+                # debug: every start claims them all, and `contexten workers` shows who holds
+                # which; losing one is a warning, handing one back is info.
+                self._log.debug("projection claimed", projection=name, epoch=claimed[0].epoch)
                 await self.fanout.join(runner)
 
     async def run(self) -> None:
