@@ -134,7 +134,7 @@ async def assert_rows_equal_a_fresh_rebuild(reader: App) -> None:
     await fresh.close()
 
 
-async def test_each_projection_has_one_owner_and_a_dead_owners_are_taken_over(
+async def test_each_projection_has_one_owner_and_is_taken_over_on_kill_and_on_drain(
     shared_url: str, tmp_path: Path
 ) -> None:
     workers = [
@@ -181,10 +181,37 @@ async def test_each_projection_has_one_owner_and_a_dead_owners_are_taken_over(
         assert await reader.read.open_dead_letters() == 30
         await assert_rows_equal_a_fresh_rebuild(reader)
 
-        # SIGTERM: the survivor releases its leases and exits cleanly.
+        # A new worker takes its share; then SIGTERM the survivor: it releases its leases on
+        # the way out, and the newcomer takes them over at its next heartbeat.
+        newcomer = await Worker.start(shared_url, tmp_path / "c.json")
+        workers.append(newcomer)
+
+        async def shared_again() -> bool:
+            a, c = survivor.running(), newcomer.running()
+            return not a & c and a | c == set(NAMES) and abs(len(a) - len(c)) <= 1
+
+        await until(shared_again, "the newcomer takes its share")
         survivor.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(HANG_GUARD):
             assert await survivor.proc.wait() == 0
+        await publish(reader, 300, 50)
+        await until(
+            lambda: asyncio.sleep(0, result=newcomer.running() == set(NAMES)),
+            "the newcomer runs every projection",
+        )
+        await until(lambda: caught_up(reader), "every projection caught up after the drain")
+        await assert_rows_equal_a_fresh_rebuild(reader)
+
+        # Any process reports the lag (from the store); one that does not dispatch folds
+        # nothing itself.
+        health = await reader.health()
+        assert {p.name: p.lag for p in health.projections} == dict.fromkeys(NAMES, 0)
+        assert reader.projections.fanout is None
+        assert all(reader.projections.runner(n).folded == 0 for n in NAMES)
+
+        newcomer.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(HANG_GUARD):
+            assert await newcomer.proc.wait() == 0
         parts = await reader.store.partitions()
         assert [p.owner for p in parts if p.group.startswith("projection:")] == [None] * len(NAMES)
     finally:
