@@ -33,8 +33,11 @@ WORKER = Path(__file__).with_name("_owner_worker.py")
 HANG_GUARD = 60.0
 NAMES = [p.name for p in builtin_projections()]
 LEASE_ENV = {
-    "CONTEXTEN_HEARTBEAT_SECONDS": "0.3",
-    "CONTEXTEN_LEASE_SECONDS": "1.5",
+    # Short enough for a quick takeover, long enough that a worker starved for a few
+    # seconds on a loaded machine keeps its leases (a lapse is a legitimate handover, but
+    # it would make "folded by one worker" untestable).
+    "CONTEXTEN_HEARTBEAT_SECONDS": "1.0",
+    "CONTEXTEN_LEASE_SECONDS": "4.0",
     # Wait for the lease to lapse even for a dead process of this host: the path a worker
     # on another machine takes.
     "CONTEXTEN_REAP_LOCAL_WORKERS": "0",
@@ -151,9 +154,11 @@ async def test_each_projection_has_one_owner_and_is_taken_over_on_kill_and_on_dr
 
         await until(shared_fairly, "the two workers share the projections")
         before = [w.read() for w in workers]
+        owners = [w.running() for w in workers]
         await publish(reader, 0, 200)
         await until(lambda: caught_up(reader), "every projection caught up")
         after = [w.read() for w in workers]
+        assert [w.running() for w in workers] == owners, "a lease lapsed under load"
         for name in NAMES:
             folders = [
                 i
