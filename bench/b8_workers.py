@@ -5,8 +5,9 @@ Side by side in one run, for SQLite (one file) and PostgreSQL (a throwaway schem
 * handler throughput with 1, 2 and 4 ``contexten`` worker processes: the workers start and
   share the partitions, then N events over K keys are stored (in commits of 100) and timed
   until all are handled; each handler waits ``--pause`` seconds (50 ms: waiting on I/O).
-  Also counted: duplicate deliveries (must be 0 while all workers live) and per-key order
-  violations (must be 0);
+  Also counted: the workers' CPU time per event (all their threads, from ``/proc``, from the
+  first commit until the handlers and the read models are done), duplicate deliveries (must
+  be 0 while all workers live) and per-key order violations (must be 0);
 * the limit on PostgreSQL: raw asyncpg single-row insert transactions from 100 tasks (what
   a handler's one write per event costs the server at best);
 * failover: three workers under a steady load, one killed with SIGKILL; the time until
@@ -40,7 +41,7 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from contexten import Event
+from contexten import App, Event
 from contexten.store import Append, create_store
 
 WORKER = Path(__file__).with_name("_b6_worker.py")
@@ -97,6 +98,21 @@ async def _publish(url: str, first: int, count: int, keys: int) -> None:
             await store.commit(appends)
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` used so far (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _read_models_at(url: str, head: int) -> None:
+    """Wait until every read model has folded the log up to ``head``."""
+    app = App(url, dispatch=False)
+    async with app:
+        while any(s.position < head for s in await app.projections.status()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
 async def throughput(
     url: str, workers: int, events: int, keys: int, pause: float
 ) -> dict[str, float]:
@@ -111,11 +127,17 @@ async def throughput(
                     break
                 await asyncio.sleep(0.1)
         t0 = time.perf_counter()
+        cpu0 = sum(_cpu(p.pid) for p in procs)
         await _publish(url, 0, events, keys)
         # The ledger is written by other processes: polling the file is the only way.
         while len({n for n, _, _ in _ledger(ledger)}) < events:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - t0
+        # Until the read models have folded everything too (they run in the workers).
+        async with create_store(url) as store:
+            head = await store.head()
+        await _read_models_at(url, head)
+        cpu = sum(_cpu(p.pid) for p in procs) - cpu0
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -128,6 +150,7 @@ async def throughput(
     violations = sum(1 for ns in by_key.values() if ns != sorted(ns))
     return {
         "rate": events / elapsed,
+        "cpu_us": cpu / events * 1e6,
         "duplicates": sum(c - 1 for c in counts.values()),
         "violations": violations,
     }
@@ -285,6 +308,7 @@ async def main() -> None:
             base = base or r["rate"]
             print(
                 f"| {workers} worker(s) | {r['rate']:,.0f} events/s | {r['rate'] / base:.2f}x | "
+                f"workers' CPU {r['cpu_us']:,.0f} us/event | "
                 f"duplicates {r['duplicates']:.0f} | order violations {r['violations']:.0f} |"
             )
         if server is not None:

@@ -831,8 +831,15 @@ class App:
             self._running = True
             if self.dispatch:
                 with self._bound():  # their tasks keep the app's clients and action log
-                    self.projections.start(self.supervisor)
+                    # Each projection is folded by one worker at a time (its lease renewed
+                    # by this dispatcher's heartbeat), so register its group first.
+                    self._dispatcher.extra_groups = self.projections.lease_groups
                     await self._dispatcher.start()
+                    self.projections.start(
+                        self.supervisor,
+                        worker_id=self._dispatcher.worker_id,
+                        leases=self._dispatcher.leases,
+                    )
                     if (
                         self.workflows.definitions
                         or self.workflows.machines
@@ -856,6 +863,7 @@ class App:
             return
         self._running = False
         try:
+            await self.projections.stop()  # hands its projections to the other workers
             await self._dispatcher.stop(self.shutdown_grace)
             if self._workflows_started:
                 self._workflows_started = False

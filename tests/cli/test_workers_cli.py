@@ -35,6 +35,9 @@ def test_workers_lists_live_workers_partitions_and_lag(tmp_path: Path) -> None:
                 [Append("s", [Event(type="t.x", source="t") for _ in range(5)])],
                 lease=LeaseCheckpoint("sub:triage", lease.partition, "host/2/b", lease.epoch, 5),
             )
+            # a projection's lease: listed with its worker, not as a subscription
+            await store.ensure_partitions("projection:workflows", 1, position=0)
+            await store.claim_partitions("projection:workflows", "host/2/b", limit=1, ttl=60)
             await asyncio.sleep(0.05)
 
     asyncio.run(setup())
@@ -46,6 +49,9 @@ def test_workers_lists_live_workers_partitions_and_lag(tmp_path: Path) -> None:
     assert workers["host/1/a"]["lag"] == {"sub:triage": 5}
     assert workers["host/2/b"]["lag"] == {"sub:triage": 0}
     assert workers["host/2/b"]["heartbeat_age"] >= 0
+    assert workers["host/2/b"]["projections"] == ["workflows"]
+    assert workers["host/2/b"]["partitions"] == {"sub:triage": 1}
+    assert workers["host/1/a"]["projections"] == []
     assert report["subscriptions"] == [
         {"subscription": "triage", "partitions": 4, "held": 4, "checkpoint": 0, "lag": 5}
     ]
@@ -53,3 +59,4 @@ def test_workers_lists_live_workers_partitions_and_lag(tmp_path: Path) -> None:
     assert "host/1/a" in text
     assert "triage: 3 (lag 5)" in text
     assert "partitions 4/4 held" in text
+    assert "projections: workflows" in text

@@ -181,7 +181,10 @@ async def populate(served: Served) -> dict[str, str]:
     async def settled() -> bool:
         letters = await app.dead_letters.list()
         ok = {str(w.status) for w in await app.list_workflows()}
-        return len(letters) == 1 and "running" not in ok and "compensating" not in ok
+        folded = await app.read.open_dead_letters()  # the pages read the read model
+        return (
+            len(letters) == 1 and folded == 1 and "running" not in ok and "compensating" not in ok
+        )
 
     await wait_until(settled)
     letter = (await app.dead_letters.list())[0]

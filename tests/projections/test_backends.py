@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from contexten.exceptions import ConfigurationError
 from contexten.projections import ReadModels, create_read_models
 from contexten.projections.memory import MemoryReadModels
 from contexten.projections.postgres import PostgresReadModels
+from contexten.projections.read_side import builtin_projections
 from contexten.projections.sqlite import SqliteReadModels
 from contexten.store import EventStore
 from contexten.store.memory import MemoryEventStore
@@ -62,3 +64,36 @@ def test_backend_follows_the_store_url() -> None:
     assert models.settings.schema == "abc"
     with pytest.raises(ConfigurationError, match="no read-model backend"):
         create_read_models("nats://x")
+
+
+@pytest.mark.postgres
+async def test_concurrent_opens_on_a_fresh_schema_all_succeed(postgres_url: str) -> None:
+    """Processes starting together each open the read models on their own connections; on
+    a schema nobody created yet, every one of them must succeed (no unique violation from
+    concurrent CREATE SCHEMA / CREATE TABLE IF NOT EXISTS)."""
+    schema = f"ctx_test_rm_race_{uuid.uuid4().hex[:10]}"
+    openers = [PostgresReadModels(postgres_url, schema=schema) for _ in range(8)]
+
+    async def start(models: PostgresReadModels) -> None:
+        await models.open()
+        for projection in builtin_projections():
+            await models.ensure(projection)
+
+    try:
+        results = await asyncio.gather(*(start(m) for m in openers), return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            tables = await conn.fetchval(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1", schema
+            )
+        finally:
+            await conn.close()
+        assert tables > len(builtin_projections())
+    finally:
+        await asyncio.gather(*(m.close() for m in openers))
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()

@@ -86,6 +86,10 @@ class Dispatcher:
         self._starting: set[asyncio.Task[None]] = set()
         self._running = False
         self._log = get_logger("contexten.dispatcher")
+        self.extra_groups: list[str] = []
+        """Lease groups of other parts of this process (the projections' ``projection:*``)
+        that this worker takes part in; its heartbeat registers them with the
+        subscriptions' and renews their leases with the rest."""
 
     @property
     def subscriptions(self) -> Mapping[str, Subscription]:
@@ -135,6 +139,7 @@ class Dispatcher:
         """Renew this worker and its leases; return the live workers (reaping dead local ones)."""
         settings = self.leases
         groups = [s.checkpoint_name for s in self._subscriptions.values()]
+        groups.extend(self.extra_groups)
         held = await self._store.heartbeat(
             self.worker_id,
             ttl=settings.lease,
@@ -206,7 +211,7 @@ class Dispatcher:
             return
         self._running = True
         self._held = []
-        if self._subscriptions:
+        if self._subscriptions or self.extra_groups:
             live = await self._beat()
             for sub in list(self._subscriptions.values()):
                 consumer = self._consumer(sub)
@@ -227,7 +232,7 @@ class Dispatcher:
             await asyncio.wait(set(self._starting))
         await self._supervisor.stop(self._heartbeat_task)
         consumers = list(self._consumers.values())
-        if consumers:
+        if consumers or self.extra_groups:
             try:  # tell the others at once that this worker's share is theirs to take
                 await self._beat(draining=True)
             except Exception as e:

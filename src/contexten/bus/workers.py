@@ -29,6 +29,9 @@ class WorkerReport:
     worker: WorkerInfo
     partitions: dict[str, list[int]] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
+    projections: list[str] = field(default_factory=list)
+    """The projections it folds (it holds their leases; see
+    :mod:`contexten.projections.ownership`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -42,6 +45,7 @@ class WorkerReport:
             "draining": w.draining,
             "partitions": {g: len(ns) for g, ns in self.partitions.items()},
             "lag": dict(self.lag),
+            "projections": list(self.projections),
         }
 
 
@@ -94,7 +98,12 @@ async def workers_report(store: EventStore) -> WorkersReport:
     parts = await store.partitions()
     by_owner: dict[str, dict[str, list[PartitionLease]]] = defaultdict(lambda: defaultdict(list))
     by_group: dict[str, list[PartitionLease]] = defaultdict(list)
+    projections: dict[str, list[str]] = defaultdict(list)
     for p in parts:
+        if not p.group.startswith("sub:"):  # a projection's lease keeps no position here
+            if p.held and p.owner is not None and p.group.startswith("projection:"):
+                projections[p.owner].append(p.group.removeprefix("projection:"))
+            continue
         by_group[p.group].append(p)
         if p.held and p.owner is not None:
             by_owner[p.owner][p.group].append(p)
@@ -103,6 +112,7 @@ async def workers_report(store: EventStore) -> WorkersReport:
             w,
             {g: [p.partition for p in ps] for g, ps in sorted(by_owner[w.worker_id].items())},
             {g: _lag(head, ps) for g, ps in sorted(by_owner[w.worker_id].items())},
+            sorted(projections[w.worker_id]),
         )
         for w in live
     ]

@@ -30,9 +30,10 @@ async def workers(store_url: str | None, as_json: bool) -> None:
             f"{g.removeprefix('sub:')}: {len(ns)} (lag {w.lag[g]})"
             for g, ns in w.partitions.items()
         )
+        folds = f"  projections: {', '.join(w.projections)}" if w.projections else ""
         click.echo(
             f"{info.worker_id:40} {state:8} heartbeat {info.heartbeat_age:5.1f} s ago  "
-            f"{info.meta}  {held or 'no partitions'}"
+            f"{info.meta}  {held or 'no partitions'}{folds}"
         )
     for g in report.groups:
         click.echo(

@@ -6,12 +6,18 @@ import builtins
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from contexten.bus.partitions import LeaseSettings
 from contexten.exceptions import ConfigurationError, ProjectionNotFound
 from contexten.projections.base import Projection, Query, ReadModels, Table
+from contexten.projections.fanout import ProjectionFanout
+from contexten.projections.ownership import ProjectionOwnership, projection_group
 from contexten.projections.runner import Progress, ProjectionRunner, ProjectionStatus
 from contexten.store.base import EventStore
 
 __all__ = ["Projections", "TaskStarter"]
+
+_FANOUT_TASK = "projections:fold"
+_OWNER_TASK = "projections:leases"
 
 
 class TaskStarter(Protocol):
@@ -19,6 +25,9 @@ class TaskStarter(Protocol):
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run ``factory()`` as task ``name``, again after each crash."""
+
+    async def stop(self, name: str | None = None) -> None:
+        """Cancel task ``name`` and wait until it has ended."""
 
 
 class Projections:
@@ -37,6 +46,11 @@ class Projections:
         self._runners: dict[str, ProjectionRunner] = {}
         self._tables: dict[str, Table] = {}
         self._open = False
+        self._tasks: TaskStarter | None = None
+        self.fanout: ProjectionFanout | None = None
+        """The reader folding this process's projections (while started)."""
+        self.ownership: ProjectionOwnership | None = None
+        """Which projections this process holds (while started with a worker id)."""
 
     def add(self, projection: Projection) -> Projection:
         """Register ``projection`` (before the app starts, or it runs from the next start).
@@ -99,10 +113,61 @@ class Projections:
             self._open = False
             await self.models.close()
 
-    def start(self, tasks: TaskStarter) -> None:
-        """Run every projection as a supervised task ``projection:{name}``."""
-        for name, runner in self._runners.items():
-            tasks.start(f"projection:{name}", runner.run)
+    def start(
+        self,
+        tasks: TaskStarter,
+        *,
+        worker_id: str | None = None,
+        leases: LeaseSettings | None = None,
+    ) -> None:
+        """Fold the projections in supervised tasks, reading the log once per batch for all
+        of them (:class:`~contexten.projections.fanout.ProjectionFanout`).
+
+        With a ``worker_id`` (the dispatcher's), this process runs only the projections
+        whose lease it holds, its fair share among the live workers (see
+        :mod:`contexten.projections.ownership`; the worker must register
+        :attr:`lease_groups` with its heartbeat); without one, it runs them all.
+        """
+        if self._tasks is not None:
+            return
+        self._tasks = tasks
+        self.fanout = ProjectionFanout(self.store, batch_size=self.batch_size)
+        tasks.start(_FANOUT_TASK, self.fanout.run)
+        if worker_id is None:
+            fanout = self.fanout
+
+            async def join_all() -> None:
+                for runner in self._runners.values():
+                    await fanout.join(runner)
+
+            tasks.start(_OWNER_TASK, join_all)
+        else:
+            self.ownership = ProjectionOwnership(
+                self.store,
+                self._runners,
+                self.fanout,
+                worker_id=worker_id,
+                leases=leases or LeaseSettings.from_env(),
+            )
+            tasks.start(_OWNER_TASK, self.ownership.run)
+
+    @property
+    def lease_groups(self) -> builtins.list[str]:
+        """The lease groups of the projections (``projection:{name}``)."""
+        return [projection_group(name) for name in self._runners]
+
+    async def stop(self) -> None:
+        """Stop folding: save what the projections folded and, if they are held by lease,
+        release them so that the other workers take them over at once."""
+        tasks, self._tasks = self._tasks, None
+        if tasks is None:
+            return
+        await tasks.stop(_OWNER_TASK)
+        await tasks.stop(_FANOUT_TASK)
+        if self.ownership is not None:
+            await self.ownership.release()
+        elif self.fanout is not None:
+            await self.fanout.leave_all()
 
     async def catch_up(self, name: str | None = None, *, progress: Progress | None = None) -> None:
         """Fold ``name`` (default: every projection) up to the log's current head.

@@ -32,6 +32,8 @@ __all__ = ["PostgresReadModels"]
 
 _JSON = msgspec.json.Encoder()
 _CP = _sql.CHECKPOINTS
+_CREATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('contexten-read-models'))"
+"""Held (to the end of its transaction) by whoever creates read-model schemas or tables."""
 
 
 def _encode(table: Table, column: str, value: Any) -> Any:
@@ -76,6 +78,7 @@ class PostgresReadModels(ReadModels):
         if self._pool is not None:
             return
         s = self.settings
+        pool: asyncpg.Pool | None = None
         try:
             pool = await asyncpg.create_pool(
                 s.dsn,
@@ -89,12 +92,19 @@ class PostgresReadModels(ReadModels):
                     "plan_cache_mode": "force_custom_plan",
                 },
             )
-            await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {s.schema}")
-            await pool.execute(
-                f"CREATE TABLE IF NOT EXISTS {_CP} (name TEXT PRIMARY KEY, "
-                "position BIGINT NOT NULL, version INTEGER NOT NULL, updated_at TIMESTAMPTZ)"
-            )
+            async with pool.acquire() as conn, conn.transaction():
+                # IF NOT EXISTS does not make concurrent creation safe (two processes
+                # starting together on a fresh schema both insert into the catalogs and one
+                # fails with a unique violation): one creator at a time, as in ensure().
+                await conn.execute(_CREATE_LOCK)
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s.schema}")
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_CP} (name TEXT PRIMARY KEY, "
+                    "position BIGINT NOT NULL, version INTEGER NOT NULL, updated_at TIMESTAMPTZ)"
+                )
         except (OSError, asyncpg.PostgresError) as e:
+            if pool is not None:
+                await pool.close()
             raise StoreUnavailable(
                 f"cannot open the read models in {s.where}: {type(e).__name__}"
             ) from e
@@ -117,7 +127,7 @@ class PostgresReadModels(ReadModels):
         """Create missing tables (with their indexes) and the checkpoint row."""
         async with self._require().acquire() as conn, conn.transaction():
             # One creator at a time: two processes starting together must not race.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('contexten-read-models'))")
+            await conn.execute(_CREATE_LOCK)
             for table in projection.tables:
                 exists = await conn.fetchval(
                     "SELECT to_regclass($1) IS NOT NULL", _sql.physical(table, False)

@@ -29,14 +29,14 @@ throughput:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from contexten.exceptions import ProjectionConflict
 from contexten.observability.logging import get_logger
 from contexten.projections.base import Projection, ProjectionBatch, ReadModels
-from contexten.store.base import EventStore
+from contexten.store.base import EventStore, RecordedEvent
 
 __all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
 
@@ -55,7 +55,8 @@ class ProjectionStatus:
         lag: events not yet folded (``head - position``).
         version: the projection version its tables were written by (0: never written).
         stale: the tables were written by another version: rebuild them.
-        state: ``running``, ``idle`` (not run by this process), ``failing`` or ``rebuilding``.
+        state: ``running`` (by this process), ``idle`` (not run by this process: another
+            process owns it, or this one does not dispatch), ``failing`` or ``rebuilding``.
         last_error: the last failure's type and message (``None`` when healthy).
         updated_at: when the checkpoint last moved.
     """
@@ -115,6 +116,10 @@ class ProjectionRunner:
         self.running = False
         self.rebuilding = False
         self.last_error: str | None = None
+        self.folded = 0
+        """Log entries this runner folded in this process (for tests and benches)."""
+        self.commits = 0
+        """Read-model transactions this runner committed in this process."""
         self._ensured = False
         self._log = get_logger("contexten.projections").bind(projection=projection.name)
 
@@ -142,6 +147,7 @@ class ProjectionRunner:
             position=position,
             shadow=shadow,
         )
+        self.commits += 1
         return position, read
 
     async def _fold(
@@ -165,6 +171,14 @@ class ProjectionRunner:
                 )
         if not records:
             return after, 0, None
+        return records[-1].position, len(records), await self.fold(records, shadow=shadow)
+
+    async def fold(
+        self, records: Sequence[RecordedEvent], *, shadow: bool = False
+    ) -> ProjectionBatch:
+        """Fold ``records`` (read from the log, in order) into a new batch; nothing is
+        committed. :class:`~contexten.projections.fanout.ProjectionFanout` calls this with
+        the records it read once for several projections."""
         batch = ProjectionBatch(
             self.models, {t.name: t for t in self.projection.tables}, shadow=shadow
         )
@@ -172,7 +186,8 @@ class ProjectionRunner:
             if self.projection.handles(record):
                 await self.projection.apply(record, batch)
         await self.projection.flush(batch)
-        return records[-1].position, len(records), batch
+        self.folded += len(records)
+        return batch
 
     async def catch_up(self, *, until: int | None = None, progress: Progress | None = None) -> int:
         """Fold until the log's head (as it is now, or ``until``); return the position.
@@ -208,11 +223,7 @@ class ProjectionRunner:
         ``apply`` raises out (the supervisor restarts this with backoff) after
         recording the error in :attr:`last_error` for health to report.
         """
-        await self.ensure()
-        checkpoint = await self.models.checkpoint(self.projection.name)
-        if checkpoint.version not in (0, self.projection.version):
-            self._log.info("projection version changed; rebuilding", was=checkpoint.version)
-            await self.rebuild()
+        await self.prepare()
         self.running = True
         saved = folded = (await self.models.checkpoint(self.projection.name)).position
         saved_at = time.monotonic()
@@ -223,10 +234,10 @@ class ProjectionRunner:
                     now = time.monotonic()
                     due = now - saved_at >= self.checkpoint_interval
                     if batch is not None and (batch.writes or due):
-                        await self._save(batch, saved, position)
+                        await self.save(batch, saved, position)
                         saved, saved_at = position, now
                     elif batch is None and folded > saved and due:  # caught up, save now
-                        await self._save(None, saved, folded)
+                        await self.save(None, saved, folded)
                         saved, saved_at = folded, now
                     folded = position
                 except ProjectionConflict:
@@ -246,7 +257,16 @@ class ProjectionRunner:
         finally:
             self.running = False
 
-    async def _save(self, batch: ProjectionBatch | None, expected: int, position: int) -> None:
+    async def prepare(self) -> None:
+        """Create the tables if missing; rebuild them if another :attr:`Projection.version`
+        wrote them (before folding new events into them)."""
+        await self.ensure()
+        checkpoint = await self.models.checkpoint(self.projection.name)
+        if checkpoint.version not in (0, self.projection.version):
+            self._log.info("projection version changed; rebuilding", was=checkpoint.version)
+            await self.rebuild()
+
+    async def save(self, batch: ProjectionBatch | None, expected: int, position: int) -> None:
         """Commit ``batch``'s rows (if any) and move the checkpoint from ``expected`` to
         ``position``, in one transaction."""
         await self.models.commit(
@@ -255,6 +275,7 @@ class ProjectionRunner:
             expected=expected,
             position=position,
         )
+        self.commits += 1
 
     async def rebuild(self, *, progress: Progress | None = None) -> int:
         """Fold the whole log into shadow tables, then swap them in; return the position.
