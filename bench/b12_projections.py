@@ -16,7 +16,8 @@ Sections (``--only`` picks some; default all but ``rebuild``, which is long):
   three-step workflows through an App, each with the four built-in projection runners on
   and off, alternating (off, on, off, on) in one process.
 * ``tracing``: B1 with tracing off and on (OpenTelemetry SDK, sampled 100%, batch span
-  processor into an exporter that drops the spans), alternating.
+  processor into an exporter that drops the spans), alternating; with ``--tracing-before
+  REF`` also on with the tracing module as it was at git ``REF``.
 
     .venv/bin/python bench/b12_projections.py --only catchup --events 200000 --postgres
     .venv/bin/python bench/b12_projections.py --only rebuild --events 1000000
@@ -463,38 +464,22 @@ async def runners(events: int, workflows: int, rounds: int, tmp: Path) -> None:
     await alternate("B2", lambda url, c: b2(url, workflows, c), modes, rounds, tmp)
 
 
-def tracing_switch(mode: str) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
+async def traced(events: int, rounds: int, tmp: Path, before: str | None) -> None:
+    import _tracing_before
 
-    from contexten.observability import tracing
-
-    class Drop(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    if mode.startswith("off"):
-        tracing.disable_tracing()
-        return
-    provider = TracerProvider()  # default sampler: parent-based always-on (100%)
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
-    assert tracing.configure_tracing(provider)
-
-
-async def traced(events: int, rounds: int, tmp: Path) -> None:
+    previous = _tracing_before.load(before) if before else None
     print(f"\ntracing off/on on B1 (SQLite FULL, {events:,} events; {rounds} rounds):")
-    modes: dict[str, Callable[[App], None] | None] = {
-        "off": None,
-        "on (100% sampled, spans dropped)": None,
-    }
-    await alternate(
-        "B1", lambda url, c: b1(url, events, c), modes, rounds, tmp, before=tracing_switch
-    )
-    tracing_switch("off")
+    modes: dict[str, Callable[[App], None] | None] = {"off": None}
+    if before:
+        modes[f"on at {before} (100% sampled, dropped)"] = None
+    modes["on (100% sampled, spans dropped)"] = None
+
+    def switch(mode: str) -> None:
+        which = "off" if mode == "off" else "before" if mode.startswith("on at") else "on"
+        _tracing_before.switch(which, previous)
+
+    await alternate("B1", lambda url, c: b1(url, events, c), modes, rounds, tmp, before=switch)
+    _tracing_before.switch("off", previous)
 
 
 async def main() -> None:
@@ -508,6 +493,11 @@ async def main() -> None:
     parser.add_argument("--b1-events", type=int, default=20_000)
     parser.add_argument("--b2-workflows", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--tracing-before",
+        metavar="REF",
+        help="tracing: also run B1 with the tracing module of git REF (before/after)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     load = os.getloadavg()[0]
@@ -523,7 +513,7 @@ async def main() -> None:
         if "runners" in only:
             await runners(args.b1_events, args.b2_workflows, args.rounds, tmp)
         if "tracing" in only:
-            await traced(args.b1_events, args.rounds, tmp)
+            await traced(args.b1_events, args.rounds, tmp, args.tracing_before)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
