@@ -507,9 +507,9 @@ async def traced(events: int, rounds: int, tmp: Path, before: str | None) -> Non
         _tracing_before.switch("off", previous)
     base = statistics.median(cpu["off"])
     for mode, values in cpu.items():
-        med = statistics.median(values)
+        med, gc_med = statistics.median(values), statistics.median(collecting[mode])
         print(f"  B1 {mode:34} CPU {med:6.0f} µs/event  (+{med - base:4.0f} µs), "
-              f"of which garbage collection {statistics.median(collecting[mode]):4.0f} µs")  # fmt: skip
+              f"of which garbage collection {gc_med:4.0f} µs")  # fmt: skip
 
 
 async def main() -> None:
