@@ -465,8 +465,58 @@ async def runners(events: int, workflows: int, rounds: int, tmp: Path) -> None:
     await alternate("B2", lambda url, c: b2(url, workflows, c), modes, rounds, tmp)
 
 
+CHUNK = 500
+"""Spans timed between flushes: the batch processor's queue (2,048) never fills and drops."""
+
+
+def hook_cpu(flush: Callable[[], object], n: int = 20_000) -> tuple[float, float]:
+    """CPU µs of B1's two span hooks alone, as the tracing module in the hooks now makes them:
+    ``app.publish``'s (PRODUCER span + inject) and a delivery's (CONSUMER span + link)."""
+    from contexten.observability import tracing
+
+    parent = Event(type="bench.tick", source="b1")
+    with tracing.publish_span(parent):
+        parent = tracing.inject(parent)
+    publishing = processing = 0.0
+    for _ in range(n // CHUNK):
+        fresh = [Event(type="bench.tick", source="b1") for _ in range(CHUNK)]
+        started = time.process_time()
+        for event in fresh:
+            with tracing.publish_span(event):
+                tracing.inject(event)
+        published = time.process_time()
+        for _ in range(CHUNK):
+            with tracing.process_span("bench", parent, 1):
+                pass
+        processing += time.process_time() - published
+        publishing += published - started
+        flush()
+    return publishing / n * 1e6, processing / n * 1e6
+
+
+def bare_span_cpu(n: int = 20_000) -> float:
+    """CPU µs of the SDK alone: start and end a CONSUMER span with five attributes."""
+    import _tracing_before
+    from opentelemetry.trace import SpanKind
+
+    provider = _tracing_before.provider()
+    tracer = provider.get_tracer("bench")
+    attributes = {"a": "bench", "b": "process", "c": "bench", "d": "bench.tick", "e": 1}
+    spent = 0.0
+    for _ in range(n // CHUNK):
+        started = time.process_time()
+        for _ in range(CHUNK):
+            tracer.start_span("process bench", kind=SpanKind.CONSUMER, attributes=attributes).end()
+        spent += time.process_time() - started
+        provider.force_flush()
+    provider.shutdown()
+    return spent / n * 1e6
+
+
 async def traced(events: int, rounds: int, tmp: Path, before: str | None) -> None:
     import _tracing_before
+
+    from contexten.observability import tracing
 
     previous = _tracing_before.load(before) if before else None
     print(f"\ntracing off/on on B1 (SQLite FULL, {events:,} events; {rounds} rounds):")
@@ -510,6 +560,22 @@ async def traced(events: int, rounds: int, tmp: Path, before: str | None) -> Non
         med, gc_med = statistics.median(values), statistics.median(collecting[mode])
         print(f"  B1 {mode:34} CPU {med:6.0f} µs/event  (+{med - base:4.0f} µs), "
               f"of which garbage collection {gc_med:4.0f} µs")  # fmt: skip
+    print("  the span hooks alone, CPU µs (median of 5 alternating rounds):")
+    timings: dict[str, list[tuple[float, float, float]]] = {"on": []}
+    if previous is not None:
+        timings = {"before": [], "on": []}
+    for _ in range(5):
+        for which in timings:
+            _tracing_before.switch(which, previous)
+            owner = previous if which == "before" and previous is not None else tracing
+            publish, process = hook_cpu(owner._provider.force_flush)
+            timings[which].append((publish, process, bare_span_cpu()))
+    _tracing_before.switch("off", previous)
+    for which, rows in timings.items():
+        label = f"at {before}" if which == "before" else "now"
+        publish, process, bare = (statistics.median(r[i] for r in rows) for i in range(3))
+        print(f"    {label:14} publish span + inject {publish:5.1f}, process span + link "
+              f"{process:5.1f}; the SDK alone, a span {bare:5.1f}")  # fmt: skip
 
 
 async def main() -> None:
