@@ -69,6 +69,12 @@ _NAME: Final = "contexten"
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
 _ID_SEGMENT: Final = re.compile(r"^(?=.*\d)[A-Za-z0-9_\-.:]+$")
+# W3C trace context: what TraceContextTextMapPropagator accepts (its pattern and limit), so
+# what it would refuse we refuse too (a test compares the two).
+_TRACEPARENT: Final = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+_TRACEPARENT_MAX_LENGTH: Final = 512
 
 
 def tracing_enabled() -> bool:
@@ -152,7 +158,6 @@ class _Api:
     def __init__(self) -> None:
         from opentelemetry import context, trace
         from opentelemetry.context import Context
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.attach = context.attach
         self.detach = context.detach
@@ -166,9 +171,6 @@ class _Api:
         self.kinds = {kind.name: kind for kind in trace.SpanKind}
         self.status = trace.Status
         self.error = trace.StatusCode.ERROR
-        # The W3C propagator's own pattern and limit, so what it would refuse we refuse.
-        self.traceparent = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
-        self.max_length = TraceContextTextMapPropagator._TRACEPARENT_MAXIMUM_LENGTH
 
 
 _api: _Api | None = None
@@ -182,9 +184,9 @@ def _remote(traceparent: str) -> tuple[SpanContext, Context] | None:
     Cached: an event's ``traceparent`` is read by each subscription's delivery and by its
     workflow's segments, and both results are immutable."""
     api = _api
-    if api is None or len(traceparent) > api.max_length:
+    if api is None or len(traceparent) > _TRACEPARENT_MAX_LENGTH:
         return None
-    match = api.traceparent.search(traceparent)
+    match = _TRACEPARENT.search(traceparent)
     if match is None:
         return None
     version, trace_id, span_id, flags, rest = match.groups()
