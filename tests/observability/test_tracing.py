@@ -132,6 +132,7 @@ async def test_one_trace_from_webhook_to_handler_step_and_platform_call(
     assert [link.context.span_id for link in consumer.links] == [server.context.span_id]
     assert consumer.attributes is not None
     assert consumer.attributes["messaging.message.id"] == trigger.id
+    assert consumer.attributes["messaging.operation.name"] == "process"  # required (semconv)
     step = _one(finished, "step move_issue")
     assert (step.context.trace_id, _parent_id(step)) == (trace_id, server.context.span_id)
     calls = [s for s in finished if s.kind is SpanKind.CLIENT]
@@ -203,6 +204,9 @@ async def test_publish_from_code_starts_a_producer_span(spans: InMemorySpanExpor
         [record] = await app.store.read_all()
     producer = _one(spans.get_finished_spans(), "send deploy.finished")
     assert producer.kind is SpanKind.PRODUCER
+    assert producer.attributes is not None
+    assert producer.attributes["messaging.operation.name"] == "send"  # required (semconv)
+    assert producer.attributes["messaging.system"] == "contexten"
     assert record.event.traceparent is not None
     assert f"{producer.context.span_id:016x}" in record.event.traceparent
 

@@ -329,6 +329,7 @@ def publish_span(event: Event) -> contextlib.AbstractContextManager[Span | None]
         "PRODUCER",
         {
             "messaging.system": _NAME,
+            "messaging.operation.name": "send",
             "messaging.operation.type": "send",
             "messaging.destination.name": event.type,
             "messaging.message.id": event.id,
@@ -344,6 +345,7 @@ def process_span(
         return _NOOP
     attributes: dict[str, Any] = {
         "messaging.system": _NAME,
+        "messaging.operation.name": "process",
         "messaging.operation.type": "process",
         "messaging.consumer.group.name": subscription,
         "messaging.destination.name": event.type,
