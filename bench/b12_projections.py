@@ -16,7 +16,8 @@ Sections (``--only`` picks some; default all but ``rebuild``, which is long):
   three-step workflows through an App, each with the four built-in projection runners on
   and off, alternating (off, on, off, on) in one process.
 * ``tracing``: B1 with tracing off and on (OpenTelemetry SDK, sampled 100%, batch span
-  processor into an exporter that drops the spans), alternating.
+  processor into an exporter that drops the spans), alternating; with ``--tracing-before
+  REF`` also on with the tracing module as it was at git ``REF``.
 
     .venv/bin/python bench/b12_projections.py --only catchup --events 200000 --postgres
     .venv/bin/python bench/b12_projections.py --only rebuild --events 1000000
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sqlite3
 import statistics
@@ -463,38 +465,117 @@ async def runners(events: int, workflows: int, rounds: int, tmp: Path) -> None:
     await alternate("B2", lambda url, c: b2(url, workflows, c), modes, rounds, tmp)
 
 
-def tracing_switch(mode: str) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
+CHUNK = 500
+"""Spans timed between flushes: the batch processor's queue (2,048) never fills and drops."""
+
+
+def hook_cpu(flush: Callable[[], object], n: int = 20_000) -> tuple[float, float]:
+    """CPU µs of B1's two span hooks alone, as the tracing module in the hooks now makes them:
+    ``app.publish``'s (PRODUCER span + inject) and a delivery's (CONSUMER span + link)."""
+    from contexten.observability import tracing
+
+    parent = Event(type="bench.tick", source="b1")
+    with tracing.publish_span(parent):
+        parent = tracing.inject(parent)
+    publishing = processing = 0.0
+    for _ in range(n // CHUNK):
+        fresh = [Event(type="bench.tick", source="b1") for _ in range(CHUNK)]
+        started = time.process_time()
+        for event in fresh:
+            with tracing.publish_span(event):
+                tracing.inject(event)
+        published = time.process_time()
+        for _ in range(CHUNK):
+            with tracing.process_span("bench", parent, 1):
+                pass
+        processing += time.process_time() - published
+        publishing += published - started
+        flush()
+    return publishing / n * 1e6, processing / n * 1e6
+
+
+def bare_span_cpu(n: int = 20_000) -> float:
+    """CPU µs of the SDK alone: start and end a CONSUMER span with five attributes."""
+    import _tracing_before
+    from opentelemetry.trace import SpanKind
+
+    provider = _tracing_before.provider()
+    tracer = provider.get_tracer("bench")
+    attributes = {"a": "bench", "b": "process", "c": "bench", "d": "bench.tick", "e": 1}
+    spent = 0.0
+    for _ in range(n // CHUNK):
+        started = time.process_time()
+        for _ in range(CHUNK):
+            tracer.start_span("process bench", kind=SpanKind.CONSUMER, attributes=attributes).end()
+        spent += time.process_time() - started
+        provider.force_flush()
+    provider.shutdown()
+    return spent / n * 1e6
+
+
+async def traced(events: int, rounds: int, tmp: Path, before: str | None) -> None:
+    import _tracing_before
 
     from contexten.observability import tracing
 
-    class Drop(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    if mode.startswith("off"):
-        tracing.disable_tracing()
-        return
-    provider = TracerProvider()  # default sampler: parent-based always-on (100%)
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
-    assert tracing.configure_tracing(provider)
-
-
-async def traced(events: int, rounds: int, tmp: Path) -> None:
+    previous = _tracing_before.load(before) if before else None
     print(f"\ntracing off/on on B1 (SQLite FULL, {events:,} events; {rounds} rounds):")
-    modes: dict[str, Callable[[App], None] | None] = {
-        "off": None,
-        "on (100% sampled, spans dropped)": None,
-    }
-    await alternate(
-        "B1", lambda url, c: b1(url, events, c), modes, rounds, tmp, before=tracing_switch
-    )
-    tracing_switch("off")
+    modes: dict[str, Callable[[App], None] | None] = {"off": None}
+    if before:
+        modes[f"on at {before} (100% sampled, dropped)"] = None
+    modes["on (100% sampled, spans dropped)"] = None
+
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
+    collecting: dict[str, list[float]] = {mode: [] for mode in modes}
+    current = [""]
+    gc_time = [0.0, 0.0]  # total, start of the collection under way
+
+    def timed_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_time[1] = time.process_time()
+        else:
+            gc_time[0] += time.process_time() - gc_time[1]
+
+    def switch(mode: str) -> None:
+        which = "off" if mode == "off" else "before" if mode.startswith("on at") else "on"
+        _tracing_before.switch(which, previous)
+        current[0] = mode
+
+    async def run(url: str, configure: Callable[[App], None] | None) -> float:
+        # CPU time of the whole process per event: less swayed by other load than events/s.
+        started, gc_time[0] = time.process_time(), 0.0
+        rate = await b1(url, events, configure)
+        cpu[current[0]].append((time.process_time() - started) / events * 1e6)
+        collecting[current[0]].append(gc_time[0] / events * 1e6)
+        return rate
+
+    gc.callbacks.append(timed_gc)
+    try:
+        await alternate("B1", run, modes, rounds, tmp, before=switch)
+    finally:
+        gc.callbacks.remove(timed_gc)
+        _tracing_before.switch("off", previous)
+    base = statistics.median(cpu["off"])
+    for mode, values in cpu.items():
+        med, gc_med = statistics.median(values), statistics.median(collecting[mode])
+        print(f"  B1 {mode:34} CPU {med:6.0f} µs/event  (+{med - base:4.0f} µs), "
+              f"of which garbage collection {gc_med:4.0f} µs")  # fmt: skip
+    print("  the span hooks alone, CPU µs (median of 5 alternating rounds):")
+    timings: dict[str, list[tuple[float, float, float]]] = {"on": []}
+    if previous is not None:
+        timings = {"before": [], "on": []}
+    for _ in range(5):
+        for which in timings:
+            _tracing_before.switch(which, previous)
+            owner = previous if which == "before" and previous is not None else tracing
+            publish, process = hook_cpu(owner._provider.force_flush)
+            timings[which].append((publish, process, bare_span_cpu()))
+    _tracing_before.switch("off", previous)
+    for which, rows in timings.items():
+        label = f"at {before}" if which == "before" else "now"
+        publish, process, bare = (statistics.median(r[i] for r in rows) for i in range(3))
+        print(f"    {label:14} publish span + inject {publish:5.1f}, process span + link "
+              f"{process:5.1f}; the SDK alone, a span {bare:5.1f}")  # fmt: skip
 
 
 async def main() -> None:
@@ -508,6 +589,11 @@ async def main() -> None:
     parser.add_argument("--b1-events", type=int, default=20_000)
     parser.add_argument("--b2-workflows", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--tracing-before",
+        metavar="REF",
+        help="tracing: also run B1 with the tracing module of git REF (before/after)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     load = os.getloadavg()[0]
@@ -523,7 +609,7 @@ async def main() -> None:
         if "runners" in only:
             await runners(args.b1_events, args.b2_workflows, args.rounds, tmp)
         if "tracing" in only:
-            await traced(args.b1_events, args.rounds, tmp)
+            await traced(args.b1_events, args.rounds, tmp, args.tracing_before)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

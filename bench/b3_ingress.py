@@ -127,10 +127,16 @@ def serve_bare(port: int, impl: str) -> None:
 
 
 def serve_contexten(
-    port: int, impl: str, db: str, latency_out: str | None, trace: bool = False
+    port: int,
+    impl: str,
+    db: str,
+    latency_out: str | None,
+    trace: bool = False,
+    trace_before: str | None = None,
 ) -> None:
     """contexten serve's server for an App on SQLite (with a recording handler if asked;
-    with ``trace``, OpenTelemetry on: 100% sampled, batch processor, spans dropped)."""
+    with ``trace``, OpenTelemetry on: 100% sampled, batch processor, spans dropped; with
+    ``trace_before`` too, the tracing module of that git ref)."""
     from contexten import App, Event, HandlerContext
     from contexten.ingress import IngressConfig
     from contexten.ingress.server import IngressServer
@@ -138,22 +144,10 @@ def serve_contexten(
 
     configure_logging(level="WARNING")
     if trace:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
+        import _tracing_before
 
-        from contexten.observability.tracing import configure_tracing
-
-        class Drop(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(Drop()))
-        configure_tracing(provider)
+        previous = _tracing_before.load(trace_before) if trace_before else None
+        _tracing_before.switch("before" if previous else "on", previous)
     os.environ["CONTEXTEN_GITHUB_WEBHOOK_SECRET"] = SECRET
     app = App(f"sqlite:///{db}")
     if latency_out:
@@ -524,23 +518,30 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
 
 
 def tracing_cost(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> None:
-    """Contexten at 50 connections with tracing off and on, alternating, two rounds each."""
-    rates: dict[str, list[Load]] = {"off": [], "on": []}
+    """Contexten at 50 connections with tracing off and on, alternating, two rounds each
+    (with ``--tracing-before REF``, also on with the tracing module of git REF)."""
+    before = args.tracing_before
+    rates: dict[str, list[Load]] = {"off": [], **({"before": []} if before else {}), "on": []}
     for r in range(2):
-        for mode in ("off", "on"):
+        for mode in rates:
             db = workdir / f"trace-{mode}-{r}.db"
-            extra = ["--db", str(db), *(["--trace"] if mode == "on" else [])]
-            with server("contexten", args.impl, *extra) as port:
+            extra = ["--db", str(db), *([] if mode == "off" else ["--trace"])]
+            if mode == "before":
+                extra += ["--trace-before", before]
+            with server("contexten", args.impl, *extra) as (port, _):
                 if use_wrk:
                     load = run_wrk("contexten", port, 50, args.seconds, workdir)
                 else:
                     load = asyncio.run(run_python("contexten", port, 50, args.seconds))
             rates[mode].append(load)
-            print(f"  tracing {mode:3} round {r + 1}: {load.rate:8.0f} req/s  "
+            print(f"  tracing {mode:6} round {r + 1}: {load.rate:8.0f} req/s  "
                   f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:7.2f} ms", flush=True)  # fmt: skip
     off = sum(x.rate for x in rates["off"]) / 2
     on = sum(x.rate for x in rates["on"]) / 2
     print(f"  mean: off {off:,.0f} req/s, on {on:,.0f} req/s: tracing keeps {on / off:.0%}")
+    if before:
+        was = sum(x.rate for x in rates["before"]) / 2
+        print(f"  mean: on at {before} {was:,.0f} req/s: it kept {was / off:.0%}")
 
 
 def latency(args: argparse.Namespace, workdir: Path) -> tuple[list[float], list[float], int]:
@@ -566,6 +567,12 @@ def main() -> None:
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--latency-out", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trace-before", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tracing-before",
+        metavar="REF",
+        help="with --tracing-cost: also tracing on with the tracing module of git REF",
+    )
     parser.add_argument(
         "--tracing-cost",
         action="store_true",
@@ -575,7 +582,9 @@ def main() -> None:
     if args.serve == "bare":
         return serve_bare(args.port, args.impl)
     if args.serve == "contexten":
-        return serve_contexten(args.port, args.impl, args.db, args.latency_out, args.trace)
+        return serve_contexten(
+            args.port, args.impl, args.db, args.latency_out, args.trace, args.trace_before
+        )
 
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
     if args.generator == "wrk" and not shutil.which("wrk"):

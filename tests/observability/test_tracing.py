@@ -132,6 +132,7 @@ async def test_one_trace_from_webhook_to_handler_step_and_platform_call(
     assert [link.context.span_id for link in consumer.links] == [server.context.span_id]
     assert consumer.attributes is not None
     assert consumer.attributes["messaging.message.id"] == trigger.id
+    assert consumer.attributes["messaging.operation.name"] == "process"  # required (semconv)
     step = _one(finished, "step move_issue")
     assert (step.context.trace_id, _parent_id(step)) == (trace_id, server.context.span_id)
     calls = [s for s in finished if s.kind is SpanKind.CLIENT]
@@ -203,6 +204,9 @@ async def test_publish_from_code_starts_a_producer_span(spans: InMemorySpanExpor
         [record] = await app.store.read_all()
     producer = _one(spans.get_finished_spans(), "send deploy.finished")
     assert producer.kind is SpanKind.PRODUCER
+    assert producer.attributes is not None
+    assert producer.attributes["messaging.operation.name"] == "send"  # required (semconv)
+    assert producer.attributes["messaging.system"] == "contexten"
     assert record.event.traceparent is not None
     assert f"{producer.context.span_id:016x}" in record.event.traceparent
 
@@ -230,3 +234,64 @@ def test_route_templates_hide_ids() -> None:
         "/repos/acme/api/issues/{id}/comments"
     )
     assert tracing.route_template("/graphql") == "/graphql"
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03-future",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",  # 00 has no tail
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        " \t00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\t ",
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-" + "x" * 500,  # too long
+        "not a traceparent",
+    ],
+)
+def test_event_traceparents_are_read_as_the_w3c_propagator_reads_them(
+    spans: InMemorySpanExporter, traceparent: str
+) -> None:
+    from opentelemetry.trace import get_current_span
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    propagator = TraceContextTextMapPropagator()
+    expected = get_current_span(propagator.extract({"traceparent": traceparent}))
+    expected_context = expected.get_span_context()
+    event = Envelope(type="x.y", source="t", traceparent=traceparent)
+    with tracing.process_span("s", event, 1) as span:
+        assert span is not None
+        written = tracing.inject(Envelope(type="x.z", source="t"))
+        carrier: dict[str, str] = {}
+        propagator.inject(carrier)
+        assert written.traceparent == carrier["traceparent"]
+    if expected_context.is_valid and not expected_context.trace_flags.sampled:
+        assert not span.is_recording()  # the parent-based sampler follows the event's flag
+        assert spans.get_finished_spans() == ()
+        return
+    [consumer] = spans.get_finished_spans()
+    if expected_context.is_valid:
+        assert consumer.parent == expected_context
+        assert consumer.context.trace_id == expected_context.trace_id
+        assert [link.context for link in consumer.links] == [expected_context]
+    else:
+        assert consumer.parent is None
+        assert list(consumer.links) == []
+    assert not get_current_span().get_span_context().is_valid  # the context was restored
+
+
+def test_a_failing_block_ends_its_span_with_an_error(spans: InMemorySpanExporter) -> None:
+    from opentelemetry.trace import StatusCode, get_current_span
+
+    with pytest.raises(ValueError, match="boom"), tracing.step_span("wf-1", "work", 2):
+        raise ValueError("boom")
+    [step] = spans.get_finished_spans()
+    assert step.status.status_code is StatusCode.ERROR
+    assert step.status.description == "ValueError"
+    assert step.attributes is not None
+    assert step.attributes["error.type"] == "ValueError"
+    assert step.attributes["contexten.attempt"] == 2
+    assert not get_current_span().get_span_context().is_valid

@@ -35,9 +35,11 @@ SDK itself).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from contexten.events.envelope import Event
@@ -46,7 +48,7 @@ from contexten.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
 __all__ = [
     "attach_event_context",
@@ -67,6 +69,12 @@ _NAME: Final = "contexten"
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
 _ID_SEGMENT: Final = re.compile(r"^(?=.*\d)[A-Za-z0-9_\-.:]+$")
+# W3C trace context: what TraceContextTextMapPropagator accepts (its pattern and limit), so
+# what it would refuse we refuse too (a test compares the two).
+_TRACEPARENT: Final = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+_TRACEPARENT_MAX_LENGTH: Final = 512
 
 
 def tracing_enabled() -> bool:
@@ -86,7 +94,7 @@ def configure_tracing(provider: TracerProvider | None = None) -> bool:
         ConfigurationError: tracing is asked for but the ``otel`` extra is not installed, or
             the exporter named is unknown.
     """
-    global _tracer, _provider
+    global _tracer, _provider, _api
     if provider is None:
         provider = _provider_from_env()
         if provider is None:
@@ -97,6 +105,8 @@ def configure_tracing(provider: TracerProvider | None = None) -> bool:
         raise ConfigurationError(
             "tracing needs the otel extra: pip install 'contexten[otel]'"
         ) from e
+    _api = _Api()
+    _remote.cache_clear()
     _provider = provider
     _tracer = trace.get_tracer(_NAME, tracer_provider=provider)
     return True
@@ -141,20 +151,67 @@ def _provider_from_env() -> TracerProvider | None:
     return provider
 
 
-def _context_of(traceparent: str | None) -> Context | None:
-    if not traceparent:
-        return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+class _Api:
+    """The OpenTelemetry names the hooks use, imported once when tracing is turned on (an
+    import statement per span is a ``sys.modules`` look-up and a from-list walk each time)."""
 
-    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.context import Context
+
+        self.attach = context.attach
+        self.detach = context.detach
+        self.empty_context = Context
+        self.get_current_span = trace.get_current_span
+        self.set_span_in_context = trace.set_span_in_context
+        self.span_context = trace.SpanContext
+        self.non_recording_span = trace.NonRecordingSpan
+        self.trace_flags = trace.TraceFlags
+        self.link = trace.Link
+        self.kinds = {kind.name: kind for kind in trace.SpanKind}
+        self.status = trace.Status
+        self.error = trace.StatusCode.ERROR
+
+
+_api: _Api | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _remote(traceparent: str) -> tuple[SpanContext, Context] | None:
+    """The remote span context ``traceparent`` names and a context holding only it, as the
+    W3C propagator extracts them (same validation; ``tracestate`` is not stored on events).
+
+    Cached: an event's ``traceparent`` is read by each subscription's delivery and by its
+    workflow's segments, and both results are immutable."""
+    api = _api
+    if api is None or len(traceparent) > _TRACEPARENT_MAX_LENGTH:
+        return None
+    match = _TRACEPARENT.search(traceparent)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if trace_id == "0" * 32 or span_id == "0" * 16 or version == "ff":
+        return None
+    if version == "00" and rest:
+        return None
+    remote = api.span_context(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=api.trace_flags(int(flags, 16)),
+    )
+    return remote, api.set_span_in_context(api.non_recording_span(remote), api.empty_context())
 
 
 def _current_traceparent() -> str | None:
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    return carrier.get("traceparent")
+    api = _api
+    if api is None:
+        return None
+    current = api.get_current_span().get_span_context()
+    if not current.is_valid:
+        return None
+    # What TraceContextTextMapPropagator.inject writes, without a carrier dict per event.
+    return f"00-{current.trace_id:032x}-{current.span_id:016x}-{current.trace_flags:02x}"
 
 
 def inject(event: Event) -> Event:
@@ -166,41 +223,83 @@ def inject(event: Event) -> Event:
     return event.replace(traceparent=traceparent) if traceparent else event
 
 
-@contextlib.contextmanager
+class _Scope:
+    """One span made current for a block and ended after it.
+
+    What ``Tracer.start_as_current_span`` does (start, attach, detach, end; an error
+    status and ``error.type`` when the block raises), as one small object instead of three
+    nested generator context managers per span.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_link", "_name", "_parent", "_span", "_token")
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        attributes: dict[str, Any],
+        parent: str | None = None,
+        link: bool = False,
+    ) -> None:
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._parent = parent
+        self._link = link
+        self._span: Span | None = None
+        self._token: object = None
+
+    def __enter__(self) -> Span | None:
+        tracer, api = _tracer, _api
+        if tracer is None or api is None:
+            return None
+        context = None
+        links = None
+        if self._parent:
+            remote = _remote(self._parent)
+            if remote is not None:
+                context = remote[1]
+                if self._link:
+                    links = (api.link(remote[0]),)
+        span = tracer.start_span(
+            self._name,
+            context=context,
+            kind=api.kinds[self._kind],
+            attributes=self._attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._span = span
+        self._token = api.attach(api.set_span_in_context(span))
+        return span
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        span, api = self._span, _api
+        if span is None or api is None:
+            return
+        try:
+            if kind is not None and span.is_recording():
+                span.set_status(api.status(api.error, kind.__name__))
+                span.set_attribute("error.type", kind.__name__)
+        finally:
+            api.detach(self._token)  # type: ignore[arg-type]
+            span.end()
+
+
 def _span(
     name: str,
     kind: str,
-    attributes: Mapping[str, Any],
+    attributes: dict[str, Any],
     parent: str | None = None,
     link: bool = False,
-) -> Iterator[Span | None]:
-    tracer = _tracer
-    if tracer is None:
-        yield None
-        return
-    from opentelemetry.trace import Link, SpanKind, Status, StatusCode, get_current_span
-
-    context = _context_of(parent)
-    links = []
-    if link and context is not None:
-        remote = get_current_span(context).get_span_context()
-        if remote.is_valid:
-            links.append(Link(remote))
-    with tracer.start_as_current_span(
-        name,
-        context=context,
-        kind=getattr(SpanKind, kind),
-        attributes=dict(attributes),
-        links=links,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield span
-        except BaseException as e:
-            span.set_status(Status(StatusCode.ERROR, type(e).__name__))
-            span.set_attribute("error.type", type(e).__name__)
-            raise
+) -> contextlib.AbstractContextManager[Span | None]:
+    return _Scope(name, kind, attributes, parent, link)
 
 
 _NOOP: Final = contextlib.nullcontext(None)
@@ -220,17 +319,17 @@ def webhook_span(platform: str) -> contextlib.AbstractContextManager[Span | None
 
 def publish_span(event: Event) -> contextlib.AbstractContextManager[Span | None]:
     """A PRODUCER span for publishing ``event`` from code (no-op inside another span)."""
-    if _tracer is None or event.traceparent:
+    api = _api
+    if _tracer is None or api is None or event.traceparent:
         return _NOOP
-    from opentelemetry.trace import get_current_span
-
-    if get_current_span().get_span_context().is_valid:
+    if api.get_current_span().get_span_context().is_valid:
         return _NOOP
     return _span(
         f"send {event.type}",
         "PRODUCER",
         {
             "messaging.system": _NAME,
+            "messaging.operation.name": "send",
             "messaging.operation.type": "send",
             "messaging.destination.name": event.type,
             "messaging.message.id": event.id,
@@ -246,6 +345,7 @@ def process_span(
         return _NOOP
     attributes: dict[str, Any] = {
         "messaging.system": _NAME,
+        "messaging.operation.name": "process",
         "messaging.operation.type": "process",
         "messaging.consumer.group.name": subscription,
         "messaging.destination.name": event.type,
@@ -303,30 +403,27 @@ def client_span(
 def link_current_span(traceparent: str, relation: str) -> None:
     """Link the current span to the span ``traceparent`` names (e.g. an echo webhook's
     delivery to the action that caused it); nothing when tracing is off or no span is open."""
-    if _tracer is None:
+    api = _api
+    if _tracer is None or api is None:
         return
-    from opentelemetry.trace import get_current_span
-
-    span = get_current_span()
-    context = _context_of(traceparent)
-    if context is None or not span.get_span_context().is_valid:
+    span = api.get_current_span()
+    remote = _remote(traceparent) if traceparent else None
+    if remote is None or not span.get_span_context().is_valid:
         return
-    remote = get_current_span(context).get_span_context()
-    if remote.is_valid:
-        span.add_link(remote, {"contexten.link": relation})
+    span.add_link(remote[0], {"contexten.link": relation})
 
 
 @contextlib.contextmanager
 def attach_event_context(traceparent: str | None) -> Iterator[None]:
     """Make the context of ``traceparent`` current inside the block (no span is opened):
     a workflow instance runs its steps under its trigger event's trace this way."""
-    if _tracer is None or not traceparent:
+    api = _api
+    remote = _remote(traceparent) if traceparent and _tracer is not None else None
+    if remote is None or api is None:
         yield
         return
-    from opentelemetry import context as otel_context
-
-    token = otel_context.attach(_context_of(traceparent) or otel_context.get_current())
+    token = api.attach(remote[1])
     try:
         yield
     finally:
-        otel_context.detach(token)
+        api.detach(token)
