@@ -423,6 +423,8 @@ class ReadModels(ABC):
         """
         out: dict[tuple[Any, ...], dict[str, Any]] = {}
         for key in keys:
+            if len(key) != len(table.key):
+                raise ValueError(f"table {table.name!r} has a key of {len(table.key)} column(s)")
             row = await self.get(table, tuple(key), shadow=shadow)
             if row is not None:
                 out[tuple(key)] = row
