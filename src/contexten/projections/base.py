@@ -21,7 +21,6 @@ stored in UTC) and ``json`` (anything msgspec encodes). Rows are plain dicts.
 
 from __future__ import annotations
 
-import copy
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -194,18 +193,21 @@ class ProjectionBatch:
         pending = self._pending.get((table, key), ...)
         if pending is not ...:
             return dict(pending) if pending is not None else None
-        read = self._read.get((table, key), ...)
-        if read is ...:
-            read = self._read[(table, key)] = await self._models.get(t, key, shadow=self._shadow)
-        # A copy: a caller that changes a json column in place must not change the cache.
-        return copy.deepcopy(read) if read is not None else None
+        # A prefetched row is handed out once (the caller may change it in place, so the
+        # cache lets it go); a second get of a row not put meanwhile reads it again.
+        read = self._read.pop((table, key), ...)
+        if read is None:
+            self._read[(table, key)] = None
+        if read is not ...:
+            return read
+        return await self._models.get(t, key, shadow=self._shadow)
 
     async def prefetch(self, table: str, keys: Iterable[tuple[Any, ...]]) -> None:
         """Read the stored rows of ``keys`` in one go, so later :meth:`get` calls for them
         cost no round trip (a projection that knows a batch's keys up front calls this from
-        :meth:`Projection.flush` before folding). Rows stay as read for the rest of the
-        batch: nothing but this batch writes them before its commit, and a commit that
-        meets a moved checkpoint is dropped whole."""
+        :meth:`Projection.flush` before folding). The rows are as of the batch's start:
+        nothing but this batch writes them before its commit, and a commit that meets a
+        moved checkpoint is dropped whole."""
         t = self._table(table)
         wanted: list[tuple[Any, ...]] = []
         seen: set[tuple[Any, ...]] = set()
