@@ -8,6 +8,8 @@ Sections (``--only`` picks some; default all but ``rebuild``, which is long):
   with raw multi-row inserts in 1,000-row transactions (SQLite ``synchronous=FULL``;
   PostgreSQL with ``--postgres``): that insert rate is the limit. Then each built-in
   projection catches up from zero: events folded per second, beside it.
+  On PostgreSQL each catch-up also says how many statements (round trips) it sent per
+  500-event batch, which the machine's load does not move.
 * ``rebuild``: the same log, then each built-in projection rebuilt (shadow tables, swap).
 * ``readyz``: an App on a store with ``--instances`` workflow instances and ``--letters``
   dead letters (read models caught up): ``GET /readyz`` through the whole ASGI stack, p50 /
@@ -20,7 +22,7 @@ Sections (``--only`` picks some; default all but ``rebuild``, which is long):
   REF`` also on with the tracing module as it was at git ``REF``.
 
     .venv/bin/python bench/b12_projections.py --only catchup --events 200000 --postgres
-    .venv/bin/python bench/b12_projections.py --only rebuild --events 1000000
+    .venv/bin/python bench/b12_projections.py --only rebuild --events 1000000 --postgres
     .venv/bin/python bench/b12_projections.py --only readyz,runners,tracing
 """
 
@@ -234,6 +236,37 @@ async def seeded(backend: str, events: int, tmp: Path) -> tuple[str, float, Call
     return url, rate, lambda: drop_schema(POSTGRES, schema)
 
 
+_STATEMENTS = [0]
+"""Statements sent to PostgreSQL (each a round trip; an ``executemany`` counts once)."""
+
+
+def count_statements() -> None:
+    """Count every statement asyncpg sends (idempotent): a load-independent measure of the
+    round trips a fold makes, beside its rate (which a loaded machine moves a lot)."""
+    import asyncpg.connection
+
+    conn = asyncpg.connection.Connection
+    if getattr(conn, "_b12_counted", False):
+        return
+    for attr in ("_do_execute", "_executemany"):
+        original = getattr(conn, attr)
+
+        def counted(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            _STATEMENTS[0] += 1
+            return _original(self, *args, **kwargs)
+
+        setattr(conn, attr, counted)
+    execute = conn.execute
+
+    async def simple(self: Any, query: str, *args: Any, timeout: float | None = None) -> str:
+        if not args:  # BEGIN, COMMIT and DDL go as simple queries
+            _STATEMENTS[0] += 1
+        return await execute(self, query, *args, timeout=timeout)
+
+    conn.execute = simple  # type: ignore[method-assign]
+    conn._b12_counted = True  # type: ignore[attr-defined]
+
+
 def _registry(store: EventStore) -> Projections:
     registry = Projections(store, create_read_models(store))
     for projection in builtin_projections():
@@ -242,6 +275,8 @@ def _registry(store: EventStore) -> Projections:
 
 
 async def catchup(backend: str, events: int, tmp: Path, rebuild: bool) -> None:
+    if backend == "postgres":
+        count_statements()
     url, limit, cleanup = await seeded(backend, events, tmp)
     try:
         print(f"\n{backend}: {events:,} events inserted raw at {limit:,.0f} events/s (the limit)")
@@ -249,13 +284,17 @@ async def catchup(backend: str, events: int, tmp: Path, rebuild: bool) -> None:
             registry = _registry(store)
             await registry.open()
             try:
+                batches = events / 500  # the runner's default batch size
                 for name in registry.names:
+                    _STATEMENTS[0] = 0
                     started = time.perf_counter()
                     await registry.catch_up(name)
                     seconds = time.perf_counter() - started
+                    sent = (f"  {_STATEMENTS[0] / batches:6.1f} statements a batch"
+                            if backend == "postgres" else "")  # fmt: skip
                     print(f"  catch-up {name:16} {events / seconds:>9,.0f} events/s  "
-                          f"{seconds:7.1f} s  ({events / seconds / limit:.1%} of the limit)",
-                          flush=True)  # fmt: skip
+                          f"{seconds:7.1f} s  ({events / seconds / limit:.1%} of the limit)"
+                          f"{sent}", flush=True)  # fmt: skip
                 if rebuild:
                     for name in registry.names:
                         started = time.perf_counter()

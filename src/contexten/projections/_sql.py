@@ -18,11 +18,13 @@ __all__ = [
     "CHECKPOINTS",
     "POSTGRES",
     "SQLITE",
+    "BulkPlan",
     "Dialect",
     "TablePlan",
     "count",
     "physical",
     "plan",
+    "postgres_bulk",
     "rename",
     "select",
 ]
@@ -118,6 +120,44 @@ def plan(
         upsert=upsert,
         delete=f"DELETE FROM {name} WHERE {key_match}",
         get=f"SELECT {', '.join(cols)} FROM {name} WHERE {key_match}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPlan:
+    """PostgreSQL statements that take each column's values as one array (``unnest``), so
+    a batch reads, upserts or deletes any number of rows of a table in one round trip."""
+
+    get: str
+    upsert: str
+    delete: str
+
+
+def postgres_bulk(table: Table, *, shadow: bool = False) -> BulkPlan:
+    """The multi-row get/upsert/delete of ``table`` on PostgreSQL.
+
+    ``get`` and ``delete`` take one array per key column, ``upsert`` one per column (in
+    the table's column order). An upsert's rows must have distinct keys.
+    """
+    name = physical(table, shadow)
+    cols = list(table.columns)
+
+    def arrays(columns: list[str]) -> str:
+        return ", ".join(
+            f"${i + 1}::{POSTGRES.types[table.columns[c]]}[]" for i, c in enumerate(columns)
+        )
+
+    key = ", ".join(table.key)
+    keys = f"SELECT * FROM unnest({arrays(list(table.key))})"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in table.key)
+    conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    return BulkPlan(
+        get=f"SELECT {', '.join(cols)} FROM {name} WHERE ({key}) IN ({keys})",
+        upsert=(
+            f"INSERT INTO {name} ({', '.join(cols)}) SELECT * FROM unnest({arrays(cols)}) "
+            f"ON CONFLICT ({key}) {conflict}"
+        ),
+        delete=f"DELETE FROM {name} WHERE ({key}) IN ({keys})",
     )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal
@@ -173,6 +173,7 @@ class ProjectionBatch:
         self._tables = tables
         self._shadow = shadow
         self._pending: dict[tuple[str, tuple[Any, ...]], dict[str, Any] | None] = {}
+        self._read: dict[tuple[str, tuple[Any, ...]], dict[str, Any] | None] = {}
         self.scratch: dict[str, Any] = {}
         """Per-batch memo for the projection (e.g. folded state it writes once, in
         :meth:`Projection.flush`); dropped with the batch, so a batch that does not commit
@@ -192,7 +193,37 @@ class ProjectionBatch:
         pending = self._pending.get((table, key), ...)
         if pending is not ...:
             return dict(pending) if pending is not None else None
+        # A prefetched row is handed out once (the caller may change it in place, so the
+        # cache lets it go); a second get of a row not put meanwhile reads it again.
+        read = self._read.pop((table, key), ...)
+        if read is None:
+            self._read[(table, key)] = None
+        if read is not ...:
+            return read
         return await self._models.get(t, key, shadow=self._shadow)
+
+    async def prefetch(self, table: str, keys: Iterable[tuple[Any, ...]]) -> None:
+        """Read the stored rows of ``keys`` in one go, so later :meth:`get` calls for them
+        cost no round trip (a projection that knows a batch's keys up front calls this from
+        :meth:`Projection.flush` before folding). The rows are as of the batch's start:
+        nothing but this batch writes them before its commit, and a commit that meets a
+        moved checkpoint is dropped whole."""
+        t = self._table(table)
+        wanted: list[tuple[Any, ...]] = []
+        seen: set[tuple[Any, ...]] = set()
+        for key in keys:
+            key = tuple(key)
+            if len(key) != len(t.key):
+                raise ValueError(f"table {table!r} has a key of {len(t.key)} column(s)")
+            if key in seen or (table, key) in self._pending or (table, key) in self._read:
+                continue
+            seen.add(key)
+            wanted.append(key)
+        if not wanted:
+            return
+        found = await self._models.get_many(t, wanted, shadow=self._shadow)
+        for key in wanted:
+            self._read[(table, key)] = found.get(key)
 
     def put(self, table: str, row: Mapping[str, Any]) -> None:
         """Insert or replace ``row`` (missing columns become None)."""
@@ -382,6 +413,24 @@ class ReadModels(ABC):
         self, table: Table, key: tuple[Any, ...], *, shadow: bool = False
     ) -> dict[str, Any] | None:
         """The row of ``table`` with ``key``, or None."""
+
+    async def get_many(
+        self, table: Table, keys: Sequence[tuple[Any, ...]], *, shadow: bool = False
+    ) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """The rows of ``table`` with these keys, by key (keys without a row are absent).
+
+        This default reads them one by one; a backend with a round trip per read (PostgreSQL)
+        overrides it with one query, so a batch reads what it folds in a constant number of
+        round trips.
+        """
+        out: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for key in keys:
+            if len(key) != len(table.key):
+                raise ValueError(f"table {table.name!r} has a key of {len(table.key)} column(s)")
+            row = await self.get(table, tuple(key), shadow=shadow)
+            if row is not None:
+                out[tuple(key)] = row
+        return out
 
     @abstractmethod
     async def query(self, table: Table, query: Query) -> list[dict[str, Any]]:

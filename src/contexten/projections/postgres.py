@@ -1,9 +1,15 @@
 """Read models as tables in the PostgreSQL store's schema.
 
 A small asyncpg pool of its own (``search_path`` set to the store's schema). A batch's rows
-and its checkpoint are one transaction that starts by locking the checkpoint row
-(``SELECT ... FOR UPDATE``), so a concurrent runner or a rebuild's swap waits for it and
-then sees the moved checkpoint.
+and its checkpoint are one transaction that starts by locking the checkpoint row (an upsert
+that returns the position, as ``SELECT ... FOR UPDATE`` would), so a concurrent runner or a
+rebuild's swap waits for it and then sees the moved checkpoint.
+
+Every read and write of a batch costs a round trip whatever the number of rows: the rows a
+batch folds are read by :meth:`PostgresReadModels.get_many` in one query, and each table's
+writes go as one multi-row upsert and one multi-row delete taking a column's values as one
+array (``unnest``). A commit is BEGIN, the checkpoint lock, at most two statements per
+table, the checkpoint move and COMMIT.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class PostgresReadModels(ReadModels):
         self.settings = parse_postgres_url(url, **({"schema": schema} if schema else {}))
         self._pool: asyncpg.Pool | None = None
         self._plans: dict[tuple[str, bool], _sql.TablePlan] = {}
+        self._bulk_plans: dict[tuple[str, bool], _sql.BulkPlan] = {}
 
     def _require(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -164,39 +171,74 @@ class PostgresReadModels(ReadModels):
         """Lock the checkpoint row, check it, write the rows, move it: one transaction."""
         key = f"{projection.name}#shadow" if shadow else projection.name
         async with self._require().acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"INSERT INTO {_CP} (name, position, version) VALUES ($1, 0, $2) "
-                "ON CONFLICT (name) DO NOTHING",
+            # One round trip creates the checkpoint row if missing, locks it (an upsert's
+            # update takes the row lock, as FOR UPDATE would) and returns where it is.
+            current = await conn.fetchval(
+                f"INSERT INTO {_CP} AS cp (name, position, version) VALUES ($1, 0, $2) "
+                "ON CONFLICT (name) DO UPDATE SET name = cp.name RETURNING cp.position",
                 key,
                 projection.version,
-            )
-            current = await conn.fetchval(
-                f"SELECT position FROM {_CP} WHERE name = $1 FOR UPDATE", key
             )
             if int(current) != expected:
                 raise ProjectionConflict(
                     f"projection {projection.name!r} is at {current}, not {expected}"
                 )
-            puts: dict[str, list[list[Any]]] = {}
-            for w in writes:
-                table = projection.table(w.table)
-                plan = self._plan(table, shadow)
-                if isinstance(w, Delete):
-                    await conn.execute(plan.delete, *w.key)
-                else:
-                    row = table.check_row(w.row)
-                    args = [_encode(table, k, row[k]) for k in table.columns]
-                    puts.setdefault(plan.upsert, []).append(args)
-                    if len(puts[plan.upsert]) >= 500:
-                        await conn.executemany(plan.upsert, puts.pop(plan.upsert))
-            for sql, rows in puts.items():
-                await conn.executemany(sql, rows)
+            for sql, args in self._bulk_writes(projection, writes, shadow):
+                await conn.execute(sql, *args)
             await conn.execute(
                 f"UPDATE {_CP} SET position = $2, version = $3, updated_at = now() WHERE name = $1",
                 key,
                 position,
                 projection.version,
             )
+
+    def _bulk_writes(
+        self, projection: Projection, writes: Sequence[Write], shadow: bool
+    ) -> list[tuple[str, list[Any]]]:
+        """The statements that apply ``writes``: per table, one multi-row upsert and one
+        multi-row delete, each taking a column's values as one array (``unnest``).
+
+        Only the last write of a key counts (as if they ran one by one), which also keeps
+        an upsert from touching one row twice, which PostgreSQL refuses.
+        """
+        last: dict[tuple[str, tuple[Any, ...]], dict[str, Any] | None] = {}
+        for w in writes:
+            table = projection.table(w.table)
+            row: dict[str, Any] | None = None
+            if isinstance(w, Delete):
+                if len(w.key) != len(table.key):
+                    raise ValueError(f"table {table.name!r} has a key of {len(table.key)} columns")
+                k = tuple(w.key)
+            else:
+                row = table.check_row(w.row)
+                k = table.key_of(row)
+            last.pop((w.table, k), None)  # re-insert: the order is the last write's
+            last[(w.table, k)] = row
+        puts: dict[str, list[list[Any]]] = {}
+        deletes: dict[str, list[list[Any]]] = {}
+        for (name, k), row in last.items():
+            table = projection.table(name)
+            if row is None:
+                columns = deletes.setdefault(name, [[] for _ in table.key])
+                for i, c in enumerate(table.key):
+                    columns[i].append(_encode(table, c, k[i]))
+            else:
+                columns = puts.setdefault(name, [[] for _ in table.columns])
+                for i, c in enumerate(table.columns):
+                    columns[i].append(_encode(table, c, row[c]))
+        out: list[tuple[str, list[Any]]] = []
+        for name, columns in deletes.items():
+            out.append((self._bulk(projection.table(name), shadow).delete, list(columns)))
+        for name, columns in puts.items():
+            out.append((self._bulk(projection.table(name), shadow).upsert, list(columns)))
+        return out
+
+    def _bulk(self, table: Table, shadow: bool) -> _sql.BulkPlan:
+        key = (table.name, shadow)
+        found = self._bulk_plans.get(key)
+        if found is None:
+            found = self._bulk_plans[key] = _sql.postgres_bulk(table, shadow=shadow)
+        return found
 
     async def get(
         self, table: Table, key: tuple[Any, ...], *, shadow: bool = False
@@ -205,6 +247,25 @@ class PostgresReadModels(ReadModels):
         args = [_encode(table, c, v) for c, v in zip(table.key, key, strict=True)]
         record = await self._require().fetchrow(self._plan(table, shadow).get, *args)
         return _row(table, record) if record is not None else None
+
+    async def get_many(
+        self, table: Table, keys: Sequence[tuple[Any, ...]], *, shadow: bool = False
+    ) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """The rows with these keys, in one query (the keys go as one array per column)."""
+        if not keys:
+            return {}
+        columns: list[list[Any]] = [[] for _ in table.key]
+        for key in keys:
+            if len(key) != len(table.key):
+                raise ValueError(f"table {table.name!r} has a key of {len(table.key)} column(s)")
+            for i, c in enumerate(table.key):
+                columns[i].append(_encode(table, c, key[i]))
+        records = await self._require().fetch(self._bulk(table, shadow).get, *columns)
+        out: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for record in records:
+            row = _row(table, record)
+            out[table.key_of(row)] = row
+        return out
 
     async def query(self, table: Table, query: Query) -> list[dict[str, Any]]:
         """The rows ``query`` selects."""

@@ -198,7 +198,10 @@ class WorkflowsProjection(Projection):
     instances per (workflow, version, kind, status).
 
     Within a batch each instance is folded in memory and its row written once (in
-    :meth:`flush`), however many of its events the batch holds.
+    :meth:`flush`), however many of its events the batch holds. :meth:`apply` only collects
+    the batch's history events; :meth:`flush` reads every instance row they touch in one
+    go, folds them in log order, then reads the counters it moves in one go, so a batch
+    costs the same few reads whatever its size (a round trip each, on PostgreSQL).
     """
 
     name = "workflows"
@@ -207,10 +210,15 @@ class WorkflowsProjection(Projection):
     patterns = (PREFIX + "**",)
 
     async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
-        """Fold one history event into its instance's state."""
+        """Keep one history event for :meth:`flush` to fold."""
         workflow_id = workflow_id_of(record.stream)
         if workflow_id is None:
             return  # a public workflow event (workflow-{id} stream), not history
+        pending: list[tuple[str, RecordedEvent]] = batch.scratch.setdefault("workflow_events", [])
+        pending.append((workflow_id, record))
+
+    async def _fold(self, workflow_id: str, record: RecordedEvent, batch: ProjectionBatch) -> None:
+        """Fold one history event into its instance's state."""
         folding: dict[str, _Folding] = batch.scratch.setdefault("workflows", {})
         entry = folding.get(workflow_id)
         if entry is None:
@@ -236,8 +244,13 @@ class WorkflowsProjection(Projection):
             entry.ended_at = record.recorded_at
 
     async def flush(self, batch: ProjectionBatch) -> None:
-        """Write each instance folded in this batch, once, and move its counter."""
+        """Fold the batch's history events, write each instance once, move its counter."""
+        events: list[tuple[str, RecordedEvent]] = batch.scratch.pop("workflow_events", [])
+        await batch.prefetch("workflows", ((workflow_id,) for workflow_id, _ in events))
+        for workflow_id, record in events:
+            await self._fold(workflow_id, record, batch)
         folding: dict[str, _Folding] = batch.scratch.get("workflows", {})
+        moves: list[tuple[_CountKey | None, _CountKey]] = []
         for workflow_id, entry in folding.items():
             state, last = entry.state, entry.last
             if not state.name or last is None:
@@ -266,9 +279,15 @@ class WorkflowsProjection(Projection):
             )
             counted = _count_key(state.name, state.version, state.kind, state.status.value)
             if counted != entry.counted:
-                if entry.counted is not None:
-                    await _bump(batch, entry.counted, -1)
-                await _bump(batch, counted, 1)
+                moves.append((entry.counted, counted))
+        await batch.prefetch(
+            "workflow_version_counts",
+            {k for move in moves for k in move if k is not None},
+        )
+        for old, new in moves:
+            if old is not None:
+                await _bump(batch, old, -1)
+            await _bump(batch, new, 1)
 
 
 def row_to_dict(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,13 +16,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 from contexten.events.envelope import Event
 from contexten.exceptions import ProjectionConflict
 from contexten.projections import (
+    Delete,
     Projection,
     ProjectionBatch,
     ProjectionRunner,
@@ -94,6 +95,43 @@ class _Weighted(CountingProjection):
         row = await batch.get("conf_counts", record.event.type)
         assert row is not None
         batch.put("conf_counts", {**row, "n": row["n"] + 1})
+
+
+class _Wide(Projection):
+    """Rows of every column type under a two-column key (reads and writes by many keys)."""
+
+    name = "conformance_wide"
+    tables = (
+        Table(
+            "conf_wide",
+            {
+                "k": "text",
+                "at": "time",
+                "n": "int",
+                "x": "float",
+                "ok": "bool",
+                "doc": "json",
+                "note": "text",
+            },
+            key=("k", "n"),
+        ),
+    )
+    patterns = ("conformance.**",)
+
+    async def apply(self, record: RecordedEvent, batch: ProjectionBatch) -> None:
+        """Not folded: the tests write its rows directly."""
+
+
+def _wide(k: str, n: int, note: str | None = "v1") -> dict[str, Any]:
+    return {
+        "k": k,
+        "at": _T0 + timedelta(seconds=n),
+        "n": n,
+        "x": n / 2,
+        "ok": n % 2 == 0,
+        "doc": {"n": n, "tags": [k, "t"]},
+        "note": note,
+    }
 
 
 def _event(kind: str, n: int = 0) -> Event:
@@ -184,6 +222,74 @@ class ReadModelsConformance:
             )
         assert await models.get(table, ("y",)) is None
         assert (await models.checkpoint(projection.name)).position == 5
+
+    async def test_get_many_reads_the_rows_of_the_keys_that_have_one(
+        self, store: EventStore, models: ReadModels
+    ) -> None:
+        projection = _Wide()
+        table = projection.tables[0]
+        await models.ensure(projection)
+        rows = [_wide("a", 1), _wide("a", 2, note=None), _wide("b", 1)]
+        await models.commit(projection, [Put(table.name, r) for r in rows], expected=0, position=1)
+        assert await models.get_many(table, []) == {}
+        found = await models.get_many(table, [("a", 2), ("b", 1), ("b", 2), ("a", 2), ("c", 9)])
+        assert found == {("a", 2): rows[1], ("b", 1): rows[2]}
+        with pytest.raises(ValueError, match="key of 2"):
+            await models.get_many(table, [("a",)])
+
+    async def test_commit_keeps_the_last_write_of_each_key(
+        self, store: EventStore, models: ReadModels
+    ) -> None:
+        projection = _Wide()
+        name = projection.tables[0].name
+        await models.ensure(projection)
+        await models.commit(
+            projection,
+            [Put(name, _wide("c", 1)), Put(name, _wide("d", 1))],
+            expected=0,
+            position=1,
+        )
+        await models.commit(
+            projection,
+            [
+                Put(name, _wide("a", 1)),
+                Delete(name, ("a", 1)),
+                Put(name, _wide("b", 1)),
+                Put(name, _wide("b", 1, note="v2")),
+                Delete(name, ("c", 1)),
+                Put(name, _wide("c", 1, note="v2")),
+                Delete(name, ("d", 1)),
+                Delete(name, ("e", 1)),
+            ],
+            expected=1,
+            position=2,
+        )
+        rows = await models.query(projection.tables[0], Query(order=("k",)))
+        assert [(r["k"], r["note"]) for r in rows] == [("b", "v2"), ("c", "v2")]
+
+    async def test_a_batch_reads_prefetched_rows_and_its_own_writes(
+        self, store: EventStore, models: ReadModels
+    ) -> None:
+        projection = _Wide()
+        table = projection.tables[0]
+        await models.ensure(projection)
+        await models.commit(
+            projection,
+            [Put(table.name, _wide("a", 1)), Put(table.name, _wide("b", 1))],
+            expected=0,
+            position=1,
+        )
+        batch = ProjectionBatch(models, {table.name: table}, shadow=False)
+        batch.put(table.name, _wide("b", 1, note="mine"))
+        await batch.prefetch(table.name, [("a", 1), ("b", 1), ("z", 1)])
+        first = await batch.get(table.name, "a", 1)
+        assert first == _wide("a", 1)
+        first["doc"]["tags"].append("changed in place")  # must not reach the batch's copy
+        assert await batch.get(table.name, "a", 1) == _wide("a", 1)
+        assert (await batch.get(table.name, "b", 1) or {})["note"] == "mine"
+        assert await batch.get(table.name, "z", 1) is None
+        with pytest.raises(ValueError, match="key of 2"):
+            await batch.prefetch(table.name, [("a",)])
 
     async def test_a_failing_batch_writes_nothing_and_resumes_exactly(
         self, store: EventStore, models: ReadModels
