@@ -50,6 +50,20 @@ store_option = click.option(
 )
 
 
+store_wait_option = click.option(
+    "--store-wait",
+    "store_wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="CONTEXTEN_STORE_OPEN_WAIT",
+    help="Seconds to keep retrying an unreachable store at start (PostgreSQL down or "
+    "restarting) before exiting with status 1 (0: fail at once). Unless the App sets "
+    "store_open_wait itself.",
+)
+"""``--store-wait`` of the commands that start an App (``serve``, ``worker``)."""
+
+
 def clean(value: object) -> str:
     """``value`` as one line of inert text: control characters and escape sequences written
     out (``\\x1b[2J``, ``\\n``), credentials in quoted URLs redacted."""

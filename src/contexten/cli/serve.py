@@ -27,7 +27,7 @@ from typing import Final
 import click
 
 from contexten.app import App
-from contexten.cli._common import fail
+from contexten.cli._common import fail, store_wait_option
 from contexten.exceptions import ConfigurationError, ContextenError
 from contexten.ingress.config import IngressConfig
 from contexten.ingress.frontdoor import raise_open_files_limit
@@ -174,17 +174,7 @@ def announce_bootstrap_token(issued: IssuedToken, url: str) -> None:
     "it needs the viewer role.",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-@click.option(
-    "--store-wait",
-    "store_wait",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    envvar="CONTEXTEN_STORE_OPEN_WAIT",
-    help="Seconds to keep retrying an unreachable store at start (PostgreSQL down or "
-    "restarting) before exiting with status 1 (0: fail at once). Unless the App sets "
-    "store_open_wait itself.",
-)
+@store_wait_option
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from contexten.cli._common import fail
+from contexten.cli._common import fail, store_wait_option
 from contexten.cli.serve import resolve_app
 from contexten.exceptions import ContextenError
 from contexten.observability.logging import configure_logging, get_logger
@@ -38,17 +38,7 @@ _log = get_logger("contexten.cli")
     default=None,
     help="Event store URL for an App built without one (sets CONTEXTEN_STORE_URL).",
 )
-@click.option(
-    "--store-wait",
-    "store_wait",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    envvar="CONTEXTEN_STORE_OPEN_WAIT",
-    help="Seconds to keep retrying an unreachable store at start (PostgreSQL down or "
-    "restarting) before exiting with status 1 (0: fail at once). Unless the App sets "
-    "store_open_wait itself.",
-)
+@store_wait_option
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),

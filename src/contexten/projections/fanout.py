@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from contexten.exceptions import ProjectionConflict
 from contexten.observability.logging import get_logger
-from contexten.projections.runner import ProjectionRunner
+from contexten.projections.runner import ProjectionRunner, read_batch
 from contexten.store.base import EventStore, RecordedEvent
 
 __all__ = ["ProjectionFanout"]
@@ -166,21 +166,8 @@ class ProjectionFanout:
         return wait
 
     async def _read(self, after: int, linger: float) -> list[RecordedEvent]:
-        records = await self.store.read_all(after=after, limit=self.batch_size)
-        self.reads += 1
-        if records and len(records) < self.batch_size and linger > 0:
-            deadline = time.monotonic() + linger
-            while len(records) < self.batch_size:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await self.store.wait_for_new(records[-1].position, timeout=left)
-                records.extend(
-                    await self.store.read_all(
-                        after=records[-1].position, limit=self.batch_size - len(records)
-                    )
-                )
-                self.reads += 1
+        records, reads = await read_batch(self.store, after, self.batch_size, linger)
+        self.reads += reads
         self.records_read += len(records)
         return records
 

@@ -38,7 +38,7 @@ from contexten.observability.logging import get_logger
 from contexten.projections.base import Projection, ProjectionBatch, ReadModels
 from contexten.store.base import EventStore, RecordedEvent
 
-__all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
+__all__ = ["Progress", "ProjectionRunner", "ProjectionStatus", "read_batch"]
 
 Progress = Callable[[int, int], None]
 """``progress(position, head)``: called after each committed batch of a catch-up or rebuild."""
@@ -84,6 +84,30 @@ class ProjectionStatus:
             "last_error": self.last_error,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
+
+
+async def read_batch(
+    store: EventStore, after: int, size: int, linger: float
+) -> tuple[list[RecordedEvent], int]:
+    """Up to ``size`` records of the log after ``after``, and how many reads that took.
+
+    With ``linger`` > 0, a short batch waits up to that many seconds for more events before
+    it is handed on (fewer, fuller read-model commits under a trickle of events).
+    """
+    records = await store.read_all(after=after, limit=size)
+    reads = 1
+    if records and len(records) < size and linger > 0:
+        deadline = time.monotonic() + linger
+        while len(records) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await store.wait_for_new(records[-1].position, timeout=left)
+            records.extend(
+                await store.read_all(after=records[-1].position, limit=size - len(records))
+            )
+            reads += 1
+    return records, reads
 
 
 class ProjectionRunner:
@@ -156,19 +180,7 @@ class ProjectionRunner:
         """Fold the batch after ``after`` (nothing committed): its last position, how many
         events it read, and the batch (None when there was nothing to read). With
         ``linger``, a short batch waits that long for more events first."""
-        records = await self.store.read_all(after=after, limit=self.batch_size)
-        if records and len(records) < self.batch_size and linger > 0:
-            deadline = time.monotonic() + linger
-            while len(records) < self.batch_size:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await self.store.wait_for_new(records[-1].position, timeout=left)
-                records.extend(
-                    await self.store.read_all(
-                        after=records[-1].position, limit=self.batch_size - len(records)
-                    )
-                )
+        records, _ = await read_batch(self.store, after, self.batch_size, linger)
         if not records:
             return after, 0, None
         return records[-1].position, len(records), await self.fold(records, shadow=shadow)
