@@ -33,7 +33,15 @@ QUICK = RetryPolicy(initial_interval=0.01, maximum_interval=0.05, maximum_attemp
 
 @contextlib.asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields its base URL."""
+    """Serve ``app`` with uvicorn on a free loopback port; yields its base URL.
+
+    uvicorn configures its loggers (levels, handlers, propagation) when it starts; they are
+    put back afterwards, so a later test of the process's logging sees them as they were.
+    """
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+    saved = [
+        (lg, lg.level, lg.propagate, list(lg.handlers)) for lg in map(logging.getLogger, names)
+    ]
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -47,6 +55,10 @@ async def serve(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+        for logger, level, propagate, handlers in saved:
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.handlers[:] = handlers
 
 
 class Receiver:
