@@ -232,9 +232,10 @@ async def scan_caused(app: App, rec: RecordedEvent, limit: int = 50) -> list[Rec
 
 
 async def read_times(app: App, rounds: int) -> dict[str, tuple[float, float]]:
-    """The reads this benchmark moved, side by side with what they replaced: the versions
-    summary from the ``workflow_version_counts`` counters and from every open instance's row;
-    the work item page's 200 envelopes in one ``get_events`` and one ``get_event`` each; the
+    """The overview's and the work item page's reads apart; and the reads this benchmark
+    moved, side by side with what they replaced: the versions summary from the
+    ``workflow_version_counts`` counters and from every open instance's row; the work item
+    page's 200 envelopes in one ``get_events`` and one ``get_event`` each; the
     filtered events list and the one-event page's "what it caused" through the read side's
     events query (the ``events`` index, what the pages call) and by the bounded log scan they
     used before; and the one-event page's event by id."""
@@ -243,6 +244,11 @@ async def read_times(app: App, rounds: int) -> dict[str, tuple[float, float]]:
     data = DashboardData(app)
     first = (await app.store.read_all(after=0, limit=1))[0]  # the event page's event
     filters = EventFilter(type="github.pull_request.*")
+
+    report = await data.health()
+
+    async def platforms_once() -> None:
+        await data.platforms(report)
 
     async def event_by_id() -> None:
         await data.event(first.event.id)
@@ -274,7 +280,15 @@ async def read_times(app: App, rounds: int) -> dict[str, tuple[float, float]]:
     # the scan stops at its budget (then the page offered "older"): what it found is the
     # index's newest, the index's page is full
     assert indexed[: len(scanned)] == scanned, "the index and the scan disagree"
+
+    async def timeline() -> None:
+        await read.timeline("ENG-2", limit=200)
+
     runs = (
+        ("overview: the health report", data.health),
+        ("overview: workflow counts", data.workflow_counts),
+        ("overview: platforms (with the page's health report)", platforms_once),
+        ("work item: its timeline page (read model)", timeline),
         ("versions: counters", read.workflow_versions),
         ("versions: every open instance's row (before)", versions_from_rows),
         (f"work item: {len(ids)} envelopes in one get_events", envelopes_at_once),
