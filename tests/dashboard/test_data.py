@@ -81,3 +81,35 @@ async def test_work_item_gathers_its_events_and_workflows() -> None:
         assert item.summary is not None
         assert item.summary["entries"] == 1
         assert item.next_after is None
+
+
+class CountingHost(Host):
+    """The app, counting how often its health report is built."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(app)
+        self.health_reports = 0
+
+    async def health(self) -> Any:
+        self.health_reports += 1
+        return await super().health()
+
+
+async def test_platforms_take_the_agents_of_a_health_report_already_built() -> None:
+    app = App("memory://", dispatch=False)
+    async with app:
+        await app.publish(Event(type="github.pull_request.opened", source="github"))
+        await app.projections.catch_up()
+        host = CountingHost(app)
+        data = DashboardData(host)
+        report = await data.health()
+        assert host.health_reports == 1
+        assert await data.platforms(report) == await data.platforms()
+        assert host.health_reports == 2  # only the call without a report built another
+        live = {"available": False, "breaker": "open"}
+        rows = await data.platforms({**report, "agents": {"github": live, "slack": live}})
+        assert host.health_reports == 2
+        by_name = {r["platform"]: r for r in rows}
+        assert by_name["github"]["live"] == live
+        assert set(by_name["github"]) > {"platform", "live"}  # the read model's row, merged
+        assert by_name["slack"] == {"platform": "slack", "live": live}

@@ -233,12 +233,20 @@ class DashboardData:
         (what ``contexten workers`` shows)."""
         return await workers_report(self.store)
 
-    async def platforms(self) -> list[dict[str, Any]]:
+    async def platforms(self, health: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Per platform: traffic and errors from the ``platform_health`` read model, merged
         with the running agents' breaker and rate-limit state (``live``), by name; what
-        ``GET /api/v1/platforms`` answers."""
+        ``GET /api/v1/platforms`` answers.
+
+        Args:
+            health: the report :meth:`health` already answered for this request: its
+                agents are used instead of building the health report a second time (the
+                overview shows both).
+        """
         rows = {r["platform"]: dict(r) for r in await self.host.read.platforms()}
-        agents = (await self.host.health()).agents
+        agents: Mapping[str, Any] = (
+            health["agents"] if health is not None else (await self.host.health()).agents
+        )
         for name, live in agents.items():
             rows.setdefault(name, {"platform": name})["live"] = dict(live)
         return [rows[k] for k in sorted(rows)]

@@ -243,7 +243,7 @@ class Pages:
             workflows=await self.data.workflow_counts(),
             letters=await self.data.dead_letter_counts(),
             workers=await self.data.workers(),
-            platforms=await self.data.platforms(),
+            platforms=await self.data.platforms(health),  # its report, not a second one
             per_minute=per_minute,
             peak=max(per_minute) or 1,
             errors=errors,
