@@ -22,7 +22,7 @@ from contexten.store.memory import MemoryEventStore
 from contexten.store.postgres import PostgresEventStore
 from contexten.store.sqlite import SqliteEventStore
 from contexten.workflows.admin import list_workflows
-from contexten.workflows.history import history_event, stream_name
+from contexten.workflows.history import WorkflowStatus, history_event, stream_name
 
 _ERROR = {"type": "contexten.exceptions.NondeterminismError", "message": "version 1 is gone"}
 
@@ -74,6 +74,10 @@ async def _check(read: ReadSide, store: EventStore) -> None:
     rows = await read.workflow_version_counts()
     counts = {(r["name"], r["version"], r["kind"], r["status"]): r["n"] for r in rows}
     assert counts == await _folded_counts(store)
+    by_status = {str(s): 0 for s in WorkflowStatus}
+    for info in await list_workflows(store):
+        by_status[str(info.status)] += 1
+    assert await read.workflow_counts() == by_status
     folded = in_flight_by_version(await list_workflows(store))
     versions = await read.workflow_versions()
     assert {(v["name"], v["version"]): v["in_flight"] for v in versions} == folded
