@@ -71,3 +71,66 @@ async def test_a_store_error_recording_a_step_retries_instead_of_failing(env: En
     # At least once: the step whose result was lost ran again, under the same key.
     assert set(calls) == {"o1:1:first", "o1:2:second"}
     assert sum(calls.values()) == 4
+
+
+def _outage_outlasting_the_first_retry(base: type[EventStore], reads: int) -> type[EventStore]:
+    """``base`` whose first commit of a ``step_completed`` raises StoreUnavailable, and whose
+    next ``reads`` reads of a workflow history raise it too: the server is still restarting
+    when the instance reloads (what the chaos test saw with PostgreSQL)."""
+
+    class Outage(base):  # type: ignore[valid-type, misc]
+        commits_left = 1
+        reads_left = 0
+
+        async def commit(self, *args: Any, **kwargs: Any) -> Any:
+            appends = args[0] if args else kwargs["appends"]
+            kinds = {e.type for a in appends for e in a.events}
+            if self.commits_left > 0 and any(k.endswith("step_completed") for k in kinds):
+                type(self).commits_left -= 1
+                type(self).reads_left = reads
+                raise StoreUnavailable("the server went away")
+            return await super().commit(*args, **kwargs)
+
+        async def read_stream(self, stream: str, *args: Any, **kwargs: Any) -> Any:
+            if self.reads_left > 0 and stream.startswith("$wf-"):
+                type(self).reads_left -= 1
+                raise StoreUnavailable("the server is starting up")
+            return await super().read_stream(stream, *args, **kwargs)
+
+    return Outage
+
+
+async def test_an_outage_that_outlasts_the_first_retry_still_finishes_the_instance(
+    env: Env,
+) -> None:
+    """The reload after a store error is retried too: before, a second failure there left
+    the instance unfinished under a live owner (logged, never retried, never adopted)."""
+    calls: Counter[str] = Counter()
+
+    async def effect(n: int, idempotency_key: str) -> int:
+        calls[idempotency_key] += 1
+        return n
+
+    def setup(engine: WorkflowEngine) -> None:
+        @engine.workflow("outage")
+        async def outage(wf: Any, n: int) -> int:
+            first = await wf.step(effect, n, name="first")
+            return int(await wf.step(effect, first + 1, name="second"))
+
+    base: type[EventStore] = MemoryEventStore if env.kind == "memory" else SqliteEventStore
+    outage_store = _outage_outlasting_the_first_retry(base, reads=3)
+    store = outage_store(*(() if env.kind == "memory" else (env.url,)))
+    await store.open()
+    engine = WorkflowEngine(store, clock=env.clock())
+    setup(engine)
+    await engine.start()
+    try:
+        handle = await engine.start_workflow("outage", 1, workflow_id="o2")
+        assert await handle.result(timeout=HANG_GUARD) == 2
+        info = await engine.get_workflow("o2")
+    finally:
+        await engine.stop()
+        await store.close()
+    assert outage_store.reads_left == 0, "the reload's reads failed as planned"
+    assert info.status is WorkflowStatus.COMPLETED
+    assert set(calls) == {"o2:1:first", "o2:2:second"}

@@ -22,6 +22,7 @@ from contexten.events.envelope import Event
 from contexten.events.patterns import compile_pattern
 from contexten.exceptions import (
     NondeterminismError,
+    StoreClosed,
     StoreError,
     StoreUnavailable,
     WorkflowCancelled,
@@ -267,10 +268,7 @@ class WorkflowInstance:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                 await self.slot.release()
-                records = await self.engine.store.read_stream(self.stream)
-                self.state = fold(records, self.workflow_id)
-                if self.state.cancel_requested:
-                    self._cancel = True
+                await self._reload()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -282,6 +280,33 @@ class WorkflowInstance:
                 await self.slot.release()
             finally:
                 self.engine._forget(self)
+
+    async def _reload(self) -> None:
+        """Read the instance's history again (after a :class:`Reload` or a store error).
+
+        While the store stays unreachable (a PostgreSQL restart outlasting the first retry)
+        the read is retried with backoff: giving up here would leave the instance unfinished
+        with a live owner, so no other engine would adopt it. A closed store (the engine is
+        stopping) ends the run; the history stays as recorded for the next start.
+        """
+        backoff = 0.1
+        while True:
+            try:
+                records = await self.engine.store.read_stream(self.stream)
+                break
+            except StoreClosed:
+                raise
+            except StoreError as e:
+                _log.warning(
+                    "workflow %s: store error reloading its history, retrying: %s",
+                    self.workflow_id,
+                    e,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.state = fold(records, self.workflow_id)
+        if self.state.cancel_requested:
+            self._cancel = True
 
     async def _execute(self) -> None:
         state = self.state

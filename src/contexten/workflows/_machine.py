@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from contexten.events.envelope import Event
-from contexten.exceptions import StoreError, WrongExpectedVersion
+from contexten.exceptions import StoreClosed, StoreError, WrongExpectedVersion
 from contexten.store.base import Append, RecordedEvent, StreamState
 from contexten.workflows._instance import lifecycle_event
 from contexten.workflows.history import (
@@ -204,7 +204,15 @@ class MachineInstance:
                 try:
                     await self._run_action(seq)
                 except WrongExpectedVersion:
-                    await self._reload()
+                    try:
+                        await self._reload()
+                    except StoreClosed:
+                        raise
+                    except StoreError as e:  # still unreachable: the next try reloads again
+                        _log.warning(
+                            "state machine %s: store error, retrying: %s", self.workflow_id, e
+                        )
+                        await asyncio.sleep(0.5)
                     continue
                 except StoreError as e:
                     _log.warning("state machine %s: store error, retrying: %s", self.workflow_id, e)
