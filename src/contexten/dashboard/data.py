@@ -275,16 +275,6 @@ class DashboardData:
         page = await self.host.read.events(filters.query(), before=before, limit=limit)
         return EventPage(page.events, page.cursor, page.head)
 
-    async def events_after(
-        self, after: int, filters: EventFilter, *, limit: int = 100
-    ) -> tuple[list[RecordedEvent], int]:
-        """Events above ``after`` matching ``filters``, oldest first, and the last position
-        looked at (what the live stream sends, and where it continues)."""
-        matches = filters.predicate()
-        page = await self.store.read_all(after=after, limit=limit)
-        last = page[-1].position if page else after
-        return [r for r in page if matches(r)], last
-
     async def event(self, event_id: str) -> RecordedEvent | None:
         """One stored event by id, or None."""
         return await self.store.get_event(event_id)
