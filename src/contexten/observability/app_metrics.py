@@ -62,7 +62,7 @@ lag, timers, counters and step durations are this process's engine's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -372,16 +372,25 @@ def _engine_gauges(counts: WorkflowCounts, report: HealthReport) -> Iterator[Met
     )
 
 
+def _counter(
+    metric: str, help_text: str, labels: list[str], values: Mapping[Any, int]
+) -> CounterMetricFamily:
+    """A counter family with one sample per key of ``values`` (a label value, or a tuple of
+    them in the order of ``labels``), sorted so scrapes are stable."""
+    family = CounterMetricFamily(metric, help_text, labels=labels)
+    for key, count in sorted(values.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
+    return family
+
+
 def _workflow_families(counts: WorkflowCounts) -> Iterator[Metric]:
     """The workflow engine's counters and step durations as metric families."""
-    started = CounterMetricFamily(
+    yield _counter(
         "contexten_workflows_started",
         "Workflow instances (and new runs of a closed id) started by this process.",
-        labels=["workflow"],
+        ["workflow"],
+        counts.started,
     )
-    for name, count in sorted(counts.started.items()):
-        started.add_metric([name], count)
-    yield started
     steps = HistogramMetricFamily(
         "contexten_workflow_step_duration_seconds",
         "How long live workflow steps took, attempts and retry waits included, until their "
@@ -392,70 +401,62 @@ def _workflow_families(counts: WorkflowCounts) -> Iterator[Metric]:
         snapshot = histogram.snapshot()
         steps.add_metric([name, step], snapshot.cumulative(), sum_value=snapshot.total)
     yield steps
-    ended = CounterMetricFamily(
+    yield _counter(
         "contexten_workflows_ended",
         "Workflow instances that ended (completed, failed, compensated, cancelled).",
-        labels=["workflow", "status"],
+        ["workflow", "status"],
+        counts.ended,
     )
-    for (name, status), count in sorted(counts.ended.items()):
-        ended.add_metric([name, status], count)
-    yield ended
-    failed = CounterMetricFamily(
+    yield _counter(
         "contexten_workflows_failed",
         "Workflow instances that ended failed, by cause (the failing step's error type, "
         "StepTimeout for a step that hung).",
-        labels=["workflow", "cause"],
+        ["workflow", "cause"],
+        counts.failed,
     )
-    for (name, cause), count in sorted(counts.failed.items()):
-        failed.add_metric([name, cause], count)
-    yield failed
-    ignored = CounterMetricFamily(
+    yield _counter(
         "contexten_workflow_triggers_ignored",
         "Trigger events that started no run and were recorded in no run's history, by "
         "reason (duplicate, stale, id_reuse_policy, contended).",
-        labels=["workflow", "reason"],
+        ["workflow", "reason"],
+        counts.ignored,
     )
-    for (name, reason), count in sorted(counts.ignored.items()):
-        ignored.add_metric([name, reason], count)
-    yield ignored
-    for metric, help_text, values in (
-        (
-            "contexten_workflows_blocked",
-            "Workflow instances that could not continue and were marked blocked.",
-            counts.blocked,
-        ),
-        (
-            "contexten_workflow_triggers_absorbed",
-            "Trigger events that an open instance with the same id absorbed (no new run).",
-            counts.absorbed,
-        ),
-        (
-            "contexten_workflow_runs_restarted",
-            "New runs started on an instance id whose previous run had closed.",
-            counts.restarted,
-        ),
-    ):
-        family = CounterMetricFamily(metric, help_text, labels=["workflow"])
-        for name, count in sorted(values.items()):
-            family.add_metric([name], count)
-        yield family
-    for metric, help_text, values in (
-        ("contexten_schedule_ticks", "Runs or events schedules started.", counts.schedule_ticks),
-        (
-            "contexten_schedule_skipped",
-            "Schedule ticks skipped because the previous run was still open.",
-            counts.schedule_skipped,
-        ),
-        (
-            "contexten_schedule_missed",
-            "Schedule ticks that did not run (downtime beyond the catch-up policy).",
-            counts.schedule_missed,
-        ),
-    ):
-        family = CounterMetricFamily(metric, help_text, labels=["schedule"])
-        for name, count in sorted(values.items()):
-            family.add_metric([name], count)
-        yield family
+    yield _counter(
+        "contexten_workflows_blocked",
+        "Workflow instances that could not continue and were marked blocked.",
+        ["workflow"],
+        counts.blocked,
+    )
+    yield _counter(
+        "contexten_workflow_triggers_absorbed",
+        "Trigger events that an open instance with the same id absorbed (no new run).",
+        ["workflow"],
+        counts.absorbed,
+    )
+    yield _counter(
+        "contexten_workflow_runs_restarted",
+        "New runs started on an instance id whose previous run had closed.",
+        ["workflow"],
+        counts.restarted,
+    )
+    yield _counter(
+        "contexten_schedule_ticks",
+        "Runs or events schedules started.",
+        ["schedule"],
+        counts.schedule_ticks,
+    )
+    yield _counter(
+        "contexten_schedule_skipped",
+        "Schedule ticks skipped because the previous run was still open.",
+        ["schedule"],
+        counts.schedule_skipped,
+    )
+    yield _counter(
+        "contexten_schedule_missed",
+        "Schedule ticks that did not run (downtime beyond the catch-up policy).",
+        ["schedule"],
+        counts.schedule_missed,
+    )
 
 
 def _worker_families(report: HealthReport) -> Iterator[Metric]:
