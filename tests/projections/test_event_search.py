@@ -265,3 +265,12 @@ async def test_follow_reads_in_bounded_batches_and_beats_when_quiet(store: Event
     assert [
         t async for t in follow_events(store, query, 0, seconds=5, heartbeat=0.1, gone=gone)
     ] == []
+
+
+async def test_a_stream_whose_time_is_up_says_where_it_ended(store: EventStore) -> None:
+    """Nothing matched and no heartbeat was due: the last tick still gives the position the
+    stream looked up to, so the reconnection (its Last-Event-ID) does not read it again."""
+    await _fill(store, 20)
+    query = EventQuery(type="nothing.matches.*")
+    ticks = [t async for t in follow_events(store, query, 0, seconds=0.3, heartbeat=60)]
+    assert [(t.events, t.position) for t in ticks] == [([], 20)]

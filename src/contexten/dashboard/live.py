@@ -54,7 +54,6 @@ async def event_stream(
         heartbeat=KEEP_ALIVE,
         gone=request.is_disconnected,
     )
-    position = after
     try:
         async for tick in ticks:
             for rec in tick.events:
@@ -63,9 +62,6 @@ async def event_stream(
                 yield f"id: {rec.position}\nevent: message\n{lines}\n"
             if not tick.events:
                 yield f"id: {tick.position}\n: keep-alive\n\n"
-            position = tick.position
     except StoreError:
         return  # the browser reconnects (Last-Event-ID) and tries again
-    # The connection's time is up: where it ended (the reconnection's Last-Event-ID, even
-    # when nothing was sent), and come back soon.
-    yield f"id: {position}\n: end\n\nretry: {PLANNED_RETRY_MS}\n\n"
+    yield f"retry: {PLANNED_RETRY_MS}\n\n"  # the connection's time is up: come back soon

@@ -409,9 +409,11 @@ async def follow_events(
 
     Yields a :class:`Tick` for each read that found matches, and an empty one after
     ``heartbeat`` seconds without any (a keep-alive that also moves the position past
-    entries that did not match). At most :data:`FOLLOW_BATCH` entries are read at a time,
-    and the next read waits until the caller has taken the previous tick, so a slow reader
-    falls behind the log (and catches up later) instead of making the server buffer.
+    entries that did not match), and a last empty one when the time is up, so a client
+    reconnects from where the stream ended even when nothing matched meanwhile. At most
+    :data:`FOLLOW_BATCH` entries are read at a time, and the next read waits until the
+    caller has taken the previous tick, so a slow reader falls behind the log (and catches
+    up later) instead of making the server buffer.
     ``gone()`` is asked after each wait: a closed connection stops the generator.
 
     Raises:
@@ -440,3 +442,4 @@ async def follow_events(
         elif loop.time() - quiet_since >= heartbeat:
             quiet_since = loop.time()
             yield Tick([], after)
+    yield Tick([], after)  # time is up: where the reconnection goes on from
