@@ -97,3 +97,32 @@ async def test_concurrent_opens_on_a_fresh_schema_all_succeed(postgres_url: str)
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_read_models_commit_without_waiting_for_the_wal_flush(
+    postgres_url: str,
+) -> None:
+    """Read models are rebuilt from the log: their connections commit asynchronously, while
+    the event store's keep the server's default (synchronous)."""
+    schema = f"ctx_test_rm_async_{uuid.uuid4().hex[:10]}"
+    models = PostgresReadModels(postgres_url, schema=schema)
+    store = PostgresEventStore(postgres_url, schema=schema)
+    try:
+        async with store:
+            await models.open()
+            try:
+                async with models._require().acquire() as conn:
+                    assert await conn.fetchval("SHOW synchronous_commit") == "off"
+            finally:
+                await models.close()
+            pool = store._pool
+            assert pool is not None
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()

@@ -11,7 +11,7 @@ Write one by subclassing :class:`Projection` (see its docstring) and register it
 
 Backends sit beside the event store, chosen from the store's URL by
 :func:`create_read_models`: ``memory://`` keeps them in process, ``sqlite:///file.db`` in
-the same file, ``postgresql://...`` in the same schema.
+``file.read.db`` beside it, ``postgresql://...`` in the same schema.
 """
 
 from __future__ import annotations

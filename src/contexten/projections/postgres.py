@@ -9,7 +9,8 @@ Every read and write of a batch costs a round trip whatever the number of rows: 
 batch folds are read by :meth:`PostgresReadModels.get_many` in one query, and each table's
 writes go as one multi-row upsert and one multi-row delete taking a column's values as one
 array (``unnest``). A commit is BEGIN, the checkpoint lock, at most two statements per
-table, the checkpoint move and COMMIT.
+table, the checkpoint move and COMMIT, with ``synchronous_commit`` off (read models are
+rebuilt from the log, so their commits do not wait for the WAL flush).
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ class PostgresReadModels(ReadModels):
                     "application_name": f"contexten-read-models:{s.schema}",
                     "search_path": s.schema,
                     "plan_cache_mode": "force_custom_plan",
+                    # Read models are folded again from the log: their commits need not
+                    # wait for the WAL flush. A crash of the server can take back the last
+                    # few (rows and checkpoint together, never one without the other),
+                    # never an event's commit, whose connections keep the default.
+                    "synchronous_commit": "off",
                 },
             )
             async with pool.acquire() as conn, conn.transaction():

@@ -143,6 +143,22 @@ def _add_retention(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE events ADD COLUMN pruned_at INTEGER")
 
 
+def _move_read_models_out(conn: sqlite3.Connection) -> None:
+    # The read models (tables named rm_*, and projection_checkpoints) used to live in this
+    # file; they now have one of their own beside it (contexten.projections.sqlite), so their
+    # transactions never hold the write lock the event writer needs. Their copies here are
+    # dropped; the read models are folded again from the log into the new file.
+    names = [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND (name LIKE 'rm\\_%' ESCAPE '\\' OR name = 'projection_checkpoints')"
+        )
+    ]
+    for name in names:
+        conn.execute(f'DROP TABLE "{name}"')
+
+
 _NOW_MICROS: Final = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 """SQL for the machine's clock in integer microseconds since the epoch (any SQLite 3)."""
 
@@ -152,6 +168,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     _add_cache,
     _add_slots,
     _add_retention,
+    _move_read_models_out,
 )
 """``MIGRATIONS[n - 1]`` brings a file to schema version ``n``; the current version is the
 length. Append new steps; never edit a released one."""
@@ -230,8 +247,15 @@ def translate_error(error: sqlite3.Error, path: str, doing: str) -> StoreError:
     return StoreUnavailable(f"the SQLite event store {path!r}: {doing} failed: {error}")
 
 
-def connect(path: str, *, busy_timeout: float, read_only: bool = False) -> sqlite3.Connection:
+def connect(
+    path: str, *, busy_timeout: float, read_only: bool = False, durable: bool = True
+) -> sqlite3.Connection:
     """Open one connection to ``path`` with the store's pragmas (WAL is set by the writer).
+
+    ``durable=False`` commits without an fsync of its own (``synchronous=NORMAL``): for data
+    rebuilt from the log (the read models). In WAL mode such a commit is atomic, and durable
+    at the next fsync of the log (any durable commit's, or a checkpoint's); a power cut can
+    undo the last few of them, never tear one, and never touch a durable commit.
 
     Raises:
         StoreUnavailable: the directory is missing, or the file cannot be opened.
@@ -254,7 +278,7 @@ def connect(path: str, *, busy_timeout: float, read_only: bool = False) -> sqlit
         raise StoreUnavailable(f"cannot open the SQLite event store {path!r}: {e}") from e
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         if read_only:
             conn.execute("PRAGMA query_only = ON")
     except sqlite3.Error as e:
@@ -275,7 +299,7 @@ def prepare_schema(
     """
     try:
         _check_identity(conn, path, len(migrations))
-        mode = _switch_to_wal(conn)
+        mode = switch_to_wal(conn)
     except sqlite3.Error as e:
         raise translate_error(e, path, "opening") from e
     if str(mode).lower() != "wal":
@@ -289,7 +313,7 @@ def prepare_schema(
         raise translate_error(e, path, "migrating the schema") from e
 
 
-def _switch_to_wal(conn: sqlite3.Connection) -> str:
+def switch_to_wal(conn: sqlite3.Connection) -> str:
     """Switch the file to write-ahead logging; return the journal mode it ends up in.
 
     When several processes open a new file at once, the switch can meet another connection's
