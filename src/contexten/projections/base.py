@@ -54,6 +54,8 @@ ColumnType = Literal["text", "int", "float", "bool", "time", "json"]
 
 COLUMN_TYPES: Final[frozenset[str]] = frozenset({"text", "int", "float", "bool", "time", "json"})
 _NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+_HANDLES_MEMO: Final = 1024
+"""Event types a projection remembers whether it handles (see :meth:`Projection.handles`)."""
 
 
 def _check_name(what: str, name: str) -> None:
@@ -81,10 +83,12 @@ class Table:
     indexes: tuple[tuple[str, ...], ...] = ()
     time_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     """The columns of type ``time`` (derived)."""
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         times = tuple(c for c, kind in self.columns.items() if kind == "time")
         object.__setattr__(self, "time_columns", times)
+        object.__setattr__(self, "_names", tuple(self.columns))
         _check_name("table name", self.name)
         if not self.columns:
             raise ValueError(f"table {self.name!r} has no columns")
@@ -106,10 +110,13 @@ class Table:
     def check_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """``row`` with every column present (missing ones None), or ValueError."""
         columns = self.columns
-        if len(row) > len(columns) or not columns.keys() >= row.keys():
-            unknown = set(row) - set(columns)
-            raise ValueError(f"table {self.name!r} has no column(s) {sorted(unknown)}")
-        out = {c: row.get(c) for c in columns}
+        if tuple(row) == self._names:  # every column, in order: the usual row
+            out = dict(row)
+        else:
+            if len(row) > len(columns) or not columns.keys() >= row.keys():
+                unknown = set(row) - set(columns)
+                raise ValueError(f"table {self.name!r} has no column(s) {sorted(unknown)}")
+            out = {c: row.get(c) for c in columns}
         for c in self.key:
             if out[c] is None:
                 raise ValueError(f"table {self.name!r}: key column {c!r} is missing")
@@ -118,7 +125,7 @@ class Table:
             if value is not None:
                 if not isinstance(value, datetime) or value.tzinfo is None:
                     raise ValueError(f"{self.name}.{c} needs an aware datetime, got {value!r}")
-                if value.utcoffset():
+                if value.tzinfo is not UTC and value.utcoffset():
                     out[c] = value.astimezone(UTC)
         return out
 
@@ -290,12 +297,23 @@ class Projection(ABC):
         projection that folds into ``batch.scratch`` writes its rows here."""
 
     def handles(self, record: RecordedEvent) -> bool:
-        """Whether :meth:`apply` needs to see ``record`` (by :attr:`patterns`)."""
-        matchers = self.__dict__.get("_matchers")
-        if matchers is None:
+        """Whether :meth:`apply` needs to see ``record`` (by :attr:`patterns`).
+
+        The answer depends on the event's type alone, and a log holds few distinct types,
+        so it is remembered per type (at most :data:`_HANDLES_MEMO` of them; past that the
+        memo starts again, so types made up by outside input cannot grow it)."""
+        memo: dict[str, bool] | None = self.__dict__.get("_handles_memo")
+        if memo is None:
+            memo = self.__dict__["_handles_memo"] = {}
+        kind = record.event.type
+        answer = memo.get(kind)
+        if answer is None:
             matchers = [compile_pattern(p) for p in self.patterns]
-            self.__dict__["_matchers"] = matchers
-        return any(m.matches(record.event.type) for m in matchers)
+            answer = any(m.matches(kind) for m in matchers)
+            if len(memo) >= _HANDLES_MEMO:
+                memo.clear()
+            memo[kind] = answer
+        return answer
 
     def table(self, name: str) -> Table:
         """The declared table ``name``."""
@@ -362,8 +380,21 @@ def check_query(table: Table, query: Query) -> None:
 
 
 def time_key(value: datetime) -> str:
-    """A UTC time as fixed-width text that sorts like the time (SQLite's storage)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A UTC time as fixed-width text that sorts like the time (SQLite's storage):
+    ``2026-12-05T00:12:10.123456Z``."""
+    last = _last_time_key[0]
+    if value == last[0]:
+        return last[1]  # the events of one commit share their time: format it once
+    # isoformat is cheaper than strftime and, without a zone and with the microseconds
+    # always written, gives the same fixed-width text.
+    key = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    _last_time_key[0] = (value, key)  # one tuple, swapped whole: safe from any thread
+    return key
+
+
+_last_time_key: list[tuple[datetime, str]] = [
+    (datetime.min.replace(tzinfo=UTC), "0001-01-01T00:00:00.000000Z")
+]
 
 
 class ReadModels(ABC):

@@ -74,12 +74,21 @@ class EventsProjection(Projection):
                 "recorded_at": record.recorded_at,
             },
         )
-        seen = await batch.get("event_types", event.type)
-        batch.put(
-            "event_types",
-            {
-                "type": event.type,
-                "n": (seen["n"] if seen else 0) + 1,
-                "last_position": record.position,
-            },
-        )
+        # Types are counted here and written once per type and batch, in flush.
+        counts: dict[str, list[int]] = batch.scratch.setdefault("types", {})
+        seen = counts.get(event.type)
+        if seen is None:
+            counts[event.type] = [1, record.position]
+        else:
+            seen[0] += 1
+            seen[1] = record.position
+
+    async def flush(self, batch: ProjectionBatch) -> None:
+        """Add the batch's count of each type to its row."""
+        counts: dict[str, list[int]] = batch.scratch.get("types", {})
+        for kind, (n, last) in counts.items():
+            seen = await batch.get("event_types", kind)
+            batch.put(
+                "event_types",
+                {"type": kind, "n": (seen["n"] if seen else 0) + n, "last_position": last},
+            )

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -33,6 +33,7 @@ from contexten.projections.base import (
     CheckpointState,
     Delete,
     Projection,
+    Put,
     Query,
     ReadModels,
     Table,
@@ -70,6 +71,31 @@ def encode_value(table: Table, column: str, value: Any) -> Any:
     return value
 
 
+def _time_text(value: Any) -> str:
+    return time_key(value) if isinstance(value, datetime) else str(value)
+
+
+_ENCODERS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "time": _time_text,
+    "json": lambda value: _JSON.encode(value).decode(),
+    "bool": lambda value: int(bool(value)),
+}
+
+
+def _row_encoder(table: Table) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """A function giving a checked row's values as :func:`encode_value` would, in column
+    order (built once per table: the per-column type lookups are done here)."""
+    columns = tuple((name, _ENCODERS.get(kind)) for name, kind in table.columns.items())
+
+    def encode(row: Mapping[str, Any]) -> list[Any]:
+        return [
+            v if (v := row[name]) is None or convert is None else convert(v)
+            for name, convert in columns
+        ]
+
+    return encode
+
+
 def decode_value(kind: str, value: Any) -> Any:
     """A stored SQLite value back as Python."""
     if value is None:
@@ -102,6 +128,7 @@ class SqliteReadModels(ReadModels):
         self._reader: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._plans: dict[tuple[str, bool], _sql.TablePlan] = {}
+        self._encoders: dict[str, Callable[[Mapping[str, Any]], list[Any]]] = {}
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn, executor = self._conn, self._executor
@@ -196,14 +223,24 @@ class SqliteReadModels(ReadModels):
     def _apply_writes(
         self, c: sqlite3.Connection, projection: Projection, writes: Sequence[Write], shadow: bool
     ) -> None:
-        for w in writes:
+        """Apply ``writes`` in order; a run of upserts into one table is one ``executemany``."""
+        i, n = 0, len(writes)
+        while i < n:
+            w = writes[i]
             table = projection.table(w.table)
             plan = self._plan(table, shadow)
             if isinstance(w, Delete):
                 c.execute(plan.delete, tuple(w.key))
-            else:
-                row = table.check_row(w.row)
-                c.execute(plan.upsert, [encode_value(table, k, row[k]) for k in table.columns])
+                i += 1
+                continue
+            encode = self._encoders.get(table.name)
+            if encode is None:
+                encode = self._encoders[table.name] = _row_encoder(table)
+            rows = []
+            while i < n and type(w := writes[i]) is Put and w.table == table.name:
+                rows.append(encode(table.check_row(w.row)))
+                i += 1
+            c.executemany(plan.upsert, rows)
 
     async def commit(
         self,
