@@ -23,6 +23,7 @@ from contexten.exceptions import ConfigurationError
 from contexten.projections.base import (
     CheckpointState,
     ColumnType,
+    Commit,
     Delete,
     Projection,
     ProjectionBatch,
@@ -38,6 +39,7 @@ from contexten.store.base import EventStore
 __all__ = [
     "CheckpointState",
     "ColumnType",
+    "Commit",
     "Delete",
     "Progress",
     "Projection",

@@ -29,12 +29,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal
 
 from contexten.events.patterns import compile_pattern
+from contexten.exceptions import ProjectionConflict
 from contexten.store.base import RecordedEvent
 
 __all__ = [
     "COLUMN_TYPES",
     "CheckpointState",
     "ColumnType",
+    "Commit",
     "Delete",
     "Order",
     "Projection",
@@ -397,6 +399,17 @@ _last_time_key: list[tuple[datetime, str]] = [
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One projection's part of :meth:`ReadModels.commit_many`: its batch's writes and the
+    move of its live checkpoint from ``expected`` to ``position``."""
+
+    projection: Projection
+    writes: Sequence[Write]
+    expected: int
+    position: int
+
+
 class ReadModels(ABC):
     """The port every read-model backend implements (memory, SQLite, PostgreSQL).
 
@@ -438,6 +451,24 @@ class ReadModels(ABC):
             ProjectionConflict: the checkpoint is not at ``expected`` (someone else moved it);
                 nothing was written.
         """
+
+    async def commit_many(self, commits: Sequence[Commit]) -> set[str]:
+        """:meth:`commit` several projections' batches; return the names of those whose
+        checkpoint was not at its ``expected`` (nothing of theirs is written; the others'
+        batches are).
+
+        A process folding several projections from one read commits them together: a
+        backend may do it in one transaction (one round trip, one ``BEGIN``/``COMMIT``),
+        each batch still conditional on its own checkpoint. This default commits them one
+        by one.
+        """
+        conflicted: set[str] = set()
+        for c in commits:
+            try:
+                await self.commit(c.projection, c.writes, expected=c.expected, position=c.position)
+            except ProjectionConflict:
+                conflicted.add(c.projection.name)
+        return conflicted
 
     @abstractmethod
     async def get(

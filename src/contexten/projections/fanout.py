@@ -4,8 +4,11 @@ Running N projections as N :meth:`~contexten.projections.runner.ProjectionRunner
 reads (and decodes) every log entry N times; in a busy process that was most of what the
 read side cost. :class:`ProjectionFanout` reads each batch once, from the lowest position
 among the projections it runs, and hands every projection the records past its own
-position. Each projection keeps everything that is its own: its checkpoint (the same
-compare-and-swap commit, so a conflict drops only that projection's batch), the runner's
+position; the batches they fold from one read are committed together
+(:meth:`~contexten.projections.base.ReadModels.commit_many`: one transaction on SQLite).
+Each projection keeps everything that is its own: its checkpoint (each batch is still a
+compare-and-swap on its own checkpoint, so a conflict drops only that projection's
+batch), the runner's
 commit batching (:attr:`~ProjectionRunner.checkpoint_interval`; the reader lingers as long
 as the longest :attr:`~ProjectionRunner.linger` of its projections), its version check and
 rebuild (run when it joins, before it folds anything: see :meth:`ProjectionRunner.prepare`).
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 
 from contexten.exceptions import ProjectionConflict
 from contexten.observability.logging import get_logger
+from contexten.projections.base import Commit, ProjectionBatch
 from contexten.projections.runner import ProjectionRunner, read_batch
 from contexten.store.base import EventStore, RecordedEvent
 
@@ -36,6 +40,16 @@ __all__ = ["ProjectionFanout"]
 
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 30.0
+
+
+@dataclass(slots=True)
+class _Save:
+    """What a lane has folded and not committed: its batch (None: only its position) and
+    the position to move its checkpoint to."""
+
+    lane: _Lane
+    batch: ProjectionBatch | None
+    position: int
 
 
 @dataclass(slots=True)
@@ -140,15 +154,14 @@ class ProjectionFanout:
             after = min(lane.folded for lane in lanes)
             records = await self._read(after, max(lane.runner.linger for lane in lanes))
             async with self._lock:
-                # Side by side: a projection's rows wait for their own commit, not for the
-                # commits of the projections before it.
-                await asyncio.gather(
-                    *(
-                        self._fold(lane, records)
-                        for lane in lanes
-                        if self._lanes.get(lane.runner.projection.name) is lane
-                    )
-                )
+                saves: list[_Save] = []
+                for lane in lanes:
+                    if self._lanes.get(lane.runner.projection.name) is lane:
+                        save = await self._fold(lane, records)
+                        if save is not None:
+                            saves.append(save)
+                if saves:
+                    await self._save(saves)
             if not records:
                 await self.store.wait_for_new(after, timeout=self._idle_timeout(idle_wait))
 
@@ -171,46 +184,83 @@ class ProjectionFanout:
         self.records_read += len(records)
         return records
 
-    async def _fold(self, lane: _Lane, records: list[RecordedEvent]) -> None:
-        """Fold into ``lane`` the records past its position, committing as the runner's
-        :meth:`~ProjectionRunner.run` does (rows at once; an empty batch's position with
-        the next rows or after ``checkpoint_interval``)."""
+    async def _fold(self, lane: _Lane, records: list[RecordedEvent]) -> _Save | None:
+        """Fold into ``lane`` the records past its position; return what to commit, as the
+        runner's :meth:`~ProjectionRunner.run` would (rows at once; an empty batch's
+        position with the next rows or after ``checkpoint_interval``), or None."""
         runner = lane.runner
         mine = records if records and records[0].position > lane.folded else None
         if mine is None:
             mine = [r for r in records if r.position > lane.folded]
         now = time.monotonic()
         due = now - lane.saved_at >= runner.checkpoint_interval
+        if not mine:
+            if lane.folded > lane.saved and due and len(records) < self.batch_size:
+                return _Save(lane, None, lane.folded)  # caught up: save now
+            return None
         try:
-            if not mine:
-                if lane.folded > lane.saved and due and len(records) < self.batch_size:
-                    await runner.save(None, lane.saved, lane.folded)  # caught up: save now
-                    lane.saved, lane.saved_at = lane.folded, now
-                return
             batch = await runner.fold(mine)
-            position = mine[-1].position
-            if batch.writes or due:
-                await runner.save(batch, lane.saved, position)
-                lane.saved, lane.saved_at = position, now
-            lane.folded = position
-        except ProjectionConflict:
-            self._log.info(
-                "checkpoint moved (another runner or a rebuild); re-reading",
-                projection=runner.projection.name,
-            )
-            await self._load(lane)
-            return
         except Exception as e:
-            runner.last_error = f"{type(e).__name__}: {str(e)[:200]}"
-            lane.backoff = min(max(lane.backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
-            lane.retry_at = time.monotonic() + lane.backoff
-            lane.loaded = False  # its uncommitted batch is dropped: go on from the checkpoint
-            self._log.error(
-                "projection failed; retrying from its checkpoint",
-                projection=runner.projection.name,
-                retry_in=lane.backoff,
-                exc_info=e,
-            )
-            return
+            self._failed(lane, e)
+            return None
+        position = mine[-1].position
+        if batch.writes or due:
+            return _Save(lane, batch, position)
+        lane.folded = position
         runner.last_error = None
         lane.backoff = 0.0
+        return None
+
+    async def _save(self, saves: list[_Save]) -> None:
+        """Commit the folded batches of several projections together (see
+        :meth:`~contexten.projections.base.ReadModels.commit_many`): one transaction where
+        the backend can, each batch conditional on its own checkpoint."""
+        by_models: dict[int, list[_Save]] = {}
+        for save in saves:
+            by_models.setdefault(id(save.lane.runner.models), []).append(save)
+        for group in by_models.values():
+            commits = [
+                Commit(
+                    s.lane.runner.projection,
+                    s.batch.writes if s.batch is not None else [],
+                    s.lane.saved,
+                    s.position,
+                )
+                for s in group
+            ]
+            try:
+                conflicted = await group[0].lane.runner.models.commit_many(commits)
+            except Exception as e:
+                for save in group:
+                    self._failed(save.lane, e)
+                continue
+            now = time.monotonic()
+            for save in group:
+                lane, runner = save.lane, save.lane.runner
+                if runner.projection.name in conflicted:
+                    self._log.info(
+                        "checkpoint moved (another runner or a rebuild); re-reading",
+                        projection=runner.projection.name,
+                    )
+                    await self._load(lane)
+                    continue
+                runner.commits += 1
+                lane.saved = lane.folded = save.position
+                lane.saved_at = now
+                runner.last_error = None
+                lane.backoff = 0.0
+
+    def _failed(self, lane: _Lane, error: Exception) -> None:
+        """A fold or a commit of ``lane`` failed: record it for health, drop its uncommitted
+        batch and leave it out of the reads for a backoff."""
+        runner = lane.runner
+        runner.last_error = f"{type(error).__name__}: {str(error)[:200]}"
+        lane.backoff = min(max(lane.backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
+        lane.retry_at = time.monotonic() + lane.backoff
+        lane.loaded = False  # its uncommitted batch is dropped: go on from the checkpoint
+        self._log.error(
+            "projection failed; retrying from its checkpoint",
+            projection=runner.projection.name,
+            retry_in=lane.backoff,
+            exc_info=error,
+        )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -26,6 +26,7 @@ from contexten.exceptions import ProjectionConflict, StoreClosed, StoreUnavailab
 from contexten.projections import _sql
 from contexten.projections.base import (
     CheckpointState,
+    Commit,
     Delete,
     Projection,
     Query,
@@ -34,6 +35,9 @@ from contexten.projections.base import (
     Write,
 )
 from contexten.store._postgres_url import parse_postgres_url
+
+if TYPE_CHECKING:
+    from contexten.store._postgres_schema import Connection
 
 __all__ = ["PostgresReadModels"]
 
@@ -175,28 +179,59 @@ class PostgresReadModels(ReadModels):
         shadow: bool = False,
     ) -> None:
         """Lock the checkpoint row, check it, write the rows, move it: one transaction."""
-        key = f"{projection.name}#shadow" if shadow else projection.name
         async with self._require().acquire() as conn, conn.transaction():
-            # One round trip creates the checkpoint row if missing, locks it (an upsert's
-            # update takes the row lock, as FOR UPDATE would) and returns where it is.
-            current = await conn.fetchval(
+            current = await self._commit_one(conn, projection, writes, expected, position, shadow)
+            if current != expected:
+                raise ProjectionConflict(
+                    f"projection {projection.name!r} is at {current}, not {expected}"
+                )
+
+    async def commit_many(self, commits: Sequence[Commit]) -> set[str]:
+        """Every batch in one transaction, each conditional on its own checkpoint. The
+        checkpoint rows are locked in name order, so two committers never deadlock."""
+        conflicted: set[str] = set()
+        async with self._require().acquire() as conn, conn.transaction():
+            for c in sorted(commits, key=lambda c: c.projection.name):
+                current = await self._commit_one(
+                    conn, c.projection, c.writes, c.expected, c.position, False
+                )
+                if current != c.expected:
+                    conflicted.add(c.projection.name)
+        return conflicted
+
+    async def _commit_one(
+        self,
+        conn: Connection,
+        projection: Projection,
+        writes: Sequence[Write],
+        expected: int,
+        position: int,
+        shadow: bool,
+    ) -> int:
+        """Inside a transaction: lock the checkpoint row and, if it is at ``expected``, write
+        the rows and move it. Returns where the checkpoint was."""
+        key = f"{projection.name}#shadow" if shadow else projection.name
+        # One round trip creates the checkpoint row if missing, locks it (an upsert's
+        # update takes the row lock, as FOR UPDATE would) and returns where it is.
+        current = int(
+            await conn.fetchval(
                 f"INSERT INTO {_CP} AS cp (name, position, version) VALUES ($1, 0, $2) "
                 "ON CONFLICT (name) DO UPDATE SET name = cp.name RETURNING cp.position",
                 key,
                 projection.version,
             )
-            if int(current) != expected:
-                raise ProjectionConflict(
-                    f"projection {projection.name!r} is at {current}, not {expected}"
-                )
-            for sql, args in self._bulk_writes(projection, writes, shadow):
-                await conn.execute(sql, *args)
-            await conn.execute(
-                f"UPDATE {_CP} SET position = $2, version = $3, updated_at = now() WHERE name = $1",
-                key,
-                position,
-                projection.version,
-            )
+        )
+        if current != expected:
+            return current
+        for sql, args in self._bulk_writes(projection, writes, shadow):
+            await conn.execute(sql, *args)
+        await conn.execute(
+            f"UPDATE {_CP} SET position = $2, version = $3, updated_at = now() WHERE name = $1",
+            key,
+            position,
+            projection.version,
+        )
+        return current
 
     def _bulk_writes(
         self, projection: Projection, writes: Sequence[Write], shadow: bool

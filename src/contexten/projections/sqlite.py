@@ -31,6 +31,7 @@ from contexten.exceptions import ProjectionConflict, StoreClosed
 from contexten.projections import _sql
 from contexten.projections.base import (
     CheckpointState,
+    Commit,
     Delete,
     Projection,
     Put,
@@ -242,6 +243,33 @@ class SqliteReadModels(ReadModels):
                 i += 1
             c.executemany(plan.upsert, rows)
 
+    def _commit_one(
+        self,
+        c: sqlite3.Connection,
+        projection: Projection,
+        writes: Sequence[Write],
+        *,
+        expected: int,
+        position: int,
+        shadow: bool,
+        now: str,
+    ) -> bool:
+        """Inside a transaction: the rows and the checkpoint move, if the checkpoint is at
+        ``expected`` (True); nothing otherwise (False)."""
+        key = f"{projection.name}#shadow" if shadow else projection.name
+        row = c.execute(f"SELECT position FROM {_CP} WHERE name = ?", (key,)).fetchone()
+        if (int(row[0]) if row is not None else 0) != expected:
+            return False
+        self._apply_writes(c, projection, writes, shadow)
+        c.execute(
+            f"INSERT INTO {_CP} (name, position, version, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "position = excluded.position, version = excluded.version, "
+            "updated_at = excluded.updated_at",
+            (key, position, projection.version, now),
+        )
+        return True
+
     async def commit(
         self,
         projection: Projection,
@@ -252,32 +280,45 @@ class SqliteReadModels(ReadModels):
         shadow: bool = False,
     ) -> None:
         """Rows and checkpoint in one ``BEGIN IMMEDIATE`` transaction, if the checkpoint holds."""
-        key = f"{projection.name}#shadow" if shadow else projection.name
+        conflicted = await self._commit_all(
+            [Commit(projection, writes, expected, position)], shadow=shadow
+        )
+        if conflicted:
+            current = await self.checkpoint(projection.name, shadow=shadow)
+            raise ProjectionConflict(
+                f"projection {projection.name!r} is at {current.position}, not {expected}"
+            )
+
+    async def commit_many(self, commits: Sequence[Commit]) -> set[str]:
+        """Every batch in one ``BEGIN IMMEDIATE`` transaction (one thread hop, one commit),
+        each conditional on its own checkpoint."""
+        return await self._commit_all(commits, shadow=False)
+
+    async def _commit_all(self, commits: Sequence[Commit], *, shadow: bool) -> set[str]:
         now = time_key(datetime.now(UTC))
 
-        def work(c: sqlite3.Connection) -> None:
+        def work(c: sqlite3.Connection) -> set[str]:
+            conflicted: set[str] = set()
             c.execute("BEGIN IMMEDIATE")
             try:
-                row = c.execute(f"SELECT position FROM {_CP} WHERE name = ?", (key,)).fetchone()
-                current = int(row[0]) if row is not None else 0
-                if current != expected:
-                    raise ProjectionConflict(
-                        f"projection {projection.name!r} is at {current}, not {expected}"
-                    )
-                self._apply_writes(c, projection, writes, shadow)
-                c.execute(
-                    f"INSERT INTO {_CP} (name, position, version, updated_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                    "position = excluded.position, version = excluded.version, "
-                    "updated_at = excluded.updated_at",
-                    (key, position, projection.version, now),
-                )
+                for item in commits:
+                    if not self._commit_one(
+                        c,
+                        item.projection,
+                        item.writes,
+                        expected=item.expected,
+                        position=item.position,
+                        shadow=shadow,
+                        now=now,
+                    ):
+                        conflicted.add(item.projection.name)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            return conflicted
 
-        await self._run(work)
+        return await self._run(work)
 
     async def get(
         self, table: Table, key: tuple[Any, ...], *, shadow: bool = False

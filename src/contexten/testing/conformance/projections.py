@@ -23,6 +23,7 @@ import pytest
 from contexten.events.envelope import Event
 from contexten.exceptions import ProjectionConflict
 from contexten.projections import (
+    Commit,
     Delete,
     Projection,
     ProjectionBatch,
@@ -222,6 +223,34 @@ class ReadModelsConformance:
             )
         assert await models.get(table, ("y",)) is None
         assert (await models.checkpoint(projection.name)).position == 5
+
+    async def test_commit_many_writes_each_batch_whose_checkpoint_holds(
+        self, store: EventStore, models: ReadModels
+    ) -> None:
+        counts, wide = CountingProjection(), _Wide()
+        await models.ensure(counts)
+        await models.ensure(wide)
+        count_row = {"type": "x", "n": 1, "last": 1, "seen": [1], "at": _T0}
+        await models.commit(counts, [Put("conf_counts", count_row)], expected=0, position=3)
+        conflicted = await models.commit_many(
+            [
+                # counts is at 3, not 0: its batch is dropped, wide's is written.
+                Commit(counts, [Put("conf_counts", {**count_row, "type": "y"})], 0, 4),
+                Commit(wide, [Put("conf_wide", _wide("a", 1))], 0, 4),
+            ]
+        )
+        assert conflicted == {counts.name}
+        assert await models.get(counts.tables[0], ("y",)) is None
+        assert (await models.checkpoint(counts.name)).position == 3
+        assert await models.get(wide.tables[0], ("a", 1)) == _wide("a", 1)
+        assert (await models.checkpoint(wide.name)).position == 4
+        # Both holding: both written; a batch of no rows moves its checkpoint only.
+        conflicted = await models.commit_many(
+            [Commit(counts, [Delete("conf_counts", ("x",))], 3, 9), Commit(wide, [], 4, 9)]
+        )
+        assert conflicted == set()
+        assert await models.get(counts.tables[0], ("x",)) is None
+        assert [(await models.checkpoint(p.name)).position for p in (counts, wide)] == [9, 9]
 
     async def test_get_many_reads_the_rows_of_the_keys_that_have_one(
         self, store: EventStore, models: ReadModels
