@@ -179,3 +179,42 @@ def test_payloads_nested_too_deep_are_replaced_whole() -> None:
     for _ in range(65):
         out = out[0]
     assert out == REDACTED
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://hooks.slack.com/services/T00000000/B00000000/canarysecret1",
+            "https://hooks.slack.com/services/T00000000/B00000000/***",
+        ),
+        (
+            "https://hooks.slack.com/actions/T0SANDBOX/1234567/canarysecret2",
+            "https://hooks.slack.com/actions/T0SANDBOX/1234567/***",
+        ),
+        (
+            "https://hooks.slack.com/commands/T1/22/canarysecret3",
+            "https://hooks.slack.com/commands/T1/22/***",
+        ),
+        (
+            "https://hooks.slack.com/workflows/T1/A2/345/canarysecret4",
+            "https://hooks.slack.com/workflows/T1/A2/345/***",
+        ),
+        (
+            "https://hooks.slack-gov.com/triggers/T1/22/canarysecret5",
+            "https://hooks.slack-gov.com/triggers/T1/22/***",
+        ),
+    ],
+)
+def test_slack_capability_urls_lose_their_secret(url: str, shown: str) -> None:
+    """Anyone holding an incoming-webhook URL or a response_url can post to the channel."""
+    from contexten.observability.redaction import redact_secrets, redact_text
+
+    assert redact_text(f"posting to {url} failed: 404") == f"posting to {shown} failed: 404"
+    page = redact_secrets({"response_url": url, "blocks": [{"text": f"<{url}|here>"}]})
+    assert "canarysecret" not in repr(page)
+    assert page["response_url"] == shown
+    # Other Slack addresses are not credentials.
+    assert redact_text("https://slack.com/api/chat.postMessage") == (
+        "https://slack.com/api/chat.postMessage"
+    )

@@ -8,7 +8,8 @@ goes through this module, so the rules live in one place:
   ``passfile``, ``sslpassword``, ``sslkey``, ``token``...). Store URLs in logs, ``/readyz``,
   health reports, errors and the CLI go through it.
 - :func:`redact_text` does the same for URLs and ``name=value`` credentials quoted inside free
-  text (an error message, a log line), including libpq's ``password=... host=...`` form.
+  text (an error message, a log line), including libpq's ``password=... host=...`` form, and
+  blanks the secret of Slack's capability URLs (incoming webhooks, ``response_url``).
 - :func:`is_sensitive_field` says whether a log field's *name* marks a payload (``data``) or a
   credential (``api_token``): such fields are never logged, whatever their value.
 - :func:`redact_secrets` walks a payload about to be shown to a person (a dashboard page):
@@ -75,6 +76,15 @@ _USERINFO_RE: Final = re.compile(
 # and libpq key/value connection strings (``password='x y' host=db``).
 _PARAMETER_RE: Final = re.compile(
     r"(?P<name>[A-Za-z_][\w.\-]*)=(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^&\s'\";,)]*)"
+)
+# Slack's capability URLs, whose last path segment is the credential: incoming webhooks
+# (``hooks.slack.com/services/T…/B…/<secret>``), the ``response_url`` of interactions and
+# slash commands (``/actions/…``, ``/commands/…``), workflow and trigger webhooks. Anyone
+# holding one can post to the channel.
+_SLACK_HOOK_RE: Final = re.compile(
+    r"(?P<head>\bhttps?://hooks\.slack(?:-gov)?\.com/"
+    r"(?:services|actions|commands|workflows|triggers)/(?:[^/\s\"'?#<>]+/){1,3})"
+    r"[^/\s\"'?#<>]+"
 )
 # C0 controls, DEL, C1 controls (CSI 0x9b is ESC[ to many terminals), the Unicode line and
 # paragraph separators, and the bidirectional overrides and isolates (which reorder what a
@@ -177,6 +187,8 @@ def redact_text(text: str) -> str:
     For free text that may quote a connection string: an error message, a log line, a
     command's output. Cheap when there is nothing to redact.
     """
+    if "hooks.slack" in text:
+        text = _SLACK_HOOK_RE.sub(rf"\g<head>{URL_REDACTED}", text)
     if "=" not in text and "@" not in text:
         return text
     if "@" in text:
