@@ -12,8 +12,8 @@ swaps them in; the live runner's next commit meets the moved checkpoint and carr
 the shadow's position.
 
 While it runs (:meth:`ProjectionRunner.run`), the runner batches its commits, because each
-is a write transaction (on SQLite, the file's write lock and an fsync beside the event
-writer's) and one per small batch cost the hot paths (B1, B2) a third to a half of their
+is a write transaction (on SQLite, in the read models' own file, a thread hop and a WAL
+append) and one per small batch cost the hot paths (B1, B2) a third to a half of their
 throughput:
 
 * if :attr:`~ProjectionRunner.linger` is set (off by default: pages and APIs expect rows a
