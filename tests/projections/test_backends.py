@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import asyncpg
@@ -43,12 +43,7 @@ class TestPostgresReadModels(ReadModelsConformance):
         self.token = uuid.uuid4().hex[:10]
         self.made: set[str] = set()
         yield
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            for name in self.made:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
+        await _drop_schemas(postgres_url, self.made)
 
     def make_store(self, directory: Path) -> EventStore:
         schema = f"ctx_test_rm_{self.token}_{abs(hash(str(directory))) % 10**8}"
@@ -92,11 +87,7 @@ async def test_concurrent_opens_on_a_fresh_schema_all_succeed(postgres_url: str)
         assert tables > len(builtin_projections())
     finally:
         await asyncio.gather(*(m.close() for m in openers))
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await _drop_schemas(postgres_url, [schema])
 
 
 @pytest.mark.postgres
@@ -121,8 +112,13 @@ async def test_postgres_read_models_commit_without_waiting_for_the_wal_flush(
             async with pool.acquire() as conn:
                 assert await conn.fetchval("SHOW synchronous_commit") == "on"
     finally:
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await _drop_schemas(postgres_url, [schema])
+
+
+async def _drop_schemas(postgres_url: str, schemas: Iterable[str]) -> None:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        for name in schemas:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
