@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from contexten.integrations.correlation import (
@@ -83,3 +86,51 @@ def test_find_work_item_priorities() -> None:
 def test_huge_text_is_bounded() -> None:
     text = "x" * 1_000_000 + " ENG-1"
     assert linear_identifiers(text) == []  # past the searched prefix
+
+
+_PROBES = [
+    "alice/eng-123-fix-login",
+    "refs/heads/eng-7",
+    "refs/heads/ENG-8-upper",
+    "feat-eng-12-login",
+    "ENG-0 then ENG-01 then UTF-8 then OPS-3",
+    "see eng-12 and utf-8 and Hello-4",
+    "fix-2-things",
+    "release/v1-2",
+    "main",
+    "Agent run: https://codegen.com/agent/trace/12345 and ENG-9",
+    "agent run #77, then agent_run_id=78",
+    "x" * 100_001 + "-1 ENG-5",
+    "",
+]
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def _first(found: list[str]) -> str | None:
+    return found[0] if found else None
+
+
+def test_find_work_item_answers_the_first_of_the_listing_functions(github_fixtures: Path) -> None:
+    # find_work_item searches on its own (first match only, team keys normalised once,
+    # strings without "-" skipped); its answer must stay the first of what the public
+    # listing functions find, for every string of the real payloads and the probes above.
+    strings = set(_PROBES)
+    for path in sorted(github_fixtures.glob("*/*/*.json")):
+        strings.update(_strings(json.loads(path.read_bytes())))
+    for keys in (None, {"eng", " OPS "}, ("Hello",)):
+        for text in sorted(strings):
+            assert find_work_item(branches=[text], team_keys=keys) == _first(
+                branch_identifiers(text, team_keys=keys)
+            ), text[:200]
+            runs = agent_run_ids(text)
+            expected = _first(linear_identifiers(text, team_keys=keys)) or (
+                f"agent_run/{runs[0]}" if runs else None
+            )
+            assert find_work_item(texts=[None, text], team_keys=keys) == expected, text[:200]

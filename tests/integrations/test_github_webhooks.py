@@ -143,6 +143,22 @@ def test_missing_event_name_is_malformed() -> None:
         gh.normalise("", {"action": "opened"})
 
 
+def test_event_types_are_the_same_when_built_again() -> None:
+    # Types are kept by (event name, action) once built: a second delivery gets the same
+    # type, a blank name is refused however often it comes, and a blank or non-string
+    # action still means no action.
+    for _ in range(2):
+        assert gh.event_type("Pull_Request", {"action": " Opened "}) == (
+            "github.pull_request.opened"
+        )
+        assert gh.event_type("push", {"action": "  "}) == "github.push"
+        assert gh.event_type("push", {"action": 3}) == "github.push"
+        assert gh.event_type("push", {}) == "github.push"
+        for blank in ("", "  "):
+            with pytest.raises(MalformedPayload):
+                gh.event_type(blank, {"action": "opened"})
+
+
 # -- correlation ------------------------------------------------------------------------------
 
 

@@ -155,16 +155,58 @@ def find_work_item(
     ``branches`` are searched first (the most deliberate mention), then ``texts`` in the order
     given (titles before bodies before commit messages); the first Linear identifier wins. An
     agent-run mention in the texts is the fallback.
+
+    The result is the first element of what :func:`branch_identifiers`,
+    :func:`linear_identifiers` and :func:`agent_run_ids` return, but found without their
+    lists: the team keys are normalised once, empty candidates are skipped, and each search
+    stops at its first identifier (this runs on every webhook).
     """
+    keys = _normalise_keys(team_keys)
     for branch in branches:
-        if found := branch_identifiers(branch, team_keys=team_keys):
-            return found[0]
-    seen: list[str | None] = []  # texts is consumed once: the fallback re-reads this copy
+        if branch and (found := _first_in_branch(branch, keys)):
+            return found
+    seen: list[str] = []  # texts is consumed once: the fallback re-reads this copy
     for text in texts:
-        if found := linear_identifiers(text, team_keys=team_keys):
-            return found[0]
+        if not text:
+            continue
+        if found := _first_in_text(text, keys):
+            return found
         seen.append(text)
     for text in seen:
-        if runs := agent_run_ids(text):
-            return agent_run_key(runs[0])
+        if match := _AGENT_RUN.search(text[:_MAX_TEXT]):
+            return agent_run_key(match.group(1) or match.group(2))
+    return None
+
+
+def _first(text: str, pattern: re.Pattern[str], keys: frozenset[str] | None) -> str | None:
+    """The first identifier :func:`_scan` would list, without scanning further."""
+    for match in pattern.finditer(text):
+        team = match.group(1).upper()
+        if (team in keys) if keys is not None else (team not in NOT_TEAM_KEYS):
+            return f"{team}-{match.group(2)}"
+    return None
+
+
+def _first_in_text(text: str, keys: frozenset[str] | None) -> str | None:
+    """``linear_identifiers(text)[0]`` (None when empty), for already normalised ``keys``."""
+    text = text[:_MAX_TEXT]
+    if "-" not in text:  # every identifier pattern needs a "-": nothing to find
+        return None
+    return _first(text, _TEXT_ID if keys is None else _ANY_CASE_ID, keys)
+
+
+def _first_in_branch(branch: str, keys: frozenset[str] | None) -> str | None:
+    """``branch_identifiers(branch)[0]`` (None when empty), for already normalised ``keys``."""
+    branch = branch.removeprefix("refs/heads/")[:_MAX_TEXT]
+    if "-" not in branch:
+        return None
+    if keys is not None:
+        return _first(branch, _BRANCH_ANY_CASE_ID, keys)
+    found = _first(branch, _TEXT_ID, None)
+    if found is not None:
+        return found
+    for match in _BRANCH_SEGMENT_ID.finditer(branch):
+        team = match.group(1).upper()
+        if team not in NOT_TEAM_KEYS:
+            return f"{team}-{match.group(2)}"
     return None

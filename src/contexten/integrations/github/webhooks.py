@@ -123,25 +123,52 @@ def _segment(value: str) -> str:
     return segment
 
 
+# Event types already built, by (event name, action): a server sees few distinct ones, so
+# most deliveries skip the two regular-expression substitutions. Bounded, as the action is
+# whatever the payload says.
+_TYPES: Final[dict[tuple[str, str | None], str]] = {}
+_TYPES_LIMIT: Final = 1_000
+
+
 def event_type(event_name: str, payload: Mapping[str, Any]) -> str:
     """``github.<event>[.<action>]`` for a delivery of ``event_name`` (``X-GitHub-Event``)."""
+    action = payload.get("action")
+    if not isinstance(action, str):
+        action = None
+    known = _TYPES.get((event_name, action))
+    if known is not None:
+        return known
     if not event_name or not event_name.strip():
         raise MalformedPayload(f"github: {EVENT_HEADER} missing")
-    action = payload.get("action")
-    if isinstance(action, str) and action.strip():
-        return f"github.{_segment(event_name)}.{_segment(action)}"
-    return f"github.{_segment(event_name)}"
+    if action is not None and action.strip():
+        built = f"github.{_segment(event_name)}.{_segment(action)}"
+    else:
+        built = f"github.{_segment(event_name)}"
+    if len(_TYPES) < _TYPES_LIMIT:
+        _TYPES[event_name, action] = built
+    return built
 
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
-    # Decoded JSON objects are dicts: test that first (a Mapping isinstance goes through
-    # the ABC machinery, and normalising a push payload calls this ~40 times).
-    if type(value) is dict or isinstance(value, Mapping):
+    # Decoded JSON objects are dicts, and absent keys are None: test those first (a Mapping
+    # isinstance goes through the ABC machinery, and normalising a push payload calls this
+    # ~40 times, mostly on keys it does not have).
+    if type(value) is dict:
         return value
-    return _EMPTY
+    if value is None or not isinstance(value, Mapping):
+        return _EMPTY
+    return value
+
+
+def _field(payload: Mapping[str, Any], key: str, name: str) -> Any:
+    """``payload[key][name]`` when ``payload[key]`` is a mapping holding it, else None."""
+    obj = payload.get(key)
+    if obj is None:
+        return None
+    return _dict(obj).get(name)
 
 
 def _str(value: Any) -> str | None:
@@ -157,47 +184,52 @@ def _ref(event_name: str, payload: Mapping[str, Any]) -> str | None:
             return ref
         return f"refs/tags/{ref}" if payload.get("ref_type") == "tag" else f"refs/heads/{ref}"
     if event_name == "release":
-        tag = _str(_dict(payload.get("release")).get("tag_name"))
+        tag = _str(_field(payload, "release", "tag_name"))
         return f"refs/tags/{tag}" if tag else None
     return None
 
 
 def subject(event_name: str, payload: Mapping[str, Any]) -> str | None:
     """What the delivery is about, as described in the module docstring (None: nothing)."""
-    repo = _str(_dict(payload.get("repository")).get("full_name"))
+    repo = _str(_field(payload, "repository", "full_name"))
     if repo is not None:
         for key in _NUMBERED:
-            number = _dict(payload.get(key)).get("number")
+            number = _field(payload, key, "number")
             if isinstance(number, int) and not isinstance(number, bool):
                 return f"{repo}#{number}"
         where = _COMMIT_SHA.get(event_name)
         if event_name == "status":
             sha = _str(payload.get("sha"))
         elif where is not None:
-            sha = _str(_dict(payload.get(where[0])).get(where[1]))
+            sha = _str(_field(payload, where[0], where[1]))
         else:
             sha = None
         if sha is not None:
             return f"{repo}@{sha}"
         ref = _ref(event_name, payload)
         return f"{repo}:{ref}" if ref is not None else repo
-    org = _str(_dict(payload.get("organization")).get("login"))
+    org = _str(_field(payload, "organization", "login"))
     if org is not None:
         return org
-    return _str(_dict(payload.get("sender")).get("login"))
+    return _str(_field(payload, "sender", "login"))
+
+
+_BRANCH_OWNERS: Final = ("check_suite", "workflow_run", "workflow_job")
 
 
 def _branches(event_name: str, payload: Mapping[str, Any]) -> list[str | None]:
-    branches: list[str | None] = [
-        _str(_dict(_dict(payload.get("pull_request")).get("head")).get("ref"))
-    ]
+    # Only the keys the payload has are looked into (a push has none of them but its ref);
+    # the order is the search order.
+    branches: list[str | None] = []
+    if "pull_request" in payload:
+        branches.append(_str(_field(_dict(payload["pull_request"]), "head", "ref")))
     if event_name in ("push", "create", "delete"):
         branches.append(_ref(event_name, payload))
-    for key in ("check_suite", "workflow_run", "workflow_job"):
-        branches.append(_str(_dict(payload.get(key)).get("head_branch")))
-    branches.append(
-        _str(_dict(_dict(payload.get("check_run")).get("check_suite")).get("head_branch"))
-    )
+    for key in _BRANCH_OWNERS:
+        if key in payload:
+            branches.append(_str(_field(payload, key, "head_branch")))
+    if "check_run" in payload:
+        branches.append(_str(_field(_dict(payload["check_run"]), "check_suite", "head_branch")))
     return branches
 
 
@@ -205,10 +237,12 @@ def _texts(payload: Mapping[str, Any]) -> Iterator[str | None]:
     # Lazy: find_work_item stops at the first text naming a work item, so the commit
     # messages of a push that names one early are never looked up.
     for key in _NUMBERED:
-        obj = _dict(payload.get(key))
-        yield _str(obj.get("title"))
-        yield _str(obj.get("body"))
-    yield _str(_dict(payload.get("head_commit")).get("message"))
+        obj = payload.get(key)
+        if obj is not None:
+            obj = _dict(obj)
+            yield _str(obj.get("title"))
+            yield _str(obj.get("body"))
+    yield _str(_field(payload, "head_commit", "message"))
     commits = payload.get("commits")
     if isinstance(commits, list):
         for commit in commits[:_MAX_COMMITS_SEARCHED]:
@@ -287,7 +321,7 @@ def normalise(
         type=event_type(event_name, payload),
         source="github",
         subject=subject(event_name, payload),
-        actor=_str(_dict(payload.get("sender")).get("login")),
+        actor=_str(_field(payload, "sender", "login")),
         delivery_id=delivery_id,
         correlation_id=correlation_id(event_name, payload, team_keys=team_keys),
         data=payload,
