@@ -114,3 +114,65 @@ def test_arbitrary_bytes_parse_or_raise_malformed(raw: bytes) -> None:
         return
     assert isinstance(value, dict)
     check_limits(value)
+
+
+def _depth_first_verdict(value: Any, max_depth: int) -> str | None:
+    """The walk check_limits did before it went level by level: the first violation's message
+    in depth-first order (None: none). Kept here as the reference the faster walk must match."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > max_depth:
+            return f"JSON nests deeper than {max_depth}"
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is dict or kind is list:
+                if item:
+                    stack.append((item, depth + 1))
+                elif depth + 1 > max_depth:
+                    return f"JSON nests deeper than {max_depth}"
+            elif kind is int and not INT_MIN <= item <= INT_MAX:
+                return "JSON integer outside 64 bits"
+    return None
+
+
+limit_probes = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.sampled_from([INT_MIN - 1, INT_MIN, -1, 0, 1, INT_MAX, INT_MAX + 1, 10**30])
+    | st.just("s"),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=2), limit_probes, max_size=3), st.integers(1, 6))
+def test_limits_refuse_exactly_what_the_depth_first_walk_refused(
+    value: dict[str, Any], max_depth: int
+) -> None:
+    # Small limits and integers at the 64-bit edges: every boundary, and documents breaking
+    # both limits (the message must name the violation the depth-first walk meets first).
+    expected = _depth_first_verdict(value, max_depth)
+    if expected is None:
+        check_limits(value, max_depth)
+    else:
+        with pytest.raises(MalformedPayload) as info:
+            check_limits(value, max_depth)
+        assert str(info.value) == expected
+
+
+def test_limits_of_the_real_payloads_are_within(github_fixtures: Path) -> None:
+    for path in sorted(github_fixtures.glob("*/*/*.json")):
+        value = json.loads(path.read_bytes())
+        assert _depth_first_verdict(value, MAX_DEPTH) is None
+        check_limits(value)
+        for max_depth in (2, 3, 4):  # and refused at small limits as the reference refuses
+            expected = _depth_first_verdict(value, max_depth)
+            if expected is None:
+                check_limits(value, max_depth)
+            else:
+                with pytest.raises(MalformedPayload) as info:
+                    check_limits(value, max_depth)
+                assert str(info.value) == expected

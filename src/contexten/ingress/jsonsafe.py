@@ -15,7 +15,9 @@ How, and why it is fast: msgspec decodes in C (a 28 KB GitHub payload in ~30 us,
 recursion limit, so a document nested a million deep never reaches Python. One iterative
 walk over the containers then checks the depth and the integers (~20 us for 28 KB).
 A cheap scan before decoding was measured and rejected: a regex pass that skips string
-contents costs more than decoding (0.1-2 s for 25 MB of short strings).
+contents costs more than decoding (0.1-2 s for 25 MB of short strings), and so do byte
+counts that would let the walk be skipped (brackets for the depth, runs of digits for the
+integers: a push's hex commit ids are full of the latter).
 """
 
 from __future__ import annotations
@@ -39,7 +41,47 @@ _decoder: Final = msgspec.json.Decoder()
 
 def check_limits(value: Any, max_depth: int = MAX_DEPTH) -> None:
     """Raise :class:`MalformedPayload` if ``value`` nests deeper than ``max_depth`` or holds an
-    integer outside 64 bits. Iterative: it never recurses, whatever the input."""
+    integer outside 64 bits. Iterative: it never recurses, whatever the input.
+
+    Acceptable values (all of them, in practice) take one walk, :func:`_within_limits`, level
+    by level; only a refused one is walked again in the original order, so that the message
+    says what that order meets first (the depth or the integer), as it always has.
+    """
+    if not _within_limits(value, max_depth):
+        _refuse(value, max_depth)
+
+
+def _within_limits(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` passes :func:`check_limits`, walked one nesting level at a time.
+
+    Every container of a level is in the level's list (empty ones too: they count as a level
+    of their own), so the depth is checked once per level instead of once per container, and
+    no (container, depth) pair is built. ~25-30% cheaper than the walk in :func:`_refuse`
+    on GitHub's payloads; it is the check of every webhook.
+    """
+    dict_, list_, int_ = dict, list, int
+    lowest, highest = INT_MIN, INT_MAX
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        if depth > max_depth:
+            return False
+        below: list[Any] = []
+        hold = below.append
+        for container in level:
+            for item in container.values() if type(container) is dict_ else container:
+                kind = type(item)
+                if kind is dict_ or kind is list_:
+                    hold(item)
+                elif kind is int_ and (item < lowest or item > highest):
+                    return False
+        level = below
+        depth += 1
+    return True
+
+
+def _refuse(value: Any, max_depth: int) -> None:
+    """Raise for the first violation the depth-first walk meets (the message says which)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         container, depth = stack.pop()
