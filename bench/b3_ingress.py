@@ -8,10 +8,13 @@ Side by side in one run, each server in its own subprocess on one uvicorn worker
   (WAL, ``synchronous=FULL``, group commit): verify, normalise, dedup and commit, then 202.
 
 Throughput runs hit each server at 50 and 1,000 connections for ``--seconds`` (default 15)
-and report requests/s, p50 and p99. The load generator is ``wrk`` when installed (Debian:
-``apt-get install -y wrk``; a Lua script varies ``X-GitHub-Delivery`` per request over one
-pre-signed ``push`` body, valid since the HMAC covers only the body), else a bounded Python
-raw-socket client (slower: it may be the bottleneck, and the report says which was used).
+and report requests/s, p50 and p99, and the server's CPU time per request: counted from the
+start of the load until the server is idle again, so work a server leaves for after the load
+(read models behind the log) is counted too ("busy ... after" says how long that took).
+The load generator is ``wrk`` when installed (Debian: ``apt-get install -y wrk``; a Lua
+script varies ``X-GitHub-Delivery`` per request over one pre-signed ``push`` body, valid
+since the HMAC covers only the body), else a bounded Python raw-socket client (slower: it
+may be the bottleneck, and the report says which was used).
 
 The latency run offers a steady ``--rate`` (default 500) requests/s to a Contexten server
 whose App has one handler, from a Python raw-socket client that puts the send time in each
@@ -253,6 +256,8 @@ class Load:
     """Server CPU time (all its threads and child processes) per answered request, in us."""
     loop_us: float = float("nan")
     """CPU time of the server's main thread (its event loop, on uvicorn) per request, in us."""
+    settle_s: float = 0.0
+    """Seconds the server kept working after the load ended (read models catching up)."""
 
     @property
     def rate(self) -> float:
@@ -479,6 +484,24 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def settle(pid: int, *, idle_share: float = 0.03, step: float = 0.25, limit: float = 60.0) -> float:
+    """Wait until the server at ``pid`` is idle (under ``idle_share`` of a core over ``step``
+    seconds); return how long that took (at most ``limit``).
+
+    A server that leaves work for later (read models behind the log) would otherwise look
+    cheaper per request than one that keeps up: its CPU per request counts this tail too.
+    """
+    started = time.monotonic()
+    last = cpu_seconds(pid)[0]
+    while time.monotonic() - started < limit:
+        time.sleep(step)
+        now = cpu_seconds(pid)[0]
+        if now - last < idle_share * step:
+            return max(time.monotonic() - started - step, 0.0)
+        last = now
+    return limit
+
+
 def stored_events(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
@@ -502,6 +525,7 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
                     load = run_wrk(kind, port, connections, args.seconds, workdir)
                 else:
                     load = asyncio.run(run_python(kind, port, connections, args.seconds))
+                load.settle_s = settle(pid)
                 after = cpu_seconds(pid)
             if load.requests:
                 load.cpu_us = (after[0] - before[0]) / load.requests * 1e6
@@ -511,7 +535,8 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
             print(
                 f"  {kind:17} c={connections:<5} {load.rate:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
                 f"  p99 {load.p99_ms:7.2f} ms  cpu/req {load.cpu_us:5.0f} us "
-                f"(main thread {load.loop_us:4.0f})  errors {load.errors}{stored}",
+                f"(main thread {load.loop_us:4.0f})  busy {load.settle_s:4.1f} s after  "
+                f"errors {load.errors}{stored}",
                 flush=True,
             )
     return results
