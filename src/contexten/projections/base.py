@@ -310,7 +310,9 @@ class Projection(ABC):
         kind = record.event.type
         answer = memo.get(kind)
         if answer is None:
-            matchers = [compile_pattern(p) for p in self.patterns]
+            matchers = self.__dict__.get("_matchers")
+            if matchers is None:
+                matchers = self.__dict__["_matchers"] = [compile_pattern(p) for p in self.patterns]
             answer = any(m.matches(kind) for m in matchers)
             if len(memo) >= _HANDLES_MEMO:
                 memo.clear()

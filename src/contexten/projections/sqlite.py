@@ -237,9 +237,10 @@ class SqliteReadModels(ReadModels):
             encode = self._encoders.get(table.name)
             if encode is None:
                 encode = self._encoders[table.name] = _row_encoder(table)
-            rows = []
-            while i < n and type(w := writes[i]) is Put and w.table == table.name:
-                rows.append(encode(table.check_row(w.row)))
+            rows = [encode(table.check_row(w.row))]
+            i += 1
+            while i < n and isinstance(after := writes[i], Put) and after.table == w.table:
+                rows.append(encode(table.check_row(after.row)))
                 i += 1
             c.executemany(plan.upsert, rows)
 

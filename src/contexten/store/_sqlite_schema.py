@@ -253,9 +253,9 @@ def connect(
     """Open one connection to ``path`` with the store's pragmas (WAL is set by the writer).
 
     ``durable=False`` commits without an fsync of its own (``synchronous=NORMAL``): for data
-    rebuilt from the log (the read models). In WAL mode such a commit is atomic, and durable
-    at the next fsync of the log (any durable commit's, or a checkpoint's); a power cut can
-    undo the last few of them, never tear one, and never touch a durable commit.
+    rebuilt from the log (the read models, in a file of their own). In WAL mode such a
+    commit is atomic and becomes durable at the file's next checkpoint; a power cut can undo
+    the last few of them, never tear one.
 
     Raises:
         StoreUnavailable: the directory is missing, or the file cannot be opened.
