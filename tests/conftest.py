@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from contexten.store import EventStore, create_store
 
 # Property tests check behaviour, not speed: on a loaded 2-core machine a generated example
 # can take longer than Hypothesis's defaults, which would fail a correct test at random.
@@ -69,3 +75,69 @@ def github_fixtures() -> Path:
     if not path.is_dir():
         pytest.fail(f"shared fixtures missing at {path}")
     return path
+
+
+STORE_KINDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""The store backends a test runs on, PostgreSQL marked (it needs the server)."""
+
+
+@pytest.fixture
+def pg_schemas(postgres_url: str) -> Iterator[Callable[[str], str]]:
+    """``new(prefix)``: a fresh PostgreSQL schema name; every one named is dropped at the end.
+
+    A plain fixture (async fixtures can ask for it with ``request.getfixturevalue``); the
+    drop runs on a loop of its own in a thread, whatever loop the test ran on.
+    """
+    import asyncpg
+
+    made: list[str] = []
+
+    def new(prefix: str) -> str:
+        made.append(f"{prefix}_{uuid.uuid4().hex[:12]}")
+        return made[-1]
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            for schema in made:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    yield new
+    if made:
+        dropper = threading.Thread(target=asyncio.run, args=(drop(),))
+        dropper.start()
+        dropper.join()
+
+
+def schema_url(server: str, schema: str) -> str:
+    """``server``'s URL with ``schema`` as its ``?schema=`` option."""
+    return f"{server}{'&' if '?' in server else '?'}schema={schema}"
+
+
+def _store_url(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> str:
+    kind = request.param
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}?busy_timeout=60"
+    new_schema: Callable[[str], str] = request.getfixturevalue("pg_schemas")
+    return schema_url(request.getfixturevalue("postgres_url"), new_schema(prefix))
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    """An open, empty store of each kind (PostgreSQL in a schema dropped afterwards)."""
+    async with create_store(_store_url(request, tmp_path, "ctx_test_store")) as store:
+        yield store
+
+
+@pytest.fixture(params=STORE_KINDS[1:])
+async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store several processes share, created before they start: a SQLite file or a
+    PostgreSQL schema dropped afterwards."""
+    url = _store_url(request, tmp_path, "ctx_test_shared")
+    async with create_store(url):
+        pass
+    return url

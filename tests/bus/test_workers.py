@@ -12,9 +12,7 @@ import asyncio
 import os
 import signal
 import sys
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,30 +26,6 @@ from ._support import HANG_GUARD, Backend
 
 WORKER = Path(__file__).with_name("_ledger_worker.py")
 KEYS = [f"k{i}" for i in range(50)]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A store several processes can share: a SQLite file or a throwaway PostgreSQL schema."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}"
-        async with create_store(url):  # create the file before the workers race to
-            pass
-        yield url
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    asyncpg = pytest.importorskip("asyncpg")
-    schema = f"ctx_test_workers_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in server else "?"
-    url = f"{server}{separator}schema={schema}"
-    async with create_store(url):
-        pass
-    yield url
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @dataclass

@@ -9,12 +9,10 @@ store stamps its own clock and a test cannot wait a week.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from contexten import Event
@@ -38,37 +36,15 @@ from contexten.projections.activity import (
 )
 from contexten.store import EventStore
 from contexten.store.base import RecordedEvent
-from contexten.store.memory import MemoryEventStore
-from contexten.store.postgres import PostgresEventStore
 from contexten.store.sqlite import SqliteEventStore
 
 HANG_GUARD = 60
 T0 = datetime(2026, 3, 2, 9, 30, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    kind = request.param
-    schema = None
-    made: EventStore
-    if kind == "memory":
-        made = MemoryEventStore()
-    elif kind == "sqlite":
-        made = SqliteEventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        schema = f"ctx_test_activity_{uuid.uuid4().hex[:10]}"
-        made = PostgresEventStore(url, schema=schema)
-    try:
-        async with made:
-            yield made
-    finally:
-        if schema is not None:
-            conn = await asyncpg.connect(request.getfixturevalue("postgres_url"))
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
+@pytest.fixture
+def store(any_store: EventStore) -> EventStore:
+    return any_store
 
 
 @pytest.fixture

@@ -8,13 +8,9 @@ instance spans batches; a retention record then marks an entry's data removed.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from contexten import Event
@@ -29,9 +25,7 @@ from contexten.projections.work_items import DATA_REMOVED, WorkItemsProjection
 from contexten.projections.workflows import WorkflowsProjection
 from contexten.store.base import EventStore
 from contexten.store.memory import MemoryEventStore
-from contexten.store.postgres import PostgresEventStore
 from contexten.store.retention import RETENTION_PRUNED, RETENTION_STREAM
-from contexten.store.sqlite import SqliteEventStore
 from contexten.workflows.history import history_event, stream_name
 
 ITEMS = 6
@@ -128,30 +122,11 @@ async def _fold(store: EventStore, batch_size: int) -> dict[str, list[dict[str, 
         await models.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+@pytest.fixture
+async def store(any_store: EventStore) -> EventStore:
     """An open store of each kind holding the interleaved log."""
-    schema: str | None = None
-    made: EventStore
-    if request.param == "memory":
-        made = MemoryEventStore()
-    elif request.param == "sqlite":
-        made = SqliteEventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        schema = f"ctx_test_bf_{uuid.uuid4().hex[:10]}"
-        made = PostgresEventStore(url, schema=schema)
-    try:
-        async with made:
-            await _fill(made)
-            yield made
-    finally:
-        if schema is not None:
-            conn = await asyncpg.connect(request.getfixturevalue("postgres_url"))
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
+    await _fill(any_store)
+    return any_store
 
 
 async def test_small_batches_reach_the_rows_of_one_big_batch(store: EventStore) -> None:

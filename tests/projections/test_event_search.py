@@ -8,12 +8,8 @@ the listings must merge the indexed part with the log past its checkpoint.
 from __future__ import annotations
 
 import random
-import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import asyncpg
 import pytest
 
 from contexten import Event
@@ -27,9 +23,6 @@ from contexten.projections.event_search import (
 )
 from contexten.projections.events import EventsProjection
 from contexten.store.base import EventStore, RecordedEvent
-from contexten.store.memory import MemoryEventStore
-from contexten.store.postgres import PostgresEventStore
-from contexten.store.sqlite import SqliteEventStore
 
 TYPES = [
     "github.pull_request.opened",
@@ -41,26 +34,9 @@ TYPES = [
 ]
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    kind = request.param
-    schema = f"ctx_test_es_{uuid.uuid4().hex[:10]}"
-    made: EventStore
-    if kind == "memory":
-        made = MemoryEventStore()
-    elif kind == "sqlite":
-        made = SqliteEventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        made = PostgresEventStore(url, schema=schema)
-    async with made:
-        yield made
-    if kind == "postgres":
-        conn = await asyncpg.connect(request.getfixturevalue("postgres_url"))
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+@pytest.fixture
+def store(any_store: EventStore) -> EventStore:
+    return any_store
 
 
 async def _projections(store: EventStore) -> Projections:

@@ -15,8 +15,6 @@ import json
 import os
 import signal
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +43,17 @@ LEASE_ENV = {
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A store several processes can share: a SQLite file or a fresh PostgreSQL schema (the
-    processes create it, and the read models' tables, together)."""
+async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store several processes can share: a SQLite file or a fresh PostgreSQL schema, dropped
+    afterwards (the processes create it, and the read models' tables, together)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'events.db'}"
         async with create_store(url):  # create the file before the workers race to
             pass
-        yield url
-        return
+        return url
     server: str = request.getfixturevalue("postgres_url")
-    asyncpg = pytest.importorskip("asyncpg")
-    schema = f"ctx_test_owners_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in server else "?"
-    yield f"{server}{separator}schema={schema}"
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
+    schema = request.getfixturevalue("pg_schemas")("ctx_test_owners")
+    return f"{server}{'&' if '?' in server else '?'}schema={schema}"
 
 
 class Worker:

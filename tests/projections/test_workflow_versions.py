@@ -7,49 +7,23 @@ instance's history says, and a rebuild from the log must reach the same counters
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from contexten.projections import Projections, create_read_models
 from contexten.projections.read_side import ReadSide, builtin_projections, in_flight_by_version
 from contexten.store.base import EventStore
-from contexten.store.memory import MemoryEventStore
-from contexten.store.postgres import PostgresEventStore
-from contexten.store.sqlite import SqliteEventStore
 from contexten.workflows.admin import list_workflows
 from contexten.workflows.history import WorkflowStatus, history_event, stream_name
 
 _ERROR = {"type": "contexten.exceptions.NondeterminismError", "message": "version 1 is gone"}
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    """An open, empty store of each kind (PostgreSQL in a throwaway schema)."""
-    schema: str | None = None
-    made: EventStore
-    if request.param == "memory":
-        made = MemoryEventStore()
-    elif request.param == "sqlite":
-        made = SqliteEventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        schema = f"ctx_test_wfv_{uuid.uuid4().hex[:10]}"
-        made = PostgresEventStore(url, schema=schema)
-    try:
-        async with made:
-            yield made
-    finally:
-        if schema is not None:
-            conn = await asyncpg.connect(request.getfixturevalue("postgres_url"))
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
+@pytest.fixture
+def store(any_store: EventStore) -> EventStore:
+    """An open, empty store of each kind."""
+    return any_store
 
 
 async def _history(store: EventStore, wid: str, kind: str, data: dict[str, Any]) -> None:

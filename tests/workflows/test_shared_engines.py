@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,30 +31,6 @@ WORKER = Path(__file__).with_name("_shared_worker.py")
 LEASE = 4.0
 HEARTBEAT = 0.5
 HANG_GUARD = 90.0
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A store several processes share: a SQLite file or a throwaway PostgreSQL schema."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}?busy_timeout=60"
-        async with create_store(url):  # create the file before the workers race to
-            pass
-        yield url
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    asyncpg = pytest.importorskip("asyncpg")
-    schema = f"ctx_test_shared_wf_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in server else "?"
-    url = f"{server}{separator}schema={schema}"
-    async with create_store(url):
-        pass
-    yield url
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 class Workers:
