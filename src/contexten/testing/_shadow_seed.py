@@ -30,6 +30,7 @@ from contexten.events.envelope import Event
 from contexten.integrations.idempotency import platform_key
 from contexten.store.base import RecordedEvent
 from contexten.testing.sandbox import Sandbox
+from contexten.testing.sandbox.linear import ISSUE_FIELDS
 
 __all__ = ["ShadowSeeder"]
 
@@ -37,23 +38,6 @@ JSON = dict[str, Any]
 
 _ECHO: Final = "contexten.echo.detected"
 _ACTION: Final = "contexten.action."
-_ISSUE_FIELDS: Final = (
-    "id",
-    "identifier",
-    "number",
-    "title",
-    "description",
-    "priority",
-    "url",
-    "createdAt",
-    "updatedAt",
-    "archivedAt",
-    "stateId",
-    "teamId",
-    "assigneeId",
-    "creatorId",
-    "labelIds",
-)
 _UPDATABLE: Final = ("title", "description", "priority", "stateId", "assigneeId", "labelIds")
 _RUN_FIELDS: Final = ("status", "result", "summary", "github_pull_requests", "web_url")
 
@@ -154,7 +138,7 @@ class ShadowSeeder:
                 }
         current = linear.issues.get(issue["id"])
         if current is None:
-            linear.issues[issue["id"]] = {k: issue.get(k) for k in _ISSUE_FIELDS}
+            linear.issues[issue["id"]] = {k: issue.get(k) for k in ISSUE_FIELDS}
             linear.issues[issue["id"]]["labelIds"] = list(issue.get("labelIds") or [])
             team = linear.teams[team_id]
             team["_next"] = max(team["_next"], int(issue.get("number") or 0) + 1)

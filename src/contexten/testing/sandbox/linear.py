@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,9 +23,25 @@ from contexten.testing.sandbox.core import Core, Emulator, iso, json_response
 from contexten.testing.sandbox.faults import Fault
 from contexten.testing.specs import linear_schema
 
-__all__ = ["LinearEmulator"]
+__all__ = ["ISSUE_FIELDS", "ISSUE_SCALARS", "LinearEmulator"]
 
 JSON = dict[str, Any]
+
+ISSUE_SCALARS: Final = (
+    "id",
+    "identifier",
+    "number",
+    "title",
+    "description",
+    "priority",
+    "url",
+    "createdAt",
+    "updatedAt",
+    "archivedAt",
+)
+"""The fields of a kept issue that its GraphQL form carries as they are."""
+ISSUE_FIELDS: Final = (*ISSUE_SCALARS, "stateId", "teamId", "assigneeId", "creatorId", "labelIds")
+"""Every field of an issue as the emulator keeps it (``issues[id]``)."""
 
 _ROOT_RE = re.compile(r"^\s*(?:query|mutation)?\s*\w*\s*(?:\([^)]*\))?\s*\{\s*(\w+)", re.S)
 DEFAULT_STATES = [
@@ -192,21 +208,7 @@ class LinearEmulator(Emulator):
         state = self.states[issue["stateId"]]
         team = self.teams[issue["teamId"]]
         return {
-            **{
-                k: issue[k]
-                for k in (
-                    "id",
-                    "identifier",
-                    "number",
-                    "title",
-                    "description",
-                    "priority",
-                    "url",
-                    "createdAt",
-                    "updatedAt",
-                    "archivedAt",
-                )
-            },
+            **{k: issue[k] for k in ISSUE_SCALARS},
             "state": {k: state[k] for k in ("id", "name", "type")},
             "team": {"id": team["id"], "key": team["key"], "name": team["name"]},
             "assignee": self.users.get(issue["assigneeId"] or ""),
