@@ -21,6 +21,7 @@ from contexten.events.envelope import Event
 from contexten.events.patterns import Pattern, compile_pattern
 from contexten.exceptions import ConfigurationError
 from contexten.resilience.retry import RetryPolicy
+from contexten.store.base import SYSTEM_STREAM_PREFIX
 
 if TYPE_CHECKING:
     from contexten.bus.context import HandlerContext
@@ -38,9 +39,6 @@ __all__ = [
     "is_system_stream",
 ]
 
-SYSTEM_STREAM_PREFIX = "$"
-"""Streams whose name starts with this hold Contexten's own bookkeeping (dead letters,
-workflow internals); subscriptions skip them unless they set ``include_system=True``."""
 
 Handler: TypeAlias = "Callable[[Event, HandlerContext], Awaitable[None]]"
 """``async def handler(event, ctx) -> None``; raising means the attempt failed."""

@@ -12,6 +12,7 @@ from contexten.cli._time import TIME, TIME_HELP
 from contexten.projections.event_search import EventQuery
 from contexten.projections.read_side import open_read_side
 from contexten.store import EventStore, RecordedEvent
+from contexten.store.base import SYSTEM_STREAM_PREFIX
 from contexten.store.retention import pruned_marker
 
 __all__ = ["events", "recorded_to_dict"]
@@ -71,7 +72,7 @@ async def list_events(
         subject=subject,
         correlation_id=correlation_id,
         as_of=as_of,
-        hidden=() if system else ("$",),
+        hidden=() if system else (SYSTEM_STREAM_PREFIX,),
     )
     query.predicate()  # a bad pattern fails here, before the store is opened
 

@@ -15,7 +15,8 @@ from typing import Any, Final
 import asyncpg
 
 from contexten.events.codec import decode_event, encode_event
-from contexten.store.retention import SYSTEM_PREFIX, Candidate, Pruned, without_data
+from contexten.store.base import SYSTEM_STREAM_PREFIX
+from contexten.store.retention import Candidate, Pruned, without_data
 
 __all__ = ["RetentionSql"]
 
@@ -49,7 +50,7 @@ class RetentionSql:
             "AND pruned_at IS NULL AND left(stream, 1) <> $3 ORDER BY position LIMIT $4",
             after,
             before,
-            SYSTEM_PREFIX,
+            SYSTEM_STREAM_PREFIX,
             limit,
         )
         return [Candidate(r[0], r[1], r[2], r[3], r[4]) for r in rows]

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from contexten.events.codec import decode_event, encode_event
-from contexten.store.base import RecordedEvent
-from contexten.store.retention import SYSTEM_PREFIX, Candidate, without_data
+from contexten.store.base import SYSTEM_STREAM_PREFIX, RecordedEvent
+from contexten.store.retention import Candidate, without_data
 
 __all__ = ["candidates", "file_bytes", "prune_data", "prune_dedup", "vacuum"]
 
@@ -48,7 +48,7 @@ def candidates(
         "SELECT position, stream, type, recorded_at, length(body) FROM events "
         "WHERE position > ? AND recorded_at < ? AND pruned_at IS NULL "
         "AND substr(stream, 1, 1) <> ? ORDER BY position LIMIT ?",
-        (after, micros(before), SYSTEM_PREFIX, limit),
+        (after, micros(before), SYSTEM_STREAM_PREFIX, limit),
     ).fetchall()
     return [Candidate(p, s, t, _EPOCH + timedelta(microseconds=r), n) for p, s, t, r, n in rows]
 

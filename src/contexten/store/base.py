@@ -36,12 +36,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from contexten.events.envelope import Event
 from contexten.exceptions import WrongExpectedVersion
 
 __all__ = [
+    "SYSTEM_STREAM_PREFIX",
     "Append",
     "AppendResult",
     "EventStore",
@@ -58,6 +59,12 @@ __all__ = [
     "check_expected_version",
     "check_lease_checkpoint",
 ]
+
+
+SYSTEM_STREAM_PREFIX: Final = "$"
+"""Streams whose name starts with this hold Contexten's own bookkeeping (dead letters,
+workflow internals, audit, retention): subscriptions skip them unless they set
+``include_system=True``, and retention never prunes them."""
 
 
 class StreamState(enum.Enum):

@@ -17,6 +17,7 @@ from contexten.events.codec import encode_event
 from contexten.events.envelope import utcnow
 from contexten.exceptions import InvalidEvent, LeaseLost, PartitionsHeld, StoreClosed
 from contexten.store.base import (
+    SYSTEM_STREAM_PREFIX,
     Append,
     AppendResult,
     EventStore,
@@ -30,7 +31,7 @@ from contexten.store.base import (
     check_expected_version,
     check_lease_checkpoint,
 )
-from contexten.store.retention import SYSTEM_PREFIX, Candidate, Pruned, without_data
+from contexten.store.retention import Candidate, Pruned, without_data
 
 __all__ = ["MemoryEventStore"]
 
@@ -254,7 +255,7 @@ class MemoryEventStore(EventStore):
         for rec in self._log[max(after, 0) :]:
             if rec.recorded_at >= before or len(out) >= limit:
                 break
-            if rec.position in self._pruned or rec.stream.startswith(SYSTEM_PREFIX):
+            if rec.position in self._pruned or rec.stream.startswith(SYSTEM_STREAM_PREFIX):
                 continue
             size = len(encode_event(rec.event))
             out.append(Candidate(rec.position, rec.stream, rec.event.type, rec.recorded_at, size))

@@ -48,7 +48,6 @@ __all__ = [
     "RETENTION_DUE",
     "RETENTION_PRUNED",
     "RETENTION_STREAM",
-    "SYSTEM_PREFIX",
     "Candidate",
     "Protected",
     "PrunableStore",
@@ -78,8 +77,6 @@ RETENTION_PRUNED: Final = "contexten.retention.pruned"
 RETENTION_STREAM: Final = "$retention"
 """Where each scheduled run records what it pruned (``contexten.retention.applied``)."""
 
-SYSTEM_PREFIX: Final = "$"
-"""Streams whose names start with this are the system's own and are never pruned."""
 _BATCH: Final = 1000
 
 
