@@ -40,7 +40,7 @@ from typing import Any
 from contexten.app import pinned_apps
 from contexten.events.envelope import Event
 from contexten.exceptions import ConfigurationError
-from contexten.store.base import EventStore, RecordedEvent
+from contexten.store.base import SYSTEM_STREAM_PREFIX, EventStore, RecordedEvent
 from contexten.store.memory import MemoryEventStore
 from contexten.testing._shadow_seed import ShadowSeeder
 from contexten.testing.clock import VirtualClock
@@ -142,7 +142,9 @@ def _outcomes(
             trigger = data.get("input") if data.get("input_is_event") else None
             work = trigger.get("correlation_id") or trigger.get("subject") if trigger else None
             out[("workflow", f"{data.get('name', '?')}:started", str(work or "-"))] += 1
-        elif event.type.startswith("contexten.workflow.") and not rec.stream.startswith("$"):
+        elif event.type.startswith("contexten.workflow.") and not rec.stream.startswith(
+            SYSTEM_STREAM_PREFIX
+        ):
             status = event.type.rsplit(".", 1)[-1]
             out[("workflow", f"{event.data.get('name', '?')}:{status}", _work_item(event))] += 1
     return out
