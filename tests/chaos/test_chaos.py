@@ -16,7 +16,6 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,11 @@ from contexten.store.base import EventStore
 from contexten.workflows.admin import get_workflow_info
 
 from ._history import Handled, History, Kill, StepRun, check
-from ._pgcluster import PrivateCluster, find_pg_bin
+from ._pgcluster import PrivateCluster
 
 asyncpg = pytest.importorskip("asyncpg")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REQUIRE_SERVICES = os.environ.get("CONTEXTEN_REQUIRE_SERVICES") == "1"
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -59,20 +57,10 @@ DEADLINE = 170.0  # seconds for the whole run, publishing to the last workflow
 
 
 @pytest.fixture
-def cluster() -> Iterator[PrivateCluster]:
-    """A private PostgreSQL cluster, always stopped and deleted afterwards."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message} (CONTEXTEN_REQUIRE_SERVICES=1)")
-        pytest.skip(message)
-    c = PrivateCluster(bin_dir)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+def cluster(cluster: PrivateCluster) -> PrivateCluster:
+    """The private PostgreSQL cluster, started (conftest stops and deletes it)."""
+    cluster.start()
+    return cluster
 
 
 LEDGER_SCHEMA = """

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +25,11 @@ from contexten.exceptions import StoreUnavailable
 from contexten.workflows.engine import RECOVERY_LOOP
 from contexten.workflows.history import CLAIMED, WorkflowState, stream_name
 
-from ._pgcluster import PrivateCluster, _free_port, find_pg_bin
+from ._pgcluster import PrivateCluster, _free_port
 
 pytest.importorskip("asyncpg")
 
-REQUIRE_SERVICES = os.environ.get("CONTEXTEN_REQUIRE_SERVICES") == "1"
 INSTANCES = 5
-
-
-@pytest.fixture
-def cluster() -> Iterator[PrivateCluster]:
-    """A private PostgreSQL cluster (not started), always stopped and deleted afterwards."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message} (CONTEXTEN_REQUIRE_SERVICES=1)")
-        pytest.skip(message)
-    c = PrivateCluster(bin_dir)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def _build(url: str, calls: list[str]) -> App:
