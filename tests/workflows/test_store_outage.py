@@ -16,7 +16,7 @@ from contexten.exceptions import StoreUnavailable
 from contexten.store import EventStore
 from contexten.store.memory import MemoryEventStore
 from contexten.store.sqlite import SqliteEventStore
-from contexten.workflows import WorkflowEngine, WorkflowStatus
+from contexten.workflows import WorkflowEngine, WorkflowInfo, WorkflowStatus
 
 from .conftest import HANG_GUARD, Env
 
@@ -39,33 +39,43 @@ def _failing_step_records(base: type[EventStore], times: int) -> type[EventStore
     return Outage
 
 
-async def test_a_store_error_recording_a_step_retries_instead_of_failing(env: Env) -> None:
+async def _run_two_steps(
+    env: Env, outage: type[EventStore], workflow_id: str
+) -> tuple[WorkflowInfo, Counter[str]]:
+    """Run a two-step workflow on a store of ``outage``'s kind; its info and the calls of
+    its step per idempotency key."""
     calls: Counter[str] = Counter()
 
     async def effect(n: int, idempotency_key: str) -> int:
         calls[idempotency_key] += 1
         return n
 
-    def setup(engine: WorkflowEngine) -> None:
-        @engine.workflow("outage")
-        async def outage(wf: Any, n: int) -> int:
-            first = await wf.step(effect, n, name="first")
-            second = await wf.step(effect, first + 1, name="second")
-            return int(second)
-
-    base: type[EventStore] = MemoryEventStore if env.kind == "memory" else SqliteEventStore
-    store = _failing_step_records(base, times=2)(*(() if env.kind == "memory" else (env.url,)))
+    store = outage(*(() if env.kind == "memory" else (env.url,)))
     await store.open()
     engine = WorkflowEngine(store, clock=env.clock())
-    setup(engine)
+
+    @engine.workflow("outage")
+    async def two_steps(wf: Any, n: int) -> int:
+        first = await wf.step(effect, n, name="first")
+        return int(await wf.step(effect, first + 1, name="second"))
+
     await engine.start()
     try:
-        handle = await engine.start_workflow("outage", 1, workflow_id="o1")
+        handle = await engine.start_workflow("outage", 1, workflow_id=workflow_id)
         assert await handle.result(timeout=HANG_GUARD) == 2
-        info = await engine.get_workflow("o1")
+        info = await engine.get_workflow(workflow_id)
     finally:
         await engine.stop()
         await store.close()
+    return info, calls
+
+
+def _base(env: Env) -> type[EventStore]:
+    return MemoryEventStore if env.kind == "memory" else SqliteEventStore
+
+
+async def test_a_store_error_recording_a_step_retries_instead_of_failing(env: Env) -> None:
+    info, calls = await _run_two_steps(env, _failing_step_records(_base(env), times=2), "o1")
     assert info.status is WorkflowStatus.COMPLETED
     assert [h.kind for h in info.history].count("step_completed") == 2
     # At least once: the step whose result was lost ran again, under the same key.
@@ -105,32 +115,8 @@ async def test_an_outage_that_outlasts_the_first_retry_still_finishes_the_instan
 ) -> None:
     """The reload after a store error is retried too: before, a second failure there left
     the instance unfinished under a live owner (logged, never retried, never adopted)."""
-    calls: Counter[str] = Counter()
-
-    async def effect(n: int, idempotency_key: str) -> int:
-        calls[idempotency_key] += 1
-        return n
-
-    def setup(engine: WorkflowEngine) -> None:
-        @engine.workflow("outage")
-        async def outage(wf: Any, n: int) -> int:
-            first = await wf.step(effect, n, name="first")
-            return int(await wf.step(effect, first + 1, name="second"))
-
-    base: type[EventStore] = MemoryEventStore if env.kind == "memory" else SqliteEventStore
-    outage_store = _outage_outlasting_the_first_retry(base, reads=3)
-    store = outage_store(*(() if env.kind == "memory" else (env.url,)))
-    await store.open()
-    engine = WorkflowEngine(store, clock=env.clock())
-    setup(engine)
-    await engine.start()
-    try:
-        handle = await engine.start_workflow("outage", 1, workflow_id="o2")
-        assert await handle.result(timeout=HANG_GUARD) == 2
-        info = await engine.get_workflow("o2")
-    finally:
-        await engine.stop()
-        await store.close()
+    outage_store = _outage_outlasting_the_first_retry(_base(env), reads=3)
+    info, calls = await _run_two_steps(env, outage_store, "o2")
     assert outage_store.reads_left == 0, "the reload's reads failed as planned"
     assert info.status is WorkflowStatus.COMPLETED
     assert set(calls) == {"o2:1:first", "o2:2:second"}
