@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from contexten.events.cloudevents import clamp_time
 from contexten.events.codec import encode_json
+from contexten.exceptions import StoreError
 from contexten.observability.logging import get_logger
 
 __all__ = [
@@ -81,6 +82,18 @@ def time_param(request: Request, name: str) -> datetime | None:
     return clamp_time(parsed)
 
 
+def _raised_at(error: BaseException) -> str | None:
+    """``module:function:line`` of the innermost frame of ``error``'s traceback."""
+    tb = error.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    module = tb.tb_frame.f_globals.get("__name__", "?")
+    return f"{module}:{code.co_name}:{tb.tb_lineno}"
+
+
 def guard(handler: Handler, *, not_found: tuple[type[Exception], ...] = ()) -> Handler:
     """``handler`` answering 400 for :class:`BadRequest` (and ``ValueError``), 404 for
     :class:`NotFound` and the ``not_found`` exceptions, and 503 for anything else (the store
@@ -95,7 +108,12 @@ def guard(handler: Handler, *, not_found: tuple[type[Exception], ...] = ()) -> H
         except missing:
             return error_response(404, "not found")
         except Exception as e:
-            _log.error("API request failed", path=request.url.path, error=type(e).__name__)
+            # A store failure is expected; anything else is a bug, and its type alone would
+            # not find it: say where it was raised (never the message: it can carry data).
+            where = None if isinstance(e, StoreError) else _raised_at(e)
+            _log.error(
+                "API request failed", path=request.url.path, error=type(e).__name__, where=where
+            )
             return error_response(503, "store unavailable")
 
     guarded.__name__ = handler.__name__
