@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -38,17 +37,16 @@ class TestSqliteReadModels(ReadModelsConformance):
 @pytest.mark.postgres
 class TestPostgresReadModels(ReadModelsConformance):
     @pytest.fixture(autouse=True)
-    async def _schemas(self, postgres_url: str) -> AsyncIterator[None]:
+    def _schemas(self, postgres_url: str, pg_schemas: Callable[[str], str]) -> None:
         self.url = postgres_url
-        self.token = uuid.uuid4().hex[:10]
-        self.made: set[str] = set()
-        yield
-        await _drop_schemas(postgres_url, self.made)
+        self.new_schema = pg_schemas
+        self.by_directory: dict[Path, str] = {}
 
     def make_store(self, directory: Path) -> EventStore:
-        schema = f"ctx_test_rm_{self.token}_{abs(hash(str(directory))) % 10**8}"
-        self.made.add(schema)
-        return PostgresEventStore(self.url, schema=schema)
+        # The same directory is the same store (a reopen): the same schema.
+        if directory not in self.by_directory:
+            self.by_directory[directory] = self.new_schema("ctx_test_rm")
+        return PostgresEventStore(self.url, schema=self.by_directory[directory])
 
 
 def test_backend_follows_the_store_url() -> None:
@@ -62,11 +60,13 @@ def test_backend_follows_the_store_url() -> None:
 
 
 @pytest.mark.postgres
-async def test_concurrent_opens_on_a_fresh_schema_all_succeed(postgres_url: str) -> None:
+async def test_concurrent_opens_on_a_fresh_schema_all_succeed(
+    postgres_url: str, pg_schemas: Callable[[str], str]
+) -> None:
     """Processes starting together each open the read models on their own connections; on
     a schema nobody created yet, every one of them must succeed (no unique violation from
     concurrent CREATE SCHEMA / CREATE TABLE IF NOT EXISTS)."""
-    schema = f"ctx_test_rm_race_{uuid.uuid4().hex[:10]}"
+    schema = pg_schemas("ctx_test_rm_race")
     openers = [PostgresReadModels(postgres_url, schema=schema) for _ in range(8)]
 
     async def start(models: PostgresReadModels) -> None:
@@ -87,38 +87,25 @@ async def test_concurrent_opens_on_a_fresh_schema_all_succeed(postgres_url: str)
         assert tables > len(builtin_projections())
     finally:
         await asyncio.gather(*(m.close() for m in openers))
-        await _drop_schemas(postgres_url, [schema])
 
 
 @pytest.mark.postgres
 async def test_postgres_read_models_commit_without_waiting_for_the_wal_flush(
-    postgres_url: str,
+    postgres_url: str, pg_schemas: Callable[[str], str]
 ) -> None:
     """Read models are rebuilt from the log: their connections commit asynchronously, while
     the event store's keep the server's default (synchronous)."""
-    schema = f"ctx_test_rm_async_{uuid.uuid4().hex[:10]}"
+    schema = pg_schemas("ctx_test_rm_async")
     models = PostgresReadModels(postgres_url, schema=schema)
     store = PostgresEventStore(postgres_url, schema=schema)
-    try:
-        async with store:
-            await models.open()
-            try:
-                async with models._require().acquire() as conn:
-                    assert await conn.fetchval("SHOW synchronous_commit") == "off"
-            finally:
-                await models.close()
-            pool = store._pool
-            assert pool is not None
-            async with pool.acquire() as conn:
-                assert await conn.fetchval("SHOW synchronous_commit") == "on"
-    finally:
-        await _drop_schemas(postgres_url, [schema])
-
-
-async def _drop_schemas(postgres_url: str, schemas: Iterable[str]) -> None:
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        for name in schemas:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
+    async with store:
+        await models.open()
+        try:
+            async with models._require().acquire() as conn:
+                assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        finally:
+            await models.close()
+        pool = store._pool
+        assert pool is not None
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
