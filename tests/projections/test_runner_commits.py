@@ -1,5 +1,6 @@
 """A running projection commits batches that write rows, not every batch it reads; stopped
-with folded-but-unsaved events, it folds them again and counts each event once."""
+with folded-but-unsaved events, it folds them again and counts each event once. Under a
+stream of events it commits about once per linger, and at once after a quiet spell."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from contexten import App
 from contexten.events.envelope import Event
+from contexten.exceptions import ConfigurationError
 from contexten.projections import Projection, ProjectionBatch, Table, create_read_models
-from contexten.projections.base import ReadModels, Write
+from contexten.projections.base import Commit, ReadModels, Write
+from contexten.projections.fanout import ProjectionFanout
+from contexten.projections.manager import DEFAULT_LINGER, LINGER_ENV
 from contexten.projections.runner import ProjectionRunner
 from contexten.store import create_store
 from contexten.store.base import Append, RecordedEvent
@@ -38,6 +45,10 @@ class CountingModels:
     async def commit(self, projection: Projection, writes: Sequence[Write], **kw: Any) -> None:
         self.commits.append(len(writes))
         await self.inner.commit(projection, writes, **kw)
+
+    async def commit_many(self, commits: Sequence[Commit]) -> set[str]:
+        self.commits.extend(len(c.writes) for c in commits)
+        return await self.inner.commit_many(commits)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -84,3 +95,58 @@ async def test_empty_batches_are_not_committed_and_a_restart_counts_once(tmp_pat
         await again.catch_up()
         assert await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": 4}
         await inner.close()
+
+
+@pytest.mark.parametrize("reader", ["fanout", "runner"])
+async def test_a_stream_is_committed_once_per_linger_and_a_quiet_spell_at_once(
+    tmp_path: Path, reader: str
+) -> None:
+    """A running projection (alone, or in the fan-out that is an app's read side) keeps
+    ``linger`` between two commits: the first event after a quiet spell is committed at
+    once, a full batch at once, and a short batch inside the linger waits for more."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    async with create_store(url) as store:
+        inner = create_read_models(store)
+        await inner.open()
+        models = CountingModels(inner)
+        runner = ProjectionRunner(store, models, Pushes(), batch_size=5)  # type: ignore[arg-type]
+        runner.linger = 3600.0  # nothing in this test may wait for it
+        if reader == "fanout":
+            fanout = ProjectionFanout(store, batch_size=5)
+            await fanout.join(runner)
+            task = asyncio.create_task(fanout.run(idle_wait=0.05))
+        else:
+            task = asyncio.create_task(runner.run(idle_wait=0.05))
+
+        async def pushes_folded(n: int) -> None:
+            async with asyncio.timeout(HANG_GUARD):
+                for _ in range(1_000_000):
+                    if await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": n}:
+                        return
+                    await asyncio.sleep(0.01)
+
+        try:
+            await store.append("github-acme", [Event(type="github.push")])
+            await pushes_folded(1)  # the first after a quiet spell: at once
+            assert models.commits == [1]
+            for _ in range(7):  # one commit each, as webhooks arrive
+                await store.append("github-acme", [Event(type="github.push")])
+            await pushes_folded(6)  # five make a full batch: at once
+            assert models.commits == [1, 1]
+            await asyncio.sleep(0.3)  # the last two wait for more (or for the linger)
+            assert models.commits == [1, 1]
+            assert await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": 6}
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await inner.close()
+
+
+def test_an_app_lingers_by_default_and_as_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(LINGER_ENV, raising=False)
+    assert App("memory://").projections.runner("events").linger == DEFAULT_LINGER
+    monkeypatch.setenv(LINGER_ENV, "0")
+    assert App("memory://").projections.runner("events").linger == 0
+    monkeypatch.setenv(LINGER_ENV, "a while")
+    with pytest.raises(ConfigurationError, match=LINGER_ENV):
+        App("memory://")

@@ -9,8 +9,9 @@ position; the batches they fold from one read are committed together
 Each projection keeps everything that is its own: its checkpoint (each batch is still a
 compare-and-swap on its own checkpoint, so a conflict drops only that projection's
 batch), the runner's
-commit batching (:attr:`~ProjectionRunner.checkpoint_interval`; the reader lingers as long
-as the longest :attr:`~ProjectionRunner.linger` of its projections), its version check and
+commit batching (:attr:`~ProjectionRunner.checkpoint_interval`; the reader keeps the
+longest :attr:`~ProjectionRunner.linger` of its projections between two commits, waiting
+to fill a short batch), its version check and
 rebuild (run when it joins, before it folds anything: see :meth:`ProjectionRunner.prepare`).
 
 A projection whose ``apply`` fails does not hold the others up: its error is recorded for
@@ -85,6 +86,8 @@ class ProjectionFanout:
         self.records_read = 0
         """Log entries those reads returned."""
         self._lanes: dict[str, _Lane] = {}
+        self._committed_at = float("-inf")
+        """When (monotonic) the last batch of rows was committed (the linger counts from it)."""
         self._lock = asyncio.Lock()
         self._log = get_logger("contexten.projections")
 
@@ -152,7 +155,10 @@ class ProjectionFanout:
                 if not lane.loaded:
                     await self._load(lane)
             after = min(lane.folded for lane in lanes)
-            records = await self._read(after, max(lane.runner.linger for lane in lanes))
+            linger = max(lane.runner.linger for lane in lanes)
+            if linger > 0:
+                linger = max(0.0, linger - (time.monotonic() - self._committed_at))
+            records = await self._read(after, linger)
             async with self._lock:
                 saves: list[_Save] = []
                 for lane in lanes:
@@ -162,6 +168,8 @@ class ProjectionFanout:
                             saves.append(save)
                 if saves:
                     await self._save(saves)
+                    if any(save.batch is not None and len(save.batch) for save in saves):
+                        self._committed_at = time.monotonic()
             if not records:
                 await self.store.wait_for_new(after, timeout=self._idle_timeout(idle_wait))
 

@@ -16,9 +16,12 @@ is a write transaction (on SQLite, in the read models' own file, a thread hop an
 append) and one per small batch cost the hot paths (B1, B2) a third to a half of their
 throughput:
 
-* if :attr:`~ProjectionRunner.linger` is set (off by default: pages and APIs expect rows a
-  few milliseconds after a write), having read fewer than a full batch, it waits up to that
-  many seconds for more events and folds them all in one transaction;
+* if :attr:`~ProjectionRunner.linger` is set (0 for a bare runner; an app's projections
+  use :data:`~contexten.projections.manager.DEFAULT_LINGER`, 20 ms, see there), it commits
+  at most about once per ``linger``: having read fewer than a full batch within ``linger``
+  of its last commit, it waits out the rest of it for more events and folds them all in one
+  transaction. A batch after a quiet spell is folded and committed at once, so rows a page
+  or an API call expects appear as soon as before unless events stream in;
 * a batch that changes no rows (most, for a projection interested in few event types) is
   not committed on its own: the position stays in memory and is saved with the next batch
   that writes rows, or once :attr:`~ProjectionRunner.checkpoint_interval` seconds passed
@@ -136,7 +139,8 @@ class ProjectionRunner:
         """Seconds a running runner may hold folded-but-unsaved empty batches (see the
         module docstring)."""
         self.linger = 0.0
-        """Seconds a running runner waits to fill a batch before folding it (0: never)."""
+        """Seconds a running runner keeps between two commits, at least, by waiting to fill a
+        short batch (0: never waits; see the module docstring)."""
         self.running = False
         self.rebuilding = False
         self.last_error: str | None = None
@@ -239,15 +243,19 @@ class ProjectionRunner:
         self.running = True
         saved = folded = (await self.models.checkpoint(self.projection.name)).position
         saved_at = time.monotonic()
+        committed_at = float("-inf")  # the last commit of rows: the linger counts from it
         try:
             while True:
                 try:
-                    position, read, batch = await self._fold(folded, linger=self.linger)
+                    linger = max(0.0, self.linger - (time.monotonic() - committed_at))
+                    position, read, batch = await self._fold(folded, linger=linger)
                     now = time.monotonic()
                     due = now - saved_at >= self.checkpoint_interval
                     if batch is not None and (batch.writes or due):
                         await self.save(batch, saved, position)
                         saved, saved_at = position, now
+                        if len(batch):
+                            committed_at = now
                     elif batch is None and folded > saved and due:  # caught up, save now
                         await self.save(None, saved, folded)
                         saved, saved_at = folded, now
