@@ -14,6 +14,10 @@ the rows differ only in how the event travels. Latency runs offer a steady 1,000
 measure publish -> handler start.
 
 Run: ``.venv/bin/python bench/b1_dispatch.py [--events 100000] [--rate 1000 --seconds 5]``
+
+Every row runs on the event loop a Contexten process uses (``contexten.event_loop``: uvloop
+when installed); ``CONTEXTEN_EVENT_LOOP=asyncio`` in front runs them all on the standard
+loop instead (the loop an App embedded in a script's own ``asyncio.run`` gets).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from _group_commit import GroupCommitWriter
 
-from contexten import App, Event
+from contexten import App, Event, event_loop
 from contexten.events import encode_event
 from contexten.observability.logging import configure_logging
 
@@ -54,6 +58,11 @@ class Result:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000
+
+
+def loop_name() -> str:
+    """The running event loop's library (``uvloop`` or ``asyncio``)."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
 
 
 async def fan_out(n: int, publish: Callable[[int], Awaitable[None]]) -> None:
@@ -258,7 +267,7 @@ async def main() -> None:
         rows.append(durable)
         print_table(
             f"B1 throughput: {n:,} events, {PUBLISHERS} concurrent publishers, "
-            f"{os.cpu_count()} cores",
+            f"{os.cpu_count()} cores, {loop_name()} event loop",
             rows,
         )
         mem = next(r for r in rows if r.name == "contexten memory://")
@@ -285,4 +294,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     configure_logging(level="WARNING")
-    asyncio.run(main())
+    event_loop.run(main())  # uvloop unless CONTEXTEN_EVENT_LOOP=asyncio, as a worker

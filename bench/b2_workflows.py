@@ -16,6 +16,10 @@ result. ``--profile`` prints where Contexten's time goes (cProfile, top function
 machine it is steadier than workflows/s, which depend on the CPU and the fsyncs the run got.
 
 Run: ``.venv/bin/python bench/b2_workflows.py [--workflows 1000] [--concurrency 100]``
+
+Every row runs on the event loop a Contexten process uses (``contexten.event_loop``: uvloop
+when installed); ``CONTEXTEN_EVENT_LOOP=asyncio`` in front runs them all on the standard
+loop instead (the loop an App embedded in a script's own ``asyncio.run`` gets).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 
 from _group_commit import GroupCommitWriter
 
+from contexten import event_loop
 from contexten.store.sqlite import SqliteEventStore
 from contexten.workflows import WorkflowEngine
 
@@ -193,7 +198,8 @@ async def main() -> None:
         ours = await contexten(n, c, tmp, args.profile)
         peer = await dbos(n, c, tmp)
     results = [limit, ours] + ([peer] if peer is not None else [])
-    print(f"B2: {n} three-step workflows, {c} at a time, SQLite synchronous=FULL\n")
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    print(f"B2: {n} three-step workflows, {c} at a time, SQLite synchronous=FULL, {loop} loop\n")
     print(table(results, limit))
     if peer is None:
         print("\nDBOS Transact is not installed (pip install dbos): peer column skipped.")
@@ -202,4 +208,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())  # uvloop unless CONTEXTEN_EVENT_LOOP=asyncio, as a worker

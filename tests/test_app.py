@@ -13,6 +13,7 @@ import pytest
 
 import contexten
 from contexten import App, Event, HandlerContext, RetryPolicy, Subscription
+from contexten.event_loop import EVENT_LOOP_ENV
 from contexten.exceptions import AppNotRunning, ConfigurationError
 from contexten.store.memory import MemoryEventStore
 from contexten.testing import EventCapture, TestApp, create_test_app
@@ -268,13 +269,17 @@ async def test_serve_until_stopped() -> None:
         await app.publish(Event(type="a.b"))
 
 
-async def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("choice", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+async def test_run_stops_cleanly_on_sigterm(tmp_path: Path, choice: str | None, loop: str) -> None:
+    """App.run() (and so ``contexten worker``) runs on uvloop, as ``serve`` does, unless
+    CONTEXTEN_EVENT_LOOP says asyncio; either way SIGTERM stops it cleanly."""
     script = tmp_path / "service.py"
     url = f"sqlite:///{tmp_path / 'run.db'}"
     script.write_text(
         textwrap.dedent(
             f"""
-            import sys
+            import asyncio
+            import gc
             from contexten import App
 
             app = App({url!r})
@@ -285,7 +290,8 @@ async def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 
             @app.on_startup
             async def ready():
-                print("ready", flush=True)
+                loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+                print("ready", loop, gc.get_freeze_count() > 0, flush=True)
 
             @app.on_shutdown
             async def bye():
@@ -295,15 +301,19 @@ async def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             """
         )
     )
+    env = {k: v for k, v in os.environ.items() if k != EVENT_LOOP_ENV}
+    if choice is not None:
+        env[EVENT_LOOP_ENV] = choice
     async with asyncio.timeout(HANG_GUARD):
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(script),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         assert proc.stdout is not None
-        assert await proc.stdout.readline() == b"ready\n"
+        assert await proc.stdout.readline() == f"ready {loop} True\n".encode()
         os.kill(proc.pid, signal.SIGTERM)
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self, TypeVar
 
 import structlog
 
+from contexten import event_loop
 from contexten.bus.dead_letters import DeadLetterQueue
 from contexten.bus.dispatcher import Dispatcher
 from contexten.bus.health import HealthReport, ProjectionHealth, check_health
@@ -58,12 +59,14 @@ from contexten.bus.subscription import (
     default_name,
 )
 from contexten.clock import Clock, WallClock
+from contexten.event_loop import serving_gc
 from contexten.events.envelope import Event
 from contexten.exceptions import AppNotRunning, ConfigurationError, ContextenError
 from contexten.observability import tracing
 from contexten.observability.logging import configure_logging, get_logger
 from contexten.observability.redaction import redact_url
 from contexten.projections import Projection, Projections, create_read_models
+from contexten.projections.manager import linger_from_env
 from contexten.projections.read_side import ReadSide, builtin_projections
 from contexten.resilience.retry import RetryPolicy
 from contexten.resilience.supervisor import Supervisor, TaskState
@@ -216,7 +219,10 @@ class App:
         """The durable workflow engine; it runs while the app dispatches, if anything is
         registered with :meth:`workflow` or :meth:`add`."""
         self.projections = Projections(
-            self._store, create_read_models(self._store), batch_size=batch_size
+            self._store,
+            create_read_models(self._store),
+            batch_size=batch_size,
+            linger=linger_from_env(),
         )
         """The read models (built-ins and :meth:`add_projection`); they run while the app
         dispatches."""
@@ -934,16 +940,20 @@ class App:
                 loop.remove_signal_handler(sig)
 
     def run(self) -> None:
-        """Run the app until SIGINT or SIGTERM, then stop cleanly (for scripts).
+        """Run the app until SIGINT or SIGTERM, then stop cleanly (for scripts and
+        ``contexten worker``).
 
-        Configures logging (JSON lines unless on a terminal) if nobody has. A Contexten error
-        that stops the app (an unreadable or corrupt store...) ends the process with status 1
-        and a one-line message rather than a traceback.
+        It owns the process, so it runs as ``contexten serve`` does: on uvloop when installed
+        and with the garbage collector tuned for a long-running server (see
+        :mod:`contexten.event_loop`). Configures logging (JSON lines unless on a terminal) if
+        nobody has. A Contexten error that stops the app (an unreadable or corrupt store...)
+        ends the process with status 1 and a one-line message rather than a traceback.
         """
         if not structlog.is_configured():
             configure_logging()
         try:
-            asyncio.run(self.serve())
+            with serving_gc():
+                event_loop.run(self.serve())
         except ContextenError as e:
             self._log.error("app failed", error_type=type(e).__name__)
             raise SystemExit(f"error: {e}") from None

@@ -35,7 +35,6 @@ asyncio loop and ``h11``.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -48,6 +47,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from contexten.app import App
+from contexten.event_loop import loop_choice, serving_gc
 from contexten.ingress.app import create_ingress_app
 from contexten.ingress.config import IngressConfig
 from contexten.ingress.frontdoor import ConnectionCollector, FrontDoorConfig, FrontDoorLimits
@@ -64,8 +64,6 @@ BootstrapAnnouncer = Callable[[IssuedToken, str], None]
 
 _log = get_logger("contexten.server")
 _SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
-_GC_YOUNG_THRESHOLD: Final = 7_000
-"""Allocations between young-generation collections while :meth:`IngressServer.run` serves."""
 
 
 def _build(
@@ -178,7 +176,8 @@ class IngressServer:
         http: uvicorn's HTTP implementation: ``"auto"`` (httptools when installed), ``"h11"``
             or ``"httptools"``.
         loop: uvicorn's event loop: ``"auto"`` (uvloop when installed), ``"asyncio"`` or
-            ``"uvloop"``.
+            ``"uvloop"``; None: ``CONTEXTEN_EVENT_LOOP`` (see
+            :func:`~contexten.event_loop.loop_choice`), else ``"auto"``.
         extra_routes: more routes to serve, each with the action it needs.
         close_store: close the store at shutdown even when the App does not own it.
         announce_bootstrap: create the first admin token when none is configured and call
@@ -195,7 +194,7 @@ class IngressServer:
         graceful_timeout: int = 30,
         access_log: bool = False,
         http: str = "auto",
-        loop: str = "auto",
+        loop: str | None = None,
         extra_routes: Sequence[tuple[BaseRoute, RouteAction]] = (),
         close_store: bool = True,
         announce_bootstrap: BootstrapAnnouncer | None = None,
@@ -226,7 +225,7 @@ class IngressServer:
             ),
             host=host,
             port=port,
-            loop=loop,
+            loop=loop if loop is not None else loop_choice(),
             http=http,
             ws="none",
             lifespan="on",
@@ -299,12 +298,13 @@ class IngressServer:
         self._check_started()
 
     def run(self) -> None:
-        """Like :meth:`serve`, in a new event loop (uvloop when installed and ``loop="auto"``).
+        """Like :meth:`serve`, in a new event loop (uvloop when installed, unless ``loop`` says
+        otherwise).
 
         As it owns the process, it also tunes the cyclic garbage collector for serving (see
-        :func:`_serving_gc`).
+        :func:`~contexten.event_loop.serving_gc`).
         """
-        with _serving_gc(), contextlib.suppress(SystemExit):
+        with serving_gc(), contextlib.suppress(SystemExit):
             self._server.run()
         self._check_started()
 
@@ -331,28 +331,6 @@ def _route_uvicorn_logs(*, access_log: bool) -> None:
         logger.handlers = []
         logger.setLevel(logging.NOTSET)
         logger.propagate = name != "uvicorn.access" or access_log
-
-
-@contextlib.contextmanager
-def _serving_gc() -> Iterator[None]:
-    """Freeze what exists at startup and collect the young generation less often, then undo.
-
-    Why: each decoded webhook allocates a few hundred containers, so with the default
-    threshold (700) the collector ran every few requests and re-scanned the long-lived
-    objects of the App and its imports: ~0.8 s of collection in a 5 s B3 run at c=50, about
-    10% of the event loop's thread. Frozen objects are never scanned (they are still freed by
-    reference counting); cycles made while serving are still collected, just in fewer, larger
-    passes.
-    """
-    previous = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(max(previous[0], _GC_YOUNG_THRESHOLD), *previous[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*previous)
-        gc.unfreeze()
 
 
 def serve(
