@@ -5,7 +5,11 @@ Side by side in one run, each server in its own subprocess on one uvicorn worker
 * **bare**: a Starlette handler that only reads the body, verifies the HMAC and parses the
   JSON, then answers 202 (the limit: no storage);
 * **contexten**: ``contexten serve``'s server (``IngressServer``) for a bare ``App`` on SQLite
-  (WAL, ``synchronous=FULL``, group commit): verify, normalise, dedup and commit, then 202.
+  (WAL, ``synchronous=FULL``, group commit): verify, normalise, dedup and commit, then 202;
+  the same process keeps the read models and would dispatch (the all-in-one default);
+* **contexten-ingest**: the same server for an ``App(dispatch=False)``, what
+  ``contexten serve --no-dispatch`` runs when workers do the rest (see "Scaling out" in the
+  README): the webhook path alone, with every check and the same durable commit.
 
 Throughput runs hit each server at 50 and 1,000 connections for ``--seconds`` (default 15)
 and report requests/s, p50 and p99, and the server's CPU time per request: counted from the
@@ -136,6 +140,7 @@ def serve_contexten(
     latency_out: str | None,
     trace: bool = False,
     trace_before: str | None = None,
+    dispatch: bool = True,
 ) -> None:
     """contexten serve's server for an App on SQLite (with a recording handler if asked;
     with ``trace``, OpenTelemetry on: 100% sampled, batch processor, spans dropped; with
@@ -152,7 +157,7 @@ def serve_contexten(
         previous = _tracing_before.load(trace_before) if trace_before else None
         _tracing_before.switch("before" if previous else "on", previous)
     os.environ["CONTEXTEN_GITHUB_WEBHOOK_SECRET"] = SECRET
-    app = App(f"sqlite:///{db}")
+    app = App(f"sqlite:///{db}", dispatch=dispatch)
     if latency_out:
         delays: list[float] = []
 
@@ -217,7 +222,11 @@ def server(kind: str, impl: str, *extra: str) -> Any:
             command, stdout=subprocess.DEVNULL, cwd=Path(__file__).parent, env=env
         )
     else:
-        command = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--impl", impl]
+        command = [sys.executable, __file__, "--port", str(port), "--impl", impl]
+        if kind == "contexten-ingest":
+            command += ["--serve", "contexten", "--no-dispatch"]
+        else:
+            command += ["--serve", kind]
         proc = subprocess.Popen([*command, *extra], stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -512,7 +521,7 @@ def stored_events(db: Path) -> int:
 
 def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[Load]:
     results: list[Load] = []
-    kinds = ["bare", "contexten"]
+    kinds = ["bare", "contexten", "contexten-ingest"]
     if args.granian:
         kinds += ["bare-granian", "contexten-granian"]
     for connections in (50, 1000):
@@ -590,6 +599,7 @@ def main() -> None:
     parser.add_argument("--serve", choices=["bare", "contexten"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--no-dispatch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--latency-out", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace-before", help=argparse.SUPPRESS)
@@ -608,7 +618,13 @@ def main() -> None:
         return serve_bare(args.port, args.impl)
     if args.serve == "contexten":
         return serve_contexten(
-            args.port, args.impl, args.db, args.latency_out, args.trace, args.trace_before
+            args.port,
+            args.impl,
+            args.db,
+            args.latency_out,
+            args.trace,
+            args.trace_before,
+            dispatch=not args.no_dispatch,
         )
 
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
@@ -646,12 +662,15 @@ def main() -> None:
     for connections in (50, 1000):
         share = by["contexten", connections].rate / by["bare", connections].rate
         print(f"  c={connections:<5} contexten/bare throughput {share:6.1%}  (target >= 60%)")
+        ingest = by["contexten-ingest", connections].rate / by["bare", connections].rate
+        print(f"  c={connections:<5} contexten-ingest/bare throughput {ingest:6.1%}")
         cpu_share = by["bare", connections].cpu_us / by["contexten", connections].cpu_us
         print(f"  c={connections:<5} bare/contexten server CPU per request {cpu_share:6.1%}")
         if args.granian:
             on_granian = by["contexten-granian", connections].rate / by["bare", connections].rate
             print(f"  c={connections:<5} contexten on granian / bare (uvicorn) {on_granian:6.1%}")
     print(f"  c=50    contexten p99 {by['contexten', 50].p99_ms:.2f} ms  (target < 25 ms)")
+    print(f"  c=50    contexten-ingest p99 {by['contexten-ingest', 50].p99_ms:.2f} ms")
     print(
         f"  {args.rate:g}/s   request->handler p99 {_pct(handler_ms, 0.99):.2f} ms  "
         "(target < 25 ms)"
