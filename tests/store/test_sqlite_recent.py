@@ -13,6 +13,7 @@ from contexten.store.sqlite import SqliteEventStore
 async def test_tail_reads_from_memory_equal_reads_from_the_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'recent.db'}"
     async with SqliteEventStore(url) as writer:
+        assert await writer.read_all() == []  # a reader: from now on commits are remembered
         await asyncio.gather(
             *(
                 writer.commit(
@@ -51,3 +52,22 @@ async def test_another_process_commits_are_never_skipped(tmp_path: Path) -> None
             seen.extend(r.event.data["i"] for r in page)
             after = page[-1].position
     assert seen == list(range(30))
+
+
+async def test_a_store_nobody_reads_remembers_nothing(tmp_path: Path) -> None:
+    """An ingest-only process (``serve --no-dispatch``) keeps no window of its commits; one
+    read starts it, and reads before the window's start come from the file."""
+    url = f"sqlite:///{tmp_path / 'ingest.db'}"
+    async with SqliteEventStore(url) as store:
+        for i in range(20):
+            await store.append("s", [Event(type="t.x", data={"i": i})])
+        assert store._recent.read(0, 100) is None  # nothing held
+        first = await store.read_all(after=0, limit=100)
+        for i in range(20, 30):
+            await store.append("s", [Event(type="t.x", data={"i": i})])
+        held = store._recent.read(20, 100)
+        assert held is not None
+        assert [r.event.data["i"] for r in held] == list(range(20, 30))
+        everything = await store.read_all(after=0, limit=100)
+    assert [r.event.data["i"] for r in first] == list(range(20))
+    assert [r.event.data["i"] for r in everything] == list(range(30))

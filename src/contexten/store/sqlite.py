@@ -185,6 +185,8 @@ class SqliteEventStore(EventStore):
         self._conns_lock = threading.Lock()
         self._notifier = HeadNotifier()
         self._recent = RecentLog(_RECENT_CAPACITY)
+        self._tailed = False
+        """Whether anything in this process reads the log (then commits are remembered)."""
         self._watcher: asyncio.Task[None] | None = None
         self._open_lock = asyncio.Lock()
 
@@ -236,7 +238,16 @@ class SqliteEventStore(EventStore):
             raise
 
     def _remember(self, batch: list[CommitRequest], outcomes: list[Outcome], now: int) -> None:
-        """Keep what this store just committed, so tailing readers skip the database."""
+        """Keep what this store just committed, so tailing readers skip the database.
+
+        Only once something in this process has read the log: a process that only writes
+        (``contexten serve --no-dispatch``) would otherwise build and hold up to
+        ``_RECENT_CAPACITY`` records nobody reads (B3: 5% of its event loop, and the
+        webhooks' bodies in memory). A window that starts late is still correct: a read
+        before its first position goes to the file.
+        """
+        if not self._tailed:
+            return
         recorded_at = _EPOCH + timedelta(microseconds=now)
         recent = self._recent
         for request, outcome in zip(batch, outcomes, strict=True):
@@ -385,6 +396,7 @@ class SqliteEventStore(EventStore):
         """
         if as_of is None and limit > 0:
             self._require_writer()
+            self._tailed = True
             recent = self._recent.read(after, limit)
             if recent is not None:
                 return recent
