@@ -505,7 +505,13 @@ class App:
                 # followed here and their status changes stored as codegen.agent_run.* events.
                 from contexten.agents.codegen_runs import AgentRunWatcher
 
-                watcher = AgentRunWatcher(self._store, runtime.clients, clock=self.clock)
+                watcher = AgentRunWatcher(
+                    self._store,
+                    runtime.clients,
+                    clock=self.clock,
+                    owner=self._dispatcher.worker_id,  # one process polls, by lease
+                    lease_ttl=self._dispatcher.leases.lease,
+                )
                 self.supervisor.start(CODEGEN_WATCHER, watcher.run)
 
     def _watcher_stopped(self) -> bool:

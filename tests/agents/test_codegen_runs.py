@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contexten import App, Event
-from contexten.agents.codegen_runs import AgentRunWatcher, run_stream
+from contexten.agents.codegen_runs import LEASE_GROUP, AgentRunWatcher, run_stream
 from contexten.exceptions import PlatformUnavailable
 from contexten.integrations import codegen
 from contexten.integrations.action import ActionRecord
@@ -137,3 +137,31 @@ async def test_an_app_that_starts_no_run_opens_no_codegen_client() -> None:
     async with app:
         await asyncio.sleep(0.05)
         assert app.clients.clients() == {}
+
+
+async def test_one_watcher_polls_at_a_time_by_lease(tmp_path: Path) -> None:
+    """Every dispatching process starts a watcher; only the lease holder reads the runs, and
+    another takes over (reading the statuses from the store) once the holder is gone."""
+    sandbox = Sandbox()
+    store = create_store(f"sqlite:///{tmp_path / 'lease.db'}")
+    await store.open()
+    async with sandbox.clients(retry=RetryPolicy.no_retries()) as clients:
+        run = sandbox.codegen.start_run("ENG-4 Fix", {})
+        await store.append("actions-codegen", [_create_action(run["id"], "ENG-4")])
+        one = AgentRunWatcher(store, clients, owner="host/1/a", lease_ttl=60)
+        two = AgentRunWatcher(store, clients, owner="host/2/b", lease_ttl=60)
+        assert await one.poll_once() == 1
+        assert await two.poll_once() == 0
+        assert two.watching == {}  # it read nothing: the lease is held
+        [lease] = await store.partitions(LEASE_GROUP)
+        assert (lease.owner, lease.held) == ("host/1/a", True)
+        sandbox.codegen.finish_all()
+        await store.remove_worker("host/1/a")  # the holder stopped: its lease is freed
+        assert await two.poll_once() == 1  # "completed", after reading "queued" as stored
+        assert await one.poll_once() == 0  # the lease is the other's now
+    events = await store.read_stream(run_stream(str(run["id"])))
+    assert [r.event.type for r in events] == [
+        "codegen.agent_run.created",
+        "codegen.agent_run.completed",
+    ]
+    await store.close()

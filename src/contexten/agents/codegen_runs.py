@@ -12,6 +12,12 @@ documents no webhooks. :class:`AgentRunWatcher` is the App's durable poller:
   stream. After a restart the watcher reads each unfinished run's stream to learn the
   status it had, and carries on; a transition seen twice (two workers, a restart between
   the read and the append) is stored once.
+* **Who polls**: one process at a time. Every dispatching process starts a watcher, but only
+  the one holding the lease of the group ``agents:codegen-runs`` (one partition, renewed by
+  its dispatcher's heartbeat) reads the runs; the others wait for it to lapse (a dead
+  process) or be freed (a clean stop) and claim it at their next round. N workers used to
+  make N reads of every run every round, against Codegen's rate limit, to store each change
+  once.
 * **Pace**: every ``poll_interval`` seconds of the Codegen client (15 by default,
   ``CONTEXTEN_CODEGEN_POLL_INTERVAL``), through the client's own rate limits; when every read
   of a round fails, the next round waits twice as long, up to ``max_backoff``.
@@ -39,12 +45,14 @@ from contexten.integrations.codegen import (
 )
 from contexten.store.base import EventStore
 
-__all__ = ["ACTIONS_STREAM", "CREATE_ACTION_EVENT", "AgentRunWatcher"]
+__all__ = ["ACTIONS_STREAM", "CREATE_ACTION_EVENT", "LEASE_GROUP", "AgentRunWatcher"]
 
 ACTIONS_STREAM: Final = "actions-codegen"
 """The stream the App records Codegen actions in."""
 CREATE_ACTION_EVENT: Final = "contexten.action.codegen.create_agent_run"
 """The recorded action that names a run to watch."""
+LEASE_GROUP: Final = "agents:codegen-runs"
+"""The lease (one partition) that says which process polls."""
 
 _log = logging.getLogger("contexten.agents.codegen_runs")
 _PAGE: Final = 500
@@ -83,6 +91,10 @@ class AgentRunWatcher:
         clock: what the waits between rounds are measured with.
         max_age: runs started longer ago than this are not resumed after a restart.
         max_backoff: the longest wait after failed rounds, in seconds.
+        owner: the worker id it polls as (the App's dispatcher's, whose heartbeat renews the
+            lease); it polls only while it holds :data:`LEASE_GROUP`. None: always (a lone
+            watcher).
+        lease_ttl: seconds a lease it claims lasts without renewal.
     """
 
     def __init__(
@@ -93,12 +105,18 @@ class AgentRunWatcher:
         clock: Clock | None = None,
         max_age: timedelta = timedelta(days=7),
         max_backoff: float = 300.0,
+        owner: str | None = None,
+        lease_ttl: float = 10.0,
     ) -> None:
         self.store = store
         self.clients = clients
         self.clock = clock or WallClock()
         self.max_age = max_age
         self.max_backoff = max_backoff
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self._leased = False
+        self._ensured = False
         self._version = 0
         self._runs: dict[str, _Watched] = {}
         self._failures = 0
@@ -128,6 +146,30 @@ class AgentRunWatcher:
             if len(page) < _PAGE:
                 return
 
+    async def _holds_lease(self) -> bool:
+        """Whether this watcher may poll now: it holds the lease, or has just claimed it.
+
+        On taking the lease over, it forgets what it knew: the previous holder may have
+        stored changes since, so the runs and their statuses are read from the store again.
+        """
+        if self.owner is None:
+            return True
+        if not self._ensured:
+            await self.store.ensure_partitions(LEASE_GROUP, 1, position=0)
+            self._ensured = True
+        parts = await self.store.partitions(LEASE_GROUP)
+        held = any(p.owner == self.owner and p.held for p in parts)
+        if not held and not any(p.held for p in parts):  # free, or its lease lapsed
+            held = bool(
+                await self.store.claim_partitions(
+                    LEASE_GROUP, self.owner, limit=1, ttl=self.lease_ttl
+                )
+            )
+        if held and not self._leased:
+            self._version, self._runs = 0, {}
+        self._leased = held
+        return held
+
     async def _stored_status(self, run_id: str) -> str:
         """The status of the last event stored for the run (``""`` when none is)."""
         events = await self.store.read_stream(run_stream(run_id))
@@ -136,11 +178,14 @@ class AgentRunWatcher:
     async def poll_once(self) -> int:
         """One round: pick up new runs, read each watched run, store what changed.
 
-        Returns how many events were appended (repeats the store already had count too).
+        Returns how many events were appended (repeats the store already had count too);
+        0 without a read when another process holds the lease.
 
         Raises:
             ContextenError: every read of the round failed (the caller backs off).
         """
+        if not await self._holds_lease():
+            return 0
         await self._catch_up()
         if not self._runs:
             return 0
