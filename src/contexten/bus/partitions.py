@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from contexten.exceptions import ConfigurationError
+from contexten.settings import seconds_from_env
 from contexten.store.base import EventStore, WorkerInfo
 
 __all__ = [
@@ -116,16 +117,6 @@ def members(workers: Sequence[WorkerInfo], group: str) -> list[WorkerInfo]:
     return [w for w in workers if w.alive and not w.draining and group in w.groups]
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
-
-
 @dataclass(frozen=True, slots=True)
 class LeaseSettings:
     """How subscriptions are split and shared among workers.
@@ -164,8 +155,8 @@ class LeaseSettings:
             raise ConfigurationError(f"CONTEXTEN_PARTITIONS must be a whole number, got {raw!r}")
         return cls(
             partitions=int(raw),
-            lease=_env_float("CONTEXTEN_LEASE_SECONDS", 10.0),
-            heartbeat=_env_float("CONTEXTEN_HEARTBEAT_SECONDS", 2.0),
+            lease=seconds_from_env("CONTEXTEN_LEASE_SECONDS", 10.0),
+            heartbeat=seconds_from_env("CONTEXTEN_HEARTBEAT_SECONDS", 2.0),
             reap_local=os.environ.get("CONTEXTEN_REAP_LOCAL_WORKERS", "1") != "0",
         )
 

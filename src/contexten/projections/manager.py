@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -13,6 +12,7 @@ from contexten.projections.base import Projection, Query, ReadModels, Table
 from contexten.projections.fanout import ProjectionFanout
 from contexten.projections.ownership import ProjectionOwnership, projection_group
 from contexten.projections.runner import Progress, ProjectionRunner, ProjectionStatus
+from contexten.settings import seconds_from_env
 from contexten.store.base import EventStore
 
 __all__ = ["DEFAULT_LINGER", "LINGER_ENV", "Projections", "TaskStarter", "linger_from_env"]
@@ -37,18 +37,7 @@ def linger_from_env(default: float = DEFAULT_LINGER) -> float:
     Raises:
         ConfigurationError: the variable is not a number of seconds from 0 to 1.
     """
-    raw = os.environ.get(LINGER_ENV)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise ConfigurationError(
-            f"{LINGER_ENV} must be a number of seconds from 0 to 1, not {raw!r}"
-        )
-    return value
+    return seconds_from_env(LINGER_ENV, default, most=1.0)
 
 
 class TaskStarter(Protocol):

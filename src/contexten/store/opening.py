@@ -15,14 +15,14 @@ change it.
 
 from __future__ import annotations
 
-import os
 import time
 
 from contexten.clock import Clock, WallClock
-from contexten.exceptions import ConfigurationError, StoreUnavailable
+from contexten.exceptions import StoreUnavailable
 from contexten.observability.logging import get_logger
 from contexten.observability.redaction import redact_text, redact_url
 from contexten.resilience.retry import RetryPolicy
+from contexten.settings import seconds_from_env
 from contexten.store.base import EventStore
 
 __all__ = ["OPEN_WAIT_ENV", "open_wait_from_env", "open_with_retry"]
@@ -60,16 +60,7 @@ def open_wait_from_env(default: float) -> float:
     Raises:
         ConfigurationError: the variable is not a number >= 0.
     """
-    raw = os.environ.get(OPEN_WAIT_ENV)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ConfigurationError(f"{OPEN_WAIT_ENV} must be a number of seconds >= 0, not {raw!r}")
-    return value
+    return seconds_from_env(OPEN_WAIT_ENV, default)
 
 
 async def open_with_retry(
