@@ -5,7 +5,8 @@ stream of events it commits about once per linger, and at once after a quiet spe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from contexten.projections.fanout import ProjectionFanout
 from contexten.projections.manager import DEFAULT_LINGER, LINGER_ENV
 from contexten.projections.runner import ProjectionRunner
 from contexten.store import create_store
-from contexten.store.base import Append, RecordedEvent
+from contexten.store.base import Append, EventStore, RecordedEvent
 
 HANG_GUARD = 30
 
@@ -54,6 +55,20 @@ class CountingModels:
         return getattr(self.inner, name)
 
 
+@contextlib.asynccontextmanager
+async def counted_models(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[EventStore, ReadModels, CountingModels]]:
+    """A SQLite store, its read models, and the same read models counting their commits."""
+    async with create_store(f"sqlite:///{tmp_path / 'events.db'}") as store:
+        inner = create_read_models(store)
+        await inner.open()
+        try:
+            yield store, inner, CountingModels(inner)
+        finally:
+            await inner.close()
+
+
 async def _until_caught_up(runner: ProjectionRunner) -> None:
     async with asyncio.timeout(HANG_GUARD):
         for _ in range(1_000_000):
@@ -63,11 +78,7 @@ async def _until_caught_up(runner: ProjectionRunner) -> None:
 
 
 async def test_empty_batches_are_not_committed_and_a_restart_counts_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'events.db'}"
-    async with create_store(url) as store:
-        inner = create_read_models(store)
-        await inner.open()
-        models = CountingModels(inner)
+    async with counted_models(tmp_path) as (store, inner, models):
         runner = ProjectionRunner(store, models, Pushes(), batch_size=100)  # type: ignore[arg-type]
         runner.checkpoint_interval = 0.5  # writes save at once, the rest within 0.5 s
         # 2,000 events the projection ignores: 20 batches, folded back to back.
@@ -94,7 +105,6 @@ async def test_empty_batches_are_not_committed_and_a_restart_counts_once(tmp_pat
         again = ProjectionRunner(store, inner, Pushes())  # from the saved checkpoint
         await again.catch_up()
         assert await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": 4}
-        await inner.close()
 
 
 @pytest.mark.parametrize("reader", ["fanout", "runner"])
@@ -104,11 +114,7 @@ async def test_a_stream_is_committed_once_per_linger_and_a_quiet_spell_at_once(
     """A running projection (alone, or in the fan-out that is an app's read side) keeps
     ``linger`` between two commits: the first event after a quiet spell is committed at
     once, a full batch at once, and a short batch inside the linger waits for more."""
-    url = f"sqlite:///{tmp_path / 'events.db'}"
-    async with create_store(url) as store:
-        inner = create_read_models(store)
-        await inner.open()
-        models = CountingModels(inner)
+    async with counted_models(tmp_path) as (store, inner, models):
         runner = ProjectionRunner(store, models, Pushes(), batch_size=5)  # type: ignore[arg-type]
         runner.linger = 3600.0  # nothing in this test may wait for it
         if reader == "fanout":
@@ -139,7 +145,6 @@ async def test_a_stream_is_committed_once_per_linger_and_a_quiet_spell_at_once(
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await inner.close()
 
 
 def test_an_app_lingers_by_default_and_as_configured(monkeypatch: pytest.MonkeyPatch) -> None:
