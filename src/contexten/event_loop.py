@@ -2,10 +2,12 @@
 
 ``contexten serve`` runs under uvicorn, which picks ``uvloop`` when it is installed (it is a
 dependency on CPython). ``contexten worker`` and :meth:`App.run() <contexten.App.run>` run
-the same App code, so they use the same loop (:func:`run`): the workflow engine, which
-lives on tasks, futures and timers, does about 15% less CPU per workflow on it (B2), and
-the dispatcher about 5% per event (B1). ``CONTEXTEN_EVENT_LOOP=asyncio`` turns it off (for
-a platform or a debugger that needs the standard loop); ``uvloop`` requires it.
+the same App code, so they use the same loop (:func:`run`), which the tests of ``serve``
+already exercise. Measured (bench/README.md): the workflow engine, which lives on tasks,
+futures and timers, uses 4-8% less CPU per workflow on it (B2); the dispatcher the same CPU
+per event, with steadier latency (B1 at 1,000 events/s: p99 6-8 ms in every run).
+``CONTEXTEN_EVENT_LOOP=asyncio`` turns it off (for a platform or a debugger that needs the
+standard loop); ``uvloop`` requires it.
 
 A long-running process also tunes the cyclic garbage collector (:func:`serving_gc`). Code
 that embeds an App in its own ``asyncio.run`` keeps its own loop and collector.

@@ -22,12 +22,12 @@ _OWNER_TASK = "projections:leases"
 
 LINGER_ENV = "CONTEXTEN_READ_MODEL_LINGER_SECONDS"
 DEFAULT_LINGER = 0.02
-"""Seconds a running app's read models wait to fill a short batch (see
-:attr:`~contexten.projections.runner.ProjectionRunner.linger`). Committing every batch of one
-or two events made hundreds of small read-model transactions a second at a steady trickle;
-their page writes made the event store's own fsyncs wait, and publish -> handler took 2.5 ms
-at the median instead of 0.9 (B1, 1,000 events/s). A page or an API call sees a new row at
-most this much later."""
+"""Seconds a running app's read models keep between two commits under a stream of events
+(see :attr:`~contexten.projections.runner.ProjectionRunner.linger`). Committing every batch
+of one or two events made hundreds of small read-model transactions a second at a steady
+trickle; their page writes made the event store's own fsyncs wait, and publish -> handler
+took 2.5 ms at the median instead of 0.9 (B1, 1,000 events/s). A page or an API call sees a
+new row at most this much later; the first event after a quiet spell, at once."""
 
 
 def linger_from_env(default: float = DEFAULT_LINGER) -> float:
@@ -57,8 +57,8 @@ class Projections:
         store: the event store (opened by its owner).
         models: the read-model backend beside it (opened by :meth:`open`).
         batch_size: events per transaction.
-        linger: seconds the running projections wait to fill a short batch before folding
-            and committing it (0: at once; the app passes :func:`linger_from_env`).
+        linger: seconds the running projections keep between two commits, waiting to fill
+            a short batch (0: never wait; the app passes :func:`linger_from_env`).
     """
 
     def __init__(
