@@ -157,9 +157,13 @@ def _flaky(base: type[EventStore], **fail: int) -> type[EventStore]:
             self._maybe_fail("save_checkpoint")
             await super().save_checkpoint(name, position)
 
+        async def save_checkpoints(self, leases: Any) -> Any:
+            self._maybe_fail("save_checkpoint")  # a consumer saving its partition checkpoints
+            return await super().save_checkpoints(leases)
+
         async def commit(self, *args: Any, **kwargs: Any) -> Any:
             if kwargs.get("lease") is not None and not (args[0] if args else kwargs["appends"]):
-                self._maybe_fail("save_checkpoint")  # a consumer saving a partition checkpoint
+                self._maybe_fail("save_checkpoint")  # a partition checkpoint, one at a time
             self._maybe_fail("commit")
             return await super().commit(*args, **kwargs)
 

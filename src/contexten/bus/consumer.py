@@ -51,7 +51,7 @@ from contexten.bus.partitions import (
 from contexten.bus.subscription import SYSTEM_STREAM_PREFIX
 from contexten.bus.timing import DurationSnapshot
 from contexten.bus.watchdog import WorkerSlot
-from contexten.exceptions import AppNotRunning, ConfigurationError, LeaseLost
+from contexten.exceptions import AppNotRunning, ConfigurationError
 from contexten.observability.logging import get_logger
 from contexten.resilience.supervisor import Supervisor, TaskState
 from contexten.store.base import (
@@ -645,34 +645,24 @@ class Consumer:
         await self._save_parts(list(self._parts.values()))
 
     async def _save_parts(self, parts: Sequence[_Part]) -> None:
-        """Save the moved checkpoints of ``parts``, each fenced by its epoch."""
+        """Save the moved checkpoints of ``parts``, each fenced by its epoch, in one store
+        call (a store error raises: none is marked saved, the next round saves them again)."""
         moved = [(p, p.position) for p in parts if p.position > p.saved]
         if not moved:
             return
-        outcomes = await asyncio.gather(
-            *(
-                self._store.commit(
-                    [],
-                    lease=LeaseCheckpoint(
-                        self._group, p.number, self._worker_id, p.epoch, position
-                    ),
-                )
+        outcomes = await self._store.save_checkpoints(
+            [
+                LeaseCheckpoint(self._group, p.number, self._worker_id, p.epoch, position)
                 for p, position in moved
-            ),
-            return_exceptions=True,
+            ]
         )
-        failure: BaseException | None = None
-        for (part, position), outcome in zip(moved, outcomes, strict=True):
-            if isinstance(outcome, LeaseLost):
+        for (part, position), lost in zip(moved, outcomes, strict=True):
+            if lost is not None:
                 if self._parts.get(part.number) is part:
                     self._log.warning("partition lost to another worker", partition=part.number)
                     self._drop_part(part.number)
-            elif isinstance(outcome, BaseException):
-                failure = outcome
             else:
                 part.saved = max(part.saved, position)
-        if failure is not None:
-            raise failure
 
     async def flush(self) -> None:
         """Return once the checkpoints, as they stand now, are saved.

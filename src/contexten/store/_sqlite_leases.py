@@ -12,19 +12,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from contexten.events.codec import decode_json, encode_json
-from contexten.exceptions import PartitionsHeld
-from contexten.store.base import PartitionLease, WorkerInfo
+from contexten.exceptions import LeaseLost, PartitionsHeld
+from contexten.store.base import LeaseCheckpoint, PartitionLease, WorkerInfo
 
 __all__ = [
     "acquire_slot",
     "claim",
     "ensure",
+    "fenced_out",
     "heartbeat",
     "list_partitions",
     "list_workers",
     "release",
     "release_slot",
     "remove_worker",
+    "save_checkpoints",
 ]
 
 _LEASE_COLUMNS = "grp, partition, owner, epoch, position, expires_at"
@@ -215,3 +217,40 @@ def acquire_slot(
 def release_slot(group: str, holder: str, conn: sqlite3.Connection, now: float) -> None:
     """Delete ``holder``'s slot of ``group``."""
     conn.execute("DELETE FROM slots WHERE grp = ? AND holder = ?", (group, holder))
+
+
+def fenced_out(
+    lease: LeaseCheckpoint, fences: dict[tuple[str, int], tuple[str, int]]
+) -> LeaseLost | None:
+    """Why ``lease`` may not write, given ``(group, partition) -> (owner, epoch)`` as
+    stored now; None when its owner still holds that epoch."""
+    held = fences.get((lease.group, lease.partition))
+    if held is None:
+        return LeaseLost(lease.group, lease.partition, "no such partition")
+    if held != (lease.owner, lease.epoch):
+        return LeaseLost(lease.group, lease.partition, f"now at epoch {held[1]}")
+    return None
+
+
+def save_checkpoints(
+    leases: Sequence[LeaseCheckpoint], conn: sqlite3.Connection, now: float
+) -> list[LeaseLost | None]:
+    """Move each lease's partition to its position where its owner still holds that epoch:
+    one query per group for the fences, one statement for the moves (see
+    :meth:`~contexten.store.base.EventStore.save_checkpoints`)."""
+    fences: dict[tuple[str, int], tuple[str, int]] = {}
+    for group in {lease.group for lease in leases}:
+        for number, owner, epoch in conn.execute(
+            "SELECT partition, owner, epoch FROM partitions WHERE grp = ?", (group,)
+        ):
+            fences[(group, number)] = (owner, epoch)
+    outcomes = [fenced_out(lease, fences) for lease in leases]
+    conn.executemany(
+        "UPDATE partitions SET position = ? WHERE grp = ? AND partition = ?",
+        [
+            (lease.position, lease.group, lease.partition)
+            for lease, lost in zip(leases, outcomes, strict=True)
+            if lost is None
+        ],
+    )
+    return outcomes

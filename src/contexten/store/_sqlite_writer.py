@@ -39,11 +39,11 @@ from contexten.events.codec import decode_json, encode_json
 from contexten.events.envelope import Event
 from contexten.exceptions import (
     InvalidEvent,
-    LeaseLost,
     StoreError,
     StoreUnavailable,
     WrongExpectedVersion,
 )
+from contexten.store._sqlite_leases import fenced_out
 from contexten.store._sqlite_schema import FileIdentity, translate_error
 from contexten.store.base import (
     AppendResult,
@@ -467,7 +467,7 @@ class SqliteWriter:
         for request in batch:
             lease = request.lease
             if lease is not None:
-                lost = _fenced_out(lease, fences)
+                lost = fenced_out(lease, fences)
                 if lost is not None:
                     plan.outcomes.append(lost)
                     continue
@@ -542,17 +542,6 @@ class SqliteWriter:
             ):
                 found[key] = [AppendResult(*r) for r in decode_json(raw)]
         return found
-
-
-def _fenced_out(
-    lease: LeaseCheckpoint, fences: dict[tuple[str, int], tuple[str, int]]
-) -> LeaseLost | None:
-    held = fences.get((lease.group, lease.partition))
-    if held is None:
-        return LeaseLost(lease.group, lease.partition, "no such partition")
-    if held != (lease.owner, lease.epoch):
-        return LeaseLost(lease.group, lease.partition, f"now at epoch {held[1]}")
-    return None
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from contexten.events.envelope import Event
-from contexten.exceptions import WrongExpectedVersion
+from contexten.exceptions import LeaseLost, WrongExpectedVersion
 
 __all__ = [
     "SYSTEM_STREAM_PREFIX",
@@ -58,6 +58,7 @@ __all__ = [
     "check_checkpoint",
     "check_expected_version",
     "check_lease_checkpoint",
+    "check_saved_position",
 ]
 
 
@@ -198,6 +199,13 @@ class LeaseCheckpoint:
     owner: str
     epoch: int
     position: int | None = None
+
+
+def check_saved_position(lease: LeaseCheckpoint) -> None:
+    """Raise unless ``lease`` is well formed and names a position (to save a checkpoint)."""
+    check_lease_checkpoint(lease)
+    if lease.position is None:
+        raise ValueError("saving a checkpoint needs the lease's position")
 
 
 def check_lease_checkpoint(lease: LeaseCheckpoint) -> None:
@@ -382,6 +390,35 @@ class EventStore(ABC):
             lease=lease,
         )
         return results[0]
+
+    async def save_checkpoints(self, leases: Sequence[LeaseCheckpoint]) -> list[LeaseLost | None]:
+        """Move the checkpoints of several partitions, each fenced by its own lease.
+
+        Each is what ``commit([], lease=lease)`` does alone, and this default does exactly
+        that (group-committed); a backend may do them all in one transaction. Returns, in
+        order, None for a checkpoint that moved and the :class:`~contexten.exceptions.
+        LeaseLost` that refused one whose owner no longer holds that epoch (nothing else
+        is refused for it).
+
+        Raises:
+            ValueError: a lease has no position.
+            StoreError: they could not be written (some may have moved; saving the same
+                positions again is safe).
+        """
+        for lease in leases:
+            check_saved_position(lease)
+        outcomes = await asyncio.gather(
+            *(self.commit([], lease=lease) for lease in leases), return_exceptions=True
+        )
+        lost: list[LeaseLost | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, LeaseLost):
+                lost.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                lost.append(None)
+        return lost
 
     @abstractmethod
     async def read_stream(

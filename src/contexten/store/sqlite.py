@@ -40,6 +40,7 @@ from contexten.events.codec import decode_event, encode_event
 from contexten.exceptions import (
     ConfigurationError,
     InvalidEvent,
+    LeaseLost,
     StoreClosed,
     StoreCorrupted,
     StoreError,
@@ -50,6 +51,7 @@ from contexten.store import _sqlite_cache as cache_table
 from contexten.store import _sqlite_leases as leases
 from contexten.store import _sqlite_retention as retention
 from contexten.store._recent import RecentLog
+from contexten.store._sqlite_leases import save_checkpoints as _save_lease_checkpoints
 from contexten.store._sqlite_schema import (
     MIGRATIONS,
     FileIdentity,
@@ -78,6 +80,7 @@ from contexten.store.base import (
     check_append,
     check_checkpoint,
     check_lease_checkpoint,
+    check_saved_position,
 )
 from contexten.store.retention import Candidate, Pruned
 
@@ -341,6 +344,15 @@ class SqliteEventStore(EventStore):
         future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         writer.submit(WorkRequest(work, future))
         return await future
+
+    async def save_checkpoints(self, leases: Sequence[LeaseCheckpoint]) -> list[LeaseLost | None]:
+        """Move several partitions' checkpoints in one write of the writer thread (see the
+        port): a consumer saving its partitions every 50 ms made one commit request each."""
+        for lease in leases:
+            check_saved_position(lease)
+        if not leases:
+            return []
+        return await self._work(functools.partial(_save_lease_checkpoints, list(leases)))
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save consumer ``name``'s position durably (group-committed like any write)."""

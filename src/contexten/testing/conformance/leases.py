@@ -201,6 +201,37 @@ class LeaseConformance:
         positions = [p.position for p in await store.partitions("g")]
         assert positions == [10, 11, 12, 13, 0, 0, 0, 0]
 
+    async def test_save_checkpoints_moves_each_partition_its_lease_still_holds(
+        self, store: EventStore
+    ) -> None:
+        await store.ensure_partitions("g", 4, position=0)
+        await store.ensure_partitions("h", 1, position=0)
+        await store.claim_partitions("g", "a", limit=2, ttl=_TTL)  # 0 and 1, epoch 1
+        await store.claim_partitions("g", "b", limit=2, ttl=_TTL)  # 2 and 3
+        [h] = await store.claim_partitions("h", "a", limit=1, ttl=_TTL)
+        outcomes = await store.save_checkpoints(
+            [
+                LeaseCheckpoint("g", 0, "a", 1, position=7),
+                LeaseCheckpoint("g", 1, "a", 2, position=8),  # not its epoch
+                LeaseCheckpoint("g", 2, "a", 1, position=9),  # b's partition
+                LeaseCheckpoint("h", 0, "a", h.epoch, position=4),
+                LeaseCheckpoint("x", 0, "a", 1, position=1),  # no such partition
+            ]
+        )
+        assert [o is None for o in outcomes] == [True, False, False, True, False]
+        assert all(isinstance(o, LeaseLost) for o in outcomes if o is not None)
+        assert [(o.group, o.partition) for o in outcomes if o is not None] == [
+            ("g", 1),
+            ("g", 2),
+            ("x", 0),
+        ]
+        assert [p.position for p in await store.partitions("g")] == [7, 0, 0, 0]
+        assert [p.position for p in await store.partitions("h")] == [4]
+        assert await store.save_checkpoints([]) == []
+        with pytest.raises(ValueError, match="position"):
+            await store.save_checkpoints([LeaseCheckpoint("g", 0, "a", 1)])
+        assert await store.head() == 0  # checkpoints only: no event
+
     # -- concurrency slots -------------------------------------------------------------------
 
     async def test_slots_are_limited_per_group(self, store: EventStore) -> None:
