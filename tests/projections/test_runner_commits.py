@@ -122,6 +122,7 @@ async def test_a_stream_is_committed_once_per_linger_and_a_quiet_spell_at_once(
             await fanout.join(runner)
             task = asyncio.create_task(fanout.run(idle_wait=0.05))
         else:
+            await runner.prepare()  # its tables exist before the test reads them
             task = asyncio.create_task(runner.run(idle_wait=0.05))
 
         async def pushes_folded(n: int) -> None:
