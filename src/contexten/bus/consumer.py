@@ -48,7 +48,6 @@ from contexten.bus.partitions import (
     members,
     partition_of,
 )
-from contexten.bus.subscription import SYSTEM_STREAM_PREFIX
 from contexten.bus.timing import DurationSnapshot
 from contexten.bus.watchdog import WorkerSlot
 from contexten.exceptions import AppNotRunning, ConfigurationError
@@ -60,6 +59,7 @@ from contexten.store.base import (
     PartitionLease,
     RecordedEvent,
     WorkerInfo,
+    is_system_stream,
 )
 
 __all__ = ["Consumer", "ConsumerState", "ConsumerStatus"]
@@ -501,7 +501,7 @@ class Consumer:
         sub = self.subscription
         event = rec.event
         letter_id: str | None = None
-        if rec.stream.startswith(SYSTEM_STREAM_PREFIX):
+        if is_system_stream(rec.stream):
             if (
                 event.type == REDRIVEN
                 and event.data.get("subscription") == self._name

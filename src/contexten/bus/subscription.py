@@ -21,7 +21,7 @@ from contexten.events.envelope import Event
 from contexten.events.patterns import Pattern, compile_pattern
 from contexten.exceptions import ConfigurationError
 from contexten.resilience.retry import RetryPolicy
-from contexten.store.base import SYSTEM_STREAM_PREFIX
+from contexten.store.base import SYSTEM_STREAM_PREFIX, is_system_stream
 
 if TYPE_CHECKING:
     from contexten.bus.context import HandlerContext
@@ -130,11 +130,6 @@ def _check_name(name: object) -> str:
 
 def _unordered(event: Event) -> None:
     return None
-
-
-def is_system_stream(stream: str) -> bool:
-    """Whether ``stream`` is one of Contexten's own (``$``-prefixed) streams."""
-    return stream.startswith(SYSTEM_STREAM_PREFIX)
 
 
 def _seconds(value: float | timedelta | None) -> float | None:

@@ -28,7 +28,7 @@ from rich.console import Console
 from contexten.cli._common import markup
 from contexten.events.envelope import Event
 from contexten.exceptions import StoreClosed
-from contexten.store.base import SYSTEM_STREAM_PREFIX, EventStore, RecordedEvent
+from contexten.store.base import EventStore, RecordedEvent, is_system_stream
 
 __all__ = ["Line", "Timeline", "describe"]
 
@@ -228,7 +228,7 @@ class _Describer:
         kind = event.type.removeprefix(_WORKFLOW_PREFIX)
         data = event.data
         wid = str(data.get("workflow_id") or event.subject or "")
-        if not rec.stream.startswith(SYSTEM_STREAM_PREFIX):  # the public outcome event
+        if not is_system_stream(rec.stream):  # the public outcome event
             if kind not in ("completed", "failed", "compensated", "cancelled"):
                 return None
             style = "bold green" if kind == "completed" else "bold red"

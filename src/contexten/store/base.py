@@ -59,6 +59,7 @@ __all__ = [
     "check_expected_version",
     "check_lease_checkpoint",
     "check_saved_position",
+    "is_system_stream",
 ]
 
 
@@ -66,6 +67,11 @@ SYSTEM_STREAM_PREFIX: Final = "$"
 """Streams whose name starts with this hold Contexten's own bookkeeping (dead letters,
 workflow internals, audit, retention): subscriptions skip them unless they set
 ``include_system=True``, and retention never prunes them."""
+
+
+def is_system_stream(stream: str) -> bool:
+    """Whether ``stream`` is one of Contexten's own (``$``-prefixed) streams."""
+    return stream.startswith(SYSTEM_STREAM_PREFIX)
 
 
 class StreamState(enum.Enum):

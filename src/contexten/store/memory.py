@@ -17,7 +17,6 @@ from contexten.events.codec import encode_event
 from contexten.events.envelope import utcnow
 from contexten.exceptions import InvalidEvent, LeaseLost, PartitionsHeld, StoreClosed
 from contexten.store.base import (
-    SYSTEM_STREAM_PREFIX,
     Append,
     AppendResult,
     EventStore,
@@ -30,6 +29,7 @@ from contexten.store.base import (
     WorkerInfo,
     check_expected_version,
     check_lease_checkpoint,
+    is_system_stream,
 )
 from contexten.store.retention import Candidate, Pruned, without_data
 
@@ -255,7 +255,7 @@ class MemoryEventStore(EventStore):
         for rec in self._log[max(after, 0) :]:
             if rec.recorded_at >= before or len(out) >= limit:
                 break
-            if rec.position in self._pruned or rec.stream.startswith(SYSTEM_STREAM_PREFIX):
+            if rec.position in self._pruned or is_system_stream(rec.stream):
                 continue
             size = len(encode_event(rec.event))
             out.append(Candidate(rec.position, rec.stream, rec.event.type, rec.recorded_at, size))

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from contexten.exceptions import StoreClosed, StoreError
-from contexten.store.base import SYSTEM_STREAM_PREFIX, RecordedEvent
+from contexten.store.base import RecordedEvent, is_system_stream
 from contexten.workflows import admin
 from contexten.workflows.history import CANCEL_REQUESTED, MIGRATED, REDRIVEN, workflow_id_of
 from contexten.workflows.state_machine import StateMachine
@@ -43,7 +43,7 @@ async def prefill(engine: WorkflowEngine, start: int, end: int) -> None:
         for rec in page:
             if rec.position > end:
                 break
-            if rec.stream.startswith(SYSTEM_STREAM_PREFIX):
+            if is_system_stream(rec.stream):
                 engine.waits.advance(rec.position)
             else:
                 engine.waits.observe(rec)
@@ -88,7 +88,7 @@ async def _process(engine: WorkflowEngine, batch: list[RecordedEvent]) -> bool:
     starts: list[tuple[WorkflowDefinition, RecordedEvent]] = []
     machine_events: dict[str, tuple[StateMachine, list[RecordedEvent]]] = {}
     for rec in batch:
-        if rec.stream.startswith(SYSTEM_STREAM_PREFIX):
+        if is_system_stream(rec.stream):
             engine.waits.advance(rec.position)
             engine.owners.see(rec)
             if rec.event.type in (CANCEL_REQUESTED, REDRIVEN, MIGRATED):

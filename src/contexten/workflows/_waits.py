@@ -22,7 +22,7 @@ from typing import Final
 
 from contexten.events.envelope import Event
 from contexten.events.patterns import Pattern
-from contexten.store.base import SYSTEM_STREAM_PREFIX, EventStore, RecordedEvent
+from contexten.store.base import EventStore, RecordedEvent, is_system_stream
 
 __all__ = ["WaitIndex", "Waiter"]
 
@@ -172,7 +172,7 @@ class WaitIndex:
             for rec in page:
                 if rec.position > end:
                     return None
-                if not rec.stream.startswith(SYSTEM_STREAM_PREFIX) and waiter.accepts(rec):
+                if not is_system_stream(rec.stream) and waiter.accepts(rec):
                     return rec
             position = page[-1].position
         return None
