@@ -162,8 +162,6 @@ def _flaky(base: type[EventStore], **fail: int) -> type[EventStore]:
             return await super().save_checkpoints(leases)
 
         async def commit(self, *args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("lease") is not None and not (args[0] if args else kwargs["appends"]):
-                self._maybe_fail("save_checkpoint")  # a partition checkpoint, one at a time
             self._maybe_fail("commit")
             return await super().commit(*args, **kwargs)
 
