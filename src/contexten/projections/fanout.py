@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from contexten.exceptions import ProjectionConflict
 from contexten.observability.logging import get_logger
 from contexten.projections.base import Commit, ProjectionBatch
-from contexten.projections.runner import ProjectionRunner, read_batch
+from contexten.projections.runner import ProjectionRunner, linger_left, read_batch
 from contexten.store.base import EventStore, RecordedEvent
 
 __all__ = ["ProjectionFanout"]
@@ -155,9 +155,7 @@ class ProjectionFanout:
                 if not lane.loaded:
                     await self._load(lane)
             after = min(lane.folded for lane in lanes)
-            linger = max(lane.runner.linger for lane in lanes)
-            if linger > 0:
-                linger = max(0.0, linger - (time.monotonic() - self._committed_at))
+            linger = linger_left(max(lane.runner.linger for lane in lanes), self._committed_at)
             records = await self._read(after, linger)
             async with self._lock:
                 saves: list[_Save] = []

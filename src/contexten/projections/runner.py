@@ -41,7 +41,7 @@ from contexten.observability.logging import get_logger
 from contexten.projections.base import Projection, ProjectionBatch, ReadModels
 from contexten.store.base import EventStore, RecordedEvent
 
-__all__ = ["Progress", "ProjectionRunner", "ProjectionStatus", "read_batch"]
+__all__ = ["Progress", "ProjectionRunner", "ProjectionStatus", "linger_left", "read_batch"]
 
 Progress = Callable[[int, int], None]
 """``progress(position, head)``: called after each committed batch of a catch-up or rebuild."""
@@ -87,6 +87,12 @@ class ProjectionStatus:
             "last_error": self.last_error,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
+
+
+def linger_left(linger: float, committed_at: float) -> float:
+    """What is left of ``linger`` since the last commit of rows, made at ``committed_at``
+    (monotonic seconds; ``-inf``: none yet, so nothing is left)."""
+    return max(0.0, linger - (time.monotonic() - committed_at))
 
 
 async def read_batch(
@@ -247,7 +253,7 @@ class ProjectionRunner:
         try:
             while True:
                 try:
-                    linger = max(0.0, self.linger - (time.monotonic() - committed_at))
+                    linger = linger_left(self.linger, committed_at)
                     position, read, batch = await self._fold(folded, linger=linger)
                     now = time.monotonic()
                     due = now - saved_at >= self.checkpoint_interval
