@@ -59,9 +59,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _group_commit import GroupCommitWriter
 
 SECRET = "b3-bench-secret"
 BODY_SIZE = 5 * 1024
@@ -94,14 +97,21 @@ def sign(body: bytes) -> str:
 # -- the servers (run in their own subprocess) ----------------------------------------------
 
 
-def bare_app() -> Any:
-    """The limit: read, verify, parse, answer (also Granian's factory target)."""
+def bare_app(durable_db: str | None = None) -> Any:
+    """The limit: read, verify, parse, answer (also Granian's factory target).
+
+    With ``durable_db``, the durable limit: the same handler also inserts the body into
+    SQLite by raw group commit (``bench/_group_commit.py``: WAL, ``synchronous=FULL``, one
+    writer thread, one transaction per batch) and answers once its batch is committed. That
+    is the least any server can do that acknowledges a webhook only once it is on disk.
+    """
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     secret = SECRET.encode()
+    writer: GroupCommitWriter | None = None
 
     async def webhook(request: Request) -> Response:
         body = await request.body()
@@ -109,27 +119,41 @@ def bare_app() -> Any:
         if not hmac.compare_digest(expected, request.headers.get("x-hub-signature-256", "")):
             return Response(status_code=401)
         json.loads(body)
+        if writer is not None:
+            await writer.insert(body)
         return JSONResponse({"status": "accepted"}, 202)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal writer
+        if durable_db is not None:
+            writer = GroupCommitWriter(Path(durable_db))
+        try:
+            yield
+        finally:
+            if writer is not None:
+                writer.close()
+
     return Starlette(
         routes=[
             Route("/webhooks/github", webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
 
 
-def serve_bare(port: int, impl: str) -> None:
-    """The bare server on uvicorn."""
+def serve_bare(port: int, impl: str, durable_db: str | None = None) -> None:
+    """The bare server on uvicorn (durable with ``durable_db``, see :func:`bare_app`)."""
     import uvicorn
 
     http, loop = _uvicorn_impl(impl)
     uvicorn.run(
-        bare_app(), host="127.0.0.1", port=port, log_level="warning", http=http, loop=loop,
-        access_log=False, server_header=False,
+        bare_app(durable_db), host="127.0.0.1", port=port, log_level="warning", http=http,
+        loop=loop, access_log=False, server_header=False,
     )  # fmt: skip
 
 
@@ -225,6 +249,8 @@ def server(kind: str, impl: str, *extra: str) -> Any:
         command = [sys.executable, __file__, "--port", str(port), "--impl", impl]
         if kind == "contexten-ingest":
             command += ["--serve", "contexten", "--no-dispatch"]
+        elif kind == "bare-durable":
+            command += ["--serve", "bare"]
         else:
             command += ["--serve", kind]
         proc = subprocess.Popen([*command, *extra], stdout=subprocess.DEVNULL)
@@ -521,13 +547,13 @@ def stored_events(db: Path) -> int:
 
 def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[Load]:
     results: list[Load] = []
-    kinds = ["bare", "contexten", "contexten-ingest"]
+    kinds = ["bare", "bare-durable", "contexten", "contexten-ingest"]
     if args.granian:
         kinds += ["bare-granian", "contexten-granian"]
     for connections in (50, 1000):
         for kind in kinds:
             db = workdir / f"{kind}-{connections}.db"
-            extra = ["--db", str(db)] if kind.startswith("contexten") else []
+            extra = ["--db", str(db)] if kind != "bare" else []
             with server(kind, args.impl, *extra) as (port, pid):
                 before = cpu_seconds(pid)
                 if use_wrk:
@@ -540,7 +566,7 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
                 load.cpu_us = (after[0] - before[0]) / load.requests * 1e6
                 load.loop_us = (after[1] - before[1]) / load.requests * 1e6
             results.append(load)
-            stored = f", stored {stored_events(db)}" if kind.startswith("contexten") else ""
+            stored = f", stored {stored_events(db)}" if kind != "bare" else ""
             print(
                 f"  {kind:17} c={connections:<5} {load.rate:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
                 f"  p99 {load.p99_ms:7.2f} ms  cpu/req {load.cpu_us:5.0f} us "
@@ -615,7 +641,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.serve == "bare":
-        return serve_bare(args.port, args.impl)
+        return serve_bare(args.port, args.impl, args.db)
     if args.serve == "contexten":
         return serve_contexten(
             args.port,
@@ -664,6 +690,12 @@ def main() -> None:
         print(f"  c={connections:<5} contexten/bare throughput {share:6.1%}  (target >= 60%)")
         ingest = by["contexten-ingest", connections].rate / by["bare", connections].rate
         print(f"  c={connections:<5} contexten-ingest/bare throughput {ingest:6.1%}")
+        durable = by["bare-durable", connections].rate / by["bare", connections].rate
+        print(f"  c={connections:<5} bare-durable/bare throughput {durable:6.1%}  "
+              "(the durable limit's own share)")  # fmt: skip
+        for kind in ("contexten", "contexten-ingest"):
+            of_durable = by[kind, connections].rate / by["bare-durable", connections].rate
+            print(f"  c={connections:<5} {kind}/bare-durable throughput {of_durable:6.1%}")
         cpu_share = by["bare", connections].cpu_us / by["contexten", connections].cpu_us
         print(f"  c={connections:<5} bare/contexten server CPU per request {cpu_share:6.1%}")
         if args.granian:
