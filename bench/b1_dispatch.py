@@ -294,4 +294,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     configure_logging(level="WARNING")
-    event_loop.run(main())  # uvloop unless CONTEXTEN_EVENT_LOOP=asyncio, as a worker
+    # As a worker runs (App.run), for every row, the limits too: uvloop unless
+    # CONTEXTEN_EVENT_LOOP=asyncio, and the serving GC settings.
+    with event_loop.serving_gc():
+        event_loop.run(main())
