@@ -4,6 +4,9 @@ Side by side in one run, each server in its own subprocess on one uvicorn worker
 
 * **bare**: a Starlette handler that only reads the body, verifies the HMAC and parses the
   JSON, then answers 202 (the limit: no storage);
+* **bare-durable**: the same handler that also inserts the body by raw SQLite group commit
+  (WAL, ``synchronous=FULL``, ``bench/_group_commit.py``) and answers once it is committed
+  (the durable limit: what any server that acks only stored webhooks must at least do);
 * **contexten**: ``contexten serve``'s server (``IngressServer``) for a bare ``App`` on SQLite
   (WAL, ``synchronous=FULL``, group commit): verify, normalise, dedup and commit, then 202;
   the same process keeps the read models and would dispatch (the all-in-one default);
@@ -25,7 +28,8 @@ whose App has one handler, from a Python raw-socket client that puts the send ti
 (individually signed) body; the handler records request -> handler start.
 
 Targets (issue 4): contexten >= 60% of bare's requests/s, p99 < 25 ms at 50 connections,
-p99 request -> handler start < 25 ms at 500 requests/s.
+p99 request -> handler start < 25 ms at 500 requests/s. The report also gives each
+Contexten row as a share of bare-durable.
 
 Current results, with the command that produced them, are in ``bench/README.md``.
 
