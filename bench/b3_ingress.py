@@ -557,7 +557,8 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
     for connections in (50, 1000):
         for kind in kinds:
             db = workdir / f"{kind}-{connections}.db"
-            extra = ["--db", str(db)] if kind != "bare" else []
+            stores = kind == "bare-durable" or kind.startswith("contexten")
+            extra = ["--db", str(db)] if stores else []
             with server(kind, args.impl, *extra) as (port, pid):
                 before = cpu_seconds(pid)
                 if use_wrk:
@@ -570,7 +571,7 @@ def throughput(args: argparse.Namespace, workdir: Path, use_wrk: bool) -> list[L
                 load.cpu_us = (after[0] - before[0]) / load.requests * 1e6
                 load.loop_us = (after[1] - before[1]) / load.requests * 1e6
             results.append(load)
-            stored = f", stored {stored_events(db)}" if kind != "bare" else ""
+            stored = f", stored {stored_events(db)}" if stores else ""
             print(
                 f"  {kind:17} c={connections:<5} {load.rate:8.0f} req/s  p50 {load.p50_ms:6.2f} ms"
                 f"  p99 {load.p99_ms:7.2f} ms  cpu/req {load.cpu_us:5.0f} us "
