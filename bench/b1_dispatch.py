@@ -15,9 +15,10 @@ measure publish -> handler start.
 
 Run: ``.venv/bin/python bench/b1_dispatch.py [--events 100000] [--rate 1000 --seconds 5]``
 
-Every row runs on the event loop a Contexten process uses (``contexten.event_loop``: uvloop
-when installed); ``CONTEXTEN_EVENT_LOOP=asyncio`` in front runs them all on the standard
-loop instead (the loop an App embedded in a script's own ``asyncio.run`` gets).
+Every row runs on the event loop and with the collector settings a Contexten process uses
+(``contexten.event_loop``: uvloop when installed, ``serving_gc``);
+``CONTEXTEN_EVENT_LOOP=asyncio`` in front runs them all on the standard loop instead (the
+loop an App embedded in a script's own ``asyncio.run`` gets).
 """
 
 from __future__ import annotations
@@ -294,7 +295,5 @@ async def main() -> None:
 
 if __name__ == "__main__":
     configure_logging(level="WARNING")
-    # As a worker runs (App.run), for every row, the limits too: uvloop unless
-    # CONTEXTEN_EVENT_LOOP=asyncio, and the serving GC settings.
     with event_loop.serving_gc():
         event_loop.run(main())

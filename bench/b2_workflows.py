@@ -17,9 +17,10 @@ machine it is steadier than workflows/s, which depend on the CPU and the fsyncs 
 
 Run: ``.venv/bin/python bench/b2_workflows.py [--workflows 1000] [--concurrency 100]``
 
-Every row runs on the event loop a Contexten process uses (``contexten.event_loop``: uvloop
-when installed); ``CONTEXTEN_EVENT_LOOP=asyncio`` in front runs them all on the standard
-loop instead (the loop an App embedded in a script's own ``asyncio.run`` gets).
+Every row runs on the event loop and with the collector settings a Contexten process uses
+(``contexten.event_loop``: uvloop when installed, ``serving_gc``);
+``CONTEXTEN_EVENT_LOOP=asyncio`` in front runs them all on the standard loop instead (the
+loop an App embedded in a script's own ``asyncio.run`` gets).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _group_commit import GroupCommitWriter
+from b1_dispatch import loop_name
 
 from contexten import event_loop
 from contexten.store.sqlite import SqliteEventStore
@@ -198,8 +200,10 @@ async def main() -> None:
         ours = await contexten(n, c, tmp, args.profile)
         peer = await dbos(n, c, tmp)
     results = [limit, ours] + ([peer] if peer is not None else [])
-    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    print(f"B2: {n} three-step workflows, {c} at a time, SQLite synchronous=FULL, {loop} loop\n")
+    print(
+        f"B2: {n} three-step workflows, {c} at a time, SQLite synchronous=FULL, "
+        f"{loop_name()} loop\n"
+    )
     print(table(results, limit))
     if peer is None:
         print("\nDBOS Transact is not installed (pip install dbos): peer column skipped.")
@@ -208,7 +212,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    # As a worker runs (App.run), for every row, the limits too: uvloop unless
-    # CONTEXTEN_EVENT_LOOP=asyncio, and the serving GC settings.
     with event_loop.serving_gc():
         event_loop.run(main())
