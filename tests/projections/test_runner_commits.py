@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,18 @@ async def counted_models(
             await inner.close()
 
 
-async def _until_caught_up(runner: ProjectionRunner) -> None:
+async def _eventually(predicate: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``predicate`` until it is true (a hang guard, not a timing assertion)."""
     async with asyncio.timeout(HANG_GUARD):
-        for _ in range(1_000_000):
-            if not (await runner.status()).lag:
-                return
+        while not await predicate():  # noqa: ASYNC110 - polling the read models
             await asyncio.sleep(0.01)
+
+
+async def _until_caught_up(runner: ProjectionRunner) -> None:
+    async def caught_up() -> bool:
+        return not (await runner.status()).lag
+
+    await _eventually(caught_up)
 
 
 async def test_empty_batches_are_not_committed_and_a_restart_counts_once(tmp_path: Path) -> None:
@@ -126,11 +132,10 @@ async def test_a_stream_is_committed_once_per_linger_and_a_quiet_spell_at_once(
             task = asyncio.create_task(runner.run(idle_wait=0.05))
 
         async def pushes_folded(n: int) -> None:
-            async with asyncio.timeout(HANG_GUARD):
-                for _ in range(1_000_000):
-                    if await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": n}:
-                        return
-                    await asyncio.sleep(0.01)
+            async def folded() -> bool:
+                return await inner.get(Pushes.tables[0], ("acme",)) == {"repo": "acme", "n": n}
+
+            await _eventually(folded)
 
         try:
             await store.append("github-acme", [Event(type="github.push")])
